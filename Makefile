@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each installs what it needs first.
+# npm scripts run on the Node.js 24 binary from the `node` devDependency (node_modules/.bin comes first).
+
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+DEPS_STAMP := node_modules/.deps-stamp
+
+.PHONY: demo test deps lint typecheck bench clean
+
+$(DEPS_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@node --version | grep -q '^v24\.' || { echo "phantomgate needs Node.js 24; node_modules/.bin/node is $$(node --version)"; exit 1; }
+	@touch $@
+
+deps: $(DEPS_STAMP)
+
+demo: deps
+	node bin/phantomgate.js demo
+
+test: deps
+	npm test
+
+lint: deps
+	npm run lint
+
+typecheck: deps
+	npm run typecheck
+
+bench: deps
+	npm run bench
+
+clean:
+	rm -rf dist coverage .dev

@@ -1,0 +1,128 @@
+// The one error catalogue: every error a client or operator can see, with its code, HTTP status and a message
+// that is safe to show. Callers switch on `code`; docs/errors.md is kept in step by a test.
+
+export interface ErrorSpec {
+  readonly status: number;
+  /** Short problem title (RFC 9457 `title`). */
+  readonly title: string;
+  /** RFC 6750 error code for `WWW-Authenticate`, when the error concerns the bearer token. */
+  readonly bearerError?: "invalid_request" | "invalid_token" | "insufficient_scope";
+  /** Safe, generic description shown to clients. */
+  readonly detail: string;
+}
+
+export const errorCatalogue = {
+  PG_ERR_TOKEN_MISSING: {
+    status: 401,
+    title: "Unauthorized",
+    detail: "This route requires a bearer token in the Authorization header.",
+  },
+  PG_ERR_TOKEN_INVALID: {
+    status: 401,
+    title: "Unauthorized",
+    bearerError: "invalid_token",
+    detail: "The access token is invalid, expired or revoked.",
+  },
+  PG_ERR_TOKEN_MALFORMED_HEADER: {
+    status: 400,
+    title: "Bad Request",
+    bearerError: "invalid_request",
+    detail: "The Authorization header must be a single 'Bearer <token>' value.",
+  },
+  PG_ERR_TOKEN_IN_QUERY: {
+    status: 400,
+    title: "Bad Request",
+    bearerError: "invalid_request",
+    detail: "Access tokens are accepted only in the Authorization header, not in the query or body.",
+  },
+  PG_ERR_INSUFFICIENT_SCOPE: {
+    status: 403,
+    title: "Forbidden",
+    bearerError: "insufficient_scope",
+    detail: "The access token lacks a scope this route requires.",
+  },
+  PG_ERR_ROUTE_NOT_FOUND: {
+    status: 404,
+    title: "Not Found",
+    detail: "No route matches this host and path.",
+  },
+  PG_ERR_METHOD_NOT_ALLOWED: {
+    status: 405,
+    title: "Method Not Allowed",
+    detail: "This route does not accept the request method.",
+  },
+  PG_ERR_BAD_PATH: {
+    status: 400,
+    title: "Bad Request",
+    detail: "The request path is not allowed (encoded separators, NUL, or it escapes the root).",
+  },
+  PG_ERR_BAD_REQUEST: {
+    status: 400,
+    title: "Bad Request",
+    detail: "The request is malformed.",
+  },
+  PG_ERR_URI_TOO_LONG: {
+    status: 414,
+    title: "URI Too Long",
+    detail: "The request URL exceeds the gateway's limit.",
+  },
+  PG_ERR_HEADERS_TOO_LARGE: {
+    status: 431,
+    title: "Request Header Fields Too Large",
+    detail: "The request headers exceed the gateway's limit.",
+  },
+  PG_ERR_BODY_TOO_LARGE: {
+    status: 413,
+    title: "Content Too Large",
+    detail: "The request body exceeds the route's limit.",
+  },
+  PG_ERR_AS_UNAVAILABLE: {
+    status: 503,
+    title: "Service Unavailable",
+    detail: "The authorization server could not be reached; the request was not forwarded. Retry later.",
+  },
+  PG_ERR_NOT_READY: {
+    status: 503,
+    title: "Service Unavailable",
+    detail: "The gateway has no configuration yet. Retry later.",
+  },
+  PG_ERR_UPSTREAM_TIMEOUT: {
+    status: 504,
+    title: "Gateway Timeout",
+    detail: "The upstream API did not answer in time.",
+  },
+  PG_ERR_UPSTREAM_UNAVAILABLE: {
+    status: 502,
+    title: "Bad Gateway",
+    detail: "The upstream API could not be reached.",
+  },
+  PG_ERR_INTERNAL: {
+    status: 500,
+    title: "Internal Server Error",
+    detail: "The gateway failed to handle the request.",
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof errorCatalogue;
+
+/** An error with a catalogue code. `reason` is internal (logs, audit), never sent to clients. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly reason: string;
+  /** Extra safe details for the client (e.g. the missing scope, the allowed methods). */
+  readonly extra: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, reason: string, extra: Record<string, string> = {}, options?: ErrorOptions) {
+    super(`${code}: ${reason}`, options);
+    this.name = "GatewayError";
+    this.code = code;
+    this.status = errorCatalogue[code].status;
+    this.reason = reason;
+    this.extra = extra;
+  }
+}
+
+export function isGatewayError(value: unknown): value is GatewayError {
+  return value instanceof GatewayError;
+}
