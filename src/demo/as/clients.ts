@@ -1,0 +1,83 @@
+// The demo AS's fixed catalogue: scopes, resource servers and registered clients (the demo contract in DESIGN.md).
+import type { JsonWebKey } from "node:crypto";
+
+import type { ClientMetadata } from "oidc-provider";
+
+import { SIGNING_ALG } from "./signing-keys.ts";
+
+export const DEMO_SCOPES = [
+  "read_invoice",
+  "write_invoice",
+  "high_video_stream",
+  "low_video_stream",
+  "video_metadata",
+] as const;
+
+/** Resource indicator (RFC 8707) that makes client_credentials issue a JWT access token instead of an opaque one. */
+export const JWT_API_RESOURCE = "urn:phantomgate:jwt-api";
+
+export const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/** Clients the gateway uses: they may introspect and revoke any token and exchange tokens. */
+export const GATEWAY_CLIENT_IDS: ReadonlySet<string> = new Set(["gateway", "gateway-post", "gateway-jwt"]);
+
+/** Published demo secrets: this AS exists for local demos and tests, never for real clients. */
+const SECRETS = {
+  "demo-client": "demo-secret",
+  "partner-client": "partner-secret",
+  gateway: "gateway-secret",
+  "gateway-post": "gateway-secret",
+} as const;
+
+function appClient(clientId: "demo-client" | "partner-client"): ClientMetadata {
+  return {
+    client_id: clientId,
+    client_secret: SECRETS[clientId],
+    grant_types: ["client_credentials"],
+    response_types: [],
+    redirect_uris: [],
+    // oidc-provider accepts client_secret_post from a client_secret_basic client too (both prove the same secret).
+    token_endpoint_auth_method: "client_secret_basic",
+    scope: DEMO_SCOPES.join(" "),
+  };
+}
+
+function gatewayClient(
+  clientId: "gateway" | "gateway-post" | "gateway-jwt",
+  auth: Pick<ClientMetadata, "token_endpoint_auth_method" | "client_secret" | "jwks">,
+): ClientMetadata {
+  return {
+    client_id: clientId,
+    ...auth,
+    grant_types: [TOKEN_EXCHANGE_GRANT],
+    response_types: [],
+    redirect_uris: [],
+    // RFC 9701 signed introspection responses (every client has this alg by default; stated here because the gateway relies on it).
+    introspection_signed_response_alg: SIGNING_ALG,
+  };
+}
+
+/** Client registrations; `gateway-jwt` (private_key_jwt) exists only when its public keys are given. */
+export function demoClients(gatewayClientJwks: { keys: JsonWebKey[] } | undefined): ClientMetadata[] {
+  const clients = [
+    appClient("demo-client"),
+    appClient("partner-client"),
+    gatewayClient("gateway", {
+      token_endpoint_auth_method: "client_secret_basic",
+      client_secret: SECRETS.gateway,
+    }),
+    gatewayClient("gateway-post", {
+      token_endpoint_auth_method: "client_secret_post",
+      client_secret: SECRETS["gateway-post"],
+    }),
+  ];
+  if (gatewayClientJwks !== undefined) {
+    clients.push(
+      gatewayClient("gateway-jwt", {
+        token_endpoint_auth_method: "private_key_jwt",
+        jwks: gatewayClientJwks,
+      }),
+    );
+  }
+  return clients;
+}
