@@ -1,0 +1,263 @@
+// The request firewall: per-gateway size limits, request-target normalisation and the rules for where a bearer
+// token may appear, applied to every request before routing. Pure: it reads the request line and raw headers
+// and either returns what later stages need or throws a catalogued GatewayError.
+//
+// Raw headers are read instead of `req.headers` because node keeps only the first of duplicate `Authorization`
+// and `Host` fields: a second one would otherwise be silently dropped here yet may be honoured by an upstream
+// or another proxy.
+import { GatewayError } from "../../errors/catalogue.ts";
+import { normalizeRequestTarget } from "./normalize-path.ts";
+
+/** Per-gateway request limits. Sizes count bytes; node's latin1 strings hold one byte per character. */
+export interface FirewallLimits {
+  /** Longest accepted request-target (`req.url`). */
+  readonly maxUrlBytes: number;
+  /** Largest accepted header section, counted as the sum of `name: value\r\n` over all fields. */
+  readonly maxHeaderBytes: number;
+}
+
+/** The parts of a node `IncomingMessage` the firewall reads. */
+export interface FirewallRequest {
+  readonly method: string;
+  readonly url: string;
+  /** Alternating names and values, as node's `req.rawHeaders`. */
+  readonly rawHeaders: readonly string[];
+}
+
+/** What the firewall hands to the later stages. */
+export interface InspectedRequest {
+  /** Canonical path, routed and forwarded as is. */
+  readonly path: string;
+  /** Verbatim query without `?`; empty when absent. */
+  readonly query: string;
+  /** The single `Authorization` header value, when present. */
+  readonly authorization: string | undefined;
+}
+
+/** A firewall configured with one gateway's limits. */
+export interface Firewall {
+  /**
+   * Checks one request and extracts its canonical path, query and `Authorization` header.
+   *
+   * @throws GatewayError `PG_ERR_URI_TOO_LONG`, `PG_ERR_HEADERS_TOO_LARGE`, `PG_ERR_TOKEN_MALFORMED_HEADER`
+   *   (more than one `Authorization`), `PG_ERR_TOKEN_IN_QUERY`, `PG_ERR_BAD_PATH` and `PG_ERR_BAD_REQUEST`
+   *   (unroutable target, CONNECT, more than one `Host` or an invalid one).
+   */
+  inspectRequest(req: FirewallRequest): InspectedRequest;
+}
+
+/** Bytes each header field adds beyond its name and value: ": " and CRLF. */
+const FIELD_OVERHEAD_BYTES = 4;
+
+/**
+ * True when `text` holds `lower` at `offset`, ignoring ASCII case, without allocating. `lower` is lower-case
+ * ASCII; only its letters match their upper-case forms.
+ */
+function hasAsciiCaseless(text: string, offset: number, lower: string): boolean {
+  if (text.length < offset + lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const expected = lower.charCodeAt(i);
+    const c = text.charCodeAt(offset + i);
+    if (c !== expected && !(expected >= 0x61 && expected <= 0x7a && (c | 0x20) === expected)) return false;
+  }
+  return true;
+}
+
+function equalsHeaderName(name: string, lowerName: string): boolean {
+  return name.length === lowerName.length && hasAsciiCaseless(name, 0, lowerName);
+}
+
+function decodeHexDigit(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const lower = c | 0x20;
+  if (lower >= 0x61 && lower <= 0x66) return lower - 0x61 + 10;
+  return -1;
+}
+
+const ACCESS_TOKEN = "access_token";
+const ACCESS_TOKEN_SEPARATOR_INDEX = 6;
+
+/**
+ * True when the query parameter name in `query[start, end)` means `access_token` to some upstream: compared
+ * after percent-decoding and `+` → space, ASCII case-insensitively, and with `.` or space in place of `_`
+ * because PHP rewrites those to `_` in parameter names.
+ */
+function isAccessTokenName(query: string, start: number, end: number): boolean {
+  if (end - start < ACCESS_TOKEN.length) return false;
+  let matched = 0;
+  for (let i = start; i < end; matched++) {
+    if (matched === ACCESS_TOKEN.length) return false;
+    let c = query.charCodeAt(i);
+    if (c === 0x25) {
+      const high = i + 2 < end ? decodeHexDigit(query.charCodeAt(i + 1)) : -1;
+      const low = i + 2 < end ? decodeHexDigit(query.charCodeAt(i + 2)) : -1;
+      if (high < 0 || low < 0) return false;
+      c = high * 16 + low;
+      i += 3;
+    } else {
+      if (c === 0x2b) c = 0x20;
+      i++;
+    }
+    if (matched === ACCESS_TOKEN_SEPARATOR_INDEX) {
+      if (c !== 0x5f && c !== 0x2e && c !== 0x20) return false;
+    } else if ((c | 0x20) !== ACCESS_TOKEN.charCodeAt(matched)) {
+      return false;
+    }
+  }
+  return matched === ACCESS_TOKEN.length;
+}
+
+/** True when any parameter of `query` is named `access_token` (see {@link isAccessTokenName}). */
+function queryCarriesAccessToken(query: string): boolean {
+  let start = 0;
+  let nameEnd = -1;
+  // Both '&' and ';' separate parameters: some upstream frameworks still split on ';'.
+  for (let i = 0; i <= query.length; i++) {
+    const c = i === query.length ? 0x26 : query.charCodeAt(i);
+    if (c === 0x3d && nameEnd === -1) nameEnd = i;
+    if (c !== 0x26 && c !== 0x3b) continue;
+    if (isAccessTokenName(query, start, nameEnd === -1 ? i : nameEnd)) return true;
+    start = i + 1;
+    nameEnd = -1;
+  }
+  return false;
+}
+
+/**
+ * True when `value` is empty or made only of what a DNS name, IPv4 address, bracketed IPv6 literal and port
+ * use: ASCII letters, digits, `-`, `.`, `_`, `:`, `[` and `]`.
+ */
+function isPlainHost(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    const lower = c | 0x20;
+    const ok =
+      (lower >= 0x61 && lower <= 0x7a) || // letters
+      (c >= 0x30 && c <= 0x3a) || // digits and ':'
+      c === 0x2d || // -
+      c === 0x2e || // .
+      c === 0x5f || // _
+      c === 0x5b || // [
+      c === 0x5d; // ]
+    if (!ok) return false;
+  }
+  return true;
+}
+
+function assertPositiveInteger(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`${name} must be a positive integer`);
+}
+
+/**
+ * Creates the request firewall for one gateway.
+ *
+ * @param limits - URL and header-section limits; positive integers.
+ * @returns A stateless firewall, safe to share across requests.
+ */
+export function createFirewall(limits: FirewallLimits): Firewall {
+  assertPositiveInteger("maxUrlBytes", limits.maxUrlBytes);
+  assertPositiveInteger("maxHeaderBytes", limits.maxHeaderBytes);
+  const { maxUrlBytes, maxHeaderBytes } = limits;
+
+  return {
+    inspectRequest(req: FirewallRequest): InspectedRequest {
+      if (req.url.length > maxUrlBytes) {
+        throw new GatewayError("PG_ERR_URI_TOO_LONG", `request-target of ${req.url.length} bytes`);
+      }
+      if (req.method === "CONNECT") throw new GatewayError("PG_ERR_BAD_REQUEST", "CONNECT is not proxied");
+
+      const headers = req.rawHeaders;
+      let headerBytes = 0;
+      let authorization: string | undefined;
+      let hostCount = 0;
+      for (let i = 0; i < headers.length; i += 2) {
+        const name = headers[i] ?? "";
+        const value = headers[i + 1] ?? "";
+        headerBytes += name.length + value.length + FIELD_OVERHEAD_BYTES;
+        if (headerBytes > maxHeaderBytes) {
+          throw new GatewayError("PG_ERR_HEADERS_TOO_LARGE", `header section over ${maxHeaderBytes} bytes`);
+        }
+        if (equalsHeaderName(name, "authorization")) {
+          if (authorization !== undefined) {
+            throw new GatewayError("PG_ERR_TOKEN_MALFORMED_HEADER", "more than one Authorization header");
+          }
+          authorization = value;
+        } else if (equalsHeaderName(name, "host")) {
+          // RFC 9112 §3.2: more than one Host field, or an invalid one, is answered with 400. Routing reads
+          // this value, so anything but a plain host[:port] must not reach the wildcard matcher.
+          if (++hostCount > 1) throw new GatewayError("PG_ERR_BAD_REQUEST", "more than one Host header");
+          if (!isPlainHost(value)) throw new GatewayError("PG_ERR_BAD_REQUEST", "invalid Host header");
+        }
+      }
+
+      const { path, query } = normalizeRequestTarget(req.url);
+      if (query !== "" && queryCarriesAccessToken(query)) {
+        throw new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token query parameter");
+      }
+      return { path, query, authorization };
+    },
+  };
+}
+
+/** RFC 6750 b64token characters: ALPHA DIGIT `-._~+/` (the `=` padding is handled separately). */
+function isB64TokenChar(c: number): boolean {
+  return (
+    (c >= 0x61 && c <= 0x7a) || // a-z
+    (c >= 0x41 && c <= 0x5a) || // A-Z
+    (c >= 0x30 && c <= 0x39) || // 0-9
+    c === 0x2d || // -
+    c === 0x2e || // .
+    c === 0x5f || // _
+    c === 0x7e || // ~
+    c === 0x2b || // +
+    c === 0x2f // /
+  );
+}
+
+function malformedHeader(reason: string): GatewayError {
+  return new GatewayError("PG_ERR_TOKEN_MALFORMED_HEADER", reason);
+}
+
+/**
+ * Parses an `Authorization` header as RFC 6750 `Bearer <b64token>`: scheme ASCII case-insensitive, one or more
+ * spaces (`1*SP`), then exactly one token matching `[A-Za-z0-9-._~+/]+=*`.
+ *
+ * @param authorization - The header value (as returned by the firewall), or undefined when absent.
+ * @returns The token, or undefined when there is no header.
+ * @throws GatewayError `PG_ERR_TOKEN_MALFORMED_HEADER` for another scheme, a missing or second token, or
+ *   characters outside the b64token syntax. The reason never contains the header value.
+ */
+export function extractBearerToken(authorization: string | undefined): string | undefined {
+  if (authorization === undefined) return undefined;
+  if (!hasAsciiCaseless(authorization, 0, "bearer ")) {
+    throw malformedHeader("not a Bearer authorization");
+  }
+  let start = 7;
+  while (authorization.charCodeAt(start) === 0x20) start++;
+  let i = start;
+  while (i < authorization.length && isB64TokenChar(authorization.charCodeAt(i))) i++;
+  if (i === start) throw malformedHeader("Bearer without a token");
+  while (authorization.charCodeAt(i) === 0x3d) i++; // '=' padding, only at the end
+  if (i !== authorization.length) throw malformedHeader("bearer token has invalid syntax or a second token");
+  return authorization.slice(start);
+}
+
+const FORM_URLENCODED = "application/x-www-form-urlencoded";
+
+/**
+ * Tells whether a request body may carry an RFC 6750 §2.2 form-encoded `access_token`, i.e. whether its media
+ * type is `application/x-www-form-urlencoded` (case-insensitive, parameters ignored). The pipeline inspects such
+ * bodies; other media types cannot carry a form-encoded token.
+ *
+ * @param contentType - The `Content-Type` header value, or undefined when absent.
+ * @returns True for form-urlencoded bodies.
+ */
+export function bodyMayCarryToken(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  let start = 0;
+  while (contentType.charCodeAt(start) === 0x20 || contentType.charCodeAt(start) === 0x09) start++;
+  if (!hasAsciiCaseless(contentType, start, FORM_URLENCODED)) return false;
+  const end = start + FORM_URLENCODED.length;
+  const next = contentType.charCodeAt(end);
+  return end === contentType.length || next === 0x3b || next === 0x20 || next === 0x09;
+}

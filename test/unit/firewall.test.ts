@@ -1,0 +1,261 @@
+// Unit tests for the request firewall: limits, duplicate headers, token placement and Bearer parsing.
+import { describe, expect, it } from "vitest";
+import { GatewayError, type ErrorCode } from "../../src/errors/catalogue.ts";
+import {
+  bodyMayCarryToken,
+  createFirewall,
+  extractBearerToken,
+  type FirewallRequest,
+} from "../../src/gateway/firewall/firewall.ts";
+
+const firewall = createFirewall({ maxUrlBytes: 64, maxHeaderBytes: 256 });
+
+function request(url: string, rawHeaders: string[] = ["Host", "api.test"], method = "GET"): FirewallRequest {
+  return { method, url, rawHeaders };
+}
+
+function codeOf(action: () => unknown): ErrorCode | "accepted" {
+  try {
+    action();
+    return "accepted";
+  } catch (error) {
+    if (error instanceof GatewayError) return error.code;
+    throw error;
+  }
+}
+
+function inspectCode(req: FirewallRequest): ErrorCode | "accepted" {
+  return codeOf(() => firewall.inspectRequest(req));
+}
+
+describe("createFirewall", () => {
+  it("rejects limits that are not positive integers", () => {
+    expect(() => createFirewall({ maxUrlBytes: 0, maxHeaderBytes: 1 })).toThrow(RangeError);
+    expect(() => createFirewall({ maxUrlBytes: 1, maxHeaderBytes: 1.5 })).toThrow(RangeError);
+    expect(() => createFirewall({ maxUrlBytes: Number.NaN, maxHeaderBytes: 1 })).toThrow(RangeError);
+  });
+});
+
+describe("inspectRequest", () => {
+  it("returns the canonical path, the verbatim query and the Authorization header", () => {
+    expect(
+      firewall.inspectRequest(request("/a/./b/../%63?x=1&y", ["Host", "h", "Authorization", "Bearer abc"])),
+    ).toEqual({ path: "/a/c", query: "x=1&y", authorization: "Bearer abc" });
+    expect(firewall.inspectRequest(request("/"))).toEqual({ path: "/", query: "", authorization: undefined });
+  });
+
+  it("enforces the URL limit at exactly maxUrlBytes", () => {
+    const atLimit = "/" + "a".repeat(63);
+    expect(inspectCode(request(atLimit))).toBe("accepted");
+    expect(inspectCode(request(atLimit + "a"))).toBe("PG_ERR_URI_TOO_LONG");
+    expect(inspectCode(request("/?" + "q".repeat(63)))).toBe("PG_ERR_URI_TOO_LONG");
+  });
+
+  it("answers 414 with the catalogue status", () => {
+    try {
+      firewall.inspectRequest(request("/" + "x".repeat(100)));
+      expect.unreachable();
+    } catch (error) {
+      expect((error as GatewayError).status).toBe(414);
+    }
+  });
+
+  it("counts header bytes as name + value + 4 per field and enforces maxHeaderBytes", () => {
+    // "Host: h\r\n" is 9 bytes; "X-Pad: <value>\r\n" is 9 + value.
+    const padding = (total: number): string[] => ["Host", "h", "X-Pad", "v".repeat(total - 9 - 9)];
+    expect(inspectCode(request("/", padding(256)))).toBe("accepted");
+    expect(inspectCode(request("/", padding(257)))).toBe("PG_ERR_HEADERS_TOO_LARGE");
+    const many = Array.from({ length: 40 }, (_, i) => [`X-${i}`, "1"]).flat();
+    expect(inspectCode(request("/", many))).toBe("PG_ERR_HEADERS_TOO_LARGE");
+  });
+
+  it("rejects more than one Authorization header, whatever the case of its name", () => {
+    const twice = ["Host", "h", "Authorization", "Bearer a", "authorization", "Bearer a"];
+    expect(inspectCode(request("/", twice))).toBe("PG_ERR_TOKEN_MALFORMED_HEADER");
+    const mixed = ["AUTHORIZATION", "Bearer a", "Host", "h", "aUtHoRiZaTiOn", "Basic b"];
+    expect(inspectCode(request("/", mixed))).toBe("PG_ERR_TOKEN_MALFORMED_HEADER");
+    expect(firewall.inspectRequest(request("/", ["AUTHORIZATION", "Bearer a"])).authorization).toBe(
+      "Bearer a",
+    );
+  });
+
+  it("keeps an empty Authorization header as present (extractBearerToken then rejects it)", () => {
+    const inspected = firewall.inspectRequest(request("/", ["Authorization", ""]));
+    expect(inspected.authorization).toBe("");
+    expect(codeOf(() => extractBearerToken(inspected.authorization))).toBe("PG_ERR_TOKEN_MALFORMED_HEADER");
+  });
+
+  it("does not mistake similar header names for Authorization", () => {
+    const similar = ["Proxy-Authorization", "Basic x", "X-Authorization", "y", "Authorizatio", "z"];
+    expect(firewall.inspectRequest(request("/", similar)).authorization).toBeUndefined();
+  });
+
+  it("rejects more than one Host header (RFC 9112 §3.2)", () => {
+    expect(inspectCode(request("/", ["Host", "a.test", "HOST", "b.test"]))).toBe("PG_ERR_BAD_REQUEST");
+  });
+
+  it.each(["api.test", "API.test:8443", "[::1]:8080", "10.0.0.1", "svc_internal.ns.svc", ""])(
+    "accepts the Host %j",
+    (host) => {
+      expect(inspectCode(request("/", ["Host", host]))).toBe("accepted");
+    },
+  );
+
+  it.each([
+    "evil.test/x",
+    "a b.test",
+    "user@api.test",
+    "api.test\\x",
+    "api.test%2f",
+    "api.test?x",
+    "caf\u00e9.test",
+  ])("rejects the Host %j", (host) => {
+    expect(inspectCode(request("/", ["Host", host]))).toBe("PG_ERR_BAD_REQUEST");
+  });
+
+  it("rejects CONNECT and non-routable request-targets", () => {
+    expect(inspectCode(request("api.test:443", ["Host", "api.test"], "CONNECT"))).toBe("PG_ERR_BAD_REQUEST");
+    expect(inspectCode(request("*", ["Host", "h"], "OPTIONS"))).toBe("PG_ERR_BAD_REQUEST");
+  });
+
+  it("passes path problems through from normalisation", () => {
+    expect(inspectCode(request("/public/%2e%2e/admin"))).toBe("PG_ERR_BAD_PATH");
+    expect(inspectCode(request("/a\\b"))).toBe("PG_ERR_BAD_PATH");
+  });
+
+  it("checks the URL limit before parsing the target", () => {
+    expect(inspectCode(request("/%zz" + "a".repeat(100)))).toBe("PG_ERR_URI_TOO_LONG");
+  });
+
+  it.each([
+    "access_token=abc",
+    "x=1&access_token=abc",
+    "x=1&ACCESS_TOKEN=abc",
+    "Access_Token=abc",
+    "access%5Ftoken=abc",
+    "access%5ftoken=abc",
+    "%61ccess_token=abc",
+    "%41CCESS%5FTOKEN=abc",
+    "access_token",
+    "access_token=",
+    "x=1;access_token=abc",
+    "access.token=abc",
+    "access+token=abc",
+    "access%20token=abc",
+    "a=b&&access_token=c&d",
+  ])("rejects the token-carrying query %j", (query) => {
+    expect(inspectCode(request(`/api?${query}`))).toBe("PG_ERR_TOKEN_IN_QUERY");
+  });
+
+  it.each([
+    "x=access_token",
+    "token=abc",
+    "access_tokens=abc",
+    "my_access_token=abc",
+    "access-token=abc",
+    "accesstoken=abc",
+    "access__token=abc",
+    "access_toke=abc",
+    "access%5",
+    "access%zztoken=1",
+    "q=1&state=access_token",
+    "",
+  ])("accepts the query %j", (query) => {
+    expect(inspectCode(request(`/api?${query}`))).toBe("accepted");
+  });
+
+  it("scans long queries without quadratic work", () => {
+    const wide = createFirewall({ maxUrlBytes: 1 << 20, maxHeaderBytes: 1024 });
+    const query = "a&".repeat(200_000);
+    expect(wide.inspectRequest(request(`/x?${query}`)).query).toBe(query);
+  });
+});
+
+describe("extractBearerToken", () => {
+  it.each([
+    ["Bearer abc", "abc"],
+    ["bearer abc", "abc"],
+    ["BEARER abc", "abc"],
+    ["Bearer   abc", "abc"],
+    ["Bearer a-b.c_d~e+f/g", "a-b.c_d~e+f/g"],
+    ["Bearer abc==", "abc=="],
+    ["Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln"],
+  ])("parses %j", (header, token) => {
+    expect(extractBearerToken(header)).toBe(token);
+  });
+
+  it("returns undefined when there is no header", () => {
+    expect(extractBearerToken(undefined)).toBeUndefined();
+  });
+
+  it.each([
+    "",
+    "Bearer",
+    "Bearer ",
+    "Bearer    ",
+    "Basic dXNlcjpwYXNz",
+    "Bearerabc",
+    "Bearer\tabc",
+    "Bearer abc def",
+    "Bearer abc ",
+    "Bearer abc,def",
+    "Bearer abc=def",
+    "Bearer =abc",
+    'Bearer ab"c',
+    "Bearer ab\u00e9",
+    "Bearer abc\u0000",
+    " Bearer abc",
+    "Token abc",
+    "Bearer, Bearer abc",
+    "DPoP abc",
+  ])("rejects %j with PG_ERR_TOKEN_MALFORMED_HEADER", (header) => {
+    expect(codeOf(() => extractBearerToken(header))).toBe("PG_ERR_TOKEN_MALFORMED_HEADER");
+  });
+
+  it("never puts the header value in the error", () => {
+    try {
+      extractBearerToken("Bearer secret-token-value extra");
+      expect.unreachable();
+    } catch (error) {
+      expect(String(error)).not.toContain("secret-token-value");
+      expect((error as GatewayError).reason).not.toContain("secret-token-value");
+    }
+  });
+
+  it("accepts every b64token built from the RFC 6750 alphabet (property loop)", () => {
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/";
+    let seed = 12345;
+    const next = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    for (let n = 0; n < 2_000; n++) {
+      let token = "";
+      const length = 1 + next(64);
+      for (let k = 0; k < length; k++) token += alphabet[next(alphabet.length)]!;
+      token += "=".repeat(next(3));
+      expect(extractBearerToken(`Bearer ${token}`)).toBe(token);
+      expect(codeOf(() => extractBearerToken(`Bearer ${token} ${token}`))).toBe(
+        "PG_ERR_TOKEN_MALFORMED_HEADER",
+      );
+    }
+  });
+});
+
+describe("bodyMayCarryToken", () => {
+  it.each([
+    ["application/x-www-form-urlencoded", true],
+    ["Application/X-WWW-Form-URLEncoded", true],
+    ["application/x-www-form-urlencoded; charset=utf-8", true],
+    ["application/x-www-form-urlencoded;charset=utf-8", true],
+    ["  application/x-www-form-urlencoded", true],
+    ["application/x-www-form-urlencodedx", false],
+    ["application/json", false],
+    ["multipart/form-data; boundary=x", false],
+    ["text/plain", false],
+    ["", false],
+    [undefined, false],
+  ])("%j → %s", (contentType, expected) => {
+    expect(bodyMayCarryToken(contentType)).toBe(expected);
+  });
+});
