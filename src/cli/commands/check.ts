@@ -1,12 +1,231 @@
-// Placeholder wiring for the 'check' subcommand; replaced by its real implementation.
-import type { Command } from "../command.ts";
+// `phantomgate check`: compiles manifests offline and prints the routes and every problem, for CI and humans.
+import { stat } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import { compile, type ObjectResult, type SourceObject } from "../../compile/compile.ts";
+import { loadManifestDirectory, loadManifestFile, type ManifestProblem } from "../../provider/file/index.ts";
+import type { CompiledRoute, RequiredScopes, Snapshot } from "../../snapshot/snapshot.ts";
+import type { Command, CommandIo } from "../command.ts";
 
+const help = [
+  "Usage: phantomgate check -f DIR|FILE [-f ...] [--output text|json]",
+  "",
+  "Compiles ApiRoute, ScopePolicy, AuthServer and Secret manifests offline, exactly as the gateway and the",
+  "operator would, and prints the compiled routes (most specific first) and every problem.",
+  "",
+  "Flags:",
+  "  -f, --filename DIR|FILE   Manifests to check: a directory (its *.yaml, *.yml, *.json) or one file.",
+  "                            Repeat to combine several.",
+  "  -o, --output text|json    Output format (default text). JSON never contains client secrets.",
+  "  -h, --help                Show this help.",
+  "",
+  "Exit status: 0 no problems; 1 a file did not parse or an object was rejected; 2 usage error.",
+  "",
+].join("\n");
+
+/** A usage problem: wrong flags or a path that cannot be read. */
+class UsageError extends Error {}
+
+interface CheckOptions {
+  readonly paths: readonly string[];
+  readonly output: "text" | "json";
+}
+
+interface CheckReport {
+  readonly snapshot: Snapshot;
+  readonly results: readonly ObjectResult[];
+  readonly fileProblems: readonly ManifestProblem[];
+}
+
+/** `phantomgate check -f DIR|FILE [--output text|json]`. */
 export const checkCommand: Command = {
   name: "check",
-  summary: "(not yet available)",
-  help: "phantomgate check: not yet available\n",
-  run(_argv, io) {
-    io.stderr.write("phantomgate check: not yet available\n");
-    return Promise.resolve(1);
+  summary: "Compile manifests offline; print the routes and every problem.",
+  help,
+  async run(argv, io) {
+    let options: CheckOptions | "help";
+    let report: CheckReport;
+    try {
+      options = parseCheckArgs(argv);
+      if (options === "help") {
+        io.stdout.write(help);
+        return 0;
+      }
+      report = await checkManifests(options.paths);
+    } catch (error) {
+      if (!(error instanceof UsageError)) throw error;
+      io.stderr.write(`phantomgate check: ${error.message}\nRun 'phantomgate check --help' for the flags.\n`);
+      return 2;
+    }
+    if (options.output === "json") writeJson(report, io);
+    else writeText(report, io);
+    const rejected = report.results.some((result) => !result.accepted);
+    return rejected || report.fileProblems.length > 0 ? 1 : 0;
   },
 };
+
+function parseCheckArgs(argv: readonly string[]): CheckOptions | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        filename: { type: "string", short: "f", multiple: true },
+        output: { type: "string", short: "o", default: "text" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  if (values.help) return "help";
+  if (values.output !== "text" && values.output !== "json") {
+    throw new UsageError(`--output must be text or json, not '${values.output}'`);
+  }
+  const paths = values.filename ?? [];
+  if (paths.length === 0) throw new UsageError("missing -f DIR|FILE");
+  return { paths, output: values.output };
+}
+
+async function checkManifests(paths: readonly string[]): Promise<CheckReport> {
+  const objects: SourceObject[] = [];
+  const fileProblems: ManifestProblem[] = [];
+  for (const path of paths) {
+    const info = await stat(path).catch((error: unknown) => {
+      const code = error instanceof Error && "code" in error ? String(error.code) : "unreadable";
+      throw new UsageError(`cannot read ${path}: ${code}`);
+    });
+    const loaded = info.isDirectory()
+      ? await loadManifestDirectory(path).catch((error: unknown) => {
+          throw new UsageError(
+            `cannot list ${path}: ${error instanceof Error ? error.message : String(error)}`,
+          );
+        })
+      : await loadManifestFile(path);
+    objects.push(...loaded.objects);
+    fileProblems.push(...loaded.problems);
+  }
+  const { snapshot, perObjectResults } = compile({ objects });
+  return { snapshot, results: perObjectResults, fileProblems };
+}
+
+function writeText(report: CheckReport, io: CommandIo): void {
+  const { snapshot, results, fileProblems } = report;
+  const lines: string[] = [
+    `Compiled ${plural(snapshot.routes.length, "route")} from ${plural(results.length, "object")} ` +
+      `(revision ${snapshot.revision}).`,
+    "",
+  ];
+  if (snapshot.routes.length > 0) {
+    lines.push(
+      ...formatTable([
+        ["ID", "HOSTS", "PATH", "METHODS", "MODE", "SCOPES", "BACKENDS"],
+        ...snapshot.routes.map(describeRouteRow),
+      ]),
+      "",
+    );
+  }
+  const rejected = results.filter((result) => !result.accepted);
+  const problemCount = fileProblems.length + rejected.length;
+  if (problemCount === 0) {
+    lines.push("No problems.");
+  } else {
+    lines.push(`${plural(problemCount, "problem")}:`);
+    for (const problem of fileProblems) lines.push(`  ${problem.file}: ${problem.message}`);
+    for (const result of rejected) {
+      const where = result.origin === undefined ? "" : `${describeOrigin(result.origin)}: `;
+      lines.push(`  ${where}${describeObject(result)}: ${result.reason}`);
+      for (const message of result.messages) lines.push(`    ${message}`);
+    }
+  }
+  io.stdout.write(`${lines.join("\n")}\n`);
+}
+
+function writeJson(report: CheckReport, io: CommandIo): void {
+  const { snapshot, results, fileProblems } = report;
+  const problems = [
+    ...fileProblems.map((problem) => ({ file: problem.file, message: problem.message })),
+    ...results
+      .filter((result) => !result.accepted)
+      .flatMap((result) =>
+        result.messages.map((message) => ({
+          ...(result.origin === undefined ? {} : { file: result.origin.file, document: result.origin.index }),
+          kind: result.kind,
+          namespace: result.namespace,
+          name: result.name,
+          reason: result.reason,
+          message,
+        })),
+      ),
+  ];
+  const output = {
+    ok: problems.length === 0,
+    revision: snapshot.revision,
+    routes: snapshot.routes,
+    // The compiled client secret stays out: check output lands in CI logs.
+    authServers: snapshot.authServers.map(({ client, ...authServer }) => ({
+      ...authServer,
+      client: { id: client.id, method: client.method },
+    })),
+    problems,
+    objects: results,
+  };
+  io.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
+}
+
+function describeRouteRow(route: CompiledRoute): string[] {
+  const mode =
+    route.auth.audience === undefined ? route.auth.mode : `${route.auth.mode} (aud ${route.auth.audience})`;
+  const backends =
+    route.backends.length === 1
+      ? route.backends.map((backend) => backend.origin)
+      : route.backends.map((backend) => `${backend.origin} (weight ${backend.weight})`);
+  return [
+    route.id,
+    route.hostnames.length === 0 ? "*" : route.hostnames.join(","),
+    `${route.path.type === "Exact" ? "exact" : "prefix"} ${route.path.value}`,
+    route.methods.length === 0 ? "*" : route.methods.join(","),
+    mode,
+    describeScopes(route.requiredScopes),
+    backends.join(", "),
+  ];
+}
+
+/** `a & b & (c | d)`: every allOf scope and at least one anyOf scope; `-` when nothing is required. */
+function describeScopes(required: RequiredScopes): string {
+  const parts = required.allOf.map((requirement) => requirement.scope);
+  const anyOf = required.anyOf.map((requirement) => requirement.scope);
+  if (anyOf.length === 1) parts.push(...anyOf);
+  if (anyOf.length > 1) parts.push(`(${anyOf.join(" | ")})`);
+  return parts.length === 0 ? "-" : parts.join(" & ");
+}
+
+function formatTable(rows: readonly (readonly string[])[]): string[] {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.forEach((cell, index) => {
+      widths[index] = Math.max(widths[index] ?? 0, cell.length);
+    });
+  }
+  return rows.map((row) =>
+    row
+      .map((cell, index) => (index === row.length - 1 ? cell : cell.padEnd(widths[index] ?? 0)))
+      .join("  ")
+      .trimEnd(),
+  );
+}
+
+function describeOrigin(origin: { readonly file: string; readonly index: number }): string {
+  return `${origin.file} (document ${origin.index + 1})`;
+}
+
+function describeObject(result: ObjectResult): string {
+  const kind = result.kind === "" ? "(no kind)" : result.kind;
+  const name = result.name === "" ? "(no name)" : result.name;
+  return `${kind} ${result.namespace}/${name}`;
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}

@@ -1,0 +1,273 @@
+// The ApiRoute custom resource: hostnames, path/method matches, token mode, required scopes and backends.
+import { z } from "zod";
+import { authModeSchema } from "../snapshot/snapshot.ts";
+import { defineResourceSchema, dnsLabelSchema, localObjectReferenceSchema } from "./common.ts";
+import { scopeNameSchema } from "./scope-policy.ts";
+
+/** Claims copied into a minted JWT when a mint rule does not list its own. */
+export const defaultForwardClaims: readonly string[] = ["sub", "client_id", "scope"];
+/** Lifetime of a minted JWT when a mint rule does not set one. */
+export const defaultMintTtlSeconds = 60;
+/** Body limit of a rule that does not set one: 10 MiB. */
+export const defaultMaxBodyBytes = 10 * 1024 * 1024;
+
+/** HTTP methods a match may name. */
+export const httpMethodSchema = z.enum([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+  "TRACE",
+  "CONNECT",
+]);
+export type HttpMethod = z.infer<typeof httpMethodSchema>;
+
+// Upper case is allowed here and folded by compile; JSON Schema drops regex flags, hence the explicit classes.
+const hostnamePattern =
+  /^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$/;
+
+const hostnameSchema = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(hostnamePattern, "must be a DNS name, optionally prefixed with '*.' (no port, no trailing dot)")
+  .superRefine((hostname, ctx) => {
+    if (hostname.split(".").some((label) => label.length > 63)) {
+      ctx.addIssue({ code: "custom", message: "each DNS label must be at most 63 characters" });
+    }
+    if (/^[0-9.]+$/.test(hostname)) {
+      ctx.addIssue({ code: "custom", message: "must be a DNS name, not an IP address" });
+    }
+  })
+  .describe("Exact host, or '*.'-wildcard matching one or more leading labels.");
+
+// Configured paths must already be in the form the firewall normalises requests to; anything it would reject
+// or rewrite (dot segments, encodings, backslashes) could never match, or would match something unexpected.
+const pathValueSchema = z
+  .string()
+  .min(1)
+  .max(1024)
+  .startsWith("/", "must start with '/'")
+  .superRefine((value, ctx) => {
+    const problems: string[] = [];
+    if (value.includes("%"))
+      problems.push("must not contain percent-encodings ('%'); write the decoded path");
+    if (value.includes("\\")) problems.push("must not contain '\\'");
+    if (value.split("/").some((segment) => segment === "." || segment === "..")) {
+      problems.push("must not contain '.' or '..' segments");
+    }
+    if (/[?#]/.test(value)) problems.push("must not contain a query ('?') or fragment ('#')");
+    if (value.includes("*")) {
+      problems.push("must not contain '*': paths are literal, use type PathPrefix to match everything below");
+    }
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what is rejected
+    if (/[\s\x00-\x1f\x7f]/.test(value)) problems.push("must not contain whitespace or control characters");
+    for (const message of problems) ctx.addIssue({ code: "custom", message });
+  });
+
+const matchSchema = z
+  .object({
+    path: z
+      .object({
+        type: z
+          .enum(["Exact", "PathPrefix"])
+          .default("PathPrefix")
+          .describe("PathPrefix matches the path and everything below it, segment-wise."),
+        value: pathValueSchema,
+      })
+      .strict(),
+    methods: z
+      .array(httpMethodSchema)
+      .max(9)
+      .optional()
+      .describe("Methods this match accepts; absent or empty means every method."),
+  })
+  .strict();
+
+const registeredClaimsSetByGateway = new Set(["iss", "aud", "exp", "iat", "nbf", "jti"]);
+
+const authenticationSchema = z
+  .object({
+    mode: authModeSchema.describe(
+      "phantom: introspect, forward the JWT; exchange: RFC 8693 token exchange; mint: gateway-signed JWT; " +
+        "jwt: validate a JWT locally; none: public route.",
+    ),
+    authServerRef: localObjectReferenceSchema
+      .optional()
+      .describe("AuthServer of this rule; defaults to spec.authServerRef."),
+    audience: z
+      .string()
+      .min(1)
+      .max(253)
+      .optional()
+      .describe(
+        "Upstream JWT audience (exchange, mint) or accepted token audience (jwt); required for those.",
+      ),
+    forwardClaims: z
+      .array(z.string().min(1).max(128))
+      .max(32)
+      .optional()
+      .describe("mint only: claims copied into the minted JWT; default sub, client_id, scope."),
+    mintTtlSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(3600)
+      .optional()
+      .describe("mint only: lifetime of the minted JWT; default 60."),
+  })
+  .strict()
+  .superRefine((authentication, ctx) => {
+    const { mode } = authentication;
+    const needsAudience = mode === "exchange" || mode === "mint" || mode === "jwt";
+    if (needsAudience && authentication.audience === undefined) {
+      ctx.addIssue({ code: "custom", path: ["audience"], message: `required for mode ${mode}` });
+    }
+    if (!needsAudience && authentication.audience !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["audience"],
+        message: `not used by mode ${mode} (only exchange, mint and jwt)`,
+      });
+    }
+    if (mode !== "mint") {
+      for (const field of ["forwardClaims", "mintTtlSeconds"] as const) {
+        if (authentication[field] !== undefined) {
+          ctx.addIssue({ code: "custom", path: [field], message: `only used by mode mint, not ${mode}` });
+        }
+      }
+    }
+    (authentication.forwardClaims ?? []).forEach((claim, index) => {
+      if (registeredClaimsSetByGateway.has(claim)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["forwardClaims", index],
+          message: `'${claim}' is set by the gateway when minting and cannot be forwarded`,
+        });
+      }
+    });
+    if (mode === "none" && authentication.authServerRef !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["authServerRef"], message: "not used by mode none" });
+    }
+  });
+
+const backendRefSchema = z
+  .object({
+    url: z
+      .url({ protocol: /^https?$/, error: "must be an http(s) URL" })
+      .optional()
+      .describe("An http(s) origin (scheme, host, port; no path), for file mode and external backends."),
+    name: dnsLabelSchema.optional().describe("A Kubernetes Service name."),
+    namespace: dnsLabelSchema.optional().describe("Namespace of the Service; defaults to the route's."),
+    port: z.number().int().min(1).max(65535).optional().describe("Service port; required with name."),
+    weight: z.number().int().min(1).max(1_000_000).default(1).describe("Relative share of requests."),
+  })
+  .strict()
+  .superRefine((ref, ctx) => {
+    if ((ref.url === undefined) === (ref.name === undefined)) {
+      ctx.addIssue({ code: "custom", message: "set exactly one of url or name" });
+    }
+    if (ref.name !== undefined && ref.port === undefined) {
+      ctx.addIssue({ code: "custom", path: ["port"], message: "required with name" });
+    }
+    if (ref.url !== undefined) {
+      for (const field of ["namespace", "port"] as const) {
+        if (ref[field] !== undefined) {
+          ctx.addIssue({ code: "custom", path: [field], message: "only used with name, not with url" });
+        }
+      }
+      // Refinements also run after a failed format check, so the URL may not parse here.
+      const url = URL.canParse(ref.url) ? new URL(ref.url) : undefined;
+      const isOrigin =
+        url === undefined ||
+        (url.pathname === "/" &&
+          url.search === "" &&
+          url.hash === "" &&
+          url.username === "" &&
+          url.password === "");
+      if (!isOrigin) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["url"],
+          message:
+            "must be an origin only (scheme, host, optional port): no path, query, fragment or userinfo",
+        });
+      }
+    }
+  });
+
+const requiredScopeListSchema = z.array(scopeNameSchema).max(32);
+
+const ruleSchema = z
+  .object({
+    name: dnsLabelSchema.optional().describe("Optional label for the rule in status and logs."),
+    matches: z.array(matchSchema).min(1).max(16),
+    authentication: authenticationSchema,
+    requiredScopes: z
+      .object({
+        allOf: requiredScopeListSchema.optional().describe("The token needs every one of these."),
+        anyOf: requiredScopeListSchema.optional().describe("The token needs at least one of these."),
+      })
+      .strict()
+      .optional()
+      .describe("Scopes from the route's ScopePolicies; a scope's implying scopes satisfy it too."),
+    backendRefs: z.array(backendRefSchema).min(1).max(16),
+    timeouts: z
+      .object({ requestMs: z.number().int().min(1).max(3_600_000).default(30_000) })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({ maxBodyBytes: z.number().int().min(0).default(defaultMaxBodyBytes) })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    const scopeCount = (rule.requiredScopes?.allOf?.length ?? 0) + (rule.requiredScopes?.anyOf?.length ?? 0);
+    if (rule.authentication.mode === "none" && scopeCount > 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["requiredScopes"],
+        message: "a public route (mode none) cannot require scopes",
+      });
+    }
+  });
+
+const apiRouteSpecSchema = z
+  .object({
+    hostnames: z
+      .array(hostnameSchema)
+      .max(16)
+      .default([])
+      .describe("Hosts this route serves; empty means any."),
+    scopePolicyRefs: z
+      .array(localObjectReferenceSchema)
+      .max(16)
+      .default([])
+      .describe("ScopePolicies whose scopes the rules may require."),
+    authServerRef: localObjectReferenceSchema.optional().describe("Default AuthServer of the rules."),
+    rules: z.array(ruleSchema).min(1).max(64),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    spec.rules.forEach((rule, index) => {
+      const { mode, authServerRef } = rule.authentication;
+      if (mode !== "none" && authServerRef === undefined && spec.authServerRef === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["rules", index, "authentication", "authServerRef"],
+          message: `required for mode ${mode} (or set spec.authServerRef)`,
+        });
+      }
+    });
+  });
+
+/** An ApiRoute object. */
+export const apiRouteSchema = defineResourceSchema("ApiRoute", apiRouteSpecSchema);
+export type ApiRoute = z.infer<typeof apiRouteSchema>;
+export type ApiRouteSpec = ApiRoute["spec"];
+export type ApiRouteRule = ApiRouteSpec["rules"][number];
+export type BackendRef = ApiRouteRule["backendRefs"][number];

@@ -1,0 +1,106 @@
+// Schema pieces every custom resource shares: API group, object metadata, status, references and name rules.
+import { z } from "zod";
+
+/** API group and version of every phantomgate custom resource. */
+export const apiVersion = "phantomgate.dev/v1alpha1";
+
+/** Kinds of the phantomgate API group. */
+export const phantomgateKinds = ["ApiRoute", "ScopePolicy", "AuthServer"] as const;
+export type PhantomgateKind = (typeof phantomgateKinds)[number];
+
+// RFC 1123 label and subdomain, the rules Kubernetes applies to namespaces and object names.
+const dnsLabelPattern = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const dnsSubdomainPattern = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** A Kubernetes namespace name (RFC 1123 label). */
+export const dnsLabelSchema = z
+  .string()
+  .max(63)
+  .regex(
+    dnsLabelPattern,
+    "must be a lower-case RFC 1123 label (a-z, 0-9, '-'; starts and ends alphanumeric)",
+  );
+
+/** A Kubernetes object name (RFC 1123 subdomain). */
+export const dnsSubdomainSchema = z
+  .string()
+  .max(253)
+  .regex(
+    dnsSubdomainPattern,
+    "must be a lower-case RFC 1123 subdomain (a-z, 0-9, '-', '.'; each part starts and ends alphanumeric)",
+  );
+
+/**
+ * Object metadata. Kubernetes owns ObjectMeta and the API server adds fields we never read (resourceVersion,
+ * managedFields…), so those are accepted as opaque; listing them keeps the object strict, so a typo such as
+ * `namepsace` in a manifest file is still an error instead of silently landing in "default".
+ */
+export const objectMetaSchema = z
+  .object({
+    name: dnsSubdomainSchema.describe("Object name, unique per kind within the namespace."),
+    namespace: dnsLabelSchema.default("default").describe("Namespace of the object."),
+    generation: z.number().int().min(0).optional().describe("Set by the API server on every spec change."),
+    creationTimestamp: z.iso
+      .datetime({ offset: true })
+      .optional()
+      .describe("Set by the API server; the older of two conflicting routes wins."),
+    uid: z.string().optional(),
+    labels: z.record(z.string(), z.string()).optional(),
+    annotations: z.record(z.string(), z.string()).optional(),
+    generateName: z.string().optional(),
+    resourceVersion: z.string().optional(),
+    selfLink: z.string().optional(),
+    deletionTimestamp: z.string().optional(),
+    deletionGracePeriodSeconds: z.number().int().optional(),
+    finalizers: z.array(z.string()).optional(),
+    ownerReferences: z.array(z.unknown()).optional(),
+    managedFields: z.array(z.unknown()).optional(),
+  })
+  .strict();
+export type ObjectMeta = z.infer<typeof objectMetaSchema>;
+
+/** One status condition, shaped like `metav1.Condition`. */
+export const conditionSchema = z
+  .object({
+    type: z.string().min(1).max(316),
+    status: z.enum(["True", "False", "Unknown"]),
+    reason: z.string().min(1).max(1024),
+    message: z.string().max(32768),
+    observedGeneration: z.number().int().min(0).optional(),
+    lastTransitionTime: z.iso.datetime({ offset: true }),
+  })
+  .strict();
+export type Condition = z.infer<typeof conditionSchema>;
+
+/** Status written by the operator; compile ignores it. */
+export const resourceStatusSchema = z
+  .object({
+    observedGeneration: z.number().int().min(0).optional(),
+    conditions: z.array(conditionSchema).max(8).optional(),
+  })
+  .strict();
+export type ResourceStatus = z.infer<typeof resourceStatusSchema>;
+
+/** Reference to another object of a known kind in the same namespace. */
+export const localObjectReferenceSchema = z
+  .object({
+    name: dnsSubdomainSchema.describe("Name of the referenced object in the same namespace."),
+  })
+  .strict();
+export type LocalObjectReference = z.infer<typeof localObjectReferenceSchema>;
+
+/**
+ * Builds the top-level schema of one phantomgate kind: `apiVersion`, `kind`, `metadata`, the given `spec` and
+ * the optional `status`.
+ */
+export function defineResourceSchema<const K extends PhantomgateKind, S extends z.ZodType>(kind: K, spec: S) {
+  return z
+    .object({
+      apiVersion: z.literal(apiVersion),
+      kind: z.literal(kind),
+      metadata: objectMetaSchema,
+      spec,
+      status: resourceStatusSchema.optional(),
+    })
+    .strict();
+}

@@ -1,0 +1,162 @@
+// `phantomgate check` end to end through its Command interface, with in-memory output streams.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Writable } from "node:stream";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { checkCommand } from "../../src/cli/commands/check.ts";
+
+const examples = resolve(import.meta.dirname, "../../examples");
+
+class MemoryStream extends Writable {
+  text = "";
+  override _write(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
+    this.text += chunk.toString();
+    callback();
+  }
+}
+
+async function runCheck(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new MemoryStream();
+  const stderr = new MemoryStream();
+  const code = await checkCommand.run(argv, { stdout, stderr, env: {} });
+  return { code, stdout: stdout.text, stderr: stderr.text };
+}
+
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "phantomgate-check-"));
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const brokenRoute = `apiVersion: phantomgate.dev/v1alpha1
+kind: ApiRoute
+metadata: { name: typo, namespace: default }
+spec:
+  scopePolicyRefs: [{ name: billing }]
+  authServerRef: { name: demo }
+  rules:
+    - matches: [{ path: { value: /typo } }]
+      authentication: { mode: phantom }
+      requiredScopes: { allOf: [raed_invoice] }
+      backendRefs: [{ url: "http://127.0.0.1:9101" }]
+`;
+
+describe("phantomgate check", () => {
+  it("prints the demo routes most specific first and exits 0", async () => {
+    const { code, stdout, stderr } = await runCheck("-f", examples);
+
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
+    const lines = stdout.split("\n");
+    expect(lines[0]).toMatch(/^Compiled 5 routes from 7 objects \(revision [0-9a-f]{16}\)\.$/);
+    expect(lines[2]).toMatch(/^ID\s+HOSTS\s+PATH\s+METHODS\s+MODE\s+SCOPES\s+BACKENDS$/);
+    const ids = lines.slice(3, 8).map((line) => line.split(/\s+/)[0]);
+    expect(ids).toEqual([
+      "default/echo#1",
+      "default/invoices#0",
+      "default/invoices#1",
+      "default/video#0",
+      "default/echo#0",
+    ]);
+    expect(stdout).toContain("prefix /video");
+    expect(stdout).toContain("mint (aud video-api)");
+    expect(stdout).toContain("DELETE,PATCH,POST,PUT");
+    expect(stdout).toContain("No problems.");
+    expect(stdout).not.toContain("gateway-secret");
+  });
+
+  it("prints every problem with file, object and message, and exits 1", async () => {
+    await writeFile(join(dir, "typo.yaml"), brokenRoute);
+    await writeFile(join(dir, "broken.yaml"), "kind: [unclosed\n");
+
+    const { code, stdout } = await runCheck("-f", examples, "--filename", dir);
+
+    expect(code).toBe(1);
+    expect(stdout).toContain("2 problems:");
+    expect(stdout).toContain(`${join(dir, "broken.yaml")}: YAML syntax error at line`);
+    expect(stdout).toContain(`${join(dir, "typo.yaml")} (document 1): ApiRoute default/typo: UnknownScope`);
+    expect(stdout).toContain(
+      "    spec.rules[0].requiredScopes.allOf[0]: scope 'raed_invoice' is not defined in ScopePolicy default/billing",
+    );
+    expect(stdout).toContain("default/echo#0");
+  });
+
+  it("checks a single file too", async () => {
+    const file = join(dir, "typo.yaml");
+    await writeFile(file, brokenRoute);
+
+    const { code, stdout } = await runCheck("-f", file);
+
+    expect(code).toBe(1);
+    expect(stdout).toMatch(/^Compiled 0 routes from 1 object /);
+    expect(stdout).toContain("UnknownScopePolicy");
+  });
+
+  it("writes JSON without client secrets", async () => {
+    await writeFile(join(dir, "typo.yaml"), brokenRoute);
+
+    const good = await runCheck("-f", examples, "-o", "json");
+    const bad = await runCheck("-f", examples, "-f", dir, "--output=json");
+
+    expect(good.code).toBe(0);
+    const output = JSON.parse(good.stdout) as {
+      ok: boolean;
+      revision: string;
+      routes: { id: string }[];
+      authServers: { id: string; client: object }[];
+      problems: unknown[];
+    };
+    expect(output.ok).toBe(true);
+    expect(output.routes).toHaveLength(5);
+    expect(output.authServers[0]?.client).toEqual({ id: "gateway", method: "client_secret_basic" });
+    expect(good.stdout).not.toContain("gateway-secret");
+
+    expect(bad.code).toBe(1);
+    expect((JSON.parse(bad.stdout) as { problems: unknown[] }).problems).toEqual([
+      {
+        file: join(dir, "typo.yaml"),
+        document: 0,
+        kind: "ApiRoute",
+        namespace: "default",
+        name: "typo",
+        reason: "UnknownScope",
+        message:
+          "spec.rules[0].requiredScopes.allOf[0]: scope 'raed_invoice' is not defined in ScopePolicy default/billing",
+      },
+    ]);
+  });
+
+  it.each([
+    [[], "missing -f DIR|FILE"],
+    [["-f", examples, "--output", "yaml"], "--output must be text or json"],
+    [["-f", examples, "--verbose"], "--verbose"],
+    [["-f", examples, "extra"], "extra"],
+    [["-f"], "-f"],
+  ])("exits 2 on usage error %j", async (argv, message) => {
+    const { code, stdout, stderr } = await runCheck(...argv);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toContain(message);
+    expect(stderr).toContain("phantomgate check --help");
+  });
+
+  it("exits 2 when a path cannot be read", async () => {
+    const { code, stderr } = await runCheck("-f", join(dir, "missing"));
+    expect(code).toBe(2);
+    expect(stderr).toContain("ENOENT");
+  });
+
+  it("lists its flags in --help", async () => {
+    const { code, stdout } = await runCheck("--help");
+    expect(code).toBe(0);
+    expect(stdout).toBe(checkCommand.help);
+    for (const flag of ["-f, --filename", "-o, --output", "-h, --help", "Exit status"]) {
+      expect(checkCommand.help).toContain(flag);
+    }
+  });
+});
