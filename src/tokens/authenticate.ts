@@ -1,0 +1,387 @@
+// The authenticate stage's token layer: turns a client's bearer token into token facts and the token sent upstream,
+// per the route's mode, through the token cache. Fails closed: an AS that cannot answer for an uncached token is
+// PG_ERR_AS_UNAVAILABLE; cached facts keep serving while the AS is down, but never past the token's expiry.
+//
+// Modes:
+// - phantom: introspect (the AS's `introspectionResponse`). With `jwt` the AS's verified JWT goes upstream. With
+//   `json` or `token-introspection+jwt` the AS returns facts, not a forwardable token, so phantom mints exactly as
+//   `mint` does — the client still never sees a JWT and the upstream never sees the opaque token.
+// - exchange: introspect (cached) for the subject's scopes, then RFC 8693 for the route's audience and
+//   scopes ∩ upstreamScopes.
+// - mint: introspect (cached), then a gateway-signed JWT for the route.
+// - jwt: local verification against the AS's JWKS; the JWT itself goes upstream.
+// Derived upstream tokens (minted, exchanged) are reused for at most half their lifetime, so an upstream never
+// receives one about to expire; all entries end no later than the client token and its introspection entry.
+import { createHash } from "node:crypto";
+import type { Registry } from "prom-client";
+import type { Dispatcher } from "undici";
+import { GatewayError } from "../errors/catalogue.ts";
+import type { CompiledAuthServer, CompiledRoute } from "../snapshot/snapshot.ts";
+import { createAuthServerClient, createAuthServerDispatcher, type AuthServerClient } from "./as-client.ts";
+import type { Clock } from "./clock.ts";
+import { factsFromClaims, intersectScopes, tokenClaimsSchema, type TokenFacts } from "./facts.ts";
+import { fingerprintToken } from "./fingerprint.ts";
+import { describeJwtError, isAccessTokenTyp, verifyJwt } from "./jwks.ts";
+import { createAuthServerMetrics, noAuthServerMetrics, type AuthServerMetrics } from "./metrics.ts";
+import type { Minter } from "./minter.ts";
+import {
+  cachePurpose,
+  type CacheEntry,
+  type CacheFill,
+  type CachePurpose,
+  type TokenCache,
+} from "./token-cache.ts";
+
+/** What the authenticate stage hands to authorize and forward. */
+export interface AuthenticationResult {
+  /** Facts about the client's token (for exchange: the subject token's), checked by authorize on every request. */
+  readonly facts: TokenFacts;
+  /** The credential the upstream receives instead of the client's. */
+  readonly upstreamToken: string;
+  readonly cacheHit: boolean;
+}
+
+export interface AuthenticatorOptions {
+  readonly authServers: readonly CompiledAuthServer[];
+  /**
+   * Carries calls to every AS (an undici `Agent` keeps a keep-alive pool per origin); the caller owns it.
+   * When absent, each AS gets its own pool from {@link createAuthServerDispatcher}, closed when the AS goes away.
+   */
+  readonly dispatcher?: Dispatcher | undefined;
+  readonly clock: Clock;
+  readonly cache: TokenCache;
+  readonly minter: Minter;
+  /** Registers `phantomgate_as_requests_total` and `phantomgate_as_request_duration_seconds` when given. */
+  readonly registry?: Registry | undefined;
+}
+
+/** The token layer of the request pipeline. */
+export interface Authenticator {
+  /**
+   * Authenticates `token` for `route` (any mode but `none`). Throws `GatewayError`: PG_ERR_TOKEN_INVALID
+   * (inactive, expired, revoked, bad JWT), PG_ERR_AS_UNAVAILABLE (uncached and the AS cannot answer),
+   * PG_ERR_INSUFFICIENT_SCOPE (exchange: the token holds none of the scopes the route may pass upstream),
+   * PG_ERR_INTERNAL (route without auth server or audience). `fingerprint` may be passed when the caller has
+   * already computed `fingerprintToken(token)`, saving the second SHA-256.
+   */
+  authenticate(token: string, route: CompiledRoute, fingerprint?: string): Promise<AuthenticationResult>;
+  /** Swaps in a snapshot's auth servers: unchanged ones keep their pools, discovery and JWKS caches. */
+  updateAuthServers(servers: readonly CompiledAuthServer[]): void;
+  /** The client of one AS (diagnostics, tests). */
+  authServerClient(id: string): AuthServerClient | undefined;
+  /** Releases pools this authenticator created; in-flight calls finish first. */
+  close(): void;
+}
+
+interface RoutePlan {
+  readonly purpose: CachePurpose<AuthenticationResult>;
+  readonly load: (token: string, fingerprint: string) => Promise<CacheFill<AuthenticationResult>>;
+}
+
+interface ServerRuntime {
+  readonly server: CompiledAuthServer;
+  /** The whole compiled object, serialised: any change builds a new runtime. */
+  readonly config: string;
+  readonly client: AuthServerClient;
+  readonly ownedDispatcher: Dispatcher | undefined;
+  readonly introspectPurpose: CachePurpose<TokenFacts>;
+  /** Cache scope: the AS id plus a hash of the settings that shape its facts (see `factsScope`). */
+  readonly scope: string;
+  readonly plans: WeakMap<CompiledRoute, RoutePlan>;
+}
+
+/**
+ * Cache entries are scoped by the settings that decide what a token's facts are. Changing a timeout or a secret
+ * keeps the cache warm; changing the issuer, endpoints, client or verification rules starts a fresh scope (old
+ * entries are never read again and age out of the LRU).
+ */
+function factsScope(server: CompiledAuthServer): string {
+  const identity = JSON.stringify([
+    server.issuer,
+    server.discovery,
+    server.endpoints,
+    server.client.id,
+    server.introspectionResponse,
+    server.allowedAlgorithms,
+    server.clockSkewSeconds,
+  ]);
+  return `${server.id}#${createHash("sha256").update(identity).digest("base64url").slice(0, 16)}`;
+}
+
+function invalidToken(reason: string): GatewayError {
+  return new GatewayError("PG_ERR_TOKEN_INVALID", reason);
+}
+
+/** Reuse an upstream token for at most half its lifetime (epoch seconds in, epoch ms out). */
+function halfLifeMs(issuedAt: number, expiresAt: number): number {
+  return (issuedAt + (expiresAt - issuedAt) / 2) * 1000;
+}
+
+/** Creates the authenticator; `updateAuthServers` is called on every snapshot swap. */
+export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
+  const { cache, clock, minter } = options;
+  const metrics: AuthServerMetrics =
+    options.registry === undefined ? noAuthServerMetrics : createAuthServerMetrics(options.registry);
+  let runtimes = new Map<string, ServerRuntime>();
+  let closed = false;
+
+  function createRuntime(server: CompiledAuthServer, config: string): ServerRuntime {
+    let dispatcher = options.dispatcher;
+    let ownedDispatcher: Dispatcher | undefined;
+    if (dispatcher === undefined) {
+      ownedDispatcher = createAuthServerDispatcher(server);
+      dispatcher = ownedDispatcher;
+    }
+    const scope = factsScope(server);
+    return {
+      server,
+      config,
+      client: createAuthServerClient(server, { dispatcher, clock, metrics }),
+      ownedDispatcher,
+      introspectPurpose: cachePurpose<TokenFacts>(scope, "introspect"),
+      scope,
+      plans: new WeakMap(),
+    };
+  }
+
+  function retire(runtime: ServerRuntime): void {
+    // close() lets in-flight calls finish; their results are still handed to the requests waiting for them.
+    runtime.ownedDispatcher?.close().catch(() => undefined);
+  }
+
+  function updateAuthServers(servers: readonly CompiledAuthServer[]): void {
+    if (closed) return;
+    const next = new Map<string, ServerRuntime>();
+    for (const server of servers) {
+      const config = JSON.stringify(server);
+      const current = runtimes.get(server.id);
+      next.set(server.id, current?.config === config ? current : createRuntime(server, config));
+    }
+    for (const [id, runtime] of runtimes) if (next.get(id) !== runtime) retire(runtime);
+    runtimes = next;
+  }
+
+  // ---- loaders --------------------------------------------------------------------------------------------
+
+  function negativeFill(runtime: ServerRuntime, reason: string): CacheFill<AuthenticationResult> {
+    return { negative: true, reason, negativeTtlSeconds: runtime.server.cache.negativeTtlSeconds };
+  }
+
+  function positiveFill(
+    runtime: ServerRuntime,
+    facts: TokenFacts,
+    upstreamToken: string,
+    notAfterMs: number,
+  ): CacheFill<AuthenticationResult> {
+    return {
+      negative: false,
+      // Stored with cacheHit: true, so a hit returns the stored object as is.
+      value: { facts, upstreamToken, cacheHit: true },
+      expiresAtMs: notAfterMs,
+      maxTtlSeconds: runtime.server.cache.maxTtlSeconds,
+    };
+  }
+
+  /** The token's introspection, shared by every route and mode of this AS; single-flight on a miss. */
+  function introspectFacts(
+    runtime: ServerRuntime,
+    token: string,
+    fingerprint: string,
+  ): Promise<CacheEntry<TokenFacts>> {
+    const cached = cache.peek(fingerprint, runtime.introspectPurpose);
+    if (cached !== undefined) return Promise.resolve(cached);
+    return cache.load(fingerprint, runtime.introspectPurpose, async () => {
+      const result = await runtime.client.introspectToken(token);
+      if (!result.active) {
+        return {
+          negative: true,
+          reason: result.reason,
+          negativeTtlSeconds: runtime.server.cache.negativeTtlSeconds,
+        };
+      }
+      return {
+        negative: false,
+        value: result,
+        expiresAtMs: result.expiresAt === undefined ? undefined : result.expiresAt * 1000,
+        maxTtlSeconds: runtime.server.cache.maxTtlSeconds,
+      };
+    });
+  }
+
+  function requireAudience(route: CompiledRoute): string {
+    const audience = route.auth.audience;
+    if (audience === undefined)
+      throw new GatewayError("PG_ERR_INTERNAL", `route ${route.id} has no audience`);
+    return audience;
+  }
+
+  function planMint(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {
+    requireAudience(route);
+    const { audience, upstreamScopes, forwardClaims, mintTtlSeconds } = route.auth;
+    return {
+      // Everything the minted JWT depends on, so routes that would mint the same JWT share it.
+      purpose: cachePurpose(
+        runtime.scope,
+        "mint",
+        audience ?? "",
+        upstreamScopes.join(" "),
+        forwardClaims.join(" "),
+        String(mintTtlSeconds),
+      ),
+      async load(token, fingerprint) {
+        const introspection = await introspectFacts(runtime, token, fingerprint);
+        if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        const minted = await minter.mintInternalJwt(introspection.value, route);
+        const notAfterMs = Math.min(introspection.expiresAtMs, halfLifeMs(minted.issuedAt, minted.expiresAt));
+        return positiveFill(runtime, introspection.value, minted.token, notAfterMs);
+      },
+    };
+  }
+
+  function planPhantom(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {
+    if (runtime.server.introspectionResponse !== "jwt") return planMint(runtime, route);
+    return {
+      purpose: cachePurpose(runtime.scope, "phantom"),
+      async load(token, fingerprint) {
+        const introspection = await introspectFacts(runtime, token, fingerprint);
+        if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        const jwt = introspection.value.upstreamJwt;
+        if (jwt === undefined) {
+          throw new GatewayError(
+            "PG_ERR_AS_UNAVAILABLE",
+            "introspection returned facts, not the JWT phantom mode forwards",
+          );
+        }
+        return positiveFill(runtime, introspection.value, jwt, introspection.expiresAtMs);
+      },
+    };
+  }
+
+  function planExchange(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {
+    const audience = requireAudience(route);
+    const { upstreamScopes } = route.auth;
+    return {
+      // For one token, scopes ∩ upstreamScopes is fixed by upstreamScopes: the key needs no per-token part.
+      purpose: cachePurpose(runtime.scope, "exchange", audience, upstreamScopes.join(" ")),
+      async load(token, fingerprint) {
+        const introspection = await introspectFacts(runtime, token, fingerprint);
+        if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        const scopes = intersectScopes(introspection.value.scopes, upstreamScopes);
+        // Asking without `scope` would get the subject's full scope: never widen to make a request pass.
+        if (upstreamScopes.length > 0 && scopes.length === 0) {
+          throw new GatewayError(
+            "PG_ERR_INSUFFICIENT_SCOPE",
+            "token holds none of the scopes the route passes upstream",
+            {
+              scope: upstreamScopes.join(" "),
+            },
+          );
+        }
+        const requestedAt = clock.now() / 1000;
+        const exchanged = await runtime.client.exchangeToken(token, { audience, scopes });
+        if (!exchanged.active) return negativeFill(runtime, exchanged.reason);
+        const notAfterMs =
+          exchanged.expiresAt === undefined
+            ? introspection.expiresAtMs
+            : Math.min(introspection.expiresAtMs, halfLifeMs(requestedAt, exchanged.expiresAt));
+        return positiveFill(runtime, introspection.value, exchanged.accessToken, notAfterMs);
+      },
+    };
+  }
+
+  function planJwt(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {
+    const audience = requireAudience(route);
+    const { server, client } = runtime;
+    return {
+      purpose: cachePurpose(runtime.scope, "jwt", audience),
+      async load(token) {
+        let verified;
+        try {
+          verified = await verifyJwt(token, client.keys, {
+            issuer: server.issuer,
+            audience,
+            algorithms: server.allowedAlgorithms,
+            clockSkewSeconds: server.clockSkewSeconds,
+            clock,
+            requiredClaims: ["exp"],
+          });
+        } catch (error) {
+          if (error instanceof GatewayError) throw error;
+          // Not negatively cached: a token naming a key published a moment later must verify once it is.
+          throw invalidToken(`JWT rejected: ${describeJwtError(error)}`);
+        }
+        if (!isAccessTokenTyp(verified.protectedHeader.typ))
+          throw invalidToken("JWT is not an access token (typ)");
+        const claims = tokenClaimsSchema.safeParse(verified.payload);
+        if (!claims.success) throw invalidToken("JWT claims malformed");
+        const facts = factsFromClaims(claims.data);
+        const expiresAtMs = facts.expiresAt === undefined ? undefined : facts.expiresAt * 1000;
+        return {
+          negative: false,
+          value: { facts, upstreamToken: token, cacheHit: true },
+          expiresAtMs,
+          maxTtlSeconds: server.cache.maxTtlSeconds,
+        };
+      },
+    };
+  }
+
+  function planFor(route: CompiledRoute): RoutePlan {
+    const id = route.auth.authServer;
+    if (route.auth.mode === "none" || id === undefined) {
+      throw new GatewayError("PG_ERR_INTERNAL", `route ${route.id} has no token mode to authenticate with`);
+    }
+    const runtime = runtimes.get(id);
+    if (runtime === undefined)
+      throw new GatewayError("PG_ERR_AS_UNAVAILABLE", `auth server ${id} is not configured`);
+    let plan = runtime.plans.get(route);
+    if (plan === undefined) {
+      switch (route.auth.mode) {
+        case "phantom":
+          plan = planPhantom(runtime, route);
+          break;
+        case "mint":
+          plan = planMint(runtime, route);
+          break;
+        case "exchange":
+          plan = planExchange(runtime, route);
+          break;
+        case "jwt":
+          plan = planJwt(runtime, route);
+          break;
+      }
+      runtime.plans.set(route, plan);
+    }
+    return plan;
+  }
+
+  async function authenticate(
+    token: string,
+    route: CompiledRoute,
+    fingerprint: string = fingerprintToken(token),
+  ): Promise<AuthenticationResult> {
+    const plan = planFor(route);
+    // Hot path: one LRU get; the stored result object is returned as is.
+    const cached = cache.get(fingerprint, plan.purpose);
+    if (cached !== undefined) {
+      if (cached.negative) throw invalidToken(cached.reason);
+      return cached.value;
+    }
+    const entry = await cache.load(fingerprint, plan.purpose, () => plan.load(token, fingerprint));
+    if (entry.negative) throw invalidToken(entry.reason);
+    return { facts: entry.value.facts, upstreamToken: entry.value.upstreamToken, cacheHit: false };
+  }
+
+  updateAuthServers(options.authServers);
+
+  return {
+    authenticate,
+    updateAuthServers,
+    authServerClient: (id) => runtimes.get(id)?.client,
+    close() {
+      closed = true;
+      for (const runtime of runtimes.values()) retire(runtime);
+      runtimes = new Map();
+    },
+  };
+}

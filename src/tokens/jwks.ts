@@ -1,0 +1,156 @@
+// JWKS key sources and JWT verification against an authorization server's keys. Keys are fetched through the
+// AS client (same dispatcher, timeouts and size bound), cached, and refetched when a token names an unknown `kid`
+// — at most once per cooldown, so a stream of tokens with made-up `kid`s cannot turn into a stream of fetches.
+import {
+  createLocalJWKSet,
+  errors as joseErrors,
+  jwtVerify,
+  type JWTVerifyGetKey,
+  type JWTVerifyResult,
+} from "jose";
+import { z } from "zod";
+import { GatewayError } from "../errors/catalogue.ts";
+import type { JwsAlgorithm } from "../snapshot/snapshot.ts";
+import type { Clock } from "./clock.ts";
+
+const jwksSchema = z.object({ keys: z.array(z.looseObject({ kty: z.string() })) });
+
+export interface JwksKeySourceOptions {
+  /** Fetches the JWKS document (parsed JSON). Throws `GatewayError` when the AS cannot be reached. */
+  readonly fetchJwks: () => Promise<unknown>;
+  readonly clock: Clock;
+  /** Minimum interval between fetches triggered by an unknown `kid` (and between retries after a failure). */
+  readonly cooldownMs: number;
+  /** Keys older than this are refreshed on next use; the old keys keep serving if the refresh fails. */
+  readonly maxAgeMs?: number;
+}
+
+/** A cached JWKS with refetch-on-unknown-`kid`, usable as jose's key resolver. */
+export interface JwksKeySource {
+  /** Key resolver for jose's `jwtVerify`. */
+  readonly getKey: JWTVerifyGetKey;
+  /** Number of JWKS fetches started (for tests and diagnostics). */
+  fetchCount(): number;
+}
+
+const DEFAULT_MAX_AGE_MS = 10 * 60_000;
+const NO_KEYS_RETRY_MS = 5_000;
+
+/** Creates a {@link JwksKeySource}. Nothing is fetched until the first verification needs a key. */
+export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySource {
+  const { clock, cooldownMs } = options;
+  const maxAgeMs = options.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
+  let keys: ReturnType<typeof createLocalJWKSet> | undefined;
+  let fetchedAtMs = Number.NEGATIVE_INFINITY;
+  let attemptedAtMs = Number.NEGATIVE_INFINITY;
+  let fetches = 0;
+  let pending: Promise<void> | undefined;
+
+  function refetch(): Promise<void> {
+    // Concurrent verifications that all miss the same new `kid` share one fetch.
+    pending ??= (async () => {
+      attemptedAtMs = clock.now();
+      fetches += 1;
+      try {
+        const parsed = jwksSchema.safeParse(await options.fetchJwks());
+        if (!parsed.success) throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "JWKS document is malformed");
+        try {
+          keys = createLocalJWKSet(parsed.data);
+        } catch {
+          throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "JWKS document is malformed");
+        }
+        fetchedAtMs = clock.now();
+      } finally {
+        pending = undefined;
+      }
+    })();
+    return pending;
+  }
+
+  const coolingDown = (): boolean => clock.now() - attemptedAtMs < cooldownMs;
+
+  const getKey: JWTVerifyGetKey = async (header, token) => {
+    if (keys === undefined) {
+      // Without any keys every verification fails: retry sooner than the unknown-kid cooldown, still rate-limited.
+      if (pending === undefined && clock.now() - attemptedAtMs < Math.min(cooldownMs, NO_KEYS_RETRY_MS)) {
+        throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "JWKS unavailable (retry after cooldown)");
+      }
+      await refetch();
+    } else if (clock.now() - fetchedAtMs >= maxAgeMs && !coolingDown()) {
+      // Stale keys still verify while the AS is down: availability over freshness, bounded by the AS's own
+      // key lifetimes (a removed key only matters once the AS has stopped using it).
+      await refetch().catch(() => undefined);
+    }
+    const current = keys;
+    if (current === undefined) throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "JWKS unavailable");
+    try {
+      return await current(header, token);
+    } catch (error) {
+      if (!(error instanceof joseErrors.JWKSNoMatchingKey)) throw error;
+      // Join a refetch already under way, or use keys that arrived since; otherwise fetch, unless cooling down.
+      if (pending !== undefined) await pending;
+      else if (keys === current) {
+        if (coolingDown()) throw error;
+        await refetch();
+      }
+      const refreshed: typeof keys = keys;
+      if (refreshed === undefined || refreshed === current) throw error;
+      return refreshed(header, token);
+    }
+  };
+
+  return { getKey, fetchCount: () => fetches };
+}
+
+export interface VerifyJwtOptions {
+  readonly issuer: string;
+  /** Required `aud` value, when the caller's mode demands one. */
+  readonly audience?: string | undefined;
+  readonly algorithms: readonly JwsAlgorithm[];
+  readonly clockSkewSeconds: number;
+  readonly clock: Clock;
+  /** Required `typ` header (compared the way RFC 8725 says: case-insensitive, `application/` optional). */
+  readonly typ?: string;
+  /** Claims that must be present (e.g. `exp`). */
+  readonly requiredClaims?: readonly string[];
+}
+
+/**
+ * Verifies a JWS-signed JWT against a key source: signature with an allow-listed algorithm (never `none`, never
+ * a symmetric algorithm: the allow-list holds asymmetric ones only), `iss`, optional `aud` and `typ`, and
+ * `exp`/`nbf` against the injected clock with the given skew. Throws jose's errors (`code` `ERR_JWT_*`/`ERR_JWS_*`/
+ * `ERR_JWKS_*`) or a `GatewayError` when the keys cannot be fetched.
+ */
+export function verifyJwt(
+  jwt: string,
+  keys: JwksKeySource,
+  options: VerifyJwtOptions,
+): Promise<JWTVerifyResult> {
+  return jwtVerify(jwt, keys.getKey, {
+    issuer: options.issuer,
+    ...(options.audience === undefined ? {} : { audience: options.audience }),
+    algorithms: [...options.algorithms],
+    clockTolerance: options.clockSkewSeconds,
+    currentDate: new Date(options.clock.now()),
+    ...(options.typ === undefined ? {} : { typ: options.typ }),
+    ...(options.requiredClaims === undefined ? {} : { requiredClaims: [...options.requiredClaims] }),
+  });
+}
+
+/** A safe one-line description of a verification failure (error code only, never token content). */
+export function describeJwtError(error: unknown): string {
+  if (error instanceof joseErrors.JWTClaimValidationFailed) return `${error.code} (${error.claim})`;
+  if (error instanceof joseErrors.JOSEError) return error.code;
+  return "unverifiable";
+}
+
+const ACCESS_TOKEN_TYPES = new Set(["jwt", "at+jwt", "application/jwt", "application/at+jwt"]);
+
+/**
+ * Whether a JWT's `typ` header allows reading it as an access token: absent, `JWT` or RFC 9068 `at+jwt`. Other
+ * explicit types (an RFC 9701 introspection response, a logout token…) are signed by the same keys but are not
+ * access tokens, and RFC 8725 §3.11 says to tell them apart by `typ`.
+ */
+export function isAccessTokenTyp(typ: string | undefined): boolean {
+  return typ === undefined || ACCESS_TOKEN_TYPES.has(typ.toLowerCase());
+}

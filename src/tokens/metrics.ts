@@ -1,0 +1,87 @@
+// Prometheus metrics of the token layer: calls to authorization servers and token-cache effectiveness. Registered
+// on the registry the caller passes in (never the global one), so several gateways can live in one process.
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+
+/** Which AS endpoint a call went to. */
+export type AuthServerEndpoint = "discovery" | "introspection" | "token" | "jwks";
+
+/**
+ * How a call to the AS ended. `inactive` is a successful call saying "no"; `rejected` an OAuth error the gateway
+ * cannot act on (bad client credentials, unsupported grant); the rest are failures that fail closed.
+ */
+export type AuthServerOutcome =
+  "ok" | "inactive" | "rejected" | "timeout" | "network_error" | "http_error" | "invalid_response";
+
+/** Records calls to authorization servers. */
+export interface AuthServerMetrics {
+  observeRequest(
+    authServer: string,
+    endpoint: AuthServerEndpoint,
+    outcome: AuthServerOutcome,
+    seconds: number,
+  ): void;
+}
+
+/** Discards everything: used when no registry is configured. */
+export const noAuthServerMetrics: AuthServerMetrics = { observeRequest: () => undefined };
+
+/** Registers `phantomgate_as_requests_total` and `phantomgate_as_request_duration_seconds` on `registry`. */
+export function createAuthServerMetrics(registry: Registry): AuthServerMetrics {
+  const requests = new Counter({
+    name: "phantomgate_as_requests_total",
+    help: "Calls from the gateway to authorization servers, by endpoint and outcome.",
+    labelNames: ["auth_server", "endpoint", "outcome"],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: "phantomgate_as_request_duration_seconds",
+    help: "Duration of calls from the gateway to authorization servers.",
+    labelNames: ["auth_server", "endpoint"],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  return {
+    observeRequest(authServer, endpoint, outcome, seconds) {
+      requests.inc({ auth_server: authServer, endpoint, outcome });
+      duration.observe({ auth_server: authServer, endpoint }, seconds);
+    },
+  };
+}
+
+/** Counters the token cache keeps as plain numbers (cheap on the hot path) and exposes at scrape time. */
+export interface TokenCacheCounts {
+  readonly hits: number;
+  readonly misses: number;
+  readonly negativeHits: number;
+  readonly evictions: number;
+  readonly entries: number;
+}
+
+/**
+ * Registers `phantomgate_token_cache_total{result}` and `phantomgate_token_cache_entries`, both read from `read`
+ * when scraped: the request path only increments integers, with no label hashing.
+ */
+export function registerTokenCacheMetrics(registry: Registry, read: () => TokenCacheCounts): void {
+  new Counter({
+    name: "phantomgate_token_cache_total",
+    help: "Token cache lookups by result (hit, miss, negative_hit) and entries evicted before expiry.",
+    labelNames: ["result"],
+    registers: [registry],
+    collect() {
+      const counts = read();
+      this.reset();
+      this.inc({ result: "hit" }, counts.hits);
+      this.inc({ result: "miss" }, counts.misses);
+      this.inc({ result: "negative_hit" }, counts.negativeHits);
+      this.inc({ result: "eviction" }, counts.evictions);
+    },
+  });
+  new Gauge({
+    name: "phantomgate_token_cache_entries",
+    help: "Entries (token facts and derived upstream tokens) held by the token cache.",
+    registers: [registry],
+    collect() {
+      this.set(read().entries);
+    },
+  });
+}

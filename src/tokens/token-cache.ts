@@ -1,0 +1,230 @@
+// The token cache: token facts and the upstream tokens derived from them, keyed by token fingerprint, bounded
+// (LRU), expiring no later than the token, with single-flight loading and eviction by fingerprint for revocation.
+// It never holds authorization decisions: scopes are checked against the cached facts on every request.
+//
+// Layout: an LRU of buckets keyed by fingerprint, each bucket a small map purpose → entry. A purpose names what
+// was cached and for whom (`<auth server scope>\0introspect`, `…\0mint\0<audience>…`); purposes are built once
+// per route, so a hit costs the fingerprint's SHA-256, one LRU get and one Map get, with no string building.
+// Revocation drops the whole bucket. Inactive answers live in a second, smaller LRU so a flood of garbage
+// tokens cannot push valid facts out.
+import { LRUCache } from "lru-cache";
+import type { Registry } from "prom-client";
+import type { Clock } from "./clock.ts";
+import { registerTokenCacheMetrics, type TokenCacheCounts } from "./metrics.ts";
+
+declare const purposeValue: unique symbol;
+
+/**
+ * Names one kind of cached value for a token. A plain string at run time; the type parameter ties the purpose
+ * to the type of the value stored under it, so `get` needs no casts at the call site.
+ */
+export type CachePurpose<V> = string & { readonly [purposeValue]?: V };
+
+/** Builds a purpose from parts (joined with NUL, which cannot occur in ids, audiences or scope names). */
+export function cachePurpose<V>(...parts: readonly string[]): CachePurpose<V> {
+  return parts.join("\0");
+}
+
+/** A cached value, or a cached "inactive". `expiresAtMs` is when it stops being served (epoch ms). */
+export type CacheEntry<V> =
+  | { readonly negative: false; readonly value: V; readonly expiresAtMs: number }
+  | { readonly negative: true; readonly reason: string; readonly expiresAtMs: number };
+
+/**
+ * What a loader produced. Positive values live until min(`expiresAtMs`, now + `maxTtlSeconds`): `expiresAtMs` is
+ * the token's `exp` (or an earlier bound). Inactive results live `negativeTtlSeconds`. A lifetime ≤ 0 is
+ * returned to the waiting callers but not stored.
+ */
+export type CacheFill<V> =
+  | {
+      readonly negative: false;
+      readonly value: V;
+      readonly expiresAtMs: number | undefined;
+      readonly maxTtlSeconds: number;
+    }
+  | { readonly negative: true; readonly reason: string; readonly negativeTtlSeconds: number };
+
+export interface TokenCacheOptions {
+  /** Bound on cached tokens with active entries (each token holds one entry per auth server and purpose). */
+  readonly maxEntries: number;
+  /** Bound on tokens with inactive entries; defaults to a quarter of `maxEntries`. */
+  readonly maxNegativeEntries?: number;
+  readonly clock: Clock;
+  /** Registers `phantomgate_token_cache_total` and `phantomgate_token_cache_entries` when given. */
+  readonly registry?: Registry;
+}
+
+/** A bounded, expiring, single-flight cache of token facts. */
+export interface TokenCache {
+  /** Looks up an unexpired entry and counts a hit, negative hit or miss. */
+  get<V>(fingerprint: string, purpose: CachePurpose<V>): CacheEntry<V> | undefined;
+  /** Like `get`, without counting: for lookups nested inside a request that was already counted. */
+  peek<V>(fingerprint: string, purpose: CachePurpose<V>): CacheEntry<V> | undefined;
+  /** Stores a loader's result (replacing any entry for that purpose) and returns the entry. */
+  set<V>(fingerprint: string, purpose: CachePurpose<V>, fill: CacheFill<V>): CacheEntry<V>;
+  /**
+   * Runs `loader` unless a load for the same fingerprint and purpose is already in flight, in which case the
+   * caller joins it: N concurrent misses make one call. A failed load is not cached and rejects every waiter.
+   * Does not look in the cache first (pair it with `get`/`peek`).
+   */
+  load<V>(
+    fingerprint: string,
+    purpose: CachePurpose<V>,
+    loader: () => Promise<CacheFill<V>>,
+  ): Promise<CacheEntry<V>>;
+  /** `get`, else `load`. */
+  resolve<V>(
+    fingerprint: string,
+    purpose: CachePurpose<V>,
+    loader: () => Promise<CacheFill<V>>,
+  ): Promise<CacheEntry<V>>;
+  /**
+   * Drops every entry for a token (revocation) and keeps loads in flight for it from storing their result.
+   * Returns the number of entries dropped.
+   */
+  evictFingerprint(fingerprint: string): number;
+  /** Drops everything. */
+  clear(): void;
+  /** Current counters (also exported as metrics when a registry was given). */
+  counts(): TokenCacheCounts;
+}
+
+type Bucket = Map<string, CacheEntry<unknown>>;
+
+interface Flight {
+  readonly promise: Promise<CacheEntry<unknown>>;
+  /** Set when the token was revoked while loading: the result is handed out but not stored. */
+  revoked: boolean;
+}
+
+/** Creates a token cache. One per gateway; auth servers are kept apart by the purposes they use. */
+export function createTokenCache(options: TokenCacheOptions): TokenCache {
+  const { clock } = options;
+  const maxEntries = Math.max(1, options.maxEntries);
+  const maxNegativeEntries = Math.max(1, options.maxNegativeEntries ?? Math.ceil(maxEntries / 4));
+  let hits = 0;
+  let misses = 0;
+  let negativeHits = 0;
+  let evictions = 0;
+  let entries = 0;
+
+  const onDispose = (bucket: Bucket, _fingerprint: string, reason: LRUCache.DisposeReason): void => {
+    entries -= bucket.size;
+    if (reason === "evict") evictions += bucket.size;
+  };
+  const positive = new LRUCache<string, Bucket>({ max: maxEntries, dispose: onDispose });
+  const negative = new LRUCache<string, Bucket>({ max: maxNegativeEntries, dispose: onDispose });
+  const flights = new Map<string, Flight>();
+
+  function removePurpose(store: LRUCache<string, Bucket>, fingerprint: string, purpose: string): void {
+    const bucket = store.peek(fingerprint);
+    if (bucket?.delete(purpose) !== true) return;
+    entries -= 1;
+    if (bucket.size === 0) store.delete(fingerprint);
+  }
+
+  function find(store: LRUCache<string, Bucket>, fingerprint: string, purpose: string, nowMs: number) {
+    const entry = store.get(fingerprint)?.get(purpose);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAtMs > nowMs) return entry;
+    removePurpose(store, fingerprint, purpose);
+    return undefined;
+  }
+
+  function lookup<V>(fingerprint: string, purpose: CachePurpose<V>): CacheEntry<V> | undefined {
+    const nowMs = clock.now();
+    // Entries are stored only as CacheEntry<V> under a CachePurpose<V>, so the widening cast is sound.
+    return (find(positive, fingerprint, purpose, nowMs) ?? find(negative, fingerprint, purpose, nowMs)) as
+      CacheEntry<V> | undefined;
+  }
+
+  function get<V>(fingerprint: string, purpose: CachePurpose<V>): CacheEntry<V> | undefined {
+    const entry = lookup(fingerprint, purpose);
+    if (entry === undefined) misses += 1;
+    else if (entry.negative) negativeHits += 1;
+    else hits += 1;
+    return entry;
+  }
+
+  function store<V>(
+    fingerprint: string,
+    purpose: CachePurpose<V>,
+    fill: CacheFill<V>,
+    keep: boolean,
+  ): CacheEntry<V> {
+    const nowMs = clock.now();
+    const entry: CacheEntry<V> = fill.negative
+      ? { negative: true, reason: fill.reason, expiresAtMs: nowMs + fill.negativeTtlSeconds * 1000 }
+      : {
+          negative: false,
+          value: fill.value,
+          expiresAtMs: Math.min(
+            nowMs + fill.maxTtlSeconds * 1000,
+            fill.expiresAtMs ?? Number.POSITIVE_INFINITY,
+          ),
+        };
+    // A fresh answer always replaces what was cached for this purpose, even when it is not itself cacheable.
+    removePurpose(positive, fingerprint, purpose);
+    removePurpose(negative, fingerprint, purpose);
+    if (!keep || entry.expiresAtMs <= nowMs) return entry;
+    const target = entry.negative ? negative : positive;
+    let bucket = target.get(fingerprint);
+    if (bucket === undefined) {
+      bucket = new Map();
+      target.set(fingerprint, bucket);
+    }
+    bucket.set(purpose, entry);
+    entries += 1;
+    return entry;
+  }
+
+  function load<V>(
+    fingerprint: string,
+    purpose: CachePurpose<V>,
+    loader: () => Promise<CacheFill<V>>,
+  ): Promise<CacheEntry<V>> {
+    const flightKey = `${fingerprint}\n${purpose}`;
+    const pending = flights.get(flightKey);
+    if (pending !== undefined) return pending.promise as Promise<CacheEntry<V>>;
+    // The loader starts on the next microtask, after the flight is registered, so even a loader that throws
+    // synchronously cannot leave a stale flight behind.
+    const promise = Promise.resolve()
+      .then(loader)
+      .then((fill) => store(fingerprint, purpose, fill, !flight.revoked))
+      .finally(() => flights.delete(flightKey));
+    const flight: Flight = { promise, revoked: false };
+    flights.set(flightKey, flight);
+    return promise;
+  }
+
+  if (options.registry !== undefined) {
+    registerTokenCacheMetrics(options.registry, () => ({ hits, misses, negativeHits, evictions, entries }));
+  }
+
+  return {
+    get,
+    peek: lookup,
+    set: (fingerprint, purpose, fill) => store(fingerprint, purpose, fill, true),
+    load,
+    resolve(fingerprint, purpose, loader) {
+      const entry = get(fingerprint, purpose);
+      return entry === undefined ? load(fingerprint, purpose, loader) : Promise.resolve(entry);
+    },
+    evictFingerprint(fingerprint) {
+      const dropped = (positive.peek(fingerprint)?.size ?? 0) + (negative.peek(fingerprint)?.size ?? 0);
+      positive.delete(fingerprint);
+      negative.delete(fingerprint);
+      evictions += dropped;
+      // Revocations are rare and flights few (only concurrent misses), so a scan is cheaper than an index.
+      const prefix = `${fingerprint}\n`;
+      for (const [key, flight] of flights) if (key.startsWith(prefix)) flight.revoked = true;
+      return dropped;
+    },
+    clear() {
+      positive.clear();
+      negative.clear();
+      for (const flight of flights.values()) flight.revoked = true;
+    },
+    counts: () => ({ hits, misses, negativeHits, evictions, entries }),
+  };
+}

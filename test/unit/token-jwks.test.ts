@@ -1,0 +1,150 @@
+// JWKS key source: cached keys, refetch on unknown kid at most once per cooldown, stale keys survive a failed
+// refresh — with an in-memory key set and a manual clock (the integration suite covers the real AS).
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
+import { describe, expect, it } from "vitest";
+import { GatewayError } from "../../src/errors/catalogue.ts";
+import { createManualClock } from "../../src/tokens/clock.ts";
+import { createJwksKeySource, isAccessTokenTyp, verifyJwt } from "../../src/tokens/jwks.ts";
+
+const ISSUER = "https://as.example";
+
+async function signingKey(kid: string) {
+  const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+  const jwk: JWK = { ...(await exportJWK(publicKey)), kid, alg: "ES256", use: "sig" };
+  const sign = (nowMs: number, claims: Record<string, unknown> = {}) =>
+    new SignJWT({ sub: "alice", ...claims })
+      .setProtectedHeader({ alg: "ES256", kid, typ: "at+jwt" })
+      .setIssuer(ISSUER)
+      .setAudience("urn:api")
+      .setIssuedAt(Math.floor(nowMs / 1000))
+      .setExpirationTime(Math.floor(nowMs / 1000) + 300)
+      .sign(privateKey);
+  return { jwk, sign };
+}
+
+describe("JWKS key source", () => {
+  it("fetches once, then refetches for an unknown kid at most once per cooldown", async () => {
+    const clock = createManualClock(Date.now());
+    const first = await signingKey("k1");
+    const second = await signingKey("k2");
+    let published: JWK[] = [first.jwk];
+    let fetches = 0;
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 10_000,
+      fetchJwks: () => {
+        fetches += 1;
+        return Promise.resolve({ keys: published });
+      },
+    });
+    const options = {
+      issuer: ISSUER,
+      audience: "urn:api",
+      algorithms: ["ES256"] as const,
+      clockSkewSeconds: 0,
+      clock,
+    };
+
+    await verifyJwt(await first.sign(clock.now()), keys, options);
+    await verifyJwt(await first.sign(clock.now()), keys, options);
+    expect(fetches).toBe(1);
+
+    // k2 appears at the AS; within the cooldown the gateway does not look.
+    published = [first.jwk, second.jwk];
+    await expect(verifyJwt(await second.sign(clock.now()), keys, options)).rejects.toMatchObject({
+      code: "ERR_JWKS_NO_MATCHING_KEY",
+    });
+    expect(fetches).toBe(1);
+    clock.advance(10_000);
+    const tokens = await Promise.all(Array.from({ length: 20 }, () => second.sign(clock.now())));
+    await Promise.all(tokens.map((token) => verifyJwt(token, keys, options)));
+    expect(fetches).toBe(2); // twenty concurrent unknown-kid verifications, one fetch
+    expect(keys.fetchCount()).toBe(2);
+  });
+
+  it("keeps verifying with cached keys when a refresh of stale keys fails", async () => {
+    const clock = createManualClock(Date.now());
+    const key = await signingKey("k1");
+    let up = true;
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 1_000,
+      maxAgeMs: 60_000,
+      fetchJwks: () =>
+        up
+          ? Promise.resolve({ keys: [key.jwk] })
+          : Promise.reject(new GatewayError("PG_ERR_AS_UNAVAILABLE", "down")),
+    });
+    const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 0, clock };
+    await verifyJwt(await key.sign(clock.now()), keys, options);
+    up = false;
+    clock.advance(120_000);
+    await expect(verifyJwt(await key.sign(clock.now()), keys, options)).resolves.toBeDefined();
+    expect(keys.fetchCount()).toBe(2);
+  });
+
+  it("without any keys, fails with PG_ERR_AS_UNAVAILABLE and retries only after a pause", async () => {
+    const clock = createManualClock(Date.now());
+    const key = await signingKey("k1");
+    let up = false;
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 30_000,
+      fetchJwks: () =>
+        up
+          ? Promise.resolve({ keys: [key.jwk] })
+          : Promise.reject(new GatewayError("PG_ERR_AS_UNAVAILABLE", "down")),
+    });
+    const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 0, clock };
+    const token = await key.sign(clock.now());
+    await expect(verifyJwt(token, keys, options)).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
+    up = true;
+    await expect(verifyJwt(token, keys, options)).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
+    expect(keys.fetchCount()).toBe(1);
+    clock.advance(5_000);
+    await expect(verifyJwt(token, keys, options)).resolves.toBeDefined();
+  });
+
+  it("rejects a malformed JWKS document as PG_ERR_AS_UNAVAILABLE", async () => {
+    const clock = createManualClock(Date.now());
+    const key = await signingKey("k1");
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 0,
+      fetchJwks: () => Promise.resolve({ keys: "nope" }),
+    });
+    await expect(
+      verifyJwt(await key.sign(clock.now()), keys, {
+        issuer: ISSUER,
+        algorithms: ["ES256"],
+        clockSkewSeconds: 0,
+        clock,
+      }),
+    ).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE", reason: "JWKS document is malformed" });
+  });
+
+  it("uses the injected clock for exp, with the allowed skew", async () => {
+    const clock = createManualClock(Date.now());
+    const key = await signingKey("k1");
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 0,
+      fetchJwks: () => Promise.resolve({ keys: [key.jwk] }),
+    });
+    const token = await key.sign(clock.now());
+    const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 30, clock };
+    clock.advance(300_000 + 29_000);
+    await expect(verifyJwt(token, keys, options)).resolves.toBeDefined();
+    clock.advance(2_000);
+    await expect(verifyJwt(token, keys, options)).rejects.toMatchObject({ code: "ERR_JWT_EXPIRED" });
+  });
+});
+
+describe("isAccessTokenTyp", () => {
+  it("accepts absent, JWT and at+jwt; refuses other explicit types", () => {
+    for (const typ of [undefined, "JWT", "at+jwt", "application/at+JWT"])
+      expect(isAccessTokenTyp(typ)).toBe(true);
+    for (const typ of ["token-introspection+jwt", "logout+jwt", "dpop+jwt"])
+      expect(isAccessTokenTyp(typ)).toBe(false);
+  });
+});
