@@ -113,6 +113,11 @@ describe("inspectRequest", () => {
     expect(inspectCode(request("/", ["Host", host]))).toBe("PG_ERR_BAD_REQUEST");
   });
 
+  it("never proxies TRACE (an echoing upstream would reveal the internal JWT)", () => {
+    expect(inspectCode(request("/echo", ["Host", "api.test"], "TRACE"))).toBe("PG_ERR_METHOD_NOT_ALLOWED");
+    expect(inspectCode(request("/echo", ["Host", "api.test"], "TRACK"))).toBe("PG_ERR_METHOD_NOT_ALLOWED");
+  });
+
   it("rejects CONNECT and non-routable request-targets", () => {
     expect(inspectCode(request("api.test:443", ["Host", "api.test"], "CONNECT"))).toBe("PG_ERR_BAD_REQUEST");
     expect(inspectCode(request("*", ["Host", "h"], "OPTIONS"))).toBe("PG_ERR_BAD_REQUEST");

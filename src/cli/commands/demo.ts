@@ -1,12 +1,99 @@
-// Placeholder wiring for the 'demo' subcommand; replaced by its real implementation.
+// `phantomgate demo`: the all-in-one demo on localhost, no cluster. The authorization server and the demo APIs
+// run in processes of their own; the gateway runs here in file mode on the example manifests.
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { loadGatewayConfig } from "../../config/gateway-config.ts";
+import { spawnReady, type ReadyChild } from "../../demo/spawn-ready.ts";
+import { startGateway } from "../../gateway/gateway.ts";
 import type { Command } from "../command.ts";
+import { waitForSignal } from "../signals.ts";
+
+const root = new URL("../../../", import.meta.url);
+const script = (relative: string): string => fileURLToPath(new URL(relative, root));
+
+function walkthrough(tokenEndpoint: string): string {
+  const token = (scope: string): string =>
+    `curl -s -u demo-client:demo-secret -d grant_type=client_credentials -d 'scope=${scope}' ${tokenEndpoint} | jq -r .access_token`;
+  return `
+phantomgate demo is running
+  gateway         http://127.0.0.1:8080
+  gateway admin   http://127.0.0.1:9901  (/healthz /readyz /metrics /routes /.well-known/jwks.json)
+  authorization   http://127.0.0.1:9000  (/.well-known/openid-configuration)
+  demo APIs       echo :9101, invoices :9102, video :9103 (reached only through the gateway)
+
+Try it:
+  TOKEN=$(${token("read_invoice")})
+  echo "$TOKEN"                                   # opaque: means nothing outside the authorization server
+  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/echo/hello | jq .jwtClaims
+                                                  # the echo API received a signed JWT, not the opaque token
+  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/invoices | jq
+  curl -si -H "Authorization: Bearer $TOKEN" -X POST -H 'content-type: application/json' \\
+       -d '{"amount":10,"currency":"EUR"}' http://127.0.0.1:8080/invoices   # 403 insufficient_scope
+  WRITE=$(${token("write_invoice")})
+  curl -s -H "Authorization: Bearer $WRITE" -X POST -H 'content-type: application/json' \\
+       -d '{"amount":10,"currency":"EUR"}' http://127.0.0.1:8080/invoices | jq
+  VIDEO=$(${token("high_video_stream")})
+  curl -s -H "Authorization: Bearer $VIDEO" http://127.0.0.1:8080/video/intro.mp4 | jq   # minted JWT
+  curl -si http://127.0.0.1:8080/echo/hello         # 401 with WWW-Authenticate
+  curl -s http://127.0.0.1:9901/routes | jq
+
+Audit lines follow below (one JSON line per request). Ctrl-C stops everything.
+`;
+}
 
 export const demoCommand: Command = {
   name: "demo",
-  summary: "(not yet available)",
-  help: "phantomgate demo: not yet available\n",
-  run(_argv, io) {
-    io.stderr.write("phantomgate demo: not yet available\n");
-    return Promise.resolve(1);
+  summary: "Run the all-in-one demo on localhost: authorization server, demo APIs and the gateway.",
+  help: [
+    "Usage: phantomgate demo [--config DIR]",
+    "",
+    "Starts the demo authorization server (http://127.0.0.1:9000), the echo, invoices and video APIs",
+    "(127.0.0.1:9101-9103) and the gateway (http://127.0.0.1:8080, admin http://127.0.0.1:9901) fed from the",
+    "example manifests, prints commands to try, and streams audit lines. Ctrl-C stops everything.",
+    "",
+    "Flags:",
+    "  --config DIR   manifests to serve (default: the examples/ directory of this package)",
+    "",
+  ].join("\n"),
+  async run(argv, io) {
+    let configDir: string;
+    try {
+      const { values } = parseArgs({ args: [...argv], options: { config: { type: "string" } } });
+      configDir = values.config ?? script("examples");
+    } catch (error) {
+      io.stderr.write(`phantomgate demo: ${(error as Error).message}\n`);
+      return 2;
+    }
+    const logger = pino({ level: "warn", base: { component: "demo" } });
+    const children: ReadyChild[] = [];
+    const stopChildren = async (): Promise<void> => {
+      await Promise.all(children.map((c) => c.stop()));
+    };
+    try {
+      const as = await spawnReady(script("src/demo/auth-server-main.ts"), ["--port", "9000"]);
+      children.push(as);
+      const issuer = String(as.ready.issuer);
+      const discovery = (await (await fetch(`${issuer}/.well-known/openid-configuration`)).json()) as {
+        jwks_uri: string;
+        token_endpoint: string;
+      };
+      children.push(await spawnReady(script("src/demo/apis-main.ts"), ["--issuer", issuer, "--as-jwks", discovery.jwks_uri]));
+      const config = loadGatewayConfig(
+        ["--config", configDir, "--host", "127.0.0.1", "--port", "8080", "--admin-port", "9901", "--log-level", "warn"],
+        {},
+      );
+      const gateway = await startGateway(config, logger);
+      io.stdout.write(walkthrough(discovery.token_endpoint));
+      await waitForSignal();
+      io.stdout.write("\nstopping the demo…\n");
+      await gateway.close();
+      await stopChildren();
+      return 0;
+    } catch (error) {
+      io.stderr.write(`phantomgate demo: ${(error as Error).message}\n`);
+      await stopChildren();
+      return 1;
+    }
   },
 };

@@ -1,12 +1,45 @@
-// Placeholder wiring for the 'gateway' subcommand; replaced by its real implementation.
+// `phantomgate gateway`: runs the data plane until SIGINT/SIGTERM, then drains and exits.
+import pino from "pino";
+import { ConfigError, describeGatewayOptions, loadGatewayConfig } from "../../config/gateway-config.ts";
+import { startGateway } from "../../gateway/gateway.ts";
 import type { Command } from "../command.ts";
+import { waitForSignal } from "../signals.ts";
 
 export const gatewayCommand: Command = {
   name: "gateway",
-  summary: "(not yet available)",
-  help: "phantomgate gateway: not yet available\n",
-  run(_argv, io) {
-    io.stderr.write("phantomgate gateway: not yet available\n");
-    return Promise.resolve(1);
+  summary: "Run the gateway (data plane) from a directory of manifests.",
+  help: [
+    "Usage: phantomgate gateway --config DIR [flags]",
+    "",
+    "Serves the routes compiled from the ApiRoute, ScopePolicy, AuthServer (and Secret) manifests in DIR,",
+    "and reloads them when files change. A file that does not parse keeps the last good configuration.",
+    "",
+    "Flags (each also from its environment variable):",
+    describeGatewayOptions(),
+    "",
+  ].join("\n"),
+  async run(argv, io) {
+    let config;
+    try {
+      config = loadGatewayConfig(argv, io.env);
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        io.stderr.write(`phantomgate gateway: ${error.message}\nRun 'phantomgate gateway --help' for the flags.\n`);
+        return 2;
+      }
+      throw error;
+    }
+    const logger = pino({ level: config.logLevel, base: { component: "gateway" } });
+    let gateway;
+    try {
+      gateway = await startGateway(config, logger);
+    } catch (error) {
+      logger.fatal({ err: error }, "gateway failed to start");
+      return 1;
+    }
+    const signal = await waitForSignal();
+    logger.info({ signal }, "shutting down");
+    await gateway.close();
+    return 0;
   },
 };

@@ -1,0 +1,107 @@
+// Gateway settings: the one place that reads flags and PHANTOMGATE_* environment variables, validates them
+// once with zod and hands out a frozen object. Flags win over environment variables, which win over defaults.
+import { parseArgs } from "node:util";
+import { z } from "zod";
+
+interface OptionSpec {
+  readonly flag: string;
+  readonly env: string;
+  readonly type: "string" | "boolean";
+  readonly description: string;
+  readonly defaultText: string;
+}
+
+/** Every gateway flag, its environment variable and its default, used for parsing and for `--help`. */
+export const gatewayOptionSpecs: readonly OptionSpec[] = [
+  { flag: "config", env: "PHANTOMGATE_CONFIG", type: "string", description: "Directory of YAML manifests (file mode); watched for changes.", defaultText: "(required)" },
+  { flag: "host", env: "PHANTOMGATE_HOST", type: "string", description: "Address the public listener binds.", defaultText: "0.0.0.0" },
+  { flag: "port", env: "PHANTOMGATE_PORT", type: "string", description: "Public listener port (0 = any free port).", defaultText: "8080" },
+  { flag: "admin-host", env: "PHANTOMGATE_ADMIN_HOST", type: "string", description: "Address the admin listener binds.", defaultText: "127.0.0.1" },
+  { flag: "admin-port", env: "PHANTOMGATE_ADMIN_PORT", type: "string", description: "Admin port: /healthz /readyz /metrics /routes /.well-known/jwks.json.", defaultText: "9901" },
+  { flag: "max-url-bytes", env: "PHANTOMGATE_MAX_URL_BYTES", type: "string", description: "Longest request URL accepted (414 beyond).", defaultText: "8192" },
+  { flag: "max-header-bytes", env: "PHANTOMGATE_MAX_HEADER_BYTES", type: "string", description: "Largest request header block accepted (431 beyond).", defaultText: "16384" },
+  { flag: "shutdown-grace-ms", env: "PHANTOMGATE_SHUTDOWN_GRACE_MS", type: "string", description: "How long in-flight requests may drain on SIGTERM.", defaultText: "10000" },
+  { flag: "audit-log", env: "PHANTOMGATE_AUDIT_LOG", type: "string", description: "Where audit lines go: 'stdout', 'off' or a file path.", defaultText: "stdout" },
+  { flag: "log-level", env: "PHANTOMGATE_LOG_LEVEL", type: "string", description: "Log level: fatal, error, warn, info, debug, trace.", defaultText: "info" },
+  { flag: "mint-issuer", env: "PHANTOMGATE_MINT_ISSUER", type: "string", description: "`iss` of JWTs the gateway mints (mint mode).", defaultText: "urn:phantomgate:gateway" },
+  { flag: "mint-key-file", env: "PHANTOMGATE_MINT_KEY_FILE", type: "string", description: "Private JWK (JSON) or PKCS#8 PEM for minting; an ephemeral ES256 key when absent.", defaultText: "(ephemeral)" },
+  { flag: "trust-forwarded", env: "PHANTOMGATE_TRUST_FORWARDED", type: "boolean", description: "Append to incoming X-Forwarded-For/Forwarded instead of replacing them (behind a trusted load balancer).", defaultText: "false" },
+];
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().min(1);
+
+const gatewayConfigSchema = z
+  .object({
+    configDir: z.string().min(1, "--config (or PHANTOMGATE_CONFIG) is required: a directory of manifests"),
+    host: z.string().min(1),
+    port,
+    adminHost: z.string().min(1),
+    adminPort: port,
+    maxUrlBytes: positiveInt,
+    maxHeaderBytes: positiveInt.max(1024 * 1024),
+    shutdownGraceMs: z.coerce.number().int().min(0),
+    auditLog: z.string().min(1),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    mintIssuer: z.string().min(1),
+    mintKeyFile: z.string().min(1).optional(),
+    trustForwarded: z.boolean(),
+  })
+  .strict();
+
+export type GatewayConfig = Readonly<z.infer<typeof gatewayConfigSchema>>;
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/** Parses argv + env into a validated, frozen GatewayConfig; throws ConfigError with every problem listed. */
+export function loadGatewayConfig(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): GatewayConfig {
+  const options: Record<string, { type: "string" | "boolean" }> = {};
+  for (const spec of gatewayOptionSpecs) options[spec.flag] = { type: spec.type };
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false });
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  const raw: Record<string, unknown> = {};
+  for (const spec of gatewayOptionSpecs) {
+    const fromFlag = parsed.values[spec.flag];
+    const fromEnv = env[spec.env];
+    let value: unknown = fromFlag ?? fromEnv;
+    if (spec.type === "boolean" && typeof value === "string") value = value === "true" || value === "1";
+    // Defaults in parentheses are descriptions (required, ephemeral), not values.
+    if (value === undefined && !spec.defaultText.startsWith("(")) {
+      value = spec.type === "boolean" ? spec.defaultText === "true" : spec.defaultText;
+    }
+    const key = spec.flag === "config" ? "configDir" : camel(spec.flag);
+    if (value !== undefined) raw[key] = value;
+  }
+  raw.configDir ??= "";
+  const result = gatewayConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? "");
+      const spec = gatewayOptionSpecs.find((s) => (s.flag === "config" ? "configDir" : camel(s.flag)) === key);
+      const name = spec === undefined ? key : `--${spec.flag} (${spec.env})`;
+      return `${name}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid gateway settings:\n  ${lines.join("\n  ")}`);
+  }
+  return Object.freeze(result.data);
+}
+
+/** The flags table for `phantomgate gateway --help` and the README. */
+export function describeGatewayOptions(): string {
+  return gatewayOptionSpecs
+    .map((s) => `  --${s.flag}${s.type === "string" ? " VALUE" : ""}\n      ${s.description}\n      env ${s.env}, default ${s.defaultText}`)
+    .join("\n");
+}

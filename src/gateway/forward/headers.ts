@@ -1,0 +1,125 @@
+// Header rewriting at the trust boundary: what the upstream may see of the client's request and what the
+// client may see of the upstream's response.
+import type { IncomingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.js";
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus legacy ones proxies must not forward. */
+const hopByHop = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "expect",
+  "http2-settings",
+]);
+
+/**
+ * Headers a client could use to claim an identity or a network position the upstream might trust. They are
+ * removed from every request; the gateway sets its own X-Forwarded-* and the identity travels only in the JWT.
+ */
+const spoofable = new Set([
+  "authorization",
+  "cookie2",
+  "forwarded",
+  "x-real-ip",
+  "x-client-ip",
+  "x-original-url",
+  "x-rewrite-url",
+  "x-original-uri",
+  "x-remote-user",
+  "x-remote-addr",
+  "x-user",
+  "x-user-id",
+  "x-userid",
+  "x-username",
+  "x-client-id",
+  "x-jwt-assertion",
+  "x-id-token",
+  "x-access-token",
+  "x-request-id",
+  "x-envoy-original-path",
+  "traceparent",
+  "tracestate",
+]);
+const spoofablePrefixes = ["x-forwarded-", "x-phantomgate-", "x-auth-", "x-authenticated-", "x-user-"];
+
+function isSpoofable(name: string): boolean {
+  if (spoofable.has(name)) return true;
+  for (const prefix of spoofablePrefixes) if (name.startsWith(prefix)) return true;
+  return false;
+}
+
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  const joined = Array.isArray(value) ? value.join(",") : value;
+  const tokens = new Set<string>();
+  for (const part of joined.split(",")) {
+    const token = part.trim().toLowerCase();
+    if (token !== "") tokens.add(token);
+  }
+  return tokens;
+}
+
+export interface UpstreamHeaderInput {
+  readonly incoming: IncomingHttpHeaders;
+  readonly upstreamToken: string | undefined;
+  readonly clientAddress: string;
+  readonly protocol: "http" | "https";
+  readonly host: string | undefined;
+  readonly requestId: string;
+  readonly traceparent: string;
+  readonly trustForwarded: boolean;
+}
+
+/** The request headers the upstream receives. */
+export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const named = connectionTokens(input.incoming.connection);
+  for (const [name, value] of Object.entries(input.incoming)) {
+    if (value === undefined) continue;
+    if (hopByHop.has(name) || isSpoofable(name)) continue;
+    if (named?.has(name) === true) continue;
+    out[name] = value;
+  }
+  let xff = input.clientAddress;
+  let forwarded = `for=${formatForwardedNode(input.clientAddress)};proto=${input.protocol}`;
+  if (input.host !== undefined) forwarded += `;host="${input.host.replace(/["\\]/g, "")}"`;
+  if (input.trustForwarded) {
+    const priorXff = input.incoming["x-forwarded-for"];
+    if (typeof priorXff === "string" && priorXff !== "") xff = `${priorXff}, ${xff}`;
+    const priorForwarded = input.incoming.forwarded;
+    if (typeof priorForwarded === "string" && priorForwarded !== "") forwarded = `${priorForwarded}, ${forwarded}`;
+  }
+  out["x-forwarded-for"] = xff;
+  out["x-forwarded-proto"] = input.protocol;
+  if (input.host !== undefined) out["x-forwarded-host"] = input.host;
+  out.forwarded = forwarded;
+  out["x-request-id"] = input.requestId;
+  out.traceparent = input.traceparent;
+  if (input.upstreamToken !== undefined) out.authorization = `Bearer ${input.upstreamToken}`;
+  return out;
+}
+
+function formatForwardedNode(address: string): string {
+  // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
+  return address.includes(":") ? `"[${address}]"` : address;
+}
+
+/** The response headers the client receives: the upstream's, minus connection-specific fields. */
+export function buildClientResponseHeaders(upstream: UndiciHeaders, requestId: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const named = connectionTokens(upstream.connection);
+  for (const [name, value] of Object.entries(upstream)) {
+    if (value === undefined) continue;
+    if (hopByHop.has(name)) continue;
+    if (named?.has(name) === true) continue;
+    out[name] = value;
+  }
+  out["x-request-id"] = requestId;
+  return out;
+}

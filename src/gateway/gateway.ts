@@ -1,0 +1,143 @@
+// Starts one gateway: metrics → token layer → snapshot source → public listener → admin listener, in that
+// order, and stops them in reverse with a bounded drain of in-flight requests.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { Agent } from "undici";
+import type { GatewayConfig } from "../config/gateway-config.ts";
+import type { Snapshot } from "../snapshot/snapshot.ts";
+import { createAuthenticator } from "../tokens/authenticate.ts";
+import { systemClock } from "../tokens/clock.ts";
+import { loadMinter } from "../tokens/minter.ts";
+import { createTokenCache } from "../tokens/token-cache.ts";
+import { createAdminServer } from "./admin/admin-server.ts";
+import { createAuditSink } from "./audit/audit.ts";
+import { createFirewall } from "./firewall/firewall.ts";
+import { createGatewayMetrics } from "./metrics.ts";
+import { createRequestListener } from "./pipeline/pipeline.ts";
+import { RuntimeHolder } from "./runtime/runtime-state.ts";
+import { startFileSource, type ConfigProblem, type SourceUpdate } from "./sources/file-source.ts";
+
+export interface RunningGateway {
+  readonly port: number;
+  readonly adminPort: number;
+  readonly snapshot: () => Snapshot | undefined;
+  /** Stops accepting, drains in-flight requests up to the grace period, then closes everything. */
+  close(): Promise<void>;
+}
+
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
+  // Metrics first, so every later stage can register its own.
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "phantomgate_process_" });
+  const metrics = createGatewayMetrics(registry);
+
+  // Token layer: one pool set for authorization servers, another for upstream APIs.
+  const asDispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 64 });
+  const upstreamDispatcher = new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
+  const minter = await loadMinter({ issuer: config.mintIssuer, keyFile: config.mintKeyFile, clock: systemClock });
+  const cache = createTokenCache({ maxEntries: 100_000, clock: systemClock, registry });
+  const authenticator = createAuthenticator({
+    authServers: [],
+    dispatcher: asDispatcher,
+    clock: systemClock,
+    cache,
+    minter,
+    registry,
+  });
+
+  // Snapshot source: file mode. Each good snapshot is swapped in whole.
+  const runtime = new RuntimeHolder();
+  let problems: readonly ConfigProblem[] = [];
+  const applyUpdate = (update: SourceUpdate): void => {
+    problems = update.problems;
+    metrics.configProblems.set(update.problems.length);
+    if (update.fileFailures > 0) metrics.configErrors.labels("file").inc(update.fileFailures);
+    if (update.rejectedObjects > 0) metrics.configErrors.labels("object").inc(update.rejectedObjects);
+    for (const problem of update.problems) logger.warn({ problem }, "configuration problem");
+    if (update.snapshot === undefined) {
+      logger.error({ revision: runtime.current?.snapshot.revision ?? null }, "configuration not applied; keeping the last good snapshot");
+      return;
+    }
+    const previous = runtime.current?.snapshot.revision;
+    if (previous === update.snapshot.revision) return;
+    authenticator.updateAuthServers(update.snapshot.authServers);
+    runtime.swap(update.snapshot);
+    metrics.snapshotSwaps.inc();
+    metrics.snapshotInfo.reset();
+    metrics.snapshotInfo.labels(update.snapshot.revision).set(1);
+    logger.info({ revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous }, "snapshot swapped in");
+  };
+  const source = await startFileSource(config.configDir, applyUpdate, logger);
+
+  // Public listener.
+  const audit = createAuditSink(config.auditLog);
+  const listener = createRequestListener({
+    runtime,
+    firewall: createFirewall({ maxUrlBytes: config.maxUrlBytes, maxHeaderBytes: config.maxHeaderBytes }),
+    authenticator,
+    dispatcher: upstreamDispatcher,
+    metrics,
+    audit,
+    logger,
+    trustForwarded: config.trustForwarded,
+  });
+  const server = createServer(
+    {
+      // Node's own header limit sits above ours so the firewall answers with a problem+json 431 first.
+      maxHeaderSize: config.maxHeaderBytes * 2,
+      requestTimeout: 300_000,
+      headersTimeout: 30_000,
+      keepAliveTimeout: 65_000,
+    },
+    listener,
+  );
+  const port = await listen(server, config.port, config.host);
+
+  // Admin listener.
+  let draining = false;
+  const admin = createAdminServer({
+    snapshot: () => runtime.current?.snapshot,
+    problems: () => problems,
+    draining: () => draining,
+    jwks: () => minter.jwks(),
+    registry,
+  });
+  await admin.listen({ port: config.adminPort, host: config.adminHost });
+  const adminPort = (admin.server.address() as AddressInfo).port;
+  logger.info({ port, adminPort, host: config.host, configDir: config.configDir }, "gateway listening");
+
+  return {
+    port,
+    adminPort,
+    snapshot: () => runtime.current?.snapshot,
+    async close() {
+      draining = true;
+      source.close();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Keep-alive connections become idle as their last response ends; close them as they do.
+      server.closeIdleConnections();
+      const sweeper = setInterval(() => server.closeIdleConnections(), 50);
+      const deadline = setTimeout(() => server.closeAllConnections(), config.shutdownGraceMs);
+      await closed;
+      clearInterval(sweeper);
+      clearTimeout(deadline);
+      await admin.close();
+      await audit.flush();
+      await Promise.all([asDispatcher.close(), upstreamDispatcher.close()]);
+      authenticator.close();
+      logger.info("gateway stopped");
+    },
+  };
+}

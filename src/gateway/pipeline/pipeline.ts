@@ -1,0 +1,238 @@
+// The request pipeline, read top to bottom: firewall → route → authenticate → authorize → forward, then audit.
+// Each stage fills the request context or throws a GatewayError; the error becomes the response.
+import { randomBytes, randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { TLSSocket } from "node:tls";
+import type { Logger } from "pino";
+import type { Dispatcher } from "undici";
+import { GatewayError, isGatewayError } from "../../errors/catalogue.ts";
+import type { CompiledRoute } from "../../snapshot/snapshot.ts";
+import { fingerprintToken } from "../../tokens/fingerprint.ts";
+import type { AuditSink } from "../audit/audit.ts";
+import { authorizeScopes } from "../authorize/authorize.ts";
+import { extractBearerToken, type Firewall } from "../firewall/firewall.ts";
+import { buildUpstreamHeaders } from "../forward/headers.ts";
+import { forwardRequest } from "../forward/forward.ts";
+import type { GatewayMetrics } from "../metrics.ts";
+import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
+import { sendError } from "./respond.ts";
+
+/** What the authenticate stage needs from the token layer. */
+export interface TokenAuthenticator {
+  authenticate(
+    token: string,
+    route: CompiledRoute,
+    fingerprint?: string,
+  ): Promise<{
+    readonly facts: { readonly sub?: string | undefined; readonly clientId?: string | undefined; readonly scopes: readonly string[] };
+    readonly upstreamToken: string;
+    readonly cacheHit: boolean;
+  }>;
+}
+
+export interface PipelineDeps {
+  readonly runtime: RuntimeHolder;
+  readonly firewall: Firewall;
+  readonly authenticator: TokenAuthenticator;
+  readonly dispatcher: Dispatcher;
+  readonly metrics: GatewayMetrics;
+  readonly audit: AuditSink;
+  readonly logger: Logger;
+  readonly trustForwarded: boolean;
+}
+
+interface RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly startedAt: number;
+  readonly requestId: string;
+  readonly traceId: string;
+  readonly traceparent: string;
+  state?: RuntimeState;
+  path?: string;
+  query?: string;
+  authorization?: string | undefined;
+  route?: CompiledRoute;
+  tokenFingerprint?: string;
+  cacheHit?: boolean;
+  sub?: string | undefined;
+  clientId?: string | undefined;
+  scopes?: readonly string[];
+  upstreamToken?: string;
+  upstreamStatus?: number;
+}
+
+type Stage = (ctx: RequestContext, deps: PipelineDeps) => void | Promise<void>;
+
+/** Limits, normalisation, token-placement rules; pins the serving state for the whole request. */
+const firewall: Stage = (ctx, deps) => {
+  const state = deps.runtime.current;
+  if (state === undefined) throw new GatewayError("PG_ERR_NOT_READY", "no snapshot yet");
+  ctx.state = state;
+  const inspected = deps.firewall.inspectRequest({
+    method: ctx.req.method ?? "GET",
+    url: ctx.req.url ?? "/",
+    rawHeaders: ctx.req.rawHeaders,
+  });
+  ctx.path = inspected.path;
+  ctx.query = inspected.query;
+  ctx.authorization = inspected.authorization;
+};
+
+/** Host, normalised path and method → the most specific route of the pinned snapshot. */
+const route: Stage = (ctx) => {
+  const state = ctx.state;
+  if (state === undefined || ctx.path === undefined) throw new Error("route stage ran before firewall");
+  const result = state.router.match(ctx.req.headers.host ?? "", ctx.path, ctx.req.method ?? "GET");
+  if (result.kind === "not-found") throw new GatewayError("PG_ERR_ROUTE_NOT_FOUND", "no route");
+  if (result.kind === "method-not-allowed") {
+    throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", "method not allowed", { allow: result.allow.join(", ") });
+  }
+  ctx.route = result.route;
+};
+
+/** The route's token mode turns the client's credential into token facts and the token sent upstream. */
+const authenticate: Stage = async (ctx, deps) => {
+  const matched = ctx.route;
+  if (matched === undefined) throw new Error("authenticate stage ran before route");
+  if (matched.auth.mode === "none") return;
+  const token = extractBearerToken(ctx.authorization);
+  if (token === undefined) throw new GatewayError("PG_ERR_TOKEN_MISSING", "no bearer token");
+  ctx.tokenFingerprint = fingerprintToken(token);
+  const result = await deps.authenticator.authenticate(token, matched, ctx.tokenFingerprint);
+  ctx.cacheHit = result.cacheHit;
+  ctx.sub = result.facts.sub;
+  ctx.clientId = result.facts.clientId;
+  ctx.scopes = result.facts.scopes;
+  ctx.upstreamToken = result.upstreamToken;
+};
+
+/** Coarse scopes, checked on every request from the (possibly cached) token facts. */
+const authorize: Stage = (ctx) => {
+  const matched = ctx.route;
+  if (matched === undefined) throw new Error("authorize stage ran before route");
+  if (matched.auth.mode === "none") return;
+  authorizeScopes(matched.requiredScopes, ctx.scopes ?? []);
+};
+
+/** Credential swap and streaming to the upstream. */
+const forward: Stage = async (ctx, deps) => {
+  const matched = ctx.route;
+  const state = ctx.state;
+  if (matched === undefined || state === undefined || ctx.path === undefined) {
+    throw new Error("forward stage ran before route");
+  }
+  const socket = ctx.req.socket as Partial<TLSSocket>;
+  const headers = buildUpstreamHeaders({
+    incoming: ctx.req.headers,
+    upstreamToken: ctx.upstreamToken,
+    clientAddress: ctx.req.socket.remoteAddress ?? "unknown",
+    protocol: socket.encrypted === true ? "https" : "http",
+    host: ctx.req.headers.host,
+    requestId: ctx.requestId,
+    traceparent: ctx.traceparent,
+    trustForwarded: deps.trustForwarded,
+  });
+  ctx.upstreamStatus = await forwardRequest({
+    req: ctx.req,
+    res: ctx.res,
+    dispatcher: deps.dispatcher,
+    origin: state.pickOrigin(matched),
+    pathAndQuery: ctx.query === undefined || ctx.query === "" ? ctx.path : `${ctx.path}?${ctx.query}`,
+    headers,
+    timeoutMs: matched.timeouts.requestMs,
+    maxBodyBytes: matched.limits.maxBodyBytes,
+    requestId: ctx.requestId,
+  });
+};
+
+/** The pipeline, in order. */
+const stages: readonly Stage[] = [firewall, route, authenticate, authorize, forward];
+
+const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
+
+function startTrace(incoming: string | undefined): { traceId: string; traceparent: string } {
+  const spanId = randomBytes(8).toString("hex");
+  const match = incoming === undefined ? null : traceparentPattern.exec(incoming);
+  const traceId = match?.[1];
+  if (match !== null && traceId !== undefined && traceId !== "0".repeat(32)) {
+    return { traceId, traceparent: `00-${traceId}-${spanId}-${match[2] ?? "01"}` };
+  }
+  const fresh = randomBytes(16).toString("hex");
+  return { traceId: fresh, traceparent: `00-${fresh}-${spanId}-01` };
+}
+
+function pathTemplate(matched: CompiledRoute | undefined): string | undefined {
+  if (matched === undefined) return undefined;
+  return matched.path.type === "Exact" ? matched.path.value : `${matched.path.value.replace(/\/$/, "")}/**`;
+}
+
+function toGatewayError(error: unknown, deps: PipelineDeps, ctx: RequestContext): GatewayError {
+  if (isGatewayError(error)) return error;
+  deps.logger.error({ err: error, requestId: ctx.requestId }, "request failed unexpectedly");
+  return new GatewayError("PG_ERR_INTERNAL", "unexpected failure", {}, { cause: error });
+}
+
+async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: PipelineDeps): Promise<void> {
+  const trace = startTrace(typeof req.headers.traceparent === "string" ? req.headers.traceparent : undefined);
+  const ctx: RequestContext = {
+    req,
+    res,
+    startedAt: performance.now(),
+    requestId: randomUUID(),
+    traceId: trace.traceId,
+    traceparent: trace.traceparent,
+  };
+  deps.metrics.inflight.inc();
+  let decision: "allow" | "deny" | "error" = "allow";
+  let reason = "ok";
+  let status: number;
+  try {
+    for (const stage of stages) await stage(ctx, deps);
+    status = ctx.upstreamStatus ?? 0;
+  } catch (error) {
+    const failure = toGatewayError(error, deps, ctx);
+    decision = failure.status >= 500 ? "error" : "deny";
+    reason = failure.code;
+    status = failure.status;
+    sendError(res, failure, ctx.requestId);
+  } finally {
+    deps.metrics.inflight.dec();
+  }
+  const latencyMs = performance.now() - ctx.startedAt;
+  const routeId = ctx.route?.id ?? "none";
+  deps.metrics.requests.labels(routeId, req.method ?? "", String(status), decision).inc();
+  deps.metrics.requestDuration.labels(routeId).observe(latencyMs / 1000);
+  deps.audit.write({
+    time: new Date().toISOString(),
+    requestId: ctx.requestId,
+    traceId: ctx.traceId,
+    remoteAddress: req.socket.remoteAddress,
+    host: req.headers.host,
+    method: req.method ?? "",
+    route: ctx.route?.id,
+    pathTemplate: pathTemplate(ctx.route),
+    authMode: ctx.route?.auth.mode,
+    clientId: ctx.clientId,
+    sub: ctx.sub,
+    scopes: ctx.scopes,
+    tokenFingerprint: ctx.tokenFingerprint,
+    cache: ctx.cacheHit === undefined ? undefined : ctx.cacheHit ? "hit" : "miss",
+    decision,
+    reason,
+    status,
+    upstreamStatus: ctx.upstreamStatus,
+    latencyMs: Math.round(latencyMs * 1000) / 1000,
+  });
+}
+
+/** The node:http request listener for the public port. */
+export function createRequestListener(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    handleRequest(req, res, deps).catch((error: unknown) => {
+      deps.logger.error({ err: error }, "request handler crashed");
+      if (!res.headersSent) res.writeHead(500).end();
+      else res.destroy();
+    });
+  };
+}

@@ -1,0 +1,55 @@
+// Error responses: RFC 9457 problem+json bodies built only from the catalogue's safe text, with RFC 6750
+// `WWW-Authenticate` challenges, `Allow` on 405 and `Retry-After` on 503.
+import type { ServerResponse } from "node:http";
+import { errorCatalogue, type GatewayError } from "../../errors/catalogue.ts";
+
+const realm = "phantomgate";
+/** Seconds a client should wait before retrying when the authorization server is unavailable. */
+export const retryAfterSeconds = 5;
+
+const closeAfter = new Set([400, 413, 414, 431]);
+
+function quote(value: string): string {
+  return `"${value.replace(/["\\]/g, "")}"`;
+}
+
+/** Writes the error response for `error` unless headers already went out (then the connection is cut). */
+export function sendError(res: ServerResponse, error: GatewayError, requestId: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const spec = errorCatalogue[error.code];
+  const headers: Record<string, string> = {
+    "content-type": "application/problem+json",
+    "cache-control": "no-store",
+    "x-request-id": requestId,
+  };
+  if (spec.status === 401 || spec.status === 403 || "bearerError" in spec) {
+    let challenge = `Bearer realm=${quote(realm)}`;
+    if ("bearerError" in spec) {
+      challenge += `, error=${quote(spec.bearerError)}, error_description=${quote(spec.detail)}`;
+    }
+    const scope = error.extra.scope;
+    if (scope !== undefined) challenge += `, scope=${quote(scope)}`;
+    headers["www-authenticate"] = challenge;
+  }
+  const allow = error.extra.allow;
+  if (allow !== undefined) headers.allow = allow;
+  if (spec.status === 503) headers["retry-after"] = String(retryAfterSeconds);
+  const body: Record<string, unknown> = {
+    type: `https://phantomgate.dev/errors/${error.code}`,
+    title: spec.title,
+    status: spec.status,
+    detail: spec.detail,
+    code: error.code,
+    requestId,
+  };
+  for (const [key, value] of Object.entries(error.extra)) body[key] = value;
+  const payload = JSON.stringify(body);
+  headers["content-length"] = String(Buffer.byteLength(payload));
+  // After a framing-level rejection the rest of the request cannot be trusted or is not worth reading.
+  if (closeAfter.has(spec.status)) headers.connection = "close";
+  res.writeHead(spec.status, headers);
+  res.end(payload);
+}

@@ -1,0 +1,73 @@
+// File mode snapshot source: manifests on disk → compile → snapshot, recompiled when the directory changes.
+// A file that cannot be read or parsed keeps the last good snapshot serving; rejected objects are excluded
+// (and reported) while the rest of the configuration is swapped in.
+import type { Logger } from "pino";
+import { compile } from "../../compile/compile.ts";
+import { loadManifestDirectory, watchManifestDirectory } from "../../provider/file/index.ts";
+import { snapshotSchema, type Snapshot } from "../../snapshot/snapshot.ts";
+
+export interface ConfigProblem {
+  readonly file?: string | undefined;
+  readonly object?: string | undefined;
+  readonly message: string;
+}
+
+export interface SourceUpdate {
+  /** The snapshot to serve, or undefined when the last good one must stay (file-level failure). */
+  readonly snapshot: Snapshot | undefined;
+  readonly problems: readonly ConfigProblem[];
+  readonly fileFailures: number;
+  readonly rejectedObjects: number;
+}
+
+export interface SnapshotSource {
+  close(): void;
+}
+
+/** Loads the directory once now and again after every change; calls `onUpdate` each time. */
+export async function startFileSource(
+  dir: string,
+  onUpdate: (update: SourceUpdate) => void,
+  logger: Logger,
+  options: { debounceMs?: number } = {},
+): Promise<SnapshotSource> {
+  let running = Promise.resolve();
+  const reload = async (): Promise<void> => {
+    const loaded = await loadManifestDirectory(dir);
+    const problems: ConfigProblem[] = loaded.problems.map((p) => ({ file: p.file, message: p.message }));
+    if (loaded.problems.length > 0) {
+      onUpdate({ snapshot: undefined, problems, fileFailures: loaded.problems.length, rejectedObjects: 0 });
+      return;
+    }
+    const result = compile({ objects: loaded.objects });
+    let rejected = 0;
+    for (const object of result.perObjectResults) {
+      if (object.accepted) continue;
+      rejected += 1;
+      for (const message of object.messages) {
+        problems.push({
+          file: object.origin?.file,
+          object: `${object.kind} ${object.namespace}/${object.name}`,
+          message: `${object.reason}: ${message}`,
+        });
+      }
+    }
+    onUpdate({ snapshot: snapshotSchema.parse(result.snapshot), problems, fileFailures: 0, rejectedObjects: rejected });
+  };
+  const schedule = (): void => {
+    // Reloads run one after another so an older directory state can never overwrite a newer one.
+    running = running.then(reload).catch((error: unknown) => {
+      logger.error({ err: error, dir }, "configuration reload failed");
+      onUpdate({
+        snapshot: undefined,
+        problems: [{ message: `reload failed: ${(error as Error).message}` }],
+        fileFailures: 1,
+        rejectedObjects: 0,
+      });
+    });
+  };
+  schedule();
+  await running;
+  const watcher = watchManifestDirectory(dir, schedule, { debounceMs: options.debounceMs ?? 100 });
+  return { close: () => watcher.close() };
+}

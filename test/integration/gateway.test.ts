@@ -1,0 +1,303 @@
+// The gateway as a real process between a real demo authorization server and a real echo API.
+import { readFileSync } from "node:fs";
+import type { Server } from "node:http";
+import { createHash } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { request } from "undici";
+import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
+import { startEchoApi } from "../../src/demo/echo-api.ts";
+import { startGatewayProcess, makeConfigDir, type GatewayProcess } from "../helpers/gateway-process.ts";
+import { getToken, rawRequest } from "../helpers/http.ts";
+import { allManifests } from "../helpers/manifests.ts";
+
+interface Echo {
+  method: string;
+  path: string;
+  query: string;
+  headers: Record<string, string>;
+  jwtClaims?: Record<string, unknown>;
+  body: { bytes: number; sha256: string };
+}
+
+let as: DemoAuthServer;
+let echo: { server: Server; port: number };
+let gateway: GatewayProcess;
+const tokensSeen: string[] = [];
+
+async function token(scope: string, options: { clientId?: string; secret?: string; resource?: string } = {}): Promise<string> {
+  const value = await getToken(as.tokenEndpoint, scope, options);
+  tokensSeen.push(value);
+  return value;
+}
+
+async function call(
+  path: string,
+  options: { token?: string; method?: string; headers?: Record<string, string>; body?: string | Buffer } = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
+  const response = await request(`${gateway.url}${path}`, {
+    method: (options.method ?? "GET") as "GET",
+    headers,
+    body: options.body ?? null,
+  });
+  return { status: response.statusCode, headers: response.headers, text: await response.body.text() };
+}
+
+beforeAll(async () => {
+  as = await startDemoAuthServer({ port: 0 });
+  echo = await startEchoApi(0);
+  const dir = makeConfigDir(allManifests({ issuer: as.issuer, echoOrigin: `http://127.0.0.1:${echo.port}`, maxBodyBytes: 64 * 1024 * 1024 }));
+  gateway = await startGatewayProcess(dir);
+});
+
+afterAll(async () => {
+  await gateway.stop();
+  echo.server.close();
+  await as.close();
+});
+
+describe("phantom mode", () => {
+  it("turns an opaque token into a verified JWT at the upstream", async () => {
+    const opaque = await token("read_invoice");
+    expect(opaque.split(".")).toHaveLength(1);
+    const response = await call("/echo/hello?x=1", { token: opaque });
+    expect(response.status).toBe(200);
+    const seen = JSON.parse(response.text) as Echo;
+    expect(seen.path).toBe("/echo/hello");
+    expect(seen.query).toBe("?x=1");
+    expect(seen.headers.authorization).toMatch(/^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
+    expect(seen.headers.authorization).not.toContain(opaque);
+    expect(JSON.stringify(seen)).not.toContain(opaque);
+    expect(seen.jwtClaims).toMatchObject({ sub: "demo-client", client_id: "demo-client", iss: as.issuer });
+    expect(response.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("answers 401 without a token, with a Bearer challenge and problem+json", async () => {
+    const response = await call("/echo/hello");
+    expect(response.status).toBe(401);
+    expect(response.headers["www-authenticate"]).toBe('Bearer realm="phantomgate"');
+    expect(response.headers["content-type"]).toBe("application/problem+json");
+    expect(JSON.parse(response.text)).toMatchObject({ status: 401, code: "PG_ERR_TOKEN_MISSING" });
+  });
+
+  it("answers 401 invalid_token for an unknown token", async () => {
+    const response = await call("/echo/hello", { token: "not-a-real-token-123" });
+    expect(response.status).toBe(401);
+    expect(response.headers["www-authenticate"]).toContain('error="invalid_token"');
+    expect(response.text).not.toContain("not-a-real-token-123");
+  });
+
+  it("answers 403 insufficient_scope naming the scope", async () => {
+    const response = await call("/echo/hello", { token: await token("video_metadata") });
+    expect(response.status).toBe(403);
+    expect(response.headers["www-authenticate"]).toContain('error="insufficient_scope"');
+    expect(response.headers["www-authenticate"]).toContain('scope="read_invoice"');
+    expect(JSON.parse(response.text)).toMatchObject({ code: "PG_ERR_INSUFFICIENT_SCOPE", scope: "read_invoice" });
+  });
+
+  it("honours scope implications (write_invoice satisfies read_invoice)", async () => {
+    const response = await call("/echo/implied", { token: await token("write_invoice") });
+    expect(response.status).toBe(200);
+  });
+
+  it("checks scopes on every request, also when the token facts are cached", async () => {
+    const reader = await token("read_invoice");
+    expect((await call("/echo/a", { token: reader })).status).toBe(200);
+    expect((await call("/write/a", { token: reader, method: "POST", body: "{}" })).status).toBe(403);
+    expect((await call("/echo/b", { token: reader })).status).toBe(200);
+    expect((await call("/write/b", { token: reader, method: "PUT", body: "{}" })).status).toBe(403);
+  });
+
+  it("answers 405 with Allow for a method the route does not take", async () => {
+    const response = await call("/write/x", { token: await token("write_invoice"), method: "DELETE" });
+    expect(response.status).toBe(405);
+    expect(String(response.headers.allow)).toContain("POST");
+    expect(String(response.headers.allow)).toContain("PUT");
+  });
+
+  it("answers 404 problem+json for an unrouted path", async () => {
+    const response = await call("/nowhere");
+    expect(response.status).toBe(404);
+    expect(JSON.parse(response.text)).toMatchObject({ code: "PG_ERR_ROUTE_NOT_FOUND" });
+  });
+});
+
+describe("path normalisation cannot bypass a route's checks", () => {
+  const attempts = [
+    "/public/../admin/secret",
+    "/public/./../admin/secret",
+    "//admin/secret",
+    "/public/%2e%2e/admin/secret",
+    "/public/%2E%2E/admin/secret",
+    "/public%2F..%2Fadmin/secret",
+    "/public/..%2fadmin/secret",
+    "/public/..\\admin/secret",
+    "/public/%5c../admin/secret",
+    "/public/x%00/../../admin/secret",
+  ];
+  for (const path of attempts) {
+    it(`${path} never reaches /admin unauthenticated`, async () => {
+      const response = await rawRequest(gateway.port, [`GET ${path} HTTP/1.1`, "Host: localhost", "Connection: close"]);
+      expect([400, 401]).toContain(response.status);
+      expect(response.body).not.toContain('"path": "/admin');
+    });
+  }
+
+  it("forwards the same normalised path it matched", async () => {
+    const response = await rawRequest(gateway.port, ["GET /public//a/./b/../c HTTP/1.1", "Host: localhost", "Connection: close"]);
+    expect(response.status).toBe(200);
+    expect((JSON.parse(response.body) as Echo).path).toBe("/public/a/c");
+  });
+
+  it("matches paths case-sensitively (/ADMIN is not /admin and not public)", async () => {
+    const response = await rawRequest(gateway.port, ["GET /PUBLIC/x HTTP/1.1", "Host: localhost", "Connection: close"]);
+    expect(response.status).toBe(404);
+  });
+});
+
+describe("firewall", () => {
+  it("rejects a token in the query string", async () => {
+    const t = await token("read_invoice");
+    const response = await call(`/echo/x?access_token=${t}`);
+    expect(response.status).toBe(400);
+    expect(JSON.parse(response.text)).toMatchObject({ code: "PG_ERR_TOKEN_IN_QUERY" });
+  });
+
+  it("rejects two Authorization headers", async () => {
+    const t = await token("read_invoice");
+    const response = await rawRequest(gateway.port, [
+      "GET /echo/x HTTP/1.1",
+      "Host: localhost",
+      `Authorization: Bearer ${t}`,
+      `Authorization: Bearer ${t}`,
+      "Connection: close",
+    ]);
+    expect(response.status).toBe(400);
+  });
+
+  it("rejects a non-Bearer Authorization header", async () => {
+    const response = await call("/echo/x", { headers: { authorization: "Basic ZGVtbzpkZW1v" } });
+    expect(response.status).toBe(400);
+  });
+
+  it("answers 414 for an over-long URL and 431 for over-large headers", async () => {
+    expect((await call(`/public/${"a".repeat(9000)}`)).status).toBe(414);
+    expect((await call("/public/x", { headers: { "x-big": "b".repeat(20_000) } })).status).toBe(431);
+  });
+});
+
+describe("forwarding", () => {
+  it("drops hop-by-hop and identity-spoofing headers and sets X-Forwarded-*, Forwarded and traceparent", async () => {
+    const t = await token("read_invoice");
+    const response = await rawRequest(gateway.port, [
+      "GET /echo/h HTTP/1.1",
+      "Host: localhost",
+      `Authorization: Bearer ${t}`,
+      "Connection: close, x-secret-hop",
+      "x-secret-hop: 1",
+      "Keep-Alive: timeout=5",
+      "Proxy-Authorization: Basic Zm9vOmJhcg==",
+      "X-Forwarded-For: 6.6.6.6",
+      "X-User-Id: admin",
+      "X-Authenticated-User: root",
+      "Forwarded: for=6.6.6.6",
+      "X-Keep-Me: yes",
+      "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ]);
+    expect(response.status).toBe(200);
+    const seen = (JSON.parse(response.body) as Echo).headers;
+    expect(seen["x-secret-hop"]).toBeUndefined();
+    expect(seen["keep-alive"]).toBeUndefined();
+    expect(seen["proxy-authorization"]).toBeUndefined();
+    expect(seen["x-user-id"]).toBeUndefined();
+    expect(seen["x-authenticated-user"]).toBeUndefined();
+    expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
+    expect(seen.forwarded).toContain("for=127.0.0.1");
+    expect(seen["x-forwarded-proto"]).toBe("http");
+    expect(seen["x-keep-me"]).toBe("yes");
+    expect(seen.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+    expect(seen.traceparent).not.toContain("b7ad6b7169203331");
+  });
+
+  it("streams a large request body and a large response body", async () => {
+    const t = await token("read_invoice");
+    const body = Buffer.alloc(32 * 1024 * 1024, 7);
+    const sent = await call("/echo/upload", { token: t, method: "POST", body });
+    expect(sent.status).toBe(200);
+    const seen = JSON.parse(sent.text) as Echo;
+    expect(seen.body.bytes).toBe(body.length);
+    expect(seen.body.sha256).toBe(createHash("sha256").update(body).digest("hex"));
+    const big = await request(`${gateway.url}/echo/stream?bytes=${48 * 1024 * 1024}`, {
+      headers: { authorization: `Bearer ${t}` },
+    });
+    let received = 0;
+    for await (const chunk of big.body) received += (chunk as Buffer).length;
+    expect(big.statusCode).toBe(200);
+    expect(received).toBe(48 * 1024 * 1024);
+  });
+
+  it("public routes never pass the client's Authorization header upstream", async () => {
+    const response = await call("/public/p", { headers: { authorization: "Bearer leaked-credential" } });
+    expect(response.status).toBe(200);
+    expect((JSON.parse(response.text) as Echo).headers.authorization).toBeUndefined();
+  });
+});
+
+describe("other token modes", () => {
+  it("mint: forwards a gateway-signed JWT with only the route's audience and domain scopes", async () => {
+    const t = await token("read_invoice video_metadata");
+    const response = await call("/minted/x", { token: t });
+    expect(response.status).toBe(200);
+    const claims = (JSON.parse(response.text) as Echo).jwtClaims;
+    expect(claims).toMatchObject({ aud: "echo-api", sub: "demo-client", scope: "read_invoice" });
+    const jwks = (await (await fetch(`${gateway.adminUrl}/.well-known/jwks.json`)).json()) as { keys: { kid?: string }[] };
+    expect(jwks.keys.length).toBeGreaterThan(0);
+  });
+
+  it("exchange: forwards an RFC 8693 token narrowed to the route's audience", async () => {
+    const t = await token("read_invoice high_video_stream");
+    const response = await call("/exchanged/x", { token: t });
+    expect(response.status).toBe(200);
+    const claims = (JSON.parse(response.text) as Echo).jwtClaims;
+    expect(claims).toMatchObject({ aud: "urn:phantomgate:echo", sub: "demo-client" });
+    expect(String(claims?.scope)).toBe("read_invoice");
+  });
+
+  it("jwt: validates a by-value JWT locally", async () => {
+    const jwt = await token("read_invoice", { resource: "urn:phantomgate:jwt-api" });
+    expect(jwt.split(".")).toHaveLength(3);
+    expect((await call("/byvalue/x", { token: jwt })).status).toBe(200);
+    const opaque = await token("read_invoice");
+    expect((await call("/byvalue/x", { token: opaque })).status).toBe(401);
+  });
+});
+
+describe("admin port and audit", () => {
+  it("serves healthz, readyz, routes and metrics", async () => {
+    expect((await fetch(`${gateway.adminUrl}/healthz`)).status).toBe(200);
+    const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { ready: boolean; revision: string };
+    expect(ready.ready).toBe(true);
+    expect(ready.revision).toMatch(/^[0-9a-f]{16}$/);
+    const routes = (await (await fetch(`${gateway.adminUrl}/routes`)).json()) as { routes: { path: { value: string } }[] };
+    expect(routes.routes.map((r) => r.path.value)).toContain("/echo");
+    expect(JSON.stringify(routes)).not.toContain("gateway-secret");
+    const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
+    expect(metrics).toContain("phantomgate_requests_total");
+    expect(metrics).toContain("phantomgate_request_duration_seconds_bucket");
+    expect(metrics).toContain(`phantomgate_snapshot_info{revision="${ready.revision}"} 1`);
+  });
+
+  it("writes one audit line per request and never a raw token anywhere", async () => {
+    const t = await token("read_invoice");
+    await call("/echo/audited", { token: t });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const lines = readFileSync(gateway.auditFile, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const mine = lines.find((l) => l.pathTemplate === "/echo/**" && l.decision === "allow" && l.status === 200);
+    expect(mine).toMatchObject({ type: "audit", method: "GET", clientId: "demo-client", sub: "demo-client", authMode: "phantom" });
+    expect(mine?.tokenFingerprint).toMatch(/^[\w-]{43}$/);
+    expect(lines.some((l) => l.decision === "deny" && l.reason === "PG_ERR_INSUFFICIENT_SCOPE")).toBe(true);
+    const everything = readFileSync(gateway.auditFile, "utf8") + gateway.output() + (await (await fetch(`${gateway.adminUrl}/metrics`)).text());
+    for (const raw of tokensSeen) expect(everything).not.toContain(raw);
+  });
+});
