@@ -32,3 +32,16 @@ bench: deps
 
 clean:
 	rm -rf dist coverage .dev
+
+# Kubernetes test tools (etcd, kube-apiserver, kubectl, helm) built from the Go module proxy into
+# ${PHANTOMGATE_CACHE:-~/.cache/phantomgate}/bin; a local API server for development.
+.PHONY: k8s-tools dev-cluster dev-cluster-down
+
+k8s-tools:
+	bash scripts/k8s-tools.sh ensure
+
+dev-cluster: deps k8s-tools
+	bash scripts/dev-cluster.sh up
+
+dev-cluster-down:
+	bash scripts/dev-cluster.sh down
