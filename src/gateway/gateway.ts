@@ -46,7 +46,11 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   // Token layer: one pool set for authorization servers, another for upstream APIs.
   const asDispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 64 });
   const upstreamDispatcher = new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
-  const minter = await loadMinter({ issuer: config.mintIssuer, keyFile: config.mintKeyFile, clock: systemClock });
+  const minter = await loadMinter({
+    issuer: config.mintIssuer,
+    keyFile: config.mintKeyFile,
+    clock: systemClock,
+  });
   const cache = createTokenCache({ maxEntries: 100_000, clock: systemClock, registry });
   const authenticator = createAuthenticator({
     authServers: [],
@@ -67,7 +71,10 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     if (update.rejectedObjects > 0) metrics.configErrors.labels("object").inc(update.rejectedObjects);
     for (const problem of update.problems) logger.warn({ problem }, "configuration problem");
     if (update.snapshot === undefined) {
-      logger.error({ revision: runtime.current?.snapshot.revision ?? null }, "configuration not applied; keeping the last good snapshot");
+      logger.error(
+        { revision: runtime.current?.snapshot.revision ?? null },
+        "configuration not applied; keeping the last good snapshot",
+      );
       return;
     }
     const previous = runtime.current?.snapshot.revision;
@@ -77,7 +84,10 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     metrics.snapshotSwaps.inc();
     metrics.snapshotInfo.reset();
     metrics.snapshotInfo.labels(update.snapshot.revision).set(1);
-    logger.info({ revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous }, "snapshot swapped in");
+    logger.info(
+      { revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous },
+      "snapshot swapped in",
+    );
   };
   const source = await startFileSource(config.configDir, applyUpdate, logger);
 

@@ -36,7 +36,21 @@ export async function startGatewayProcess(
   const auditFile = join(mkdtempSync(join(tmpdir(), "phantomgate-audit-")), "audit.log");
   const child = spawn(
     process.execPath,
-    [bin, "gateway", "--config", configDir, "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--audit-log", auditFile, ...extraArgs],
+    [
+      bin,
+      "gateway",
+      "--config",
+      configDir,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--admin-port",
+      "0",
+      "--audit-log",
+      auditFile,
+      ...extraArgs,
+    ],
     { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
   );
   let output = "";
@@ -53,7 +67,11 @@ export async function startGatewayProcess(
       output += `${line}\n`;
       try {
         const parsed = JSON.parse(line) as { msg?: string; port?: number; adminPort?: number };
-        if (parsed.msg === "gateway listening" && parsed.port !== undefined && parsed.adminPort !== undefined) {
+        if (
+          parsed.msg === "gateway listening" &&
+          parsed.port !== undefined &&
+          parsed.adminPort !== undefined
+        ) {
           clearTimeout(timer);
           child.removeAllListeners("exit");
           resolve({ port: parsed.port, adminPort: parsed.adminPort });

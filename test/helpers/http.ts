@@ -8,7 +8,9 @@ export async function getToken(
 ): Promise<string> {
   const form = new URLSearchParams({ grant_type: "client_credentials", scope });
   if (options.resource !== undefined) form.set("resource", options.resource);
-  const basic = Buffer.from(`${options.clientId ?? "demo-client"}:${options.secret ?? "demo-secret"}`).toString("base64");
+  const basic = Buffer.from(
+    `${options.clientId ?? "demo-client"}:${options.secret ?? "demo-secret"}`,
+  ).toString("base64");
   const response = await fetch(tokenEndpoint, {
     method: "POST",
     headers: { authorization: `Basic ${basic}`, "content-type": "application/x-www-form-urlencoded" },

@@ -24,7 +24,10 @@ let echo: { server: Server; port: number };
 let gateway: GatewayProcess;
 const tokensSeen: string[] = [];
 
-async function token(scope: string, options: { clientId?: string; secret?: string; resource?: string } = {}): Promise<string> {
+async function token(
+  scope: string,
+  options: { clientId?: string; secret?: string; resource?: string } = {},
+): Promise<string> {
   const value = await getToken(as.tokenEndpoint, scope, options);
   tokensSeen.push(value);
   return value;
@@ -47,7 +50,13 @@ async function call(
 beforeAll(async () => {
   as = await startDemoAuthServer({ port: 0 });
   echo = await startEchoApi(0);
-  const dir = makeConfigDir(allManifests({ issuer: as.issuer, echoOrigin: `http://127.0.0.1:${echo.port}`, maxBodyBytes: 64 * 1024 * 1024 }));
+  const dir = makeConfigDir(
+    allManifests({
+      issuer: as.issuer,
+      echoOrigin: `http://127.0.0.1:${echo.port}`,
+      maxBodyBytes: 64 * 1024 * 1024,
+    }),
+  );
   gateway = await startGatewayProcess(dir);
 });
 
@@ -93,7 +102,10 @@ describe("phantom mode", () => {
     expect(response.status).toBe(403);
     expect(response.headers["www-authenticate"]).toContain('error="insufficient_scope"');
     expect(response.headers["www-authenticate"]).toContain('scope="read_invoice"');
-    expect(JSON.parse(response.text)).toMatchObject({ code: "PG_ERR_INSUFFICIENT_SCOPE", scope: "read_invoice" });
+    expect(JSON.parse(response.text)).toMatchObject({
+      code: "PG_ERR_INSUFFICIENT_SCOPE",
+      scope: "read_invoice",
+    });
   });
 
   it("honours scope implications (write_invoice satisfies read_invoice)", async () => {
@@ -138,20 +150,32 @@ describe("path normalisation cannot bypass a route's checks", () => {
   ];
   for (const path of attempts) {
     it(`${path} never reaches /admin unauthenticated`, async () => {
-      const response = await rawRequest(gateway.port, [`GET ${path} HTTP/1.1`, "Host: localhost", "Connection: close"]);
+      const response = await rawRequest(gateway.port, [
+        `GET ${path} HTTP/1.1`,
+        "Host: localhost",
+        "Connection: close",
+      ]);
       expect([400, 401]).toContain(response.status);
       expect(response.body).not.toContain('"path": "/admin');
     });
   }
 
   it("forwards the same normalised path it matched", async () => {
-    const response = await rawRequest(gateway.port, ["GET /public//a/./b/../c HTTP/1.1", "Host: localhost", "Connection: close"]);
+    const response = await rawRequest(gateway.port, [
+      "GET /public//a/./b/../c HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
     expect(response.status).toBe(200);
     expect((JSON.parse(response.body) as Echo).path).toBe("/public/a/c");
   });
 
   it("matches paths case-sensitively (/ADMIN is not /admin and not public)", async () => {
-    const response = await rawRequest(gateway.port, ["GET /PUBLIC/x HTTP/1.1", "Host: localhost", "Connection: close"]);
+    const response = await rawRequest(gateway.port, [
+      "GET /PUBLIC/x HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
     expect(response.status).toBe(404);
   });
 });
@@ -162,6 +186,24 @@ describe("firewall", () => {
     const response = await call(`/echo/x?access_token=${t}`);
     expect(response.status).toBe(400);
     expect(JSON.parse(response.text)).toMatchObject({ code: "PG_ERR_TOKEN_IN_QUERY" });
+  });
+
+  it("rejects a token in a form body and forwards other form bodies intact", async () => {
+    const t = await token("read_invoice");
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    const refused = await call("/echo/form", {
+      method: "POST",
+      headers: form,
+      body: `a=1&access_token=${t}`,
+    });
+    expect(refused.status).toBe(400);
+    expect(JSON.parse(refused.text)).toMatchObject({ code: "PG_ERR_TOKEN_IN_QUERY" });
+    const body = "a=1&b=two";
+    const passed = await call("/echo/form", { token: t, method: "POST", headers: form, body });
+    expect(passed.status).toBe(200);
+    expect((JSON.parse(passed.text) as Echo).body.sha256).toBe(
+      createHash("sha256").update(body).digest("hex"),
+    );
   });
 
   it("rejects two Authorization headers", async () => {
@@ -251,7 +293,9 @@ describe("other token modes", () => {
     expect(response.status).toBe(200);
     const claims = (JSON.parse(response.text) as Echo).jwtClaims;
     expect(claims).toMatchObject({ aud: "echo-api", sub: "demo-client", scope: "read_invoice" });
-    const jwks = (await (await fetch(`${gateway.adminUrl}/.well-known/jwks.json`)).json()) as { keys: { kid?: string }[] };
+    const jwks = (await (await fetch(`${gateway.adminUrl}/.well-known/jwks.json`)).json()) as {
+      keys: { kid?: string }[];
+    };
     expect(jwks.keys.length).toBeGreaterThan(0);
   });
 
@@ -276,10 +320,15 @@ describe("other token modes", () => {
 describe("admin port and audit", () => {
   it("serves healthz, readyz, routes and metrics", async () => {
     expect((await fetch(`${gateway.adminUrl}/healthz`)).status).toBe(200);
-    const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { ready: boolean; revision: string };
+    const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as {
+      ready: boolean;
+      revision: string;
+    };
     expect(ready.ready).toBe(true);
     expect(ready.revision).toMatch(/^[0-9a-f]{16}$/);
-    const routes = (await (await fetch(`${gateway.adminUrl}/routes`)).json()) as { routes: { path: { value: string } }[] };
+    const routes = (await (await fetch(`${gateway.adminUrl}/routes`)).json()) as {
+      routes: { path: { value: string } }[];
+    };
     expect(routes.routes.map((r) => r.path.value)).toContain("/echo");
     expect(JSON.stringify(routes)).not.toContain("gateway-secret");
     const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
@@ -292,12 +341,26 @@ describe("admin port and audit", () => {
     const t = await token("read_invoice");
     await call("/echo/audited", { token: t });
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const lines = readFileSync(gateway.auditFile, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
-    const mine = lines.find((l) => l.pathTemplate === "/echo/**" && l.decision === "allow" && l.status === 200);
-    expect(mine).toMatchObject({ type: "audit", method: "GET", clientId: "demo-client", sub: "demo-client", authMode: "phantom" });
+    const lines = readFileSync(gateway.auditFile, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const mine = lines.find(
+      (l) => l.pathTemplate === "/echo/**" && l.decision === "allow" && l.status === 200,
+    );
+    expect(mine).toMatchObject({
+      type: "audit",
+      method: "GET",
+      clientId: "demo-client",
+      sub: "demo-client",
+      authMode: "phantom",
+    });
     expect(mine?.tokenFingerprint).toMatch(/^[\w-]{43}$/);
     expect(lines.some((l) => l.decision === "deny" && l.reason === "PG_ERR_INSUFFICIENT_SCOPE")).toBe(true);
-    const everything = readFileSync(gateway.auditFile, "utf8") + gateway.output() + (await (await fetch(`${gateway.adminUrl}/metrics`)).text());
+    const everything =
+      readFileSync(gateway.auditFile, "utf8") +
+      gateway.output() +
+      (await (await fetch(`${gateway.adminUrl}/metrics`)).text());
     for (const raw of tokensSeen) expect(everything).not.toContain(raw);
   });
 });

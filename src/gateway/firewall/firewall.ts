@@ -107,8 +107,11 @@ function isAccessTokenName(query: string, start: number, end: number): boolean {
   return matched === ACCESS_TOKEN.length;
 }
 
-/** True when any parameter of `query` is named `access_token` (see {@link isAccessTokenName}). */
-function queryCarriesAccessToken(query: string): boolean {
+/**
+ * True when any parameter of `query` (a query string or a form-urlencoded body) is named `access_token`
+ * (see {@link isAccessTokenName}).
+ */
+export function queryCarriesAccessToken(query: string): boolean {
   let start = 0;
   let nameEnd = -1;
   // Both '&' and ';' separate parameters: some upstream frameworks still split on ';'.

@@ -18,6 +18,8 @@ export interface ForwardInput {
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
   readonly requestId: string;
+  /** The whole body when an earlier stage had to read it; otherwise the request is streamed. */
+  readonly bufferedBody?: Buffer | undefined;
 }
 
 /** Counts request body bytes and fails the stream once the route's limit is passed (chunked uploads). */
@@ -77,11 +79,15 @@ export async function forwardRequest(input: ForwardInput): Promise<number> {
   };
   res.once("close", onClientGone);
   let bodyError: unknown;
-  let body: BodyLimit | null = null;
-  if (requestHasBody(req)) {
-    body = new BodyLimit(input.maxBodyBytes);
-    req.pipe(body);
-    body.once("error", (error) => {
+  let body: BodyLimit | Buffer | null = null;
+  if (input.bufferedBody !== undefined) {
+    body = input.bufferedBody;
+    input.headers["content-length"] = String(input.bufferedBody.length);
+  } else if (requestHasBody(req)) {
+    const limited = new BodyLimit(input.maxBodyBytes);
+    body = limited;
+    req.pipe(limited);
+    limited.once("error", (error) => {
       bodyError = error;
       abort.abort();
     });

@@ -93,7 +93,8 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
     const priorXff = input.incoming["x-forwarded-for"];
     if (typeof priorXff === "string" && priorXff !== "") xff = `${priorXff}, ${xff}`;
     const priorForwarded = input.incoming.forwarded;
-    if (typeof priorForwarded === "string" && priorForwarded !== "") forwarded = `${priorForwarded}, ${forwarded}`;
+    if (typeof priorForwarded === "string" && priorForwarded !== "")
+      forwarded = `${priorForwarded}, ${forwarded}`;
   }
   out["x-forwarded-for"] = xff;
   out["x-forwarded-proto"] = input.protocol;
@@ -111,7 +112,10 @@ function formatForwardedNode(address: string): string {
 }
 
 /** The response headers the client receives: the upstream's, minus connection-specific fields. */
-export function buildClientResponseHeaders(upstream: UndiciHeaders, requestId: string): Record<string, string | string[]> {
+export function buildClientResponseHeaders(
+  upstream: UndiciHeaders,
+  requestId: string,
+): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const named = connectionTokens(upstream.connection);
   for (const [name, value] of Object.entries(upstream)) {

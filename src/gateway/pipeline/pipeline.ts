@@ -1,4 +1,5 @@
-// The request pipeline, read top to bottom: firewall → route → authenticate → authorize → forward, then audit.
+// The request pipeline, read top to bottom: firewall → route → (form body check) → authenticate → authorize →
+// forward, then audit.
 // Each stage fills the request context or throws a GatewayError; the error becomes the response.
 import { randomBytes, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -10,7 +11,12 @@ import type { CompiledRoute } from "../../snapshot/snapshot.ts";
 import { fingerprintToken } from "../../tokens/fingerprint.ts";
 import type { AuditSink } from "../audit/audit.ts";
 import { authorizeScopes } from "../authorize/authorize.ts";
-import { extractBearerToken, type Firewall } from "../firewall/firewall.ts";
+import {
+  bodyMayCarryToken,
+  extractBearerToken,
+  queryCarriesAccessToken,
+  type Firewall,
+} from "../firewall/firewall.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
 import { forwardRequest } from "../forward/forward.ts";
 import type { GatewayMetrics } from "../metrics.ts";
@@ -24,7 +30,11 @@ export interface TokenAuthenticator {
     route: CompiledRoute,
     fingerprint?: string,
   ): Promise<{
-    readonly facts: { readonly sub?: string | undefined; readonly clientId?: string | undefined; readonly scopes: readonly string[] };
+    readonly facts: {
+      readonly sub?: string | undefined;
+      readonly clientId?: string | undefined;
+      readonly scopes: readonly string[];
+    };
     readonly upstreamToken: string;
     readonly cacheHit: boolean;
   }>;
@@ -60,6 +70,8 @@ interface RequestContext {
   scopes?: readonly string[];
   upstreamToken?: string;
   upstreamStatus?: number;
+  /** A form body read in full by inspectFormBody; forwarded instead of the request stream. */
+  bufferedBody?: Buffer;
 }
 
 type Stage = (ctx: RequestContext, deps: PipelineDeps) => void | Promise<void>;
@@ -86,9 +98,35 @@ const route: Stage = (ctx) => {
   const result = state.router.match(ctx.req.headers.host ?? "", ctx.path, ctx.req.method ?? "GET");
   if (result.kind === "not-found") throw new GatewayError("PG_ERR_ROUTE_NOT_FOUND", "no route");
   if (result.kind === "method-not-allowed") {
-    throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", "method not allowed", { allow: result.allow.join(", ") });
+    throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", "method not allowed", {
+      allow: result.allow.join(", "),
+    });
   }
   ctx.route = result.route;
+};
+
+/**
+ * A form-urlencoded body could carry an RFC 6750 §2.2 `access_token`: such bodies are read (within the route's
+ * limit) and refused when they do, so a token is accepted only from the Authorization header.
+ */
+const inspectFormBody: Stage = async (ctx) => {
+  const matched = ctx.route;
+  if (matched === undefined) throw new Error("inspectFormBody stage ran before route");
+  if (!bodyMayCarryToken(ctx.req.headers["content-type"])) return;
+  const limit = matched.limits.maxBodyBytes;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    const buffer = chunk as Buffer;
+    size += buffer.length;
+    if (size > limit) throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `form body over ${limit} bytes`);
+    chunks.push(buffer);
+  }
+  const body = Buffer.concat(chunks, size);
+  if (queryCarriesAccessToken(body.toString("latin1"))) {
+    throw new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token in a form body");
+  }
+  ctx.bufferedBody = body;
 };
 
 /** The route's token mode turns the client's credential into token facts and the token sent upstream. */
@@ -143,11 +181,12 @@ const forward: Stage = async (ctx, deps) => {
     timeoutMs: matched.timeouts.requestMs,
     maxBodyBytes: matched.limits.maxBodyBytes,
     requestId: ctx.requestId,
+    bufferedBody: ctx.bufferedBody,
   });
 };
 
 /** The pipeline, in order. */
-const stages: readonly Stage[] = [firewall, route, authenticate, authorize, forward];
+const stages: readonly Stage[] = [firewall, route, inspectFormBody, authenticate, authorize, forward];
 
 const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
 
@@ -227,7 +266,9 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Pi
 }
 
 /** The node:http request listener for the public port. */
-export function createRequestListener(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRequestListener(
+  deps: PipelineDeps,
+): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     handleRequest(req, res, deps).catch((error: unknown) => {
       deps.logger.error({ err: error }, "request handler crashed");

@@ -15,7 +15,8 @@ export function buildRuntimeState(snapshot: Snapshot): RuntimeState {
   const rotations = new Map<string, { readonly origins: readonly string[]; next: number }>();
   for (const route of snapshot.routes) {
     const origins: string[] = [];
-    for (const backend of route.backends) for (let i = 0; i < backend.weight; i++) origins.push(backend.origin);
+    for (const backend of route.backends)
+      for (let i = 0; i < backend.weight; i++) origins.push(backend.origin);
     rotations.set(route.id, { origins, next: 0 });
   }
   return {

@@ -52,7 +52,12 @@ export async function startFileSource(
         });
       }
     }
-    onUpdate({ snapshot: snapshotSchema.parse(result.snapshot), problems, fileFailures: 0, rejectedObjects: rejected });
+    onUpdate({
+      snapshot: snapshotSchema.parse(result.snapshot),
+      problems,
+      fileFailures: 0,
+      rejectedObjects: rejected,
+    });
   };
   const schedule = (): void => {
     // Reloads run one after another so an older directory state can never overwrite a newer one.
