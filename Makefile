@@ -45,3 +45,8 @@ dev-cluster: deps k8s-tools
 
 dev-cluster-down:
 	bash scripts/dev-cluster.sh down
+
+# The CRDs in crds/, generated from the zod schemas (test/unit/crds-drift.test.ts fails when they drift).
+.PHONY: crds
+crds: deps
+	node scripts/generate-crds.ts

@@ -76,9 +76,13 @@ const matchSchema = z
           .enum(["Exact", "PathPrefix"])
           .default("PathPrefix")
           .describe("PathPrefix matches the path and everything below it, segment-wise."),
-        value: pathValueSchema,
+        value: pathValueSchema.describe(
+          "Literal path starting with '/', in the form the gateway normalises requests to " +
+            "(no '.' or '..' segments, percent-encodings, '*', query or fragment).",
+        ),
       })
-      .strict(),
+      .strict()
+      .describe("The request path to match."),
     methods: z
       .array(httpMethodSchema)
       .max(9)
@@ -87,7 +91,15 @@ const matchSchema = z
   })
   .strict();
 
-const registeredClaimsSetByGateway = new Set(["iss", "aud", "exp", "iat", "nbf", "jti"]);
+/** Registered claims the gateway sets itself when minting, so a mint rule cannot forward them. */
+export const registeredClaimsSetByGateway: ReadonlySet<string> = new Set([
+  "iss",
+  "aud",
+  "exp",
+  "iat",
+  "nbf",
+  "jti",
+]);
 
 const authenticationSchema = z
   .object({
@@ -204,8 +216,12 @@ const requiredScopeListSchema = z.array(scopeNameSchema).max(32);
 const ruleSchema = z
   .object({
     name: dnsLabelSchema.optional().describe("Optional label for the rule in status and logs."),
-    matches: z.array(matchSchema).min(1).max(16),
-    authentication: authenticationSchema,
+    matches: z
+      .array(matchSchema)
+      .min(1)
+      .max(16)
+      .describe("Requests this rule takes; any one match suffices."),
+    authentication: authenticationSchema.describe("How the gateway handles the caller's token on this rule."),
     requiredScopes: z
       .object({
         allOf: requiredScopeListSchema.optional().describe("The token needs every one of these."),
@@ -214,15 +230,36 @@ const ruleSchema = z
       .strict()
       .optional()
       .describe("Scopes from the route's ScopePolicies; a scope's implying scopes satisfy it too."),
-    backendRefs: z.array(backendRefSchema).min(1).max(16),
+    backendRefs: z
+      .array(backendRefSchema)
+      .min(1)
+      .max(16)
+      .describe("Where matching requests go, shared by weight."),
     timeouts: z
-      .object({ requestMs: z.number().int().min(1).max(3_600_000).default(30_000) })
+      .object({
+        requestMs: z
+          .number()
+          .int()
+          .min(1)
+          .max(3_600_000)
+          .default(30_000)
+          .describe("Time for the backend to answer, in milliseconds."),
+      })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("Timeouts towards the backend."),
     limits: z
-      .object({ maxBodyBytes: z.number().int().min(0).default(defaultMaxBodyBytes) })
+      .object({
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(defaultMaxBodyBytes)
+          .describe("Largest request body forwarded, in bytes; default 10 MiB."),
+      })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("Request limits."),
   })
   .strict()
   .superRefine((rule, ctx) => {
@@ -249,7 +286,11 @@ const apiRouteSpecSchema = z
       .default([])
       .describe("ScopePolicies whose scopes the rules may require."),
     authServerRef: localObjectReferenceSchema.optional().describe("Default AuthServer of the rules."),
-    rules: z.array(ruleSchema).min(1).max(64),
+    rules: z
+      .array(ruleSchema)
+      .min(1)
+      .max(64)
+      .describe("Routing rules; across routes the most specific host, path and method wins."),
   })
   .strict()
   .superRefine((spec, ctx) => {

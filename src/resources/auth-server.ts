@@ -48,14 +48,18 @@ const authServerSpecSchema = z
         jwks: httpUrlSchema.optional().describe("JWK Set of the issuer's signing keys."),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("Endpoints given explicitly; they win over discovered ones."),
     clientAuthentication: z
       .object({
-        method: clientAuthMethodSchema.default("client_secret_basic"),
+        method: clientAuthMethodSchema
+          .default("client_secret_basic")
+          .describe("How the gateway authenticates at the token and introspection endpoints."),
         clientId: z.string().min(1).describe("The gateway's own client id at the authorization server."),
         clientSecret: clientSecretSchema,
       })
-      .strict(),
+      .strict()
+      .describe("The gateway's own client credentials at the authorization server."),
     introspection: z
       .object({
         responseType: introspectionResponseSchema
@@ -63,14 +67,21 @@ const authServerSpecSchema = z
           .describe("json (RFC 7662), jwt (the token as a JWT) or token-introspection+jwt (RFC 9701)."),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("How tokens are introspected."),
     allowedAlgorithms: z
       .array(jwsAlgorithmSchema)
       .min(1)
       .max(10)
       .default(["RS256", "PS256", "ES256", "EdDSA"])
       .describe("JWS algorithms accepted on tokens and signed responses from this server."),
-    clockSkewSeconds: z.number().int().min(0).max(600).default(30),
+    clockSkewSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(600)
+      .default(30)
+      .describe("Tolerance when checking exp, nbf and iat, in seconds."),
     cache: z
       .object({
         maxTtlSeconds: z
@@ -85,17 +96,19 @@ const authServerSpecSchema = z
           .min(0)
           .default(5)
           .describe("How long an inactive result is cached."),
-        maxEntries: z.number().int().min(1).default(100_000),
+        maxEntries: z.number().int().min(1).default(100_000).describe("Most tokens cached at once."),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("Caching of token facts from this server."),
     timeouts: z
       .object({
-        connectMs: z.number().int().min(1).default(1000),
-        responseMs: z.number().int().min(1).default(2000),
+        connectMs: z.number().int().min(1).default(1000).describe("Connection timeout, in milliseconds."),
+        responseMs: z.number().int().min(1).default(2000).describe("Response timeout, in milliseconds."),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("Timeouts of calls to this server."),
     jwksCooldownMs: z
       .number()
       .int()

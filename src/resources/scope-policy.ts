@@ -15,7 +15,7 @@ export const scopeNameSchema = z
 const scopeSchema = z
   .object({
     name: scopeNameSchema.describe("The scope as it appears in access tokens."),
-    description: z.string().max(1024).optional(),
+    description: z.string().max(1024).optional().describe("What the scope grants, for people."),
     implies: z
       .array(scopeNameSchema)
       .max(64)
@@ -32,7 +32,7 @@ const scopePolicySpecSchema = z
       .max(63)
       .regex(/^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$/, "must be lower-case alphanumerics with '-', '_' or '.'")
       .describe("The scope domain, e.g. billing."),
-    scopes: z.array(scopeSchema).min(1).max(256),
+    scopes: z.array(scopeSchema).min(1).max(256).describe("The scopes of this domain; names are unique."),
   })
   .strict()
   .superRefine((spec, ctx) => {
