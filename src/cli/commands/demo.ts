@@ -21,6 +21,7 @@ phantomgate demo is running
   gateway admin   http://127.0.0.1:9901  (/healthz /readyz /metrics /routes /.well-known/jwks.json)
   authorization   http://127.0.0.1:9000  (/.well-known/openid-configuration)
   demo APIs       echo :9101, invoices :9102, video :9103 (reached only through the gateway)
+                  ledger :9104, payments :9105 (called only by the invoices API, see docs/writing-an-api.md)
 
 Try it:
   TOKEN=$(${token("read_invoice")})
@@ -28,6 +29,9 @@ Try it:
   curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/echo/hello | jq .jwtClaims
                                                   # the echo API received a signed JWT, not the opaque token
   curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/invoices | jq
+  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/invoices/inv-1001/status | jq
+                                                  # API-to-API: ledger by share, payments by exchange,
+                                                  # payments -> ledger by embed (audit lines on stderr)
   curl -si -H "Authorization: Bearer $TOKEN" -X POST -H 'content-type: application/json' \\
        -d '{"amount":10,"currency":"EUR"}' http://127.0.0.1:8080/invoices   # 403 insufficient_scope
   WRITE=$(${token("write_invoice")})
@@ -48,8 +52,8 @@ export const demoCommand: Command = {
   help: [
     "Usage: phantomgate demo [--config DIR]",
     "",
-    "Starts the demo authorization server (http://127.0.0.1:9000), the echo, invoices and video APIs",
-    "(127.0.0.1:9101-9103) and the gateway (http://127.0.0.1:8080, admin http://127.0.0.1:9901) fed from the",
+    "Starts the demo authorization server (http://127.0.0.1:9000), the echo, invoices, video, ledger and payments",
+    "APIs (127.0.0.1:9101-9105) and the gateway (http://127.0.0.1:8080, admin http://127.0.0.1:9901) fed from the",
     "example manifests, prints commands to try, and streams audit lines. Ctrl-C stops everything.",
     "",
     "Flags:",
@@ -78,7 +82,16 @@ export const demoCommand: Command = {
         jwks_uri: string;
         token_endpoint: string;
       };
-      children.push(await spawnReady(script("src/demo/apis-main.ts"), ["--issuer", issuer, "--as-jwks", discovery.jwks_uri]));
+      children.push(
+        await spawnReady(script("src/demo/apis-main.ts"), [
+          "--issuer",
+          issuer,
+          "--as-jwks",
+          discovery.jwks_uri,
+          "--token-endpoint",
+          discovery.token_endpoint,
+        ]),
+      );
       const config = loadGatewayConfig(
         ["--config", configDir, "--host", "127.0.0.1", "--port", "8080", "--admin-port", "9901", "--log-level", "warn"],
         {},

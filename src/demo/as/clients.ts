@@ -21,12 +21,43 @@ export const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exch
 /** Clients the gateway uses: they may introspect and revoke any token and exchange tokens. */
 export const GATEWAY_CLIENT_IDS: ReadonlySet<string> = new Set(["gateway", "gateway-post", "gateway-jwt"]);
 
+/** Audience of the demo's `billing` security domain (the invoices API and the ledger helper). */
+export const BILLING_AUDIENCE = "urn:phantomgate:billing";
+/** Audience of the demo's `payments` security domain (the payments API). */
+export const PAYMENTS_AUDIENCE = "urn:phantomgate:payments";
+
+/**
+ * Internal APIs that may exchange tokens (API-to-API calls across security domains), and for which audiences
+ * only: an API gets tokens for the services it calls, not for everything. Gateway clients may ask for any audience.
+ */
+export const API_EXCHANGE_AUDIENCES: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+  ["invoices-api", new Set([PAYMENTS_AUDIENCE])],
+]);
+
+/** A token the AS nests in the tokens it issues for an audience (the "embed" API-to-API pattern). */
+export interface EmbeddedTokenRule {
+  /** Claim of the outer token that carries the nested JWT. */
+  readonly claim: string;
+  /** `aud` of the nested JWT. */
+  readonly audience: string;
+}
+
+/**
+ * Flows known in advance: a token exchanged for the payments domain carries, in `ledger_token`, a token for the
+ * billing domain with the same subject and scopes, so the payments API can call the ledger helper without an
+ * exchange of its own.
+ */
+export const EMBEDDED_TOKENS: ReadonlyMap<string, readonly EmbeddedTokenRule[]> = new Map([
+  [PAYMENTS_AUDIENCE, [{ claim: "ledger_token", audience: BILLING_AUDIENCE }]],
+]);
+
 /** Published demo secrets: this AS exists for local demos and tests, never for real clients. */
 const SECRETS = {
   "demo-client": "demo-secret",
   "partner-client": "partner-secret",
   gateway: "gateway-secret",
   "gateway-post": "gateway-secret",
+  "invoices-api": "invoices-secret",
 } as const;
 
 function appClient(clientId: "demo-client" | "partner-client"): ClientMetadata {
@@ -57,6 +88,18 @@ function gatewayClient(
   };
 }
 
+/** An internal API's client: it only exchanges tokens (see API_EXCHANGE_AUDIENCES for which audiences). */
+function apiClient(clientId: "invoices-api"): ClientMetadata {
+  return {
+    client_id: clientId,
+    client_secret: SECRETS[clientId],
+    grant_types: [TOKEN_EXCHANGE_GRANT],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: "client_secret_basic",
+  };
+}
+
 /** Client registrations; `gateway-jwt` (private_key_jwt) exists only when its public keys are given. */
 export function demoClients(gatewayClientJwks: { keys: JsonWebKey[] } | undefined): ClientMetadata[] {
   const clients = [
@@ -70,6 +113,7 @@ export function demoClients(gatewayClientJwks: { keys: JsonWebKey[] } | undefine
       token_endpoint_auth_method: "client_secret_post",
       client_secret: SECRETS["gateway-post"],
     }),
+    apiClient("invoices-api"),
   ];
   if (gatewayClientJwks !== undefined) {
     clients.push(

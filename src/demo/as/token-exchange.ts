@@ -1,9 +1,11 @@
 // RFC 8693 token exchange grant for the demo AS: an active subject token in, a narrowed JWT for one audience out.
 import { randomUUID } from "node:crypto";
 
+import type { JWTPayload } from "jose";
 import type Provider from "oidc-provider";
 import { errors, type KoaContext } from "oidc-provider";
 
+import { API_EXCHANGE_AUDIENCES, EMBEDDED_TOKENS, GATEWAY_CLIENT_IDS } from "./clients.ts";
 import type { SigningKeyRing } from "./signing-keys.ts";
 
 const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
@@ -66,6 +68,10 @@ export function createTokenExchangeHandler(
       throw new errors.InvalidRequest("subject_token is not a JWT");
     }
 
+    if (!mayExchangeFor(exchanger, audience)) {
+      throw new errors.InvalidTarget("this client may not obtain tokens for that audience");
+    }
+
     const subject = await resolveSubject(provider, options, subjectToken);
     const now = options.now();
     if (subject === undefined || subject.exp <= now) throw invalidGrant("subject_token is not active");
@@ -74,20 +80,23 @@ export function createTokenExchangeHandler(
     // Never outlive the subject: revoking or expiring the client's token must end what was derived from it.
     const exp = Math.min(subject.exp, now + options.accessTokenTtlSeconds);
     const scope = scopes.length > 0 ? scopes.join(" ") : undefined;
-    const accessToken = await options.keys.sign(
-      {
-        iss: options.issuer,
-        sub: subject.sub,
-        client_id: subject.clientId,
-        aud: audience,
-        ...(scope === undefined ? {} : { scope }),
-        iat: now,
-        exp,
-        jti: randomUUID(),
-        act: subject.act === undefined ? { sub: exchanger } : { sub: exchanger, act: subject.act },
-      },
-      "at+jwt",
-    );
+    const claimsFor = (aud: string): JWTPayload => ({
+      iss: options.issuer,
+      sub: subject.sub,
+      client_id: subject.clientId,
+      aud,
+      ...(scope === undefined ? {} : { scope }),
+      iat: now,
+      exp,
+      jti: randomUUID(),
+      act: subject.act === undefined ? { sub: exchanger } : { sub: exchanger, act: subject.act },
+    });
+    // Nested tokens for flows known in advance (the "embed" pattern): same subject, scopes and lifetime.
+    const embedded: Record<string, string> = {};
+    for (const rule of EMBEDDED_TOKENS.get(audience) ?? []) {
+      embedded[rule.claim] = await options.keys.sign(claimsFor(rule.audience), "at+jwt");
+    }
+    const accessToken = await options.keys.sign({ ...claimsFor(audience), ...embedded }, "at+jwt");
 
     ctx.body = {
       access_token: accessToken,
@@ -97,6 +106,12 @@ export function createTokenExchangeHandler(
       ...(scope === undefined ? {} : { scope }),
     };
   };
+}
+
+/** Gateway clients exchange for any audience; an internal API's client only for the services it calls. */
+function mayExchangeFor(clientId: string, audience: string): boolean {
+  if (GATEWAY_CLIENT_IDS.has(clientId)) return true;
+  return API_EXCHANGE_AUDIENCES.get(clientId)?.has(audience) === true;
 }
 
 /** Opaque tokens are looked up in the AS's store; JWTs must carry this AS's signature and be unexpired. */

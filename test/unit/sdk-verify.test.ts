@@ -1,0 +1,247 @@
+// SDK verifier: an internal JWT becomes a typed identity only with the right signature, algorithm, issuer,
+// audience, typ and times (manual clock); the header is parsed strictly; options are validated; the identity never
+// exposes the token. Keys are local; the integration suite uses the real authorization server's JWKS.
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { exportJWK, generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey, type JWK } from "jose";
+import { z } from "zod";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  bearerTokenOf,
+  createInternalJwtVerifier,
+  createManualClock,
+  fingerprintToken,
+  SdkError,
+  type InternalJwtVerifier,
+} from "../../src/sdk/index.ts";
+
+const ISSUER = "https://as.example";
+const AUDIENCE = "urn:billing";
+const clock = createManualClock(Date.UTC(2030, 0, 1));
+const nowSeconds = (): number => Math.floor(clock.now() / 1000);
+
+let esKey: CryptoKey;
+let esJwk: JWK;
+let verifier: InternalJwtVerifier;
+
+async function sign(
+  claims: Record<string, unknown> = {},
+  options: {
+    key?: CryptoKey;
+    alg?: string;
+    typ?: string;
+    iss?: string;
+    aud?: string | string[];
+    exp?: number;
+  } = {},
+): Promise<string> {
+  return new SignJWT({ sub: "alice", client_id: "web", scope: "read_invoice write_invoice", ...claims })
+    .setProtectedHeader({ alg: options.alg ?? "ES256", kid: "k1", typ: options.typ ?? "at+jwt" })
+    .setIssuer(options.iss ?? ISSUER)
+    .setAudience(options.aud ?? AUDIENCE)
+    .setIssuedAt(nowSeconds())
+    .setExpirationTime(options.exp ?? nowSeconds() + 300)
+    .sign(options.key ?? esKey);
+}
+
+async function failure(promise: Promise<unknown>): Promise<SdkError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof SdkError) return error;
+    throw error;
+  }
+  throw new Error("expected an SdkError");
+}
+
+beforeAll(async () => {
+  const pair = await generateKeyPair("ES256", { extractable: true });
+  esKey = pair.privateKey;
+  esJwk = { ...(await exportJWK(pair.publicKey)), kid: "k1", alg: "ES256", use: "sig" };
+  verifier = createInternalJwtVerifier({
+    issuer: ISSUER,
+    audience: [AUDIENCE, "urn:other"],
+    jwks: { keys: [esJwk] },
+    algorithms: ["ES256"],
+    clockSkewSeconds: 5,
+    clock,
+  });
+});
+
+describe("internal JWT verifier", () => {
+  it("turns a valid JWT into an identity that names the token only by fingerprint", async () => {
+    const jwt = await sign({ act: { sub: "invoices-api", act: { sub: "gateway" } } });
+    const identity = await verifier.verify(jwt);
+    expect(identity).toMatchObject({
+      sub: "alice",
+      clientId: "web",
+      scopes: ["read_invoice", "write_invoice"],
+      issuer: ISSUER,
+      audience: [AUDIENCE],
+      expiresAt: nowSeconds() + 300,
+      actor: { sub: "invoices-api", actor: { sub: "gateway" } },
+      tokenFingerprint: fingerprintToken(jwt),
+    });
+    expect(JSON.stringify(identity)).not.toContain(jwt);
+    expect(Object.isFrozen(identity)).toBe(true);
+  });
+
+  it("reads scopes from a list or from scp", async () => {
+    expect((await verifier.verify(await sign({ scope: ["a", "b", "a"] }))).scopes).toEqual(["a", "b"]);
+    expect((await verifier.verify(await sign({ scope: undefined, scp: "x y" }))).scopes).toEqual(["x", "y"]);
+  });
+
+  it("rejects an expired token (beyond the skew) as PG_SDK_TOKEN_EXPIRED", async () => {
+    const jwt = await sign({}, { exp: nowSeconds() + 60 });
+    clock.advance(63_000);
+    await expect(verifier.verify(jwt)).resolves.toBeDefined();
+    clock.advance(3_000);
+    expect((await failure(verifier.verify(jwt))).code).toBe("PG_SDK_TOKEN_EXPIRED");
+  });
+
+  it("rejects a token not yet valid", async () => {
+    const jwt = await sign({ nbf: nowSeconds() + 60 });
+    expect((await failure(verifier.verify(jwt))).code).toBe("PG_SDK_TOKEN_INVALID");
+  });
+
+  it("rejects another audience as PG_SDK_TOKEN_WRONG_AUDIENCE", async () => {
+    const error = await failure(verifier.verify(await sign({}, { aud: "urn:payments" })));
+    expect(error.code).toBe("PG_SDK_TOKEN_WRONG_AUDIENCE");
+    expect(error.status).toBe(401);
+    await expect(verifier.verify(await sign({}, { aud: ["urn:x", "urn:other"] }))).resolves.toBeDefined();
+  });
+
+  it("rejects another issuer, a foreign key, a disallowed or symmetric algorithm and alg none", async () => {
+    const other = await generateKeyPair("ES256");
+    const rsa = await generateKeyPair("RS256");
+    const hmac = new TextEncoder().encode("0123456789abcdef0123456789abcdef");
+    const unsecured = new UnsecuredJWT({ sub: "alice" })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setExpirationTime(nowSeconds() + 60)
+      .encode();
+    const bad = [
+      await sign({}, { iss: "https://evil.example" }),
+      await sign({}, { key: other.privateKey }),
+      await sign({}, { key: rsa.privateKey, alg: "RS256" }),
+      await new SignJWT({ sub: "alice" })
+        .setProtectedHeader({ alg: "HS256", kid: "k1" })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setExpirationTime(nowSeconds() + 60)
+        .sign(hmac),
+      unsecured,
+      "not.a.jwt",
+    ];
+    for (const jwt of bad) expect((await failure(verifier.verify(jwt))).code).toBe("PG_SDK_TOKEN_INVALID");
+  });
+
+  it("rejects JWTs that are not access tokens (typ) and tokens without sub", async () => {
+    const introspection = await sign({}, { typ: "token-introspection+jwt" });
+    expect((await failure(verifier.verify(introspection))).code).toBe("PG_SDK_TOKEN_INVALID");
+    expect((await failure(verifier.verify(await sign({ sub: undefined })))).code).toBe(
+      "PG_SDK_TOKEN_INVALID",
+    );
+    await expect(verifier.verify(await sign({}, { typ: "JWT" }))).resolves.toBeDefined();
+  });
+
+  it("types and checks the claims an API declares", async () => {
+    const typed = createInternalJwtVerifier({
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      jwks: { keys: [esJwk] },
+      clock,
+      claims: z.object({ tenant: z.string() }),
+    });
+    const identity = await typed.verify(await sign({ tenant: "t1" }));
+    const tenant: string = identity.claims.tenant;
+    expect(tenant).toBe("t1");
+    const error = await failure(typed.verify(await sign({ tenant: 7 })));
+    expect(error.code).toBe("PG_SDK_TOKEN_INVALID");
+    expect(error.reason).toContain("tenant");
+  });
+
+  it("reads exactly one Bearer token from the Authorization header", async () => {
+    const jwt = await sign();
+    await expect(verifier.verifyAuthorization(`Bearer ${jwt}`)).resolves.toMatchObject({ sub: "alice" });
+    expect(bearerTokenOf(`bearer ${jwt}`)).toBe(jwt);
+    expect((await failure(verifier.verifyAuthorization(undefined))).code).toBe("PG_SDK_TOKEN_MISSING");
+    expect((await failure(verifier.verifyAuthorization([`Bearer ${jwt}`, `Bearer ${jwt}`]))).code).toBe(
+      "PG_SDK_TOKEN_MALFORMED_HEADER",
+    );
+    expect((await failure(verifier.verifyAuthorization("Basic YTpi"))).code).toBe(
+      "PG_SDK_TOKEN_MALFORMED_HEADER",
+    );
+    expect((await failure(verifier.verifyAuthorization(`Bearer ${jwt} extra`))).code).toBe(
+      "PG_SDK_TOKEN_MALFORMED_HEADER",
+    );
+  });
+
+  it("never puts the token in an error", async () => {
+    const jwt = await sign({}, { aud: "urn:payments" });
+    const error = await failure(verifier.verify(jwt));
+    expect(`${error.message} ${error.reason} ${error.detail} ${JSON.stringify(error)}`).not.toContain(jwt);
+  });
+
+  it("validates its options", () => {
+    const base = { issuer: ISSUER, audience: AUDIENCE };
+    const invalid = [
+      { ...base },
+      { ...base, jwksUri: "http://k.example/jwks", jwks: { keys: [esJwk] } },
+      { ...base, jwksUri: "ftp://k.example/jwks" },
+      { ...base, jwks: { keys: [esJwk] }, audience: [] },
+      { ...base, jwks: { keys: [esJwk] }, algorithms: ["HS256"] },
+      { ...base, jwks: { keys: [esJwk] }, issuer: "" },
+    ];
+    for (const options of invalid) {
+      expect(() =>
+        createInternalJwtVerifier(options as Parameters<typeof createInternalJwtVerifier>[0]),
+      ).toThrow(expect.objectContaining({ code: "PG_SDK_CONFIG_INVALID" }) as Error);
+    }
+  });
+});
+
+describe("remote keys", () => {
+  let server: ReturnType<typeof createServer>;
+  let jwksUri: string;
+  let fetches = 0;
+  let broken = false;
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      fetches += 1;
+      if (broken) res.writeHead(500).end();
+      else res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: [esJwk] }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    jwksUri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+  });
+
+  afterAll(() => {
+    server.close();
+  });
+
+  it("fetches the JWKS once and answers 503 PG_SDK_KEYS_UNAVAILABLE when it cannot", async () => {
+    const remote = createInternalJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri, clock });
+    await remote.verify(await sign());
+    await remote.verify(await sign());
+    expect(fetches).toBe(1);
+    await remote.close();
+
+    broken = true;
+    const failing = createInternalJwtVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri, clock });
+    const error = await failure(failing.verify(await sign()));
+    expect(error).toMatchObject({ code: "PG_SDK_KEYS_UNAVAILABLE", status: 503 });
+    await failing.close();
+
+    const closed = createInternalJwtVerifier({
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      jwksUri: "http://127.0.0.1:1/jwks",
+      clock,
+      jwksTimeoutMs: 500,
+    });
+    expect((await failure(closed.verify(await sign()))).code).toBe("PG_SDK_KEYS_UNAVAILABLE");
+    await closed.close();
+  });
+});
