@@ -1,5 +1,6 @@
 // Gateway settings: the one place that reads flags and PHANTOMGATE_* environment variables, validates them
 // once with zod and hands out a frozen object. Flags win over environment variables, which win over defaults.
+import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 
@@ -13,19 +14,137 @@ interface OptionSpec {
 
 /** Every gateway flag, its environment variable and its default, used for parsing and for `--help`. */
 export const gatewayOptionSpecs: readonly OptionSpec[] = [
-  { flag: "config", env: "PHANTOMGATE_CONFIG", type: "string", description: "Directory of YAML manifests (file mode); watched for changes.", defaultText: "(required)" },
-  { flag: "host", env: "PHANTOMGATE_HOST", type: "string", description: "Address the public listener binds.", defaultText: "0.0.0.0" },
-  { flag: "port", env: "PHANTOMGATE_PORT", type: "string", description: "Public listener port (0 = any free port).", defaultText: "8080" },
-  { flag: "admin-host", env: "PHANTOMGATE_ADMIN_HOST", type: "string", description: "Address the admin listener binds.", defaultText: "127.0.0.1" },
-  { flag: "admin-port", env: "PHANTOMGATE_ADMIN_PORT", type: "string", description: "Admin port: /healthz /readyz /metrics /routes /.well-known/jwks.json.", defaultText: "9901" },
-  { flag: "max-url-bytes", env: "PHANTOMGATE_MAX_URL_BYTES", type: "string", description: "Longest request URL accepted (414 beyond).", defaultText: "8192" },
-  { flag: "max-header-bytes", env: "PHANTOMGATE_MAX_HEADER_BYTES", type: "string", description: "Largest request header block accepted (431 beyond).", defaultText: "16384" },
-  { flag: "shutdown-grace-ms", env: "PHANTOMGATE_SHUTDOWN_GRACE_MS", type: "string", description: "How long in-flight requests may drain on SIGTERM.", defaultText: "10000" },
-  { flag: "audit-log", env: "PHANTOMGATE_AUDIT_LOG", type: "string", description: "Where audit lines go: 'stdout', 'off' or a file path.", defaultText: "stdout" },
-  { flag: "log-level", env: "PHANTOMGATE_LOG_LEVEL", type: "string", description: "Log level: fatal, error, warn, info, debug, trace.", defaultText: "info" },
-  { flag: "mint-issuer", env: "PHANTOMGATE_MINT_ISSUER", type: "string", description: "`iss` of JWTs the gateway mints (mint mode).", defaultText: "urn:phantomgate:gateway" },
-  { flag: "mint-key-file", env: "PHANTOMGATE_MINT_KEY_FILE", type: "string", description: "Private JWK (JSON) or PKCS#8 PEM for minting; an ephemeral ES256 key when absent.", defaultText: "(ephemeral)" },
-  { flag: "trust-forwarded", env: "PHANTOMGATE_TRUST_FORWARDED", type: "boolean", description: "Append to incoming X-Forwarded-For/Forwarded instead of replacing them (behind a trusted load balancer).", defaultText: "false" },
+  {
+    flag: "config",
+    env: "PHANTOMGATE_CONFIG",
+    type: "string",
+    description:
+      "Directory of YAML manifests (file mode); watched for changes. Give this or --control-plane.",
+    defaultText: "(none)",
+  },
+  {
+    flag: "control-plane",
+    env: "PHANTOMGATE_CONTROL_PLANE",
+    type: "string",
+    description:
+      "URL of the operator's snapshot service (control-plane mode); the gateway streams snapshots and revocations from it. Give this or --config.",
+    defaultText: "(none)",
+  },
+  {
+    flag: "control-plane-token-file",
+    env: "PHANTOMGATE_CONTROL_PLANE_TOKEN_FILE",
+    type: "string",
+    description:
+      "Projected ServiceAccount token (audience phantomgate) presented to the control plane; re-read on every connect.",
+    defaultText: "/var/run/secrets/phantomgate/token",
+  },
+  {
+    flag: "control-plane-ca-file",
+    env: "PHANTOMGATE_CONTROL_PLANE_CA_FILE",
+    type: "string",
+    description: "PEM CA bundle to trust for an https control plane (default: the system CAs).",
+    defaultText: "(system CAs)",
+  },
+  {
+    flag: "gateway-name",
+    env: "PHANTOMGATE_GATEWAY_NAME",
+    type: "string",
+    description: "Name this gateway reports to the control plane (ACKs, fleet status).",
+    defaultText: "(env POD_NAME, else the hostname)",
+  },
+  {
+    flag: "state-dir",
+    env: "PHANTOMGATE_STATE_DIR",
+    type: "string",
+    description:
+      "Directory for the last-known-good snapshot (control-plane mode); must be writable. Mount an emptyDir here in a pod.",
+    defaultText: "/var/lib/phantomgate",
+  },
+  {
+    flag: "host",
+    env: "PHANTOMGATE_HOST",
+    type: "string",
+    description: "Address the public listener binds.",
+    defaultText: "0.0.0.0",
+  },
+  {
+    flag: "port",
+    env: "PHANTOMGATE_PORT",
+    type: "string",
+    description: "Public listener port (0 = any free port).",
+    defaultText: "8080",
+  },
+  {
+    flag: "admin-host",
+    env: "PHANTOMGATE_ADMIN_HOST",
+    type: "string",
+    description: "Address the admin listener binds.",
+    defaultText: "127.0.0.1",
+  },
+  {
+    flag: "admin-port",
+    env: "PHANTOMGATE_ADMIN_PORT",
+    type: "string",
+    description: "Admin port: /healthz /readyz /metrics /routes /.well-known/jwks.json.",
+    defaultText: "9901",
+  },
+  {
+    flag: "max-url-bytes",
+    env: "PHANTOMGATE_MAX_URL_BYTES",
+    type: "string",
+    description: "Longest request URL accepted (414 beyond).",
+    defaultText: "8192",
+  },
+  {
+    flag: "max-header-bytes",
+    env: "PHANTOMGATE_MAX_HEADER_BYTES",
+    type: "string",
+    description: "Largest request header block accepted (431 beyond).",
+    defaultText: "16384",
+  },
+  {
+    flag: "shutdown-grace-ms",
+    env: "PHANTOMGATE_SHUTDOWN_GRACE_MS",
+    type: "string",
+    description: "How long in-flight requests may drain on SIGTERM.",
+    defaultText: "10000",
+  },
+  {
+    flag: "audit-log",
+    env: "PHANTOMGATE_AUDIT_LOG",
+    type: "string",
+    description: "Where audit lines go: 'stdout', 'off' or a file path.",
+    defaultText: "stdout",
+  },
+  {
+    flag: "log-level",
+    env: "PHANTOMGATE_LOG_LEVEL",
+    type: "string",
+    description: "Log level: fatal, error, warn, info, debug, trace.",
+    defaultText: "info",
+  },
+  {
+    flag: "mint-issuer",
+    env: "PHANTOMGATE_MINT_ISSUER",
+    type: "string",
+    description: "`iss` of JWTs the gateway mints (mint mode).",
+    defaultText: "urn:phantomgate:gateway",
+  },
+  {
+    flag: "mint-key-file",
+    env: "PHANTOMGATE_MINT_KEY_FILE",
+    type: "string",
+    description: "Private JWK (JSON) or PKCS#8 PEM for minting; an ephemeral ES256 key when absent.",
+    defaultText: "(ephemeral)",
+  },
+  {
+    flag: "trust-forwarded",
+    env: "PHANTOMGATE_TRUST_FORWARDED",
+    type: "boolean",
+    description:
+      "Append to incoming X-Forwarded-For/Forwarded instead of replacing them (behind a trusted load balancer).",
+    defaultText: "false",
+  },
 ];
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -33,7 +152,19 @@ const positiveInt = z.coerce.number().int().min(1);
 
 const gatewayConfigSchema = z
   .object({
-    configDir: z.string().min(1, "--config (or PHANTOMGATE_CONFIG) is required: a directory of manifests"),
+    configDir: z.string().min(1).optional(),
+    controlPlane: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional(),
+    controlPlaneTokenFile: z.string().min(1),
+    controlPlaneCaFile: z.string().min(1).optional(),
+    gatewayName: z
+      .string()
+      .min(1)
+      .max(253)
+      .regex(
+        /^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/,
+        "must be a DNS-style name (letters, digits, . _ -)",
+      ),
+    stateDir: z.string().min(1),
     host: z.string().min(1),
     port,
     adminHost: z.string().min(1),
@@ -47,7 +178,11 @@ const gatewayConfigSchema = z
     mintKeyFile: z.string().min(1).optional(),
     trustForwarded: z.boolean(),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.configDir === undefined) !== (c.controlPlane === undefined), {
+    path: ["configDir"],
+    error: "give exactly one of --config DIR (file mode) or --control-plane URL (operator mode)",
+  });
 
 export type GatewayConfig = Readonly<z.infer<typeof gatewayConfigSchema>>;
 
@@ -85,12 +220,14 @@ export function loadGatewayConfig(
     const key = spec.flag === "config" ? "configDir" : camel(spec.flag);
     if (value !== undefined) raw[key] = value;
   }
-  raw.configDir ??= "";
+  raw.gatewayName ??= env.POD_NAME !== undefined && env.POD_NAME !== "" ? env.POD_NAME : hostname();
   const result = gatewayConfigSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? "");
-      const spec = gatewayOptionSpecs.find((s) => (s.flag === "config" ? "configDir" : camel(s.flag)) === key);
+      const spec = gatewayOptionSpecs.find(
+        (s) => (s.flag === "config" ? "configDir" : camel(s.flag)) === key,
+      );
       const name = spec === undefined ? key : `--${spec.flag} (${spec.env})`;
       return `${name}: ${issue.message}`;
     });
@@ -102,6 +239,9 @@ export function loadGatewayConfig(
 /** The flags table for `phantomgate gateway --help` and the README. */
 export function describeGatewayOptions(): string {
   return gatewayOptionSpecs
-    .map((s) => `  --${s.flag}${s.type === "string" ? " VALUE" : ""}\n      ${s.description}\n      env ${s.env}, default ${s.defaultText}`)
+    .map(
+      (s) =>
+        `  --${s.flag}${s.type === "string" ? " VALUE" : ""}\n      ${s.description}\n      env ${s.env}, default ${s.defaultText}`,
+    )
     .join("\n");
 }

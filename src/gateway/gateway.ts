@@ -17,7 +17,13 @@ import { createFirewall } from "./firewall/firewall.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createRequestListener } from "./pipeline/pipeline.ts";
 import { RuntimeHolder } from "./runtime/runtime-state.ts";
-import { startFileSource, type ConfigProblem, type SourceUpdate } from "./sources/file-source.ts";
+import { startControlPlaneSource, type ControlPlaneSource } from "./sources/control-plane-source.ts";
+import {
+  startFileSource,
+  type ConfigProblem,
+  type SnapshotSource,
+  type SourceUpdate,
+} from "./sources/file-source.ts";
 
 export interface RunningGateway {
   readonly port: number;
@@ -61,11 +67,12 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     registry,
   });
 
-  // Snapshot source: file mode. Each good snapshot is swapped in whole.
+  // Snapshot source: file mode (a directory of manifests) or control-plane mode (the operator's stream, with the
+  // last-known-good snapshot on disk). Each good snapshot is swapped in whole.
   const runtime = new RuntimeHolder();
-  let problems: readonly ConfigProblem[] = [];
+  let fileProblems: readonly ConfigProblem[] = [];
   const applyUpdate = (update: SourceUpdate): void => {
-    problems = update.problems;
+    fileProblems = update.problems;
     metrics.configProblems.set(update.problems.length);
     if (update.fileFailures > 0) metrics.configErrors.labels("file").inc(update.fileFailures);
     if (update.rejectedObjects > 0) metrics.configErrors.labels("object").inc(update.rejectedObjects);
@@ -89,7 +96,30 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       "snapshot swapped in",
     );
   };
-  const source = await startFileSource(config.configDir, applyUpdate, logger);
+  let source: SnapshotSource;
+  let controlPlane: ControlPlaneSource | undefined;
+  if (config.controlPlane !== undefined) {
+    controlPlane = await startControlPlaneSource(
+      {
+        url: config.controlPlane,
+        tokenFile: config.controlPlaneTokenFile,
+        caFile: config.controlPlaneCaFile,
+        gatewayName: config.gatewayName,
+        stateDir: config.stateDir,
+        registry,
+      },
+      {
+        // The operator compiled it already: no problems to report, only a swap.
+        apply: (snapshot) => applyUpdate({ snapshot, problems: [], fileFailures: 0, rejectedObjects: 0 }),
+        revoke: (fingerprints) => fingerprints.reduce((dropped, f) => dropped + cache.evictFingerprint(f), 0),
+      },
+      logger,
+    );
+    source = controlPlane;
+  } else {
+    source = await startFileSource(config.configDir ?? "", applyUpdate, logger);
+  }
+  const problems = (): readonly ConfigProblem[] => controlPlane?.problems() ?? fileProblems;
 
   // Public listener.
   const audit = createAuditSink(config.auditLog);
@@ -119,14 +149,24 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   let draining = false;
   const admin = createAdminServer({
     snapshot: () => runtime.current?.snapshot,
-    problems: () => problems,
+    problems,
     draining: () => draining,
+    ...(controlPlane === undefined ? {} : { controlPlane: () => controlPlane.status() }),
     jwks: () => minter.jwks(),
     registry,
   });
   await admin.listen({ port: config.adminPort, host: config.adminHost });
   const adminPort = (admin.server.address() as AddressInfo).port;
-  logger.info({ port, adminPort, host: config.host, configDir: config.configDir }, "gateway listening");
+  logger.info(
+    {
+      port,
+      adminPort,
+      host: config.host,
+      configDir: config.configDir ?? null,
+      controlPlane: config.controlPlane ?? null,
+    },
+    "gateway listening",
+  );
 
   return {
     port,

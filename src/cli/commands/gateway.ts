@@ -7,12 +7,18 @@ import { waitForSignal } from "../signals.ts";
 
 export const gatewayCommand: Command = {
   name: "gateway",
-  summary: "Run the gateway (data plane) from a directory of manifests.",
+  summary: "Run the gateway (data plane) from a directory of manifests or the operator's snapshot stream.",
   help: [
     "Usage: phantomgate gateway --config DIR [flags]",
+    "       phantomgate gateway --control-plane URL [--control-plane-token-file PATH] [--state-dir DIR] [flags]",
     "",
-    "Serves the routes compiled from the ApiRoute, ScopePolicy, AuthServer (and Secret) manifests in DIR,",
-    "and reloads them when files change. A file that does not parse keeps the last good configuration.",
+    "File mode serves the routes compiled from the ApiRoute, ScopePolicy, AuthServer (and Secret) manifests in",
+    "DIR, and reloads them when files change. A file that does not parse keeps the last good configuration.",
+    "",
+    "Control-plane mode streams compiled snapshots from the operator, authenticating with a projected",
+    "ServiceAccount token. Each snapshot is validated, swapped in, saved to --state-dir and acknowledged; an",
+    "invalid one is refused (NACK) and the current one keeps serving. At start the gateway serves the snapshot",
+    "saved in --state-dir, so it works while the operator is unreachable, also across restarts.",
     "",
     "Flags (each also from its environment variable):",
     describeGatewayOptions(),
@@ -24,7 +30,9 @@ export const gatewayCommand: Command = {
       config = loadGatewayConfig(argv, io.env);
     } catch (error) {
       if (error instanceof ConfigError) {
-        io.stderr.write(`phantomgate gateway: ${error.message}\nRun 'phantomgate gateway --help' for the flags.\n`);
+        io.stderr.write(
+          `phantomgate gateway: ${error.message}\nRun 'phantomgate gateway --help' for the flags.\n`,
+        );
         return 2;
       }
       throw error;

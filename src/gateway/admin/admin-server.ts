@@ -9,6 +9,8 @@ export interface AdminView {
   readonly snapshot: () => Snapshot | undefined;
   readonly problems: () => readonly ConfigProblem[];
   readonly draining: () => boolean;
+  /** Control-plane mode: the state of the snapshot stream, shown in `/readyz`. */
+  readonly controlPlane?: () => object;
   readonly jwks: () => Promise<{ keys: readonly object[] }>;
   readonly registry: Registry;
 }
@@ -42,6 +44,7 @@ export function createAdminServer(view: AdminView): FastifyInstance {
       routes: snapshot?.routes.length ?? 0,
       draining: view.draining(),
       problems: view.problems(),
+      ...(view.controlPlane === undefined ? {} : { controlPlane: view.controlPlane() }),
     };
     return reply.code(ready ? 200 : 503).send(body);
   });

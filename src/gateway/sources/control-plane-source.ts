@@ -1,0 +1,498 @@
+// Control-plane snapshot source: the gateway's end of the operator's snapshot stream (docs/architecture.md,
+// "Operator — layout and wire protocol"). Starts from the last-known-good snapshot on disk, then streams; each
+// snapshot is validated, swapped in, persisted and ACKed (or NACKed with the reason while the old one keeps
+// serving); revocations evict from the token cache. Reconnects with capped exponential backoff and full jitter,
+// and treats a stream that has said nothing for 30 s as dead.
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import { Counter, Gauge, type Registry } from "prom-client";
+import { Agent, request } from "undici";
+import type { z } from "zod";
+import {
+  ACKS_PATH,
+  NDJSON_CONTENT_TYPE,
+  STALL_TIMEOUT_MS,
+  STREAM_PATH,
+  createLineSplitter,
+  fingerprintSchema,
+  streamMessageSchema,
+  type AckBody,
+} from "../../operator/distribute/protocol.ts";
+import { snapshotSchema, type Snapshot } from "../../snapshot/snapshot.ts";
+import { systemClock, type Clock } from "../../tokens/clock.ts";
+import { loadLastKnownGood, prepareStateDir, saveLastKnownGood } from "../state/last-known-good.ts";
+import type { ConfigProblem, SnapshotSource } from "./file-source.ts";
+
+export interface BackoffPolicy {
+  readonly baseMs: number;
+  readonly capMs: number;
+}
+
+/** 0.5 s doubling up to 10 s. */
+export const defaultBackoff: BackoffPolicy = { baseMs: 500, capMs: 10_000 };
+
+/**
+ * Full jitter: a uniform delay in [0, min(cap, base·2^attempt)). Spreads a fleet's reconnects after an operator
+ * restart instead of having every gateway knock at the same instants.
+ */
+export function backoffDelayMs(
+  attempt: number,
+  policy: BackoffPolicy,
+  random: () => number = Math.random,
+): number {
+  const ceiling = Math.min(policy.capMs, policy.baseMs * 2 ** Math.min(Math.max(attempt, 0), 30));
+  return Math.min(Math.floor(random() * ceiling), Math.max(ceiling - 1, 0));
+}
+
+export interface ControlPlaneSourceOptions {
+  /** Base URL of the operator's snapshot service, e.g. `https://phantomgate-operator.phantomgate.svc:8443`. */
+  readonly url: string;
+  /** Projected ServiceAccount token; read again on every connect and ACK because the kubelet rotates it. */
+  readonly tokenFile: string;
+  /** PEM bundle to trust for an https `url` (instead of the system CAs). */
+  readonly caFile?: string | undefined;
+  readonly gatewayName: string;
+  readonly stateDir: string;
+  readonly registry?: Registry | undefined;
+  readonly clock?: Clock;
+  readonly random?: () => number;
+  readonly backoff?: BackoffPolicy;
+  /** Nothing received for this long → reconnect. Default 30 s (the server pings every 10 s). */
+  readonly stallTimeoutMs?: number;
+  /** Bound on one snapshot line. Default 256 MiB. */
+  readonly maxSnapshotBytes?: number;
+}
+
+export interface ControlPlaneHandlers {
+  /** Swaps a validated snapshot in; throws when it cannot be served (the gateway then NACKs with the message). */
+  apply(snapshot: Snapshot): void;
+  /** Evicts token fingerprints from the cache; returns the entries dropped. */
+  revoke(fingerprints: readonly string[]): number;
+}
+
+export type ConnectionState = "connecting" | "connected" | "disconnected";
+
+/** What `/readyz` shows about the control plane. */
+export interface ControlPlaneStatus {
+  readonly url: string;
+  readonly gateway: string;
+  readonly state: ConnectionState;
+  /** When `state` last changed (ISO 8601). */
+  readonly since: string;
+  readonly revision: string | null;
+  /** Where the snapshot being served came from. */
+  readonly servingFrom: "control-plane" | "last-known-good" | null;
+  readonly servingSince: string | null;
+  /** Why the last connection ended or failed (kept while a newer connection is up, for diagnosis). */
+  readonly lastError: string | null;
+  /** One line for people: "connected …" or "not connected …; serving last-known-good revision X since …". */
+  readonly summary: string;
+}
+
+export interface ControlPlaneSource extends SnapshotSource {
+  status(): ControlPlaneStatus;
+  /** The last rejected snapshot, as a configuration problem (empty once a snapshot is accepted). */
+  problems(): readonly ConfigProblem[];
+}
+
+interface Metrics {
+  readonly connected: Gauge;
+  readonly connects: Counter<"result">;
+  readonly snapshots: Counter<"result">;
+  readonly revocations: Counter;
+}
+
+function createMetrics(registry: Registry): Metrics {
+  const registers = [registry];
+  return {
+    connected: new Gauge({
+      name: "phantomgate_control_plane_connected",
+      help: "1 while the snapshot stream to the operator is open.",
+      registers,
+    }),
+    connects: new Counter({
+      name: "phantomgate_control_plane_connects_total",
+      help: "Attempts to open the snapshot stream, by result (ok, refused, error).",
+      labelNames: ["result"],
+      registers,
+    }),
+    snapshots: new Counter({
+      name: "phantomgate_control_plane_snapshots_total",
+      help: "Snapshots received from the operator, by result (ack, nack).",
+      labelNames: ["result"],
+      registers,
+    }),
+    revocations: new Counter({
+      name: "phantomgate_control_plane_revocations_total",
+      help: "Token fingerprints received for eviction.",
+      registers,
+    }),
+  };
+}
+
+function summariseIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`)
+    .join("; ");
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return code === undefined ? error.message : `${code}: ${error.message}`;
+  }
+  return String(error);
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+
+/**
+ * Loads the last-known-good snapshot (serving it at once), then connects in the background. Rejects only when
+ * the state directory cannot be used.
+ */
+export async function startControlPlaneSource(
+  options: ControlPlaneSourceOptions,
+  handlers: ControlPlaneHandlers,
+  logger: Logger,
+): Promise<ControlPlaneSource> {
+  const clock = options.clock ?? systemClock;
+  const random = options.random ?? Math.random;
+  const backoff = options.backoff ?? defaultBackoff;
+  const stallTimeoutMs = options.stallTimeoutMs ?? STALL_TIMEOUT_MS;
+  const maxLineChars = options.maxSnapshotBytes ?? 256 * 1024 * 1024;
+  const base = options.url.replace(/\/+$/, "");
+  const log = logger.child({ controlPlane: base, gateway: options.gatewayName });
+  const metrics = options.registry === undefined ? undefined : createMetrics(options.registry);
+  // Fail at start, naming the setting, rather than retrying forever on a problem only a person can fix.
+  await prepareStateDir(options.stateDir);
+  let ca: string | undefined;
+  if (options.caFile !== undefined) {
+    try {
+      ca = await readFile(options.caFile, "utf8");
+    } catch (error) {
+      throw new Error(`control-plane CA file ${options.caFile} cannot be read (${describeError(error)})`, {
+        cause: error,
+      });
+    }
+  }
+  const dispatcher = new Agent({ keepAliveTimeout: 10_000, connect: ca === undefined ? {} : { ca } });
+  const stopping = new AbortController();
+  // A function, not a property read, so flow analysis does not assume it stays false across awaits.
+  const stopped = (): boolean => stopping.signal.aborted;
+
+  let state: ConnectionState = "connecting";
+  let stateSinceMs = clock.now();
+  let serving: { revision: string; from: "control-plane" | "last-known-good"; sinceMs: number } | undefined;
+  let lastError: string | undefined;
+  let problems: readonly ConfigProblem[] = [];
+
+  const setState = (next: ConnectionState): void => {
+    if (next === state) return;
+    state = next;
+    stateSinceMs = clock.now();
+    metrics?.connected.set(next === "connected" ? 1 : 0);
+  };
+
+  const saved = await loadLastKnownGood(options.stateDir, log);
+  if (saved !== undefined) {
+    try {
+      handlers.apply(saved.snapshot);
+      serving = { revision: saved.snapshot.revision, from: "last-known-good", sinceMs: clock.now() };
+      log.info(
+        { revision: saved.snapshot.revision, savedAt: new Date(saved.savedAtMs).toISOString() },
+        "serving the last-known-good snapshot until the control plane answers",
+      );
+    } catch (error) {
+      log.warn({ reason: describeError(error) }, "last-known-good snapshot could not be served; ignoring it");
+    }
+  }
+
+  const readToken = async (): Promise<string> => {
+    const token = (await readFile(options.tokenFile, "utf8")).trim();
+    if (token === "") throw new Error(`token file ${options.tokenFile} is empty`);
+    return token;
+  };
+
+  // ---- ACKs -----------------------------------------------------------------------------------------------
+  async function postAck(ack: AckBody): Promise<void> {
+    for (let attempt = 0; attempt < 4 && !stopped(); attempt++) {
+      if (attempt > 0)
+        await sleep(backoffDelayMs(attempt, { baseMs: 250, capMs: 2_000 }, random) + 50, stopping.signal);
+      try {
+        const response = await request(`${base}${ACKS_PATH}`, {
+          method: "POST",
+          dispatcher,
+          signal: stopping.signal,
+          headers: { authorization: `Bearer ${await readToken()}`, "content-type": "application/json" },
+          body: JSON.stringify(ack),
+          headersTimeout: 10_000,
+          bodyTimeout: 10_000,
+        });
+        await response.body.dump();
+        if (response.statusCode === 204) return;
+        log.warn(
+          { status: response.statusCode, revision: ack.revision },
+          `${ack.status} refused by the control plane`,
+        );
+        // A 4xx will not change on retry, except 401 (token rotated between read and use).
+        if (response.statusCode >= 400 && response.statusCode < 500 && response.statusCode !== 401) return;
+      } catch (error) {
+        if (stopped()) return;
+        log.warn({ reason: describeError(error), revision: ack.revision }, `${ack.status} could not be sent`);
+      }
+    }
+    // Not fatal: the next connect reports the revision served, which the operator counts as programmed.
+  }
+
+  // ACKs go out one at a time and never hold up the next snapshot; an ACK still waiting when a newer one is
+  // queued is dropped, since the operator keeps only the latest report per gateway anyway.
+  let queuedAck: AckBody | undefined;
+  let acking = false;
+  function queueAck(ack: AckBody): void {
+    queuedAck = ack;
+    if (acking) return;
+    acking = true;
+    void (async () => {
+      while (queuedAck !== undefined && !stopped()) {
+        const next = queuedAck;
+        queuedAck = undefined;
+        await postAck(next);
+      }
+      acking = false;
+    })();
+  }
+
+  // ---- snapshots: validated and applied one at a time, newest wins ----------------------------------------
+  let pending: unknown;
+  let working = false;
+
+  async function processSnapshot(raw: unknown): Promise<void> {
+    const parsed = snapshotSchema.safeParse(raw);
+    if (!parsed.success) {
+      const claimed = (raw as { revision?: unknown } | null)?.revision;
+      const revision = typeof claimed === "string" && claimed !== "" ? claimed.slice(0, 128) : "(none)";
+      refuse(revision, `invalid snapshot: ${summariseIssues(parsed.error)}`);
+      return;
+    }
+    const snapshot = parsed.data;
+    if (serving?.revision !== snapshot.revision) {
+      try {
+        handlers.apply(snapshot);
+      } catch (error) {
+        refuse(snapshot.revision, `snapshot could not be served: ${describeError(error)}`);
+        return;
+      }
+    }
+    serving = {
+      revision: snapshot.revision,
+      from: "control-plane",
+      sinceMs: serving?.revision === snapshot.revision ? serving.sinceMs : clock.now(),
+    };
+    problems = [];
+    metrics?.snapshots.labels("ack").inc();
+    let reason: string | undefined;
+    try {
+      await saveLastKnownGood(options.stateDir, snapshot, clock);
+    } catch (error) {
+      reason = `serving, but the last-known-good copy was not written: ${describeError(error)}`;
+      log.error({ reason, stateDir: options.stateDir }, "last-known-good snapshot not persisted");
+    }
+    queueAck({
+      gateway: options.gatewayName,
+      revision: snapshot.revision,
+      status: "ACK",
+      ...(reason === undefined ? {} : { reason }),
+    });
+  }
+
+  function refuse(revision: string, reason: string): void {
+    log.error(
+      { revision, reason, serving: serving?.revision ?? null },
+      "snapshot rejected; keeping the current one",
+    );
+    problems = [{ message: `snapshot ${revision} rejected: ${reason}` }];
+    metrics?.snapshots.labels("nack").inc();
+    queueAck({ gateway: options.gatewayName, revision, status: "NACK", reason: reason.slice(0, 4096) });
+  }
+
+  function enqueueSnapshot(raw: unknown): void {
+    pending = raw;
+    if (working) return;
+    working = true;
+    void (async () => {
+      while (pending !== undefined && !stopped()) {
+        const next = pending;
+        pending = undefined;
+        try {
+          await processSnapshot(next);
+        } catch (error) {
+          log.error({ err: error }, "snapshot handling failed");
+        }
+      }
+      working = false;
+    })();
+  }
+
+  function handleLine(line: string): void {
+    let json: unknown;
+    try {
+      json = JSON.parse(line);
+    } catch {
+      log.warn({ bytes: line.length }, "control plane sent a line that is not JSON; ignoring it");
+      return;
+    }
+    const message = streamMessageSchema.safeParse(json);
+    if (!message.success) {
+      // Newer operators may send message types this gateway does not know yet.
+      log.debug({ type: (json as { type?: unknown } | null)?.type }, "ignoring an unknown stream message");
+      return;
+    }
+    switch (message.data.type) {
+      case "ping":
+        return;
+      case "snapshot":
+        enqueueSnapshot(message.data.snapshot);
+        return;
+      case "revoke": {
+        const fingerprints = message.data.fingerprints.filter((f) => fingerprintSchema.safeParse(f).success);
+        metrics?.revocations.inc(fingerprints.length);
+        const dropped = handlers.revoke(fingerprints);
+        log.info({ fingerprints: fingerprints.length, entriesDropped: dropped }, "revoked tokens evicted");
+        return;
+      }
+    }
+  }
+
+  // ---- the stream -----------------------------------------------------------------------------------------
+  /** One connection, until it ends. Resolves true when at least one line arrived (the server was healthy). */
+  async function streamOnce(): Promise<boolean> {
+    const attempt = new AbortController();
+    const onStop = (): void => attempt.abort();
+    stopping.signal.addEventListener("abort", onStop, { once: true });
+    let watchdog: NodeJS.Timeout | undefined;
+    let receivedLine = false;
+    const arm = (): void => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(
+        () => attempt.abort(new Error(`nothing received for ${stallTimeoutMs} ms`)),
+        stallTimeoutMs,
+      );
+    };
+    try {
+      const query = new URLSearchParams({ gateway: options.gatewayName });
+      if (serving !== undefined) query.set("revision", serving.revision);
+      arm();
+      const response = await request(`${base}${STREAM_PATH}?${query.toString()}`, {
+        method: "GET",
+        dispatcher,
+        signal: attempt.signal,
+        headers: { authorization: `Bearer ${await readToken()}`, accept: NDJSON_CONTENT_TYPE },
+        headersTimeout: stallTimeoutMs,
+        bodyTimeout: 0,
+      });
+      if (response.statusCode !== 200) {
+        const text = (await response.body.text()).slice(0, 500);
+        let code: unknown;
+        try {
+          code = (JSON.parse(text) as { code?: unknown }).code;
+        } catch {
+          code = undefined;
+        }
+        lastError = `HTTP ${response.statusCode}${typeof code === "string" ? ` ${code}` : ""}`;
+        metrics?.connects.labels("refused").inc();
+        log.warn({ status: response.statusCode, code }, "control plane refused the stream");
+        return false;
+      }
+      metrics?.connects.labels("ok").inc();
+      setState("connected");
+      log.info({ revision: serving?.revision ?? null }, "connected to the control plane");
+      const decoder = new TextDecoder("utf-8");
+      const splitter = createLineSplitter((line) => {
+        receivedLine = true;
+        handleLine(line);
+      }, maxLineChars);
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        arm();
+        splitter.push(decoder.decode(chunk, { stream: true }));
+      }
+      lastError = "stream ended by the control plane";
+      log.warn("control plane ended the stream");
+    } catch (error) {
+      if (stopped()) return receivedLine;
+      const reason: unknown = attempt.signal.aborted ? attempt.signal.reason : error;
+      lastError = describeError(reason);
+      if (state !== "connected") metrics?.connects.labels("error").inc();
+      log.warn(
+        { reason: lastError },
+        state === "connected" ? "snapshot stream lost" : "control plane unreachable",
+      );
+    } finally {
+      clearTimeout(watchdog);
+      stopping.signal.removeEventListener("abort", onStop);
+      attempt.abort();
+    }
+    return receivedLine;
+  }
+
+  const loop = (async () => {
+    let attempt = 0;
+    while (!stopped()) {
+      const healthy = await streamOnce();
+      if (stopped()) break;
+      setState("disconnected");
+      if (healthy) attempt = 0;
+      const delayMs = backoffDelayMs(attempt, backoff, random);
+      attempt += 1;
+      log.debug({ delayMs, attempt }, "reconnecting after backoff");
+      await sleep(delayMs, stopping.signal);
+      if (!stopped()) setState("connecting");
+    }
+  })();
+
+  const iso = (ms: number): string => new Date(ms).toISOString();
+  return {
+    status() {
+      const since = iso(stateSinceMs);
+      const what =
+        serving === undefined
+          ? "no snapshot yet"
+          : serving.from === "last-known-good"
+            ? `serving last-known-good revision ${serving.revision} since ${iso(serving.sinceMs)}`
+            : `serving revision ${serving.revision} since ${iso(serving.sinceMs)}`;
+      const summary =
+        state === "connected"
+          ? `connected to ${base} since ${since}; ${what}`
+          : `not connected (${state}) since ${since}; ${what}`;
+      return {
+        url: base,
+        gateway: options.gatewayName,
+        state,
+        since,
+        revision: serving?.revision ?? null,
+        servingFrom: serving?.from ?? null,
+        servingSince: serving === undefined ? null : iso(serving.sinceMs),
+        lastError: lastError ?? null,
+        summary,
+      };
+    },
+    problems: () => problems,
+    close() {
+      stopping.abort();
+      void loop.finally(() => dispatcher.close().catch(() => undefined));
+    },
+  };
+}

@@ -1,0 +1,426 @@
+// The snapshot service: the HTTP side of distribution. Every call is authenticated with a TokenReview of the
+// caller's audience-bound ServiceAccount token; gateway calls (stream, ACKs) must come from an allowed
+// ServiceAccount, revocations need RBAC `create` on `revocations.phantomgate.dev` (a SubjectAccessReview).
+// Per request: route → authenticate → authorize → handle, in that order; errors are problem+json.
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import type { Logger } from "pino";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { z } from "zod";
+import { fingerprintToken } from "../../tokens/fingerprint.ts";
+import { ReviewUnavailableError, type TokenReviewer } from "../kube/reviews.ts";
+import { distributorInternals, type Distributor, type DistributorInternals } from "./distributor.ts";
+import {
+  ACKS_PATH,
+  NDJSON_CONTENT_TYPE,
+  PING_INTERVAL_MS,
+  REVOCATIONS_PATH,
+  STREAM_PATH,
+  ackBodySchema,
+  gatewayNameSchema,
+  revisionSchema,
+  revocationBodySchema,
+  serviceAccountOf,
+  type RevocationResult,
+} from "./protocol.ts";
+
+export interface DistributionServerOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly distributor: Distributor;
+  readonly reviewer: TokenReviewer;
+  /** Audience every caller's token must be bound to (`phantomgate`). */
+  readonly audience: string;
+  /** ServiceAccounts (`namespace:name`) allowed to stream and ACK; when absent, any authenticated caller. */
+  readonly allowedServiceAccounts?: readonly string[];
+  readonly logger: Logger;
+  readonly registry: Registry;
+  /** PEM certificate chain and key: serve HTTPS. */
+  readonly tls?: { readonly cert: string; readonly key: string };
+}
+
+export interface DistributionServer {
+  readonly port: number;
+  /**
+   * Swaps the serving certificate (rotation) for new connections; open streams keep theirs. Throws when the
+   * server was started without `tls`.
+   */
+  updateTls(tls: { readonly cert: string; readonly key: string }): void;
+  /** Ends every stream (gateways reconnect elsewhere or later) and stops listening. */
+  close(): Promise<void>;
+}
+
+/** The errors this server answers with: a closed set, each with a status and a text safe to show. */
+const problems = {
+  PG_ERR_DIST_TOKEN_MISSING: { status: 401, title: "Unauthorized", detail: "A bearer token is required." },
+  PG_ERR_DIST_TOKEN_INVALID: {
+    status: 401,
+    title: "Unauthorized",
+    detail: "The bearer token is invalid, expired or not bound to this service's audience.",
+  },
+  PG_ERR_DIST_FORBIDDEN: {
+    status: 403,
+    title: "Forbidden",
+    detail: "This identity may not use this endpoint.",
+  },
+  PG_ERR_DIST_BAD_REQUEST: { status: 400, title: "Bad Request", detail: "The request is malformed." },
+  PG_ERR_DIST_TOO_LARGE: {
+    status: 413,
+    title: "Content Too Large",
+    detail: "The request body is too large.",
+  },
+  PG_ERR_DIST_NOT_FOUND: { status: 404, title: "Not Found", detail: "No such endpoint." },
+  PG_ERR_DIST_METHOD: {
+    status: 405,
+    title: "Method Not Allowed",
+    detail: "The endpoint does not take this method.",
+  },
+  PG_ERR_DIST_UNAVAILABLE: {
+    status: 503,
+    title: "Service Unavailable",
+    detail: "The Kubernetes API server could not review the request; try again.",
+  },
+} as const;
+type ProblemCode = keyof typeof problems;
+
+class DistributionProblem extends Error {
+  override readonly name = "DistributionProblem";
+  readonly code: ProblemCode;
+  /** Safe extra text (validation messages); never a token. */
+  readonly extra: string | undefined;
+  constructor(code: ProblemCode, extra?: string) {
+    super(code);
+    this.code = code;
+    this.extra = extra;
+  }
+}
+
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+const endpoints = { [STREAM_PATH]: "GET", [ACKS_PATH]: "POST", [REVOCATIONS_PATH]: "POST" } as const;
+type Endpoint = keyof typeof endpoints;
+
+interface Caller {
+  readonly username: string;
+  readonly groups: readonly string[];
+}
+
+function sendProblem(res: ServerResponse, problem: DistributionProblem): void {
+  const spec = problems[problem.code];
+  const headers: Record<string, string> = {
+    "content-type": "application/problem+json",
+    "cache-control": "no-store",
+  };
+  if (spec.status === 401) {
+    headers["www-authenticate"] =
+      problem.code === "PG_ERR_DIST_TOKEN_INVALID"
+        ? 'Bearer realm="phantomgate-operator", error="invalid_token"'
+        : 'Bearer realm="phantomgate-operator"';
+  }
+  if (spec.status === 503) headers["retry-after"] = "5";
+  if (problem.code === "PG_ERR_DIST_METHOD") headers.allow = "GET, POST";
+  const body = {
+    type: "about:blank",
+    title: spec.title,
+    status: spec.status,
+    code: problem.code,
+    detail: problem.extra === undefined ? spec.detail : `${spec.detail} ${problem.extra}`,
+  };
+  res.writeHead(spec.status, headers).end(JSON.stringify(body));
+}
+
+function bearerToken(req: IncomingMessage): string | undefined {
+  const header = req.headers.authorization;
+  if (header === undefined) return undefined;
+  const match = /^Bearer +([^\s]+) *$/i.exec(header);
+  return match?.[1];
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new DistributionProblem("PG_ERR_DIST_TOO_LARGE");
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
+  } catch {
+    throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", "The body is not JSON.");
+  }
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.join(".") || "body"}: ${issue.message}`)
+    .join("; ");
+}
+
+function metricOnce<T>(registry: Registry, name: string, make: () => T): T {
+  // A restarted server on the same registry keeps the metrics it registered the first time.
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+/** Starts the snapshot service and resolves once it listens. */
+export async function startDistributionServer(
+  options: DistributionServerOptions,
+): Promise<DistributionServer> {
+  const { logger, reviewer, audience, registry } = options;
+  const internals: DistributorInternals = distributorInternals(options.distributor);
+  const allowed =
+    options.allowedServiceAccounts === undefined ? undefined : new Set(options.allowedServiceAccounts);
+  if (allowed === undefined) {
+    logger.warn(
+      { audience },
+      "no allowed ServiceAccounts configured: any caller with a token for this audience receives snapshots " +
+        "(which carry AuthServer client credentials)",
+    );
+  }
+
+  const registers = [registry];
+  metricOnce(
+    registry,
+    "phantomgate_operator_connected_gateways",
+    () =>
+      new Gauge({
+        name: "phantomgate_operator_connected_gateways",
+        help: "Gateways with an open snapshot stream to this replica.",
+        registers,
+        collect() {
+          this.set(internals.connectedCount());
+        },
+      }),
+  );
+  const ackLatency = metricOnce(
+    registry,
+    "phantomgate_operator_ack_latency_seconds",
+    () =>
+      new Histogram({
+        name: "phantomgate_operator_ack_latency_seconds",
+        help: "Time from publishing a revision (or sending it to a gateway that connected later) to that gateway's ACK.",
+        buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+        registers,
+      }),
+  );
+  const revocations = metricOnce(
+    registry,
+    "phantomgate_operator_revocations_total",
+    () =>
+      new Counter({
+        name: "phantomgate_operator_revocations_total",
+        help: "Token fingerprints fanned out to the gateways.",
+        registers,
+      }),
+  );
+  const requests = metricOnce(
+    registry,
+    "phantomgate_operator_distribution_requests_total",
+    () =>
+      new Counter<"endpoint" | "status">({
+        name: "phantomgate_operator_distribution_requests_total",
+        help: "Calls to the snapshot service, by endpoint and HTTP status.",
+        labelNames: ["endpoint", "status"],
+        registers,
+      }),
+  );
+  internals.bindMetrics({ ackLatency, revocations });
+
+  async function authenticate(req: IncomingMessage): Promise<Caller> {
+    const token = bearerToken(req);
+    if (token === undefined) throw new DistributionProblem("PG_ERR_DIST_TOKEN_MISSING");
+    const review = await reviewer.reviewToken(token, [audience]);
+    if (!review.authenticated || review.username === undefined) {
+      logger.info({ remote: req.socket.remoteAddress, reason: review.error ?? null }, "token rejected");
+      throw new DistributionProblem("PG_ERR_DIST_TOKEN_INVALID");
+    }
+    return { username: review.username, groups: review.groups ?? [] };
+  }
+
+  function authorizeGateway(caller: Caller): void {
+    if (allowed === undefined) return;
+    const account = serviceAccountOf(caller.username);
+    if (account === undefined || !allowed.has(account)) {
+      logger.warn({ user: caller.username }, "caller is not an allowed gateway ServiceAccount");
+      throw new DistributionProblem("PG_ERR_DIST_FORBIDDEN", "Not an allowed gateway ServiceAccount.");
+    }
+  }
+
+  function openStream(req: IncomingMessage, res: ServerResponse, url: URL, caller: Caller): void {
+    const name = gatewayNameSchema.safeParse(url.searchParams.get("gateway") ?? "");
+    if (!name.success)
+      throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", `gateway: ${describeIssues(name.error)}`);
+    const rawRevision = url.searchParams.get("revision");
+    let revision: string | undefined;
+    if (rawRevision !== null && rawRevision !== "") {
+      const parsed = revisionSchema.safeParse(rawRevision);
+      if (!parsed.success) throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", "revision: invalid");
+      revision = parsed.data;
+    }
+    res.writeHead(200, {
+      "content-type": NDJSON_CONTENT_TYPE,
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+    });
+    res.flushHeaders();
+    const socket: Socket = req.socket;
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, PING_INTERVAL_MS);
+    let closing: NodeJS.Timeout | undefined;
+    const detach = internals.attach(name.data, caller.username, revision, {
+      write(line) {
+        if (!res.writableEnded) res.write(line);
+        return res.writableLength;
+      },
+      close() {
+        if (res.writableEnded) return;
+        res.end();
+        // A peer that reads nothing never lets end() finish: cut it off.
+        closing = setTimeout(() => res.destroy(), 5_000).unref();
+      },
+    });
+    res.once("close", () => {
+      clearTimeout(closing);
+      detach();
+    });
+  }
+
+  async function recordAck(req: IncomingMessage, res: ServerResponse, caller: Caller): Promise<void> {
+    const parsed = ackBodySchema.safeParse(await readJson(req));
+    if (!parsed.success)
+      throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", describeIssues(parsed.error));
+    if (internals.recordAck(parsed.data, caller.username) === "identity-mismatch") {
+      logger.warn(
+        { gateway: parsed.data.gateway, user: caller.username },
+        "ACK for a gateway streaming as another identity",
+      );
+      throw new DistributionProblem("PG_ERR_DIST_FORBIDDEN", "That gateway streams under another identity.");
+    }
+    res.writeHead(204).end();
+  }
+
+  async function revoke(req: IncomingMessage, res: ServerResponse, caller: Caller): Promise<void> {
+    if (!(await reviewer.canCreateRevocations(caller.username, caller.groups))) {
+      logger.warn(
+        { user: caller.username },
+        "revocation refused: no RBAC create on revocations.phantomgate.dev",
+      );
+      throw new DistributionProblem("PG_ERR_DIST_FORBIDDEN", "Needs create on revocations.phantomgate.dev.");
+    }
+    const parsed = revocationBodySchema.safeParse(await readJson(req));
+    if (!parsed.success)
+      throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", describeIssues(parsed.error));
+    // Tokens become fingerprints here and go no further.
+    const fingerprints = [
+      ...(parsed.data.fingerprints ?? []),
+      ...(parsed.data.tokens ?? []).map(fingerprintToken),
+    ];
+    const unique = new Set(fingerprints);
+    const gateways = options.distributor.revoke([...unique]);
+    logger.info({ user: caller.username, fingerprints: unique.size, gateways }, "revocation accepted");
+    const result: RevocationResult = { revoked: unique.size, gateways };
+    res.writeHead(202, { "content-type": "application/json" }).end(JSON.stringify(result));
+  }
+
+  async function handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    endpoint: Endpoint,
+    url: URL,
+  ): Promise<void> {
+    const caller = await authenticate(req);
+    switch (endpoint) {
+      case STREAM_PATH:
+        authorizeGateway(caller);
+        openStream(req, res, url, caller);
+        return;
+      case ACKS_PATH:
+        authorizeGateway(caller);
+        await recordAck(req, res, caller);
+        return;
+      case REVOCATIONS_PATH:
+        await revoke(req, res, caller);
+        return;
+    }
+  }
+
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
+    const url = new URL(req.url ?? "/", "http://distribution.invalid");
+    const endpoint = Object.hasOwn(endpoints, url.pathname) ? (url.pathname as Endpoint) : undefined;
+    const label = endpoint ?? "other";
+    res.once("finish", () => requests.labels(label, String(res.statusCode)).inc());
+    let work: Promise<void>;
+    if (endpoint === undefined) work = Promise.reject(new DistributionProblem("PG_ERR_DIST_NOT_FOUND"));
+    else if (req.method !== endpoints[endpoint])
+      work = Promise.reject(new DistributionProblem("PG_ERR_DIST_METHOD"));
+    else work = handle(req, res, endpoint, url);
+    work.catch((error: unknown) => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (error instanceof DistributionProblem) {
+        sendProblem(res, error);
+        return;
+      }
+      if (error instanceof ReviewUnavailableError) {
+        logger.error({ reason: error.message }, "review failed");
+        sendProblem(res, new DistributionProblem("PG_ERR_DIST_UNAVAILABLE"));
+        return;
+      }
+      logger.error({ err: error, endpoint: label }, "distribution request failed");
+      res.writeHead(500, { "content-type": "application/problem+json" });
+      res.end(JSON.stringify({ type: "about:blank", title: "Internal Server Error", status: 500 }));
+    });
+  };
+
+  const httpsServer: HttpsServer | undefined =
+    options.tls === undefined
+      ? undefined
+      : createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, listener);
+  const server: Server = httpsServer ?? createHttpServer(listener);
+  // Streams live for hours; only the request head has to arrive promptly.
+  server.headersTimeout = 15_000;
+  server.requestTimeout = 60_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const ping = setInterval(() => internals.pingAll(), PING_INTERVAL_MS);
+  ping.unref();
+  logger.info(
+    { host: options.host, port, tls: options.tls !== undefined, audience },
+    "snapshot service listening",
+  );
+
+  let closed: Promise<void> | undefined;
+  return {
+    port,
+    updateTls(tls) {
+      if (httpsServer === undefined) throw new TypeError("the snapshot service was started without TLS");
+      httpsServer.setSecureContext({ cert: tls.cert, key: tls.key });
+      logger.info("snapshot service certificate updated");
+    },
+    close() {
+      closed ??= new Promise<void>((resolve) => {
+        clearInterval(ping);
+        internals.closeAll();
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), 2_000).unref();
+        logger.info({ port }, "snapshot service stopped");
+      });
+      return closed;
+    },
+  };
+}

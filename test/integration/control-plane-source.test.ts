@@ -1,0 +1,357 @@
+// The gateway's control-plane source in-process, over real sockets: against the real distribution server (with
+// a mock TokenReviewer standing in for the API server) and against bare servers that misbehave on purpose
+// (stalled streams, dropped streams, refusals) to pin reconnects, the stall watchdog and token re-reading.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  startControlPlaneSource,
+  type ControlPlaneSource,
+} from "../../src/gateway/sources/control-plane-source.ts";
+import { loadLastKnownGood } from "../../src/gateway/state/last-known-good.ts";
+import {
+  createDistributor,
+  startDistributionServer,
+  type DistributionServer,
+} from "../../src/operator/distribute/index.ts";
+import type { Snapshot } from "../../src/snapshot/snapshot.ts";
+import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
+import { compileSnapshot, eventually } from "../helpers/control-plane-gateway.ts";
+import { allManifests } from "../helpers/manifests.ts";
+import { mockApiServerReviewer } from "../helpers/mock-token-reviewer.ts";
+
+const logger = pino({ level: "silent" });
+const snapshotA = compileSnapshot(
+  allManifests({ issuer: "http://127.0.0.1:9000", echoOrigin: "http://127.0.0.1:9101" }),
+);
+const snapshotB = compileSnapshot(
+  allManifests({ issuer: "http://127.0.0.1:9000", echoOrigin: "http://127.0.0.1:9102" }),
+);
+const GATEWAY_TOKEN = "gateway-token-1";
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function tokenFile(token: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), "phantomgate-token-")), "token");
+  writeFileSync(file, token);
+  return file;
+}
+
+function stateDir(): string {
+  return join(mkdtempSync(join(tmpdir(), "phantomgate-state-")), "state");
+}
+
+interface Recorder {
+  applied: Snapshot[];
+  revoked: string[][];
+}
+
+async function startSource(
+  url: string,
+  options: {
+    token?: string;
+    tokenFile?: string;
+    stateDir?: string;
+    stallTimeoutMs?: number;
+    caFile?: string;
+    name?: string;
+  } = {},
+): Promise<{ source: ControlPlaneSource; seen: Recorder; stateDir: string }> {
+  const seen: Recorder = { applied: [], revoked: [] };
+  const dir = options.stateDir ?? stateDir();
+  const source = await startControlPlaneSource(
+    {
+      url,
+      tokenFile: options.tokenFile ?? tokenFile(options.token ?? GATEWAY_TOKEN),
+      gatewayName: options.name ?? "gw-test",
+      stateDir: dir,
+      registry: new Registry(),
+      backoff: { baseMs: 20, capMs: 50 },
+      ...(options.stallTimeoutMs === undefined ? {} : { stallTimeoutMs: options.stallTimeoutMs }),
+      ...(options.caFile === undefined ? {} : { caFile: options.caFile }),
+    },
+    {
+      apply(snapshot) {
+        if (snapshot.routes.length === 0) throw new Error("refusing an empty snapshot (test rule)");
+        seen.applied.push(snapshot);
+      },
+      revoke(fingerprints) {
+        seen.revoked.push([...fingerprints]);
+        return fingerprints.length;
+      },
+    },
+    logger,
+  );
+  cleanups.push(() => source.close());
+  return { source, seen, stateDir: dir };
+}
+
+async function startRealServer(tls?: { cert: string; key: string }): Promise<{
+  server: DistributionServer;
+  url: string;
+  distributor: ReturnType<typeof createDistributor>;
+  reviewer: ReturnType<typeof mockApiServerReviewer>;
+}> {
+  const distributor = createDistributor();
+  const reviewer = mockApiServerReviewer({
+    [GATEWAY_TOKEN]: { username: "system:serviceaccount:pg:gateway" },
+  });
+  const server = await startDistributionServer({
+    host: "127.0.0.1",
+    port: 0,
+    distributor,
+    reviewer,
+    audience: "phantomgate",
+    allowedServiceAccounts: ["pg:gateway"],
+    logger,
+    registry: new Registry(),
+    ...(tls === undefined ? {} : { tls }),
+  });
+  cleanups.push(() => server.close());
+  const scheme = tls === undefined ? "http" : "https";
+  return { server, url: `${scheme}://127.0.0.1:${server.port}`, distributor, reviewer };
+}
+
+/** A self-signed certificate for 127.0.0.1 (its own CA), written as PEM files. */
+function selfSignedCertificate(): { cert: string; key: string; certFile: string } {
+  const dir = mkdtempSync(join(tmpdir(), "phantomgate-tls-"));
+  const certFile = join(dir, "cert.pem");
+  const keyFile = join(dir, "key.pem");
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=phantomgate-operator",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+    ],
+    { stdio: "ignore" },
+  );
+  return { cert: readFileSync(certFile, "utf8"), key: readFileSync(keyFile, "utf8"), certFile };
+}
+
+/** A bare HTTP server whose stream handler the test writes. */
+async function startBareServer(
+  onStream: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    if (req.url?.startsWith("/v1/stream") === true) onStream(req, res);
+    else res.writeHead(204).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+describe("control-plane source against the distribution server", () => {
+  it("applies a snapshot, persists it as last-known-good and ACKs it", async () => {
+    const { url, distributor } = await startRealServer();
+    const { source, seen, stateDir: dir } = await startSource(url);
+    expect(source.status()).toMatchObject({ revision: null, servingFrom: null });
+    await eventually(() => distributor.fleet().connected === 1, 5_000, "gateway connected");
+    distributor.publish(snapshotA);
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "gateway programmed");
+    expect(seen.applied.map((s) => s.revision)).toEqual([snapshotA.revision]);
+    expect((await loadLastKnownGood(dir, logger))?.snapshot).toEqual(snapshotA);
+    expect(source.status()).toMatchObject({
+      state: "connected",
+      revision: snapshotA.revision,
+      servingFrom: "control-plane",
+    });
+    expect(source.status().summary).toMatch(
+      /^connected to http:\/\/127\.0\.0\.1:\d+ since .*; serving revision [0-9a-f]{16} since/,
+    );
+  });
+
+  it("NACKs an invalid snapshot with the reason, keeps serving, and recovers with the next good one", async () => {
+    const { url, distributor } = await startRealServer();
+    const { source, seen } = await startSource(url);
+    distributor.publish(snapshotA);
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "programmed A");
+    distributor.publish({
+      ...snapshotA,
+      revision: "badbadbadbadbad0",
+      routes: [{ id: "x" }],
+    } as unknown as Snapshot);
+    await eventually(() => distributor.fleet().gateways[0]?.status === "NACK", 5_000, "NACK recorded");
+    expect(distributor.fleet().gateways[0]).toMatchObject({ revision: snapshotA.revision, connected: true });
+    expect(distributor.fleet().gateways[0]?.reason).toMatch(/^invalid snapshot: routes\.0\./);
+    expect(source.problems()[0]?.message).toMatch(/^snapshot badbadbadbadbad0 rejected: invalid snapshot/);
+    expect(source.status().revision).toBe(snapshotA.revision);
+
+    // Valid by the schema, refused by the runtime (here: the test's apply rule): NACKed with that message.
+    distributor.publish({ ...snapshotA, revision: "0000000000000001", routes: [] });
+    await eventually(
+      () =>
+        distributor.fleet().gateways[0]?.reason ===
+        "snapshot could not be served: refusing an empty snapshot (test rule)",
+      5_000,
+      "runtime NACK",
+    );
+    distributor.publish(snapshotB);
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "programmed B");
+    expect(source.problems()).toEqual([]);
+    expect(seen.applied.map((s) => s.revision)).toEqual([snapshotA.revision, snapshotB.revision]);
+  });
+
+  it("evicts revoked fingerprints and drops malformed ones", async () => {
+    const { url, distributor } = await startRealServer();
+    const { seen } = await startSource(url);
+    await eventually(() => distributor.fleet().connected === 1, 5_000, "connected");
+    expect(distributor.revoke([fingerprintToken("a"), "not-a-fingerprint"])).toBe(1);
+    await eventually(() => seen.revoked.length === 1, 5_000, "revocation received");
+    expect(seen.revoked).toEqual([[fingerprintToken("a")]]);
+  });
+
+  it("serves its last-known-good snapshot at once, and reports it with the connect so nothing is resent", async () => {
+    const { url, distributor, server } = await startRealServer();
+    const first = await startSource(url);
+    distributor.publish(snapshotA);
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "programmed");
+    first.source.close();
+    await eventually(() => distributor.fleet().connected === 0, 5_000, "disconnected");
+
+    const again = await startSource(url, { stateDir: first.stateDir });
+    // Applied from disk before any connection.
+    expect(again.seen.applied.map((s) => s.revision)).toEqual([snapshotA.revision]);
+    expect(again.source.status()).toMatchObject({
+      revision: snapshotA.revision,
+      servingFrom: "last-known-good",
+    });
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "programmed again");
+    expect(again.seen.applied).toHaveLength(1);
+    expect(server.port).toBeGreaterThan(0);
+  });
+
+  it("keeps retrying a refused stream (401) with the reason in its status", async () => {
+    const { url, reviewer } = await startRealServer();
+    const { source } = await startSource(url, { token: "not-a-known-token" });
+    await eventually(() => reviewer.reviewed.length >= 3, 5_000, "three attempts");
+    expect(["disconnected", "connecting"]).toContain(source.status().state);
+    expect(source.status().lastError).toBe("HTTP 401 PG_ERR_DIST_TOKEN_INVALID");
+  });
+});
+
+describe("control-plane source start-up", () => {
+  it("refuses to start on a state dir it cannot write, or a CA file it cannot read", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "phantomgate-state-"));
+    writeFileSync(join(parent, "file"), "");
+    await expect(
+      startSource("http://127.0.0.1:9", { stateDir: join(parent, "file", "state") }),
+    ).rejects.toThrow(/state directory .* is not writable \(ENOTDIR\)/);
+    await expect(startSource("https://127.0.0.1:9", { caFile: join(parent, "missing.pem") })).rejects.toThrow(
+      /control-plane CA file .*missing\.pem cannot be read \(ENOENT/,
+    );
+  });
+});
+
+describe("control-plane source over TLS", () => {
+  it("trusts the snapshot service through --control-plane-ca-file, and a rotated certificate after updateTls", async () => {
+    const first = selfSignedCertificate();
+    const { url, distributor, server } = await startRealServer(first);
+    distributor.publish(snapshotA);
+    const trusting = await startSource(url, { caFile: first.certFile, name: "gw-tls-1" });
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "programmed over TLS");
+    expect(trusting.source.status().state).toBe("connected");
+
+    // Without the CA the certificate is not trusted and the stream never opens.
+    const untrusting = await startSource(url, { name: "gw-tls-2" });
+    await eventually(() => untrusting.source.status().lastError !== null, 5_000, "TLS failure reported");
+    expect(untrusting.source.status().lastError).toMatch(/SELF_SIGNED|self-signed|unable to verify/i);
+
+    const second = selfSignedCertificate();
+    server.updateTls(second);
+    const rotated = await startSource(url, { caFile: second.certFile, name: "gw-tls-3" });
+    await eventually(
+      () => rotated.source.status().state === "connected",
+      5_000,
+      "connected with the new certificate",
+    );
+  });
+
+  it("refuses updateTls on a plain-HTTP server", async () => {
+    const { server } = await startRealServer();
+    expect(() => server.updateTls({ cert: "", key: "" })).toThrow(TypeError);
+  });
+});
+
+describe("control-plane source against misbehaving servers", () => {
+  it("reconnects when the stream says nothing for the stall timeout", async () => {
+    let connections = 0;
+    const { url } = await startBareServer((_req, res) => {
+      connections += 1;
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      res.flushHeaders(); // …and then silence
+    });
+    const { source } = await startSource(url, { stallTimeoutMs: 300 });
+    await eventually(() => connections >= 3, 5_000, "three connections");
+    expect(source.status().lastError).toMatch(/nothing received for 300 ms/);
+  });
+
+  it("is not fooled by pings: a pinging stream stays up", async () => {
+    let connections = 0;
+    const { url } = await startBareServer((_req, res) => {
+      connections += 1;
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      const timer = setInterval(() => res.write('{"type":"ping"}\n'), 100);
+      res.on("close", () => clearInterval(timer));
+    });
+    const { source } = await startSource(url, { stallTimeoutMs: 300 });
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(connections).toBe(1);
+    expect(source.status().state).toBe("connected");
+  });
+
+  it("reads the token file again on every connect (the kubelet rotates it)", async () => {
+    const seenTokens: string[] = [];
+    const { url } = await startBareServer((req, res) => {
+      seenTokens.push(req.headers.authorization ?? "");
+      res.writeHead(200, { "content-type": "application/x-ndjson" }).end('{"type":"ping"}\n'); // ends at once
+    });
+    const file = tokenFile("token-v1");
+    await startSource(url, { tokenFile: file });
+    await eventually(() => seenTokens.length >= 2, 5_000, "two connects");
+    writeFileSync(file, "token-v2\n");
+    await eventually(() => seenTokens.includes("Bearer token-v2"), 5_000, "rotated token used");
+    expect(seenTokens[0]).toBe("Bearer token-v1");
+  });
+
+  it("ignores unknown message types and lines that are not JSON", async () => {
+    const { url } = await startBareServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      res.write('not json\n{"type":"future-thing","x":1}\n');
+      res.write(`${JSON.stringify({ type: "snapshot", snapshot: snapshotA })}\n`);
+    });
+    const { seen, source } = await startSource(url);
+    await eventually(() => seen.applied.length === 1, 5_000, "snapshot applied");
+    expect(source.status().state).toBe("connected");
+  });
+});

@@ -1,0 +1,279 @@
+// The distributor's bookkeeping, driven through its stream contract with in-memory sinks: what is sent to whom,
+// per-gateway ACK/NACK state, fleet counts, revocation fan-out and replay, ACK latency.
+import { Registry, Counter, Histogram } from "prom-client";
+import { describe, expect, it } from "vitest";
+import {
+  createDistributor,
+  distributorInternals,
+  mergeFleetViews,
+  type Distributor,
+  type FleetView,
+} from "../../src/operator/distribute/distributor.ts";
+import type { Snapshot } from "../../src/snapshot/snapshot.ts";
+import { createManualClock, type ManualClock } from "../../src/tokens/clock.ts";
+import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
+
+const snap = (revision: string): Snapshot => ({ revision, authServers: [], routes: [] });
+const R1 = "1111111111111111";
+const R2 = "2222222222222222";
+const IDENTITY = "system:serviceaccount:pg:gateway";
+
+interface Sink {
+  readonly lines: { type: string; snapshot?: Snapshot; fingerprints?: string[] }[];
+  closed: boolean;
+  buffered: number;
+  write(line: string): number;
+  close(): void;
+}
+
+function sink(): Sink {
+  const s: Sink = {
+    lines: [],
+    closed: false,
+    buffered: 0,
+    write(line) {
+      s.lines.push(JSON.parse(line) as Sink["lines"][number]);
+      return s.buffered;
+    },
+    close() {
+      s.closed = true;
+    },
+  };
+  return s;
+}
+
+function setup(options: { clock?: ManualClock } = {}): {
+  distributor: Distributor;
+  clock: ManualClock;
+  registry: Registry;
+  connect: (name: string, revision?: string, identity?: string) => { sink: Sink; detach: () => void };
+  ack: (name: string, revision: string, status?: "ACK" | "NACK", reason?: string) => string;
+} {
+  const clock = options.clock ?? createManualClock();
+  const distributor = createDistributor({ clock });
+  const internals = distributorInternals(distributor);
+  const registry = new Registry();
+  internals.bindMetrics({
+    ackLatency: new Histogram({ name: "ack", help: "h", buckets: [0.1, 1, 10], registers: [registry] }),
+    revocations: new Counter({ name: "rev", help: "h", registers: [registry] }),
+  });
+  return {
+    distributor,
+    clock,
+    registry,
+    connect(name, revision, identity = IDENTITY) {
+      const s = sink();
+      const detach = internals.attach(name, identity, revision, s);
+      return { sink: s, detach };
+    },
+    ack(name, revision, status = "ACK", reason) {
+      return internals.recordAck(
+        { gateway: name, revision, status, ...(reason === undefined ? {} : { reason }) },
+        IDENTITY,
+      );
+    },
+  };
+}
+
+const counts = (view: FleetView): [number, number] => [view.connected, view.programmed];
+
+describe("distributor", () => {
+  it("sends the current snapshot to a gateway on another revision, and nothing to one already on it", () => {
+    const { distributor, connect } = setup();
+    distributor.publish(snap(R1));
+    const behind = connect("gw-a", "0000000000000000");
+    const fresh = connect("gw-b");
+    const current = connect("gw-c", R1);
+    expect(behind.sink.lines).toEqual([{ type: "snapshot", snapshot: snap(R1) }]);
+    expect(fresh.sink.lines).toEqual([{ type: "snapshot", snapshot: snap(R1) }]);
+    expect(current.sink.lines).toEqual([]);
+    const view = distributor.fleet();
+    expect(view.revision).toBe(R1);
+    expect(counts(view)).toEqual([3, 1]);
+    expect(view.gateways.map((g) => [g.name, g.status, g.revision])).toEqual([
+      ["gw-a", "pending", "0000000000000000"],
+      ["gw-b", "pending", undefined],
+      ["gw-c", "ACK", R1],
+    ]);
+  });
+
+  it("pushes each new revision to connected gateways once; republishing the same revision is a no-op", () => {
+    const { distributor, connect, ack } = setup();
+    const a = connect("gw-a");
+    distributor.publish(snap(R1));
+    distributor.publish(snap(R1));
+    expect(a.sink.lines.map((l) => l.snapshot?.revision)).toEqual([R1]);
+    ack("gw-a", R1);
+    distributor.publish(snap(R2));
+    expect(a.sink.lines.map((l) => l.snapshot?.revision)).toEqual([R1, R2]);
+    expect(distributor.fleet().gateways[0]).toMatchObject({ status: "pending", revision: R1 });
+    ack("gw-a", R2);
+    expect(distributor.fleet().gateways[0]).toMatchObject({ status: "ACK", revision: R2 });
+  });
+
+  it("tracks a NACK with its reason while the gateway keeps its old revision", () => {
+    const { distributor, connect, ack } = setup();
+    connect("gw-a", R1);
+    distributor.publish(snap(R1));
+    distributor.publish(snap(R2));
+    ack("gw-a", R2, "NACK", "invalid snapshot: routes.0.path: bad");
+    const [gateway] = distributor.fleet().gateways;
+    expect(gateway).toMatchObject({
+      status: "NACK",
+      reason: "invalid snapshot: routes.0.path: bad",
+      revision: R1,
+    });
+    expect(counts(distributor.fleet())).toEqual([1, 0]);
+    // Going back to the revision it serves makes it programmed again, without a resend.
+    distributor.publish(snap(R1));
+    expect(distributor.fleet().gateways[0]).toMatchObject({ status: "ACK", reason: undefined });
+  });
+
+  it("marks a disconnected gateway, keeps it in the view for a while, then forgets it", () => {
+    const { distributor, connect, ack, clock } = setup();
+    distributor.publish(snap(R1));
+    const a = connect("gw-a");
+    ack("gw-a", R1);
+    expect(counts(distributor.fleet())).toEqual([1, 1]);
+    clock.advance(1_000);
+    a.detach();
+    const [gone] = distributor.fleet().gateways;
+    expect(gone).toMatchObject({ connected: false, status: "ACK", lastSeenMs: clock.now() });
+    expect(counts(distributor.fleet())).toEqual([0, 0]);
+    clock.advance(10 * 60_000 + 1);
+    expect(distributor.fleet().gateways).toEqual([]);
+  });
+
+  it("lets the newest stream of a gateway win and closes the older one", () => {
+    const { distributor, connect } = setup();
+    const first = connect("gw-a");
+    const second = connect("gw-a");
+    expect(first.sink.closed).toBe(true);
+    first.detach(); // the old stream's close arrives late: it must not disconnect the new one
+    expect(distributor.fleet().gateways[0]?.connected).toBe(true);
+    distributor.publish(snap(R1));
+    expect(first.sink.lines).toEqual([]);
+    expect(second.sink.lines).toHaveLength(1);
+    second.detach();
+    expect(distributor.fleet().gateways[0]?.connected).toBe(false);
+  });
+
+  it("refuses an ACK for a gateway that streams under another identity", () => {
+    const { connect, ack } = setup();
+    connect("gw-a", undefined, "system:serviceaccount:pg:other");
+    expect(ack("gw-a", R1)).toBe("identity-mismatch");
+  });
+
+  it("fans revocations out to every connected gateway and replays recent ones to gateways that connect later", () => {
+    const { distributor, connect, clock, registry } = setup();
+    const a = connect("gw-a");
+    const b = connect("gw-b");
+    const gone = connect("gw-c");
+    gone.detach();
+    const fingerprints = [fingerprintToken("t1"), fingerprintToken("t2"), fingerprintToken("t1")];
+    expect(distributor.revoke(fingerprints)).toBe(2);
+    for (const s of [a.sink, b.sink]) {
+      expect(s.lines).toEqual([
+        { type: "revoke", fingerprints: [fingerprintToken("t1"), fingerprintToken("t2")] },
+      ]);
+    }
+    expect(distributor.revoke([])).toBe(0);
+    clock.advance(60_000);
+    const late = connect("gw-d");
+    expect(late.sink.lines).toEqual([
+      { type: "revoke", fingerprints: [fingerprintToken("t1"), fingerprintToken("t2")] },
+    ]);
+    clock.advance(15 * 60_000);
+    expect(connect("gw-e").sink.lines).toEqual([]);
+    return registry.getSingleMetricAsString("rev").then((text) => expect(text).toContain("rev 2"));
+  });
+
+  it("times ACKs from the moment the revision was sent", async () => {
+    const { distributor, connect, ack, clock, registry } = setup();
+    connect("gw-a");
+    distributor.publish(snap(R1));
+    clock.advance(50);
+    ack("gw-a", R1);
+    clock.advance(5_000);
+    connect("gw-b"); // connects late: timed from its own send, not from the publish
+    clock.advance(2_000);
+    ack("gw-b", R1);
+    ack("gw-b", R1); // a duplicate ACK is not timed twice
+    const text = await registry.getSingleMetricAsString("ack");
+    expect(text).toContain("ack_count 2");
+    expect(text).toContain("ack_sum 2.05");
+    expect(text).toContain('ack_bucket{le="0.1"} 1');
+  });
+
+  it("drops a stream that falls too far behind", () => {
+    const distributor = createDistributor({ maxBufferedBytes: 1_000 });
+    const internals = distributorInternals(distributor);
+    const slow = sink();
+    internals.attach("gw-a", IDENTITY, undefined, slow);
+    slow.buffered = 5_000;
+    distributor.publish(snap(R1));
+    expect(slow.closed).toBe(true);
+  });
+
+  it("tells listeners about every change and stops when unsubscribed", () => {
+    const { distributor, connect, ack } = setup();
+    let calls = 0;
+    const off = distributor.onFleetChange(() => {
+      calls += 1;
+      throw new Error("listener bugs do not break the distributor");
+    });
+    const a = connect("gw-a");
+    distributor.publish(snap(R1));
+    ack("gw-a", R1);
+    a.detach();
+    expect(calls).toBe(4);
+    off();
+    connect("gw-b");
+    expect(calls).toBe(4);
+  });
+
+  it("refuses a distributor it did not make", () => {
+    const foreign: Distributor = {
+      publish() {},
+      revoke: () => 0,
+      fleet: () => createDistributor().fleet(),
+      onFleetChange: () => () => {},
+    };
+    expect(() => distributorInternals(foreign)).toThrow(TypeError);
+  });
+});
+
+describe("mergeFleetViews", () => {
+  it("merges replicas by gateway name, connected and newest first, and recounts for the revision", () => {
+    const replicaA: FleetView = {
+      revision: R2,
+      connected: 1,
+      programmed: 1,
+      gateways: [
+        { name: "gw-1", connected: true, revision: R2, status: "ACK", reason: undefined, lastSeenMs: 10 },
+        {
+          name: "gw-2",
+          connected: false,
+          revision: R1,
+          status: "pending",
+          reason: undefined,
+          lastSeenMs: 50,
+        },
+      ],
+    };
+    const replicaB: FleetView = {
+      revision: R1, // has not published R2 yet
+      connected: 1,
+      programmed: 1,
+      gateways: [
+        { name: "gw-2", connected: true, revision: R1, status: "ACK", reason: undefined, lastSeenMs: 20 },
+      ],
+    };
+    const merged = mergeFleetViews(R2, [replicaA, replicaB]);
+    expect(merged.gateways.map((g) => [g.name, g.connected, g.status])).toEqual([
+      ["gw-1", true, "ACK"],
+      ["gw-2", true, "pending"],
+    ]);
+    expect(counts(merged)).toEqual([2, 1]);
+  });
+});
