@@ -29,14 +29,23 @@ async function setUp(options: Partial<TestManifestOptions> = {}): Promise<{
     echo.server.closeAllConnections();
     return new Promise((resolve) => echo.server.close(resolve));
   });
-  const manifest: TestManifestOptions = { issuer: as.issuer, echoOrigin: `http://127.0.0.1:${echo.port}`, ...options };
+  const manifest: TestManifestOptions = {
+    issuer: as.issuer,
+    echoOrigin: `http://127.0.0.1:${echo.port}`,
+    ...options,
+  };
   const gateway = await startGatewayProcess(makeConfigDir(allManifests(manifest)));
   cleanups.push(() => gateway.stop());
   return { as, echo, gateway, manifest };
 }
 
-async function status(url: string, token?: string): Promise<{ status: number; headers: Record<string, unknown> }> {
-  const response = await request(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+async function status(
+  url: string,
+  token?: string,
+): Promise<{ status: number; headers: Record<string, unknown> }> {
+  const response = await request(url, {
+    headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+  });
   await response.body.dump();
   return { status: response.statusCode, headers: response.headers };
 }
@@ -155,12 +164,18 @@ spec:
       const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { problems: unknown[] };
       return ready.problems.length > 0;
     });
-    const during = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { revision: string; ready: boolean; problems: { file?: string }[] };
+    const during = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as {
+      revision: string;
+      ready: boolean;
+      problems: { file?: string }[];
+    };
     expect(during.ready).toBe(true);
     expect(during.revision).toBe(before.revision);
     expect(during.problems[0]?.file).toContain("routes.yaml");
     expect((await status(`${gateway.url}/echo/still`, t)).status).toBe(200);
-    expect(await (await fetch(`${gateway.adminUrl}/metrics`)).text()).toMatch(/phantomgate_config_errors_total\{kind="file"\} [1-9]/);
+    expect(await (await fetch(`${gateway.adminUrl}/metrics`)).text()).toMatch(
+      /phantomgate_config_errors_total\{kind="file"\} [1-9]/,
+    );
     writeFileSync(join(gateway.configDir, "routes.yaml"), routesYaml(manifest));
     await waitFor(async () => {
       const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { problems: unknown[] };
