@@ -50,3 +50,21 @@ dev-cluster-down:
 .PHONY: crds
 crds: deps
 	node scripts/generate-crds.ts
+
+# Helm chart and container image (charts/phantomgate, Dockerfile; docs/install.md).
+#   chart-crds      copy the generated CRDs (crds/, `make crds`) into the chart's crds/
+#   chart-lint      helm lint --strict of the chart with the default and the full test values
+#   e2e-kind        NEEDS DOCKER: build the image, kind cluster, helm install, demo, live changes
+#                   (scripts/e2e-kind.sh; kind, kubectl and helm on PATH)
+.PHONY: chart-crds chart-lint e2e-kind
+
+chart-crds:
+	bash scripts/sync-chart-crds.sh
+
+chart-lint: k8s-tools
+	@helm=$$(bash scripts/k8s-tools.sh print-env | sed -n 's/^HELM=//p'); \
+	"$$helm" lint --strict charts/phantomgate && \
+	"$$helm" lint --strict charts/phantomgate -f test/golden/helm/full.values.yaml
+
+e2e-kind:
+	bash scripts/e2e-kind.sh

@@ -1,0 +1,66 @@
+{{/*
+Command-line flags of the two programs. A test (test/k8s/helm-template.test.ts) renders the chart and parses
+these with the programs' own flag parsers, so a renamed or removed flag fails there, not in a cluster.
+*/}}
+
+{{- define "phantomgate.controlPlaneUrl" -}}
+{{- printf "%s://%s.%s.svc:%v" (ternary "https" "http" .Values.operator.snapshotTls) (include "phantomgate.operator.fullname" .) .Release.Namespace .Values.operator.ports.snapshot }}
+{{- end }}
+
+{{- define "phantomgate.gateway.args" -}}
+{{- $g := .Values.gateway -}}
+- --control-plane={{ include "phantomgate.controlPlaneUrl" . }}
+- --control-plane-token-file=/var/run/secrets/phantomgate/token
+{{- if .Values.operator.snapshotTls }}
+- --control-plane-ca-file=/etc/phantomgate/control-plane-ca/ca.crt
+{{- end }}
+- --gateway-name=$(POD_NAME)
+- --state-dir=/var/lib/phantomgate
+- --host=0.0.0.0
+- --port={{ $g.ports.http }}
+- --admin-host=0.0.0.0
+- --admin-port={{ $g.ports.admin }}
+- --shutdown-grace-ms={{ $g.shutdownGraceMs }}
+- --audit-log={{ $g.auditLog }}
+- --log-level={{ .Values.logLevel }}
+- --mint-issuer={{ $g.mintIssuer }}
+{{- if $g.mintKey.existingSecret }}
+- --mint-key-file=/etc/phantomgate/mint-key/{{ $g.mintKey.key }}
+{{- end }}
+{{- if $g.trustForwarded }}
+- --trust-forwarded
+{{- end }}
+{{- end }}
+
+{{- /* POD_NAME and POD_NAMESPACE (downward API) give the operator's --identity and --pod-namespace. */}}
+{{- define "phantomgate.operator.args" -}}
+{{- $o := .Values.operator -}}
+- --snapshot-port={{ $o.ports.snapshot }}
+{{- with $o.watchNamespaces }}
+- --namespaces={{ join "," . }}
+{{- end }}
+{{- if $o.snapshotTls }}
+- --snapshot-tls
+{{- else }}
+- --no-snapshot-tls
+{{- end }}
+{{- if and (not $o.webhook.enabled) (not $o.snapshotTls) }}
+- --no-webhook
+{{- end }}
+- --webhook-port={{ $o.ports.webhook }}
+- --webhook-service-name={{ include "phantomgate.operator.fullname" . }}
+- --webhook-configuration-name={{ include "phantomgate.webhookConfigurationName" . }}
+- --webhook-secret-name={{ include "phantomgate.webhookCertSecretName" . }}
+- --webhook-certificate={{ $o.webhook.certificate.mode }}
+- --webhook-failure-policy={{ $o.webhook.failurePolicy }}
+- --metrics-port={{ $o.ports.metrics }}
+- --lease-name={{ include "phantomgate.operator.fullname" . }}
+- --lease-duration-ms={{ $o.leaderElection.leaseDurationMs }}
+- --lease-renew-interval-ms={{ $o.leaderElection.renewIntervalMs }}
+- --gateway-audience={{ .Values.gateway.controlPlaneToken.audience }}
+- --gateway-service-accounts={{ join "," (prepend $o.extraGatewayServiceAccounts (printf "%s:%s" .Release.Namespace (include "phantomgate.gateway.serviceAccountName" .))) }}
+{{- with $o.secretLabelSelector }}
+- --secret-label-selector={{ . }}
+{{- end }}
+- --log-level={{ .Values.logLevel }}
+{{- end }}
