@@ -46,10 +46,11 @@ dev-cluster: deps k8s-tools
 dev-cluster-down:
 	bash scripts/dev-cluster.sh down
 
-# The CRDs in crds/, generated from the zod schemas (test/unit/crds-drift.test.ts fails when they drift).
+# The CRDs in crds/, generated from the zod schemas, and their copy in the chart (tests fail when either drifts).
 .PHONY: crds
 crds: deps
 	node scripts/generate-crds.ts
+	bash scripts/sync-chart-crds.sh
 
 # Helm chart and container image (charts/phantomgate, Dockerfile; docs/install.md).
 #   chart-crds      copy the generated CRDs (crds/, `make crds`) into the chart's crds/
