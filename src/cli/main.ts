@@ -2,9 +2,10 @@
 import { checkCommand } from "./commands/check.ts";
 import { demoCommand } from "./commands/demo.ts";
 import { gatewayCommand } from "./commands/gateway.ts";
+import { operatorCommand } from "./commands/operator.ts";
 import type { Command, CommandIo } from "./command.ts";
 
-const commands: readonly Command[] = [gatewayCommand, demoCommand, checkCommand];
+const commands: readonly Command[] = [gatewayCommand, operatorCommand, demoCommand, checkCommand];
 
 function topLevelHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -1,0 +1,248 @@
+// The status stage (leader only): after every compile, fleet change or foreign status edit (debounced), compute
+// each ApiRoute/ScopePolicy/AuthServer's status and patch `/status` where it differs from what the watch last
+// showed. Our own writes come back as status-only watch events, which compare equal: no write loop. A rejection
+// also becomes a Warning Event, once per change of the Accepted condition.
+import type { Logger } from "pino";
+import { canonicalJson, type ObjectResult } from "../../compile/compile.ts";
+import { systemClock, type Clock } from "../../tokens/clock.ts";
+import type { FleetView } from "../distribute/distributor.ts";
+import { apiVersionOf, resourcePath, statusResources } from "../kube/api-resources.ts";
+import { createBackoff } from "../kube/backoff.ts";
+import { isKubeStatus, type KubeClient } from "../kube/kube-client.ts";
+import { describeError } from "../kube/list-watch.ts";
+import { systemTimers, type TimerHandle, type Timers } from "../kube/timers.ts";
+import type { OperatorMetrics } from "../metrics.ts";
+import { createDebouncer } from "../reconcile/debounce.ts";
+import type { Compiled } from "../reconcile/reconciler.ts";
+import { objectKey, type ObjectStore, type StoredObject } from "../source/object-store.ts";
+import {
+  acceptedConditionType,
+  computeStatus,
+  readConditions,
+  statusUpToDate,
+  type ObjectStatus,
+} from "./conditions.ts";
+import type { EventRecorder } from "./events.ts";
+import { isStatusKind, RevisionLedger, type StatusKind } from "./programmed.ts";
+
+/** Where the fleet view comes from (this replica's distributor, or all replicas' views merged). */
+export interface FleetSource {
+  view(): FleetView;
+  onChange(listener: () => void): () => void;
+}
+
+export interface StatusWriterOptions {
+  readonly client: KubeClient;
+  readonly store: ObjectStore;
+  readonly reconciler: {
+    current(): Compiled | undefined;
+    onCompiled(listener: (compiled: Compiled) => void): () => void;
+  };
+  readonly fleet: FleetSource;
+  readonly isLeader: () => boolean;
+  readonly recorder: EventRecorder;
+  /** Quiet period before writing after a change. Default 200 ms. */
+  readonly debounceMs?: number;
+  /** Longest a change waits while changes keep coming. Default 1 s. */
+  readonly maxWaitMs?: number;
+  /** Status patches in flight at once. Default 8. */
+  readonly concurrency?: number;
+  readonly logger: Logger;
+  readonly metrics?: OperatorMetrics;
+  readonly clock?: Clock;
+  readonly timers?: Timers;
+}
+
+export interface StatusWriter {
+  /** Asks for a pass (e.g. on becoming leader). */
+  trigger(): void;
+  /** Runs a pending pass now and waits for its writes. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Write {
+  readonly stored: StoredObject;
+  readonly kind: StatusKind;
+  readonly result: ObjectResult;
+  readonly desired: ObjectStatus;
+  readonly desiredJson: string;
+}
+
+/** metav1.Time has second precision; a finer time would never compare equal after a round trip. */
+export function kubeTime(epochMs: number): string {
+  return new Date(epochMs).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+export function startStatusWriter(options: StatusWriterOptions): StatusWriter {
+  const { client, store, reconciler, fleet, isLeader, recorder, logger, metrics } = options;
+  const clock = options.clock ?? systemClock;
+  const timers = options.timers ?? systemTimers;
+  const concurrency = options.concurrency ?? 8;
+  const ledger = new RevisionLedger();
+  /** Per object: what we last wrote, and the resourceVersion the store held then (its watch event is pending). */
+  const lastWritten = new Map<string, { json: string; basedOn: string | undefined }>();
+  const retryBackoff = createBackoff({ initialMs: 1_000, maxMs: 60_000 });
+  let retryTimer: TimerHandle | undefined;
+  let closed = false;
+  /** False once a write came back without `fleet`: the CRD's status schema prunes it, so it is not compared. */
+  let fleetStored = true;
+
+  const uidOf = (kind: StatusKind, namespace: string, name: string) => store.get(kind, namespace, name)?.uid;
+
+  const plan = (compiled: Compiled, view: FleetView): Write[] => {
+    const nowIso = kubeTime(clock.now());
+    const writes: Write[] = [];
+    const present = new Set<string>();
+    for (const result of compiled.result.perObjectResults) {
+      if (!isStatusKind(result.kind)) continue;
+      const key = objectKey(result.kind, result.namespace, result.name);
+      present.add(key);
+      const stored = store.get(result.kind, result.namespace, result.name);
+      // Gone, or changed since this compile: the next compile speaks for it.
+      if (stored === undefined || stored.generation !== result.generation) continue;
+      const programmed = ledger.programmedInput(result.kind, result.namespace, result.name, view);
+      const desired = computeStatus({ result, programmed, existing: stored.status, nowIso });
+      if (statusUpToDate(stored.status, desired, { ignoreFleet: !fleetStored })) {
+        lastWritten.delete(key);
+        continue;
+      }
+      const desiredJson = canonicalJson(desired);
+      const last = lastWritten.get(key);
+      if (last !== undefined && last.json === desiredJson && last.basedOn === stored.resourceVersion)
+        continue;
+      writes.push({ stored, kind: result.kind, result, desired, desiredJson });
+    }
+    for (const key of lastWritten.keys()) if (!present.has(key)) lastWritten.delete(key);
+    return writes;
+  };
+
+  const write = async (entry: Write): Promise<boolean> => {
+    const { stored, kind, result, desired } = entry;
+    const resource = statusResources[kind];
+    const path = resourcePath(resource, {
+      namespace: stored.namespace,
+      name: stored.name,
+      subresource: "status",
+    });
+    let written: { status?: { fleet?: unknown } } | undefined;
+    try {
+      written = await client.request<{ status?: { fleet?: unknown } } | undefined>({
+        method: "PATCH",
+        path,
+        contentType: "application/merge-patch+json",
+        // The uid is a precondition: a re-created object of the same name is not written with the old verdict.
+        body: { metadata: stored.uid === undefined ? {} : { uid: stored.uid }, status: desired },
+      });
+    } catch (error) {
+      if (isKubeStatus(error, 404) || isKubeStatus(error, 409)) {
+        metrics?.statusWrites.labels(kind, "conflict").inc();
+        return true; // deleted or re-created meanwhile: its watch event brings a new pass
+      }
+      metrics?.statusWrites.labels(kind, "error").inc();
+      logger.warn(
+        { err: describeError(error), object: `${kind} ${stored.namespace}/${stored.name}` },
+        "status write failed",
+      );
+      return false;
+    }
+    metrics?.statusWrites.labels(kind, "ok").inc();
+    if (fleetStored && written?.status !== undefined && written.status.fleet === undefined) {
+      fleetStored = false;
+      logger.warn(
+        { crd: `${resource.plural}.${resource.group}` },
+        "the CRD's status schema has no fleet field (the API server drops it): update the CRDs; comparing without it",
+      );
+    }
+    logger.debug(
+      { object: `${kind} ${stored.namespace}/${stored.name}`, generation: result.generation },
+      "status written",
+    );
+    lastWritten.set(objectKey(kind, stored.namespace, stored.name), {
+      json: entry.desiredJson,
+      basedOn: stored.resourceVersion,
+    });
+    const before = readConditions(stored.status).find(
+      (condition) => condition.type === acceptedConditionType,
+    );
+    const after = desired.conditions.find((condition) => condition.type === acceptedConditionType);
+    const changed =
+      before === undefined ||
+      before.status !== after?.status ||
+      before.reason !== after.reason ||
+      before.message !== after.message;
+    if (!result.accepted && after !== undefined && changed) {
+      await recorder.record(
+        {
+          apiVersion: apiVersionOf(resource),
+          kind,
+          namespace: stored.namespace,
+          name: stored.name,
+          uid: stored.uid,
+          resourceVersion: stored.resourceVersion,
+        },
+        { type: "Warning", reason: result.reason, action: "Compile", note: after.message },
+      );
+    }
+    return true;
+  };
+
+  const pass = async (): Promise<void> => {
+    if (closed || !isLeader()) return;
+    const compiled = reconciler.current();
+    if (compiled === undefined) return;
+    const writes = plan(compiled, fleet.view());
+    if (writes.length === 0) return;
+    let failures = 0;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < writes.length && !closed && isLeader()) {
+        const entry = writes[next++];
+        if (entry !== undefined && !(await write(entry))) failures += 1;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, writes.length) }, worker));
+    logger.debug({ writes: writes.length, failures }, "status pass done");
+    if (failures === 0) {
+      retryBackoff.reset();
+      return;
+    }
+    // Nothing else may change for a while: come back on our own.
+    timers.clearTimeout(retryTimer);
+    retryTimer = timers.setTimeout(() => debouncer.trigger(), retryBackoff.next());
+  };
+
+  const debouncer = createDebouncer({
+    delayMs: options.debounceMs ?? 200,
+    maxWaitMs: options.maxWaitMs ?? 1_000,
+    run: pass,
+    onError: (error) => logger.error({ err: error }, "status pass failed"),
+    clock,
+    timers,
+  });
+
+  const unsubscribers = [
+    reconciler.onCompiled((compiled) => {
+      ledger.record(compiled.result, uidOf);
+      debouncer.trigger();
+    }),
+    fleet.onChange(() => debouncer.trigger()),
+    // Someone else edited a status (or our write came back): compare again; equal statuses write nothing.
+    store.onChange((change) => {
+      if (change === "status") debouncer.trigger();
+    }),
+  ];
+  const initial = reconciler.current();
+  if (initial !== undefined) ledger.record(initial.result, uidOf);
+
+  return {
+    trigger: () => debouncer.trigger(),
+    flush: () => debouncer.flush(),
+    async close() {
+      closed = true;
+      for (const unsubscribe of unsubscribers) unsubscribe();
+      timers.clearTimeout(retryTimer);
+      await debouncer.close();
+    },
+  };
+}

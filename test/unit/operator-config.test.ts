@@ -1,0 +1,114 @@
+// `phantomgate operator` settings: defaults, environment, validation, --help, and docs/operator.md in step.
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { main } from "../../src/cli/main.ts";
+import { loadOperatorConfig, OperatorConfigError, operatorOptionSpecs } from "../../src/operator/config.ts";
+
+const defaults = { hostname: () => "host-1", podNamespace: () => undefined };
+const doc = readFileSync(new URL("../../docs/operator.md", import.meta.url), "utf8");
+
+describe("operator config", () => {
+  it("has the documented defaults", () => {
+    const config = loadOperatorConfig([], {}, defaults);
+    expect(config).toMatchObject({
+      namespaces: [],
+      listenHost: "0.0.0.0",
+      snapshotPort: 8081,
+      snapshotTls: false,
+      webhook: true,
+      webhookPort: 9443,
+      webhookCertificate: "self",
+      webhookFailurePolicy: "Fail",
+      metricsPort: 9090,
+      podNamespace: "default",
+      identity: "host-1",
+      leaseName: "phantomgate-operator",
+      leaseDurationMs: 10_000,
+      leaseRenewIntervalMs: 2_000,
+      gatewayAudience: "phantomgate",
+      gatewayServiceAccounts: [],
+      debounceMs: 100,
+      debounceMaxMs: 1_000,
+      relistIntervalMs: 300_000,
+      watchTimeoutSeconds: 300,
+      watchStallMs: 180_000,
+      logLevel: "info",
+    });
+    expect(config.kubeconfig).toBeUndefined();
+    expect(config.webhookUrl).toBeUndefined();
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it("reads the Pod's downward-API variables and PHANTOMGATE_*; flags win", () => {
+    const env = {
+      POD_NAME: "op-7d9f",
+      POD_NAMESPACE: "phantomgate",
+      PHANTOMGATE_NAMESPACES: "a, b,,c",
+      PHANTOMGATE_DEBOUNCE_MS: "50",
+    };
+    const config = loadOperatorConfig(["--debounce-ms", "25", "--no-webhook"], env, defaults);
+    expect(config).toMatchObject({
+      identity: "op-7d9f",
+      podNamespace: "phantomgate",
+      namespaces: ["a", "b", "c"],
+      debounceMs: 25,
+      webhook: false,
+    });
+  });
+
+  it("parses gateway ServiceAccounts and the webhook URL", () => {
+    const config = loadOperatorConfig(
+      [
+        "--gateway-service-accounts",
+        "pg:gw,other:edge-gw",
+        "--webhook-url",
+        "https://127.0.0.1:9443/validate",
+      ],
+      {},
+      defaults,
+    );
+    expect(config.gatewayServiceAccounts).toEqual(["pg:gw", "other:edge-gw"]);
+    expect(config.webhookUrl).toBe("https://127.0.0.1:9443/validate");
+  });
+
+  it("lists every problem, naming flag and environment variable", () => {
+    let error: unknown;
+    try {
+      loadOperatorConfig(
+        ["--snapshot-port", "70000", "--namespaces", "Bad_NS", "--webhook-failure-policy", "Maybe"],
+        {},
+        defaults,
+      );
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(OperatorConfigError);
+    const message = (error as Error).message;
+    expect(message).toContain("--snapshot-port (PHANTOMGATE_SNAPSHOT_PORT)");
+    expect(message).toContain("--namespaces (PHANTOMGATE_NAMESPACES)");
+    expect(message).toContain("--webhook-failure-policy");
+    expect(() => loadOperatorConfig(["--lease-renew-interval-ms", "5000"], {}, defaults)).toThrow(
+      /--lease-renew-interval-ms .*a third of --lease-duration-ms/,
+    );
+    expect(() => loadOperatorConfig(["--no-such-flag"], {}, defaults)).toThrow(OperatorConfigError);
+    expect(() => loadOperatorConfig(["--webhook-url", "http://x/validate"], {}, defaults)).toThrow(/https/);
+  });
+
+  it("--help lists every flag and its environment variables", async () => {
+    let out = "";
+    const io = { stdout: { write: (s: string) => (out += s) }, stderr: { write: () => true }, env: {} };
+    expect(await main(["operator", "--help"], io as never)).toBe(0);
+    for (const spec of operatorOptionSpecs) {
+      expect(out).toContain(`--${spec.flag}`);
+      for (const env of spec.env) expect(out).toContain(env);
+    }
+  });
+
+  it("docs/operator.md documents every flag with its environment variables", () => {
+    for (const spec of operatorOptionSpecs) {
+      const row = doc.split("\n").find((line) => new RegExp(`^\\|\\s*\`--${spec.flag}\``).test(line));
+      expect(row, `--${spec.flag}`).toBeDefined();
+      for (const env of spec.env) expect(row).toContain(env);
+    }
+  });
+});
