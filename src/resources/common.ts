@@ -73,10 +73,28 @@ export const conditionSchema = z
 export type Condition = z.infer<typeof conditionSchema>;
 
 /** Status written by the operator; compile ignores it. */
+/** The fleet as it concerns one object, written by the operator: how many connected gateways serve it. */
+export const fleetStatusSchema = z
+  .object({
+    revision: z
+      .string()
+      .max(64)
+      .optional()
+      .describe("The first snapshot revision that contains the object as it is now."),
+    programmed: z
+      .number()
+      .int()
+      .min(0)
+      .describe("Connected gateways serving a revision that contains the object."),
+    gateways: z.number().int().min(0).describe("Connected gateways."),
+  })
+  .strict();
+
 export const resourceStatusSchema = z
   .object({
     observedGeneration: z.number().int().min(0).optional(),
     conditions: z.array(conditionSchema).max(8).optional(),
+    fleet: fleetStatusSchema.optional(),
   })
   .strict();
 export type ResourceStatus = z.infer<typeof resourceStatusSchema>;
