@@ -104,7 +104,7 @@ export const operatorOptionSpecs: readonly OptionSpec[] = [
     env: ["PHANTOMGATE_WEBHOOK_FAILURE_POLICY"],
     type: "string",
     description:
-      "failurePolicy of the webhook configuration, Fail or Ignore: the chart renders it into the ValidatingWebhookConfiguration; the operator logs it at start.",
+      "failurePolicy of the webhook configuration, Fail or Ignore: kept on the configuration together with its caBundle (the chart renders the same value).",
     defaultText: "Fail",
   },
   {

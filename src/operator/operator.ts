@@ -161,6 +161,9 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
 
     // The serving certificate of the webhook, and of the snapshot service when it serves TLS.
     let certificates: CertificateSource | undefined;
+    // Set once the snapshot service runs, so a rotated certificate reaches it without a restart.
+    let rotateSnapshotTls: ((tls: { cert: string; key: string }) => void) | undefined;
+    const onRotate = (tls: { cert: string; key: string }): void => rotateSnapshotTls?.(tls);
     if (config.webhook || config.snapshotTls) {
       const certLogger = logger.child({ stage: "webhook" });
       certificates =
@@ -170,14 +173,17 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
               namespace: config.podNamespace,
               secretName: config.webhookSecretName,
               webhookConfigurationName: config.webhookConfigurationName,
+              failurePolicy: config.webhookFailurePolicy,
               ...certificateNames(config),
               logger: certLogger,
+              onRotate,
             })
           : await loadCertificateFromSecret({
               kubeConfig: credentials.kubeConfig,
               namespace: config.podNamespace,
               secretName: config.webhookSecretName,
               logger: certLogger,
+              onRotate,
             });
       const held = certificates;
       stops.push(() => held.close());
@@ -202,6 +208,7 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
       ...(snapshotTls === undefined ? {} : { tls: { cert: snapshotTls.cert, key: snapshotTls.key } }),
     });
     stops.push(() => distribution.close());
+    if (snapshotTls !== undefined) rotateSnapshotTls = (tls) => distribution.updateTls(tls);
 
     // Webhook: validating admission over TLS, judging against the same store compile reads.
     let webhook: WebhookServer | undefined;

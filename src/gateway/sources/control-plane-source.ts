@@ -189,7 +189,25 @@ export async function startControlPlaneSource(
       });
     }
   }
-  const dispatcher = new Agent({ keepAliveTimeout: 10_000, connect: ca === undefined ? {} : { ca } });
+  let dispatcher = new Agent({ keepAliveTimeout: 10_000, connect: ca === undefined ? {} : { ca } });
+  // The operator rotates its serving certificate (and the CA Secret mounted here); a new CA takes effect on the
+  // next connect instead of after a restart.
+  const refreshCa = async (): Promise<void> => {
+    if (options.caFile === undefined) return;
+    let next: string;
+    try {
+      next = await readFile(options.caFile, "utf8");
+    } catch (error) {
+      log.warn({ reason: describeError(error) }, "control-plane CA file unreadable; keeping the CA in use");
+      return;
+    }
+    if (next === ca || next.trim() === "") return;
+    const previous = dispatcher;
+    ca = next;
+    dispatcher = new Agent({ keepAliveTimeout: 10_000, connect: { ca } });
+    log.info("control-plane CA changed; using it from this connect on");
+    void previous.close().catch(() => undefined);
+  };
   const stopping = new AbortController();
   // A function, not a property read, so flow analysis does not assume it stays false across awaits.
   const stopped = (): boolean => stopping.signal.aborted;
@@ -451,6 +469,7 @@ export async function startControlPlaneSource(
   const loop = (async () => {
     let attempt = 0;
     while (!stopped()) {
+      await refreshCa();
       const healthy = await streamOnce();
       if (stopped()) break;
       setState("disconnected");

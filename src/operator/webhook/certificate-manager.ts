@@ -36,6 +36,8 @@ export interface CertificateManagerOptions {
   readonly secretName: string;
   /** The ValidatingWebhookConfiguration whose caBundle is kept current (it may be created later). */
   readonly webhookConfigurationName: string;
+  /** The failurePolicy the configuration's judging webhook must have; kept with the caBundle when given. */
+  readonly failurePolicy?: "Fail" | "Ignore";
   /** The Service's names: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`. */
   readonly dnsNames: readonly string[];
   /** For an API server that calls the webhook by URL at an IP (tests: 127.0.0.1). */
@@ -177,7 +179,12 @@ export async function startCertificateManager(
       }
     }
 
-    const bundle = await ensureCaBundle(admission, options.webhookConfigurationName, chosen.caBundle);
+    const bundle = await ensureCaBundle(
+      admission,
+      options.webhookConfigurationName,
+      chosen.caBundle,
+      options.failurePolicy,
+    );
     if (bundle === "patched") {
       logger.info({ webhookConfiguration: options.webhookConfigurationName }, "webhook caBundle updated");
     } else if (bundle === "missing") {

@@ -128,6 +128,8 @@ export async function ensureCaBundle(
   api: AdmissionregistrationV1Api,
   name: string,
   caBundlePem: string,
+  /** When given, the judging webhooks' failurePolicy is kept at this value too (the deletion one stays Ignore). */
+  failurePolicy?: "Fail" | "Ignore",
 ): Promise<"patched" | "unchanged" | "missing"> {
   const desired = encodeCaBundle(caBundlePem);
   for (let attempt = 1; ; attempt++) {
@@ -139,7 +141,19 @@ export async function ensureCaBundle(
       throw error;
     }
     const webhooks = configuration.webhooks ?? [];
-    if (webhooks.every((webhook) => webhook.clientConfig.caBundle === desired)) return "unchanged";
+    const policyFor = (webhookName: string): "Fail" | "Ignore" | undefined =>
+      failurePolicy === undefined
+        ? undefined
+        : webhookName === deletionWebhookName
+          ? "Ignore"
+          : failurePolicy;
+    const policyDrifted = (webhook: { name: string; failurePolicy?: string }): boolean => {
+      const wanted = policyFor(webhook.name);
+      return wanted !== undefined && webhook.failurePolicy !== wanted;
+    };
+    if (webhooks.every((webhook) => webhook.clientConfig.caBundle === desired && !policyDrifted(webhook))) {
+      return "unchanged";
+    }
     // A JSON patch touches only caBundle (no round trip through the client's models, which could drop fields
     // newer than the client), and the test on resourceVersion makes a concurrent change fail instead of lose.
     const patch = [
@@ -149,6 +163,12 @@ export async function ensureCaBundle(
         path: `/webhooks/${index}/clientConfig/caBundle`,
         value: desired,
       })),
+      ...webhooks.flatMap((webhook, index) => {
+        const wanted = policyFor(webhook.name);
+        return wanted === undefined
+          ? []
+          : [{ op: "add", path: `/webhooks/${index}/failurePolicy`, value: wanted }];
+      }),
     ];
     try {
       await api.patchValidatingWebhookConfiguration(
