@@ -5,6 +5,7 @@ import { isIP } from "node:net";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { createDistributor, startDistributionServer, type DistributionServer } from "./distribute/index.ts";
+import { startRevocationRelay } from "./distribute/revocation-relay.ts";
 import type { OperatorConfig } from "./config.ts";
 import { createKubeClient } from "./kube/kube-client.ts";
 import { loadKubeConfig } from "./kube/kube-config.ts";
@@ -188,6 +189,22 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
       const held = certificates;
       stops.push(() => held.close());
     }
+
+    // Revocation relay: what this replica revokes reaches the gateways of every replica (ADR 0005). Started
+    // before the snapshot service and stopped after it, so no accepted revocation goes unrecorded.
+    const relay = startRevocationRelay({
+      client,
+      namespace: config.podNamespace,
+      leaseName: config.leaseName,
+      identity: config.identity,
+      distributor,
+      isLeader: () => leader.isLeader(),
+      relistIntervalMs: config.relistIntervalMs,
+      stallTimeoutMs: config.watchStallMs,
+      logger: logger.child({ stage: "distribute" }),
+      registry,
+    });
+    stops.push(() => relay.stop());
 
     // Distribute: the snapshot stream the gateways subscribe to (TokenReview-authenticated), ACK tracking.
     const reviewer = createKubeTokenReviewer(credentials.kubeConfig, {

@@ -74,7 +74,7 @@ export function operatorPermissions(options: PermissionOptions): Permission[] {
         resources: ["leases"],
         verbs: ["get", "list", "watch", "create", "update", "delete"],
       },
-      usedBy: `leader: the election Lease ${options.leaseName}; status: each replica's fleet report Lease ${options.leaseName}-fleet-<replica> (list+watch to merge them, delete of stale ones)`,
+      usedBy: `leader: the election Lease ${options.leaseName}; status: each replica's fleet report Lease ${options.leaseName}-fleet-<replica> (list+watch to merge them, delete of stale ones); distribute: each replica's revocation relay Lease ${options.leaseName}-revocations-<replica> (list+watch to fan out the others', delete of stale ones)`,
     },
     {
       scope: "cluster",

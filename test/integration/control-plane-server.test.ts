@@ -6,6 +6,7 @@ import pino from "pino";
 import { Registry } from "prom-client";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { distributorInternals } from "../../src/operator/distribute/distributor.ts";
 import {
   createDistributor,
   startDistributionServer,
@@ -210,6 +211,35 @@ describe("requests", () => {
     const empty = await call("POST", "/v1/revocations", { token: tokens.revoker, body: {} });
     expect(empty.status).toBe(400);
     expect(empty.text).toContain("give at least one of fingerprints or tokens");
+  });
+
+  it("answers 202 only once the relay recorded the fingerprints for the other replicas, else 503", async () => {
+    const internals = distributorInternals(distributor);
+    const handed: string[][] = [];
+    let outcome = true;
+    internals.setRecorder({
+      record(fingerprints) {
+        handed.push([...fingerprints]);
+        return Promise.resolve(outcome);
+      },
+    });
+    try {
+      const body = { tokens: ["raw-token-to-revoke"] };
+      const recorded = await call("POST", "/v1/revocations", { token: tokens.revoker, body });
+      expect(recorded.status).toBe(202);
+      outcome = false;
+      const lost = await call("POST", "/v1/revocations", { token: tokens.revoker, body });
+      expect(lost.status).toBe(503);
+      expect(lost.headers["retry-after"]).toBe("5");
+      expect(JSON.parse(lost.text)).toMatchObject({ code: "PG_ERR_DIST_NOT_RECORDED", status: 503 });
+      // The relay gets fingerprints, never the token.
+      expect(handed).toEqual([
+        [fingerprintToken("raw-token-to-revoke")],
+        [fingerprintToken("raw-token-to-revoke")],
+      ]);
+    } finally {
+      internals.setRecorder(undefined);
+    }
   });
 
   it("answers 404 and 405 as problem+json", async () => {

@@ -188,6 +188,42 @@ describe("distributor", () => {
     return registry.getSingleMetricAsString("rev").then((text) => expect(text).toContain("rev 2"));
   });
 
+  it("hands local revocations to the recorder and fans out other replicas' ones without recording them again", async () => {
+    const { distributor, connect, clock } = setup();
+    const internals = distributorInternals(distributor);
+    const recorded: [string[], number][] = [];
+    internals.setRecorder({
+      record(fingerprints, atMs) {
+        recorded.push([[...fingerprints], atMs]);
+        return Promise.resolve(true);
+      },
+    });
+    const a = connect("gw-a");
+    const [t1, t2, t3] = [fingerprintToken("t1"), fingerprintToken("t2"), fingerprintToken("t3")];
+    const local = internals.revokeLocal([t1, t1]);
+    expect(local).toMatchObject({ revoked: 1, gateways: 1 });
+    expect(await local.recorded).toBe(true);
+    expect(recorded).toEqual([[[t1], clock.now()]]);
+    // From another replica: t1 is known here already, t2 and t3 are new; nothing goes to the recorder.
+    clock.advance(1_000);
+    expect(internals.revokeRelayed([t1, t2, t3, t2])).toBe(2);
+    expect(internals.revokeRelayed([t2])).toBe(0);
+    expect(recorded).toHaveLength(1);
+    expect(a.sink.lines).toEqual([
+      { type: "revoke", fingerprints: [t1] },
+      { type: "revoke", fingerprints: [t2, t3] },
+    ]);
+    // Replayed like local ones, for the retention counted from when this replica learnt of them.
+    clock.advance(15 * 60_000 - 500); // t1 (revoked here 1 s earlier) has expired
+    expect(connect("gw-b").sink.lines).toEqual([{ type: "revoke", fingerprints: [t2, t3] }]);
+    clock.advance(1_000);
+    expect(connect("gw-c").sink.lines).toEqual([]);
+    // Without a recorder (a lone replica) a revocation counts as recorded at once.
+    internals.setRecorder(undefined);
+    expect(await internals.revokeLocal([t1]).recorded).toBe(true);
+    expect(recorded).toHaveLength(1);
+  });
+
   it("times ACKs from the moment the revision was sent", async () => {
     const { distributor, connect, ack, clock, registry } = setup();
     connect("gw-a");
@@ -275,5 +311,53 @@ describe("mergeFleetViews", () => {
       ["gw-2", true, "pending"],
     ]);
     expect(counts(merged)).toEqual([2, 1]);
+  });
+  it("counts an ACK that reached another replica than the one the gateway streams from", () => {
+    const streaming: FleetView = {
+      revision: R2,
+      connected: 2,
+      programmed: 0,
+      gateways: [
+        {
+          name: "gw-1",
+          connected: true,
+          revision: R1,
+          status: "pending",
+          reason: undefined,
+          lastSeenMs: 900,
+        },
+        {
+          name: "gw-2",
+          connected: true,
+          revision: R1,
+          status: "pending",
+          reason: undefined,
+          lastSeenMs: 900,
+        },
+      ],
+    };
+    // The other replica only saw the ACK (and a NACK) POSTed through the Service; its clock is behind.
+    const acked: FleetView = {
+      revision: R2,
+      connected: 0,
+      programmed: 0,
+      gateways: [
+        { name: "gw-1", connected: false, revision: R2, status: "ACK", reason: undefined, lastSeenMs: 100 },
+        { name: "gw-2", connected: false, revision: R1, status: "NACK", reason: "bad", lastSeenMs: 100 },
+      ],
+    };
+    for (const views of [
+      [streaming, acked],
+      [acked, streaming],
+    ]) {
+      const merged = mergeFleetViews(R2, views);
+      expect(merged.gateways.map((g) => [g.name, g.connected, g.status, g.revision, g.reason])).toEqual([
+        ["gw-1", true, "ACK", R2, undefined],
+        ["gw-2", true, "NACK", R1, "bad"],
+      ]);
+      expect(counts(merged)).toEqual([2, 1]);
+    }
+    // A disconnected gateway stays disconnected, whatever it ACKed.
+    expect(counts(mergeFleetViews(R2, [acked]))).toEqual([0, 0]);
   });
 });

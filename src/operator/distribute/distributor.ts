@@ -28,7 +28,10 @@ export interface FleetView {
 export interface Distributor {
   /** Makes `snapshot` current and pushes it to every connected gateway that does not serve it yet. */
   publish(snapshot: Snapshot): void;
-  /** Sends fingerprints to every connected gateway (and to gateways that connect soon after); returns how many got them. */
+  /**
+   * Sends fingerprints to every connected gateway (and to gateways that connect soon after), and hands them to
+   * the revocation recorder when one is set (the other replicas' gateways); returns how many streams got them.
+   */
   revoke(fingerprints: readonly string[]): number;
   fleet(): FleetView;
   /** Called after any change of the fleet view; returns the unsubscribe function. */
@@ -68,6 +71,28 @@ export interface DistributorMetrics {
 
 export type AckOutcome = "recorded" | "identity-mismatch";
 
+/**
+ * Shares the revocations this replica receives with the other replicas (the revocation relay), so gateways
+ * streaming from any replica evict them.
+ */
+export interface RevocationRecorder {
+  /**
+   * Records fingerprints revoked here at `atMs`. Resolves true once the other replicas can see them, false
+   * when the recorder stopped first; never rejects (it retries until then).
+   */
+  record(fingerprints: readonly string[], atMs: number): Promise<boolean>;
+}
+
+/** A revocation received by this replica: fanned out here, and on its way to the other replicas. */
+export interface LocalRevocation {
+  /** Distinct fingerprints. */
+  readonly revoked: number;
+  /** Streams of this replica they were written to. */
+  readonly gateways: number;
+  /** Whether the other replicas can see them: true at once when no recorder is set (a lone replica). */
+  readonly recorded: Promise<boolean>;
+}
+
 /** What the distribution server needs beyond the public interface. */
 export interface DistributorInternals {
   /** Registers a stream; sends the current snapshot when `revision` differs. Returns the detach function. */
@@ -79,6 +104,15 @@ export interface DistributorInternals {
   closeAll(): void;
   bindMetrics(metrics: DistributorMetrics): void;
   connectedCount(): number;
+  /** {@link Distributor.revoke}, also saying whether the other replicas got the fingerprints. */
+  revokeLocal(fingerprints: readonly string[]): LocalRevocation;
+  /**
+   * Fans out fingerprints another replica received (read from its relay Lease): those not retained here yet
+   * are written to every stream and kept for replay; nothing is recorded again. Returns how many were new.
+   */
+  revokeRelayed(fingerprints: readonly string[]): number;
+  /** Sets (or, with undefined, clears) where local revocations are recorded for the other replicas. */
+  setRecorder(recorder: RevocationRecorder | undefined): void;
 }
 
 interface Stream {
@@ -127,6 +161,7 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
   const retained = new Map<string, number>();
   let current: Current | undefined;
   let metrics: DistributorMetrics | undefined;
+  let recorder: RevocationRecorder | undefined;
 
   function changed(): void {
     for (const listener of listeners) {
@@ -158,6 +193,14 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
     if (!send(record, current.line)) return false;
     record.sentAtMs = clock.now();
     return true;
+  }
+
+  /** Writes one revoke line to every open stream; returns how many took it. */
+  function fanOut(fingerprints: readonly string[]): number {
+    const line = encodeStreamMessage({ type: "revoke", fingerprints });
+    let reached = 0;
+    for (const record of gateways.values()) if (send(record, line)) reached += 1;
+    return reached;
   }
 
   function pruneRetained(nowMs: number): void {
@@ -214,20 +257,7 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
     },
 
     revoke(fingerprints) {
-      const unique = [...new Set(fingerprints)];
-      if (unique.length === 0) return 0;
-      const nowMs = clock.now();
-      for (const fingerprint of unique) {
-        retained.delete(fingerprint);
-        retained.set(fingerprint, nowMs);
-      }
-      pruneRetained(nowMs);
-      metrics?.revocations.inc(unique.length);
-      const line = encodeStreamMessage({ type: "revoke", fingerprints: unique });
-      let reached = 0;
-      for (const record of gateways.values()) if (send(record, line)) reached += 1;
-      logger?.info({ fingerprints: unique.length, gateways: reached }, "revocations fanned out");
-      return reached;
+      return internals.revokeLocal(fingerprints).gateways;
     },
 
     fleet() {
@@ -355,15 +385,64 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
       for (const record of gateways.values()) if (record.stream !== undefined) count += 1;
       return count;
     },
+
+    revokeLocal(fingerprints) {
+      const unique = [...new Set(fingerprints)];
+      if (unique.length === 0) return { revoked: 0, gateways: 0, recorded: Promise.resolve(true) };
+      const nowMs = clock.now();
+      for (const fingerprint of unique) {
+        retained.delete(fingerprint);
+        retained.set(fingerprint, nowMs);
+      }
+      pruneRetained(nowMs);
+      metrics?.revocations.inc(unique.length);
+      const reached = fanOut(unique);
+      logger?.info({ fingerprints: unique.length, gateways: reached }, "revocations fanned out");
+      const recorded = recorder === undefined ? Promise.resolve(true) : recorder.record(unique, nowMs);
+      return { revoked: unique.length, gateways: reached, recorded };
+    },
+
+    revokeRelayed(fingerprints) {
+      const nowMs = clock.now();
+      pruneRetained(nowMs);
+      // Already retained: this replica fanned it out before (and replays it), whoever told it first.
+      const fresh = [...new Set(fingerprints)].filter((fingerprint) => !retained.has(fingerprint));
+      if (fresh.length === 0) return 0;
+      // Kept from when this replica learnt of them, so its replay window never ends before the sender's.
+      for (const fingerprint of fresh) retained.set(fingerprint, nowMs);
+      pruneRetained(nowMs);
+      metrics?.revocations.inc(fresh.length);
+      const reached = fanOut(fresh);
+      logger?.info(
+        { fingerprints: fresh.length, gateways: reached },
+        "revocations from another replica fanned out",
+      );
+      return fresh.length;
+    },
+
+    setRecorder(next) {
+      recorder = next;
+    },
   };
   internalsOf.set(distributor, internals);
   return distributor;
 }
 
+/** How much an entry says about a gateway and the revision being judged: a report about it beats none. */
+function weight(gateway: GatewayState): number {
+  if (gateway.status === "ACK") return 3;
+  if (gateway.status === "NACK") return 2;
+  return gateway.connected ? 1 : 0;
+}
+
 /**
  * Merges the fleet views of several operator replicas (each serves the gateways connected to it) into one, for
- * the leader's status: per gateway name, a connected entry beats a disconnected one, then the one seen last
- * wins. Entries from a replica whose current revision is not `revision` are re-judged against `revision`.
+ * the leader's status. Entries from a replica whose current revision is not `revision` are first re-judged
+ * against `revision`. Per gateway name, the gateway counts as connected when any replica has its stream open,
+ * and its state comes from the entry that says most about `revision`: an ACK of it, else a NACK, else the
+ * connected entry, else the one seen last — behind a Service a gateway's ACK travels on a connection of its
+ * own and can reach a replica other than the one it streams from. (Replicas' clocks need not agree, so
+ * `lastSeenMs` only breaks ties.)
  */
 export function mergeFleetViews(revision: string | undefined, views: readonly FleetView[]): FleetView {
   const byName = new Map<string, GatewayState>();
@@ -378,11 +457,15 @@ export function mergeFleetViews(revision: string | undefined, views: readonly Fl
               reason: undefined,
             };
       const seen = byName.get(gateway.name);
+      if (seen === undefined) {
+        byName.set(gateway.name, gateway);
+        continue;
+      }
       const wins =
-        seen === undefined ||
-        (gateway.connected && !seen.connected) ||
-        (gateway.connected === seen.connected && gateway.lastSeenMs > seen.lastSeenMs);
-      if (wins) byName.set(gateway.name, gateway);
+        weight(gateway) > weight(seen) ||
+        (weight(gateway) === weight(seen) && gateway.lastSeenMs > seen.lastSeenMs);
+      const chosen = wins ? gateway : seen;
+      byName.set(gateway.name, { ...chosen, connected: gateway.connected || seen.connected });
     }
   }
   const gateways = [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -1,4 +1,5 @@
-// Distribution: the snapshot service the gateways stream from, ACK tracking and revocation fan-out.
+// Distribution: the snapshot service the gateways stream from, ACK tracking, revocation fan-out and its relay
+// to the other replicas.
 export {
   createDistributor,
   mergeFleetViews,
@@ -13,3 +14,9 @@ export {
   type DistributionServerOptions,
 } from "./server.ts";
 export { DEFAULT_STREAM_AUDIENCE } from "./protocol.ts";
+export {
+  startRevocationRelay,
+  revocationRelayName,
+  type RevocationRelay,
+  type RevocationRelayOptions,
+} from "./revocation-relay.ts";

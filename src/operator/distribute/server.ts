@@ -43,6 +43,11 @@ export interface DistributionServerOptions {
   readonly registry: Registry;
   /** PEM certificate chain and key: serve HTTPS. */
   readonly tls?: { readonly cert: string; readonly key: string };
+  /**
+   * How long a revocation call waits for the fingerprints to be recorded for the other replicas (the revocation
+   * relay) before it answers 503 (they reached this replica's gateways either way). Default 10 s.
+   */
+  readonly revocationRecordTimeoutMs?: number;
 }
 
 export interface DistributionServer {
@@ -85,6 +90,12 @@ const problems = {
     status: 503,
     title: "Service Unavailable",
     detail: "The Kubernetes API server could not review the request; try again.",
+  },
+  PG_ERR_DIST_NOT_RECORDED: {
+    status: 503,
+    title: "Service Unavailable",
+    detail:
+      "The revocation reached the gateways of this replica but could not be recorded for the other replicas; send it again.",
   },
 } as const;
 type ProblemCode = keyof typeof problems;
@@ -163,6 +174,19 @@ function describeIssues(error: z.ZodError): string {
     .join("; ");
 }
 
+/** `promise`'s value, or false when it takes longer than `timeoutMs`. */
+async function withTimeout(promise: Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function metricOnce<T>(registry: Registry, name: string, make: () => T): T {
   // A restarted server on the same registry keeps the metrics it registered the first time.
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
@@ -173,6 +197,7 @@ export async function startDistributionServer(
   options: DistributionServerOptions,
 ): Promise<DistributionServer> {
   const { logger, reviewer, audience, registry } = options;
+  const recordTimeoutMs = options.revocationRecordTimeoutMs ?? 10_000;
   const internals: DistributorInternals = distributorInternals(options.distributor);
   const allowed =
     options.allowedServiceAccounts === undefined ? undefined : new Set(options.allowedServiceAccounts);
@@ -321,10 +346,21 @@ export async function startDistributionServer(
       ...(parsed.data.fingerprints ?? []),
       ...(parsed.data.tokens ?? []).map(fingerprintToken),
     ];
-    const unique = new Set(fingerprints);
-    const gateways = options.distributor.revoke([...unique]);
-    logger.info({ user: caller.username, fingerprints: unique.size, gateways }, "revocation accepted");
-    const result: RevocationResult = { revoked: unique.size, gateways };
+    const revocation = internals.revokeLocal(fingerprints);
+    // Answer only once every replica can see them: a 503 makes the caller retry (through the Service, possibly
+    // at another replica), and a repeated revocation is harmless.
+    if (!(await withTimeout(revocation.recorded, recordTimeoutMs))) {
+      logger.warn(
+        { user: caller.username, fingerprints: revocation.revoked, gateways: revocation.gateways },
+        "revocation fanned out here but not recorded for the other replicas",
+      );
+      throw new DistributionProblem("PG_ERR_DIST_NOT_RECORDED");
+    }
+    logger.info(
+      { user: caller.username, fingerprints: revocation.revoked, gateways: revocation.gateways },
+      "revocation accepted",
+    );
+    const result: RevocationResult = { revoked: revocation.revoked, gateways: revocation.gateways };
     res.writeHead(202, { "content-type": "application/json" }).end(JSON.stringify(result));
   }
 

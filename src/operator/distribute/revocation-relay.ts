@@ -1,0 +1,550 @@
+// The revocation relay (ADR 0005): a revocation arrives at one replica (gateways reach the replicas through a
+// Service), but every gateway must evict it. Each replica records the fingerprints it receives in a Lease of
+// its own in the operator's namespace, `<lease-name>-revocations-<identity>` (label
+// `phantomgate.dev/revocations`), as an annotation holding its newest fingerprints with the time they were
+// revoked; every replica watches those Leases and fans out what it has not seen yet to its own gateways and
+// keeps it for replay to gateways that connect later. No new permission (the fleet reports already use Leases
+// there), no replica-to-replica traffic, and a replica that starts later learns the recent revocations from
+// the Leases. Fingerprints are SHA-256 digests, not tokens; they are still never logged.
+//
+// Bounds: a Lease holds at most `capacity` fingerprints (the newest); a larger burst is written as several
+// successive versions, each of which the watching replicas see. Entries older than the retention are pruned
+// on the next write and ignored by readers; a Lease unchanged for longer than the retention is deleted (by its
+// owner, or by the leader for a replica that is gone).
+import type { Logger } from "pino";
+import { Counter, type Registry } from "prom-client";
+import { systemClock, type Clock } from "../../tokens/clock.ts";
+import { leases, resourcePath } from "../kube/api-resources.ts";
+import { createBackoff } from "../kube/backoff.ts";
+import { isKubeStatus, type KubeClient } from "../kube/kube-client.ts";
+import { describeError, startListWatch, type KubeObject, type ListWatch } from "../kube/list-watch.ts";
+import { sleep, systemTimers, type TimerHandle, type Timers } from "../kube/timers.ts";
+import { microTime } from "../status/events.ts";
+import { distributorInternals, type Distributor, type DistributorInternals } from "./distributor.ts";
+import { fingerprintSchema } from "./protocol.ts";
+
+/** Label on every relay Lease; its value is the election Lease's name (one operator install). */
+export const revocationRelayLabel = "phantomgate.dev/revocations";
+/** Annotation holding a replica's recent revocations: `{"batches":[{"at":<epoch ms>,"fingerprints":[…]}]}`. */
+export const revocationRelayAnnotation = "phantomgate.dev/revocations";
+/** Default bound of fingerprints per Lease. */
+export const defaultRelayCapacity = 2_000;
+/**
+ * Largest bound allowed: in the worst case (every fingerprint revoked at its own moment) an entry takes 86 bytes
+ * of JSON, so 2,200 of them stay below 190 KiB — annotations are limited to 256 KiB in total.
+ */
+export const maxRelayCapacity = 2_200;
+
+/** Fingerprints revoked at one moment (the writer's clock, epoch ms). */
+export interface RevocationBatch {
+  readonly at: number;
+  readonly fingerprints: readonly string[];
+}
+
+/** The relay Lease name of a replica (a DNS subdomain of at most 253 characters). */
+export function revocationRelayName(leaseName: string, identity: string): string {
+  const suffix = identity
+    .toLowerCase()
+    .replace(/[^a-z0-9.-]+/g, "-")
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "");
+  return `${leaseName}-revocations-${suffix === "" ? "replica" : suffix}`
+    .slice(0, 253)
+    .replace(/[^a-z0-9]+$/, "");
+}
+
+export function encodeRevocationBatches(batches: readonly RevocationBatch[]): string {
+  return JSON.stringify({ batches });
+}
+
+/** Reads an annotation; malformed parts are dropped (a hostile or broken writer cannot inject non-fingerprints). */
+export function decodeRevocationBatches(text: unknown): RevocationBatch[] {
+  if (typeof text !== "string") return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  const batches = (parsed as { batches?: unknown } | null)?.batches;
+  if (!Array.isArray(batches)) return [];
+  const result: RevocationBatch[] = [];
+  for (const batch of batches as { at?: unknown; fingerprints?: unknown }[]) {
+    if (typeof batch.at !== "number" || !Number.isFinite(batch.at) || !Array.isArray(batch.fingerprints))
+      continue;
+    const fingerprints = (batch.fingerprints as unknown[]).filter(
+      (fingerprint): fingerprint is string => fingerprintSchema.safeParse(fingerprint).success,
+    );
+    if (fingerprints.length > 0) result.push({ at: batch.at, fingerprints });
+  }
+  return result;
+}
+
+/** The next version of a replica's Lease content: `batches`, covering local entries up to sequence `upTo`. */
+export interface RelayWrite {
+  readonly batches: RevocationBatch[];
+  readonly upTo: number;
+}
+
+/**
+ * What one replica has recorded, newest last: the pure part of the relay. Every local revocation gets a
+ * sequence number; `published` is the newest one a successful write carried.
+ */
+export interface RevocationLog {
+  /** Adds fingerprints revoked at `atMs`; returns the sequence number a write must reach to carry them. */
+  add(fingerprints: readonly string[], atMs: number): number;
+  /** Takes in entries found in this replica's Lease from an earlier run (older than anything added since). */
+  adopt(batches: readonly RevocationBatch[]): void;
+  /** Drops entries older than the retention (and the oldest beyond `maxEntries`). */
+  prune(nowMs: number): void;
+  /** The next write: the oldest unwritten entries (at most `capacity`) and the newest written ones before them. */
+  next(): RelayWrite | undefined;
+  /** A write reached the API server. */
+  written(upTo: number): void;
+  published(): number;
+  size(): number;
+}
+
+export function createRevocationLog(options: {
+  readonly retentionMs: number;
+  /** Fingerprints per write; clamped to 1…{@link maxRelayCapacity}. */
+  readonly capacity: number;
+  /** Bound on entries not yet written (the API server being away for long); the oldest go first. */
+  readonly maxUnwritten?: number;
+}): RevocationLog {
+  const { retentionMs } = options;
+  const capacity = Math.min(maxRelayCapacity, Math.max(1, Math.floor(options.capacity)));
+  const maxEntries = capacity + Math.max(capacity, options.maxUnwritten ?? 100_000);
+  /**
+   * fingerprint → entry. Map order is sequence order (a fingerprint revoked again moves to the end; adopted
+   * entries, sequence 0, come first), so the written entries are a prefix.
+   */
+  let entries = new Map<string, { at: number; seq: number }>();
+  let sequence = 0;
+  let publishedSeq = 0;
+
+  const group = (items: readonly (readonly [string, { at: number }])[]): RevocationBatch[] => {
+    const batches: { at: number; fingerprints: string[] }[] = [];
+    for (const [fingerprint, { at }] of items) {
+      const last = batches.at(-1);
+      if (last?.at === at) last.fingerprints.push(fingerprint);
+      else batches.push({ at, fingerprints: [fingerprint] });
+    }
+    return batches;
+  };
+
+  return {
+    add(fingerprints, atMs) {
+      for (const fingerprint of fingerprints) {
+        entries.delete(fingerprint);
+        entries.set(fingerprint, { at: atMs, seq: ++sequence });
+      }
+      return sequence;
+    },
+    adopt(batches) {
+      const older = new Map<string, { at: number; seq: number }>();
+      for (const batch of batches) {
+        for (const fingerprint of batch.fingerprints) {
+          if (!entries.has(fingerprint)) older.set(fingerprint, { at: batch.at, seq: 0 });
+        }
+      }
+      entries = new Map([...older, ...entries]);
+    },
+    prune(nowMs) {
+      for (const [fingerprint, entry] of entries) {
+        if (entry.at > nowMs - retentionMs && entries.size <= maxEntries) break;
+        entries.delete(fingerprint);
+      }
+    },
+    next() {
+      const items = [...entries];
+      const firstUnwritten = items.findIndex(([, entry]) => entry.seq > publishedSeq);
+      if (firstUnwritten === -1) return undefined;
+      const end = Math.min(items.length, firstUnwritten + capacity);
+      const window = items.slice(Math.max(0, end - capacity), end);
+      return { batches: group(window), upTo: window.at(-1)?.[1].seq ?? publishedSeq };
+    },
+    written(upTo) {
+      publishedSeq = Math.max(publishedSeq, upTo);
+      // Only the newest `capacity` written entries can ever be carried into a later write.
+      let written = 0;
+      for (const entry of entries.values()) if (entry.seq <= publishedSeq) written += 1;
+      for (const [fingerprint, entry] of entries) {
+        if (written <= capacity || entry.seq > publishedSeq) break;
+        entries.delete(fingerprint);
+        written -= 1;
+      }
+    },
+    published: () => publishedSeq,
+    size: () => entries.size,
+  };
+}
+
+export interface RevocationRelayOptions {
+  readonly client: KubeClient;
+  readonly namespace: string;
+  /** The election Lease's name: relay Leases are `<leaseName>-revocations-<identity>`. */
+  readonly leaseName: string;
+  readonly identity: string;
+  readonly distributor: Distributor;
+  /** The leader also deletes other replicas' relay Leases that went stale. */
+  readonly isLeader: () => boolean;
+  /** How long a revocation is relayed and replayed. Default 15 minutes (the distributor's replay window). */
+  readonly retentionMs?: number;
+  /** Fingerprints per Lease. Default {@link defaultRelayCapacity}. */
+  readonly capacity?: number;
+  /** How often stale relay Leases are looked for. Default 1 minute. */
+  readonly cleanupIntervalMs?: number;
+  readonly relistIntervalMs: number;
+  readonly stallTimeoutMs: number;
+  readonly logger: Logger;
+  /** Registers `phantomgate_operator_revocation_relay_*` here. */
+  readonly registry?: Registry;
+  readonly clock?: Clock;
+  readonly timers?: Timers;
+  readonly random?: () => number;
+}
+
+export interface RevocationRelay {
+  /** Resolves after the first list of the relay Leases was applied. */
+  readonly synced: Promise<void>;
+  /** Writes what is still unwritten (for up to `graceMs`), then stops watching and writing. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** A Lease's `spec.renewTime` in epoch ms (the writer's clock), if it has a valid one. */
+function renewTimeOf(object: KubeObject): number | undefined {
+  const renewTime = (object.spec as { renewTime?: unknown } | undefined)?.renewTime;
+  if (typeof renewTime !== "string") return undefined;
+  const ms = Date.parse(renewTime);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+interface KnownLease {
+  resourceVersion: string | undefined;
+  /** When this replica last saw it change (its own clock). */
+  seenMs: number;
+}
+
+function metricOnce<T>(registry: Registry | undefined, name: string, make: () => T): T {
+  // A restarted relay on the same registry keeps the metrics it registered the first time.
+  return (registry?.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+function relayMetrics(registry: Registry | undefined): {
+  writes: Counter<"result">;
+  received: Counter;
+} {
+  const registers = registry === undefined ? [] : [registry];
+  const writes = metricOnce(
+    registry,
+    "phantomgate_operator_revocation_relay_writes_total",
+    () =>
+      new Counter<"result">({
+        name: "phantomgate_operator_revocation_relay_writes_total",
+        help: "Writes of this replica's revocation relay Lease, by result (ok, error).",
+        labelNames: ["result"],
+        registers,
+      }),
+  );
+  const received = metricOnce(
+    registry,
+    "phantomgate_operator_revocation_relay_received_total",
+    () =>
+      new Counter({
+        name: "phantomgate_operator_revocation_relay_received_total",
+        help: "Fingerprints learnt from other replicas' relay Leases and fanned out here.",
+        registers,
+      }),
+  );
+  return { writes, received };
+}
+
+/** Starts relaying: this replica's revocations out through its Lease, the others' in through theirs. */
+export function startRevocationRelay(options: RevocationRelayOptions): RevocationRelay {
+  const { client, namespace, leaseName, identity, logger } = options;
+  const clock = options.clock ?? systemClock;
+  const timers = options.timers ?? systemTimers;
+  const retentionMs = options.retentionMs ?? 15 * 60_000;
+  const capacity = options.capacity ?? defaultRelayCapacity;
+  const cleanupIntervalMs = options.cleanupIntervalMs ?? 60_000;
+  const internals: DistributorInternals = distributorInternals(options.distributor);
+  const metrics = relayMetrics(options.registry);
+  const ownName = revocationRelayName(leaseName, identity);
+  const collectionPath = resourcePath(leases, { namespace });
+  const ownPath = resourcePath(leases, { namespace, name: ownName });
+  const log = logger.child({ revocationRelay: `${namespace}/${ownName}` });
+  const backoff = createBackoff({ initialMs: 250, maxMs: 10_000 }, options.random);
+  const book = createRevocationLog({ retentionMs, capacity });
+  const known = new Map<string, KnownLease>();
+  const waiters: { seq: number; resolve: (recorded: boolean) => void }[] = [];
+  const stopping = new AbortController();
+  let ownResourceVersion: string | undefined;
+  /** Whether this replica's Lease from an earlier run was taken in (or this run wrote its own). */
+  let ownSettled = false;
+  let writing: Promise<void> | undefined;
+  let stopped = false;
+  // A function, not a variable read, so flow analysis does not assume it stays false across awaits.
+  const isStopped = (): boolean => stopped;
+  let cleanupTimer: TimerHandle | undefined;
+
+  const settleWaiters = (recorded?: boolean): void => {
+    const published = book.published();
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      const waiter = waiters[i];
+      if (waiter === undefined) continue;
+      if (recorded === false || waiter.seq <= published) {
+        waiters.splice(i, 1);
+        waiter.resolve(recorded ?? true);
+      }
+    }
+  };
+
+  /**
+   * Fans out what a relay Lease holds that is recent enough and new here. "Recent" is judged on the writer's
+   * clock (its entries against the Lease's renewTime), so replicas' clocks need not agree; an entry that aged
+   * since is at worst replayed a while longer, which is harmless.
+   */
+  const take = (batches: readonly RevocationBatch[], writtenAtMs: number | undefined): number => {
+    const oldestMs = (writtenAtMs ?? clock.now()) - retentionMs;
+    const fingerprints = batches
+      .filter((batch) => batch.at > oldestMs)
+      .flatMap((batch) => batch.fingerprints);
+    if (fingerprints.length === 0) return 0;
+    const fresh = internals.revokeRelayed(fingerprints);
+    metrics.received.inc(fresh);
+    return fresh;
+  };
+
+  const observe = (object: KubeObject): void => {
+    const name = object.metadata?.name;
+    if (typeof name !== "string") return;
+    const resourceVersion = object.metadata?.resourceVersion;
+    const previous = known.get(name);
+    if (previous !== undefined && previous.resourceVersion === resourceVersion) return;
+    known.set(name, { resourceVersion, seenMs: clock.now() });
+    const annotations = object.metadata?.annotations as Record<string, unknown> | undefined;
+    const batches = decodeRevocationBatches(annotations?.[revocationRelayAnnotation]);
+    const writtenAtMs = renewTimeOf(object);
+    if (name === ownName) {
+      // Written by this replica; only the copy left by an earlier run (same identity) is news.
+      if (ownSettled) return;
+      ownSettled = true;
+      ownResourceVersion = resourceVersion;
+      book.adopt(batches);
+      const fresh = take(batches, writtenAtMs);
+      if (fresh > 0) log.info({ fingerprints: fresh }, "revocations of an earlier run taken over");
+      return;
+    }
+    const fresh = take(batches, writtenAtMs);
+    if (fresh > 0) log.debug({ fingerprints: fresh, from: name }, "revocations relayed from another replica");
+  };
+
+  const collector: ListWatch = startListWatch({
+    client,
+    resource: leases,
+    namespace,
+    labelSelector: `${revocationRelayLabel}=${leaseName}`,
+    relistIntervalMs: options.relistIntervalMs,
+    stallTimeoutMs: options.stallTimeoutMs,
+    logger,
+    clock,
+    timers,
+    handler: {
+      replace(items) {
+        const names = new Set(items.map((item) => item.metadata?.name));
+        for (const name of known.keys()) if (!names.has(name)) known.delete(name);
+        for (const item of items) observe(item);
+      },
+      apply(type, object) {
+        const name = object.metadata?.name;
+        if (typeof name !== "string") return;
+        if (type === "DELETED") known.delete(name);
+        else observe(object);
+      },
+    },
+  });
+
+  const leaseBody = (batches: readonly RevocationBatch[], nowMs: number): Record<string, unknown> => ({
+    apiVersion: "coordination.k8s.io/v1",
+    kind: "Lease",
+    metadata: {
+      name: ownName,
+      namespace,
+      labels: { [revocationRelayLabel]: leaseName, "app.kubernetes.io/managed-by": "phantomgate" },
+      annotations: { [revocationRelayAnnotation]: encodeRevocationBatches(batches) },
+      ...(ownResourceVersion === undefined ? {} : { resourceVersion: ownResourceVersion }),
+    },
+    spec: {
+      holderIdentity: identity,
+      // Informational: the entries are good for this long after renewTime.
+      leaseDurationSeconds: Math.max(1, Math.ceil(retentionMs / 1000)),
+      renewTime: microTime(nowMs),
+    },
+  });
+
+  const call = <T>(request: { method: "GET" | "POST" | "PUT"; path: string; body?: unknown }): Promise<T> =>
+    client.request<T>({ ...request, signal: stopping.signal, timeoutMs: 10_000 });
+
+  /** One write of the next version; throws when the API server did not take it. */
+  const writeOnce = async (): Promise<void> => {
+    const nowMs = clock.now();
+    book.prune(nowMs);
+    let write = book.next();
+    if (write === undefined) return;
+    let written: KubeObject;
+    if (ownResourceVersion === undefined) {
+      try {
+        written = await call<KubeObject>({
+          method: "POST",
+          path: collectionPath,
+          body: leaseBody(write.batches, nowMs),
+        });
+      } catch (error) {
+        if (!isKubeStatus(error, 409)) throw error;
+        // Left by an earlier run of this replica: keep what it holds (still within the retention), then replace.
+        const existing = await call<KubeObject>({ method: "GET", path: ownPath });
+        ownResourceVersion = existing.metadata?.resourceVersion;
+        if (!ownSettled) {
+          ownSettled = true;
+          const annotations = existing.metadata?.annotations as Record<string, unknown> | undefined;
+          const batches = decodeRevocationBatches(annotations?.[revocationRelayAnnotation]);
+          book.adopt(batches);
+          take(batches, renewTimeOf(existing));
+          book.prune(nowMs);
+          write = book.next() ?? write;
+        }
+        written = await call<KubeObject>({
+          method: "PUT",
+          path: ownPath,
+          body: leaseBody(write.batches, nowMs),
+        });
+      }
+    } else {
+      try {
+        written = await call<KubeObject>({
+          method: "PUT",
+          path: ownPath,
+          body: leaseBody(write.batches, nowMs),
+        });
+      } catch (error) {
+        // 404: deleted as stale meanwhile; 409: changed by someone else. Start over from the API's copy.
+        if (isKubeStatus(error, 404)) ownResourceVersion = undefined;
+        else if (isKubeStatus(error, 409)) {
+          const existing = await call<KubeObject>({ method: "GET", path: ownPath });
+          ownResourceVersion = existing.metadata?.resourceVersion;
+        }
+        throw error;
+      }
+    }
+    ownSettled = true;
+    ownResourceVersion = written.metadata?.resourceVersion;
+    known.set(ownName, { resourceVersion: ownResourceVersion, seenMs: clock.now() });
+    book.written(write.upTo);
+    metrics.writes.labels("ok").inc();
+    log.debug(
+      { fingerprints: write.batches.reduce((n, b) => n + b.fingerprints.length, 0) },
+      "relay Lease written",
+    );
+  };
+
+  /** Writes until everything recorded is published, retrying with backoff. */
+  const writeAll = async (): Promise<void> => {
+    while (!isStopped() && book.next() !== undefined) {
+      try {
+        await writeOnce();
+        backoff.reset();
+        settleWaiters();
+      } catch (error) {
+        if (isStopped()) return;
+        metrics.writes.labels("error").inc();
+        const delayMs = backoff.next();
+        log.warn(
+          { err: describeError(error), retryInMs: delayMs },
+          "could not record revocations for the other replicas; retrying",
+        );
+        await sleep(timers, delayMs, stopping.signal);
+      }
+    }
+    // Entries that expired before they could be written (the API server was away that long) are lost.
+    if (!isStopped()) settleWaiters(false);
+  };
+
+  /** Starts {@link writeAll} unless it runs; one writer at a time. */
+  const drain = (): void => {
+    if (writing !== undefined || stopped) return;
+    writing = writeAll().finally(() => {
+      writing = undefined;
+      // Something recorded after the loop's last look.
+      if (book.next() !== undefined) drain();
+    });
+  };
+
+  /** Deletes relay Leases nobody changed for longer than the retention: everything in them has expired. */
+  const cleanup = async (): Promise<void> => {
+    const nowMs = clock.now();
+    for (const [name, lease] of [...known]) {
+      if (nowMs - lease.seenMs <= retentionMs + cleanupIntervalMs) continue;
+      const own = name === ownName;
+      if (!own && !options.isLeader()) continue;
+      if (own && (writing !== undefined || book.next() !== undefined)) continue;
+      try {
+        await client.request({
+          method: "DELETE",
+          path: resourcePath(leases, { namespace, name }),
+          body: {
+            apiVersion: "v1",
+            kind: "DeleteOptions",
+            ...(lease.resourceVersion === undefined
+              ? {}
+              : { preconditions: { resourceVersion: lease.resourceVersion } }),
+          },
+        });
+        log.info({ lease: name }, "deleted a stale revocation relay Lease");
+      } catch (error) {
+        if (!isKubeStatus(error, 404) && !isKubeStatus(error, 409))
+          log.warn({ err: describeError(error), lease: name }, "could not delete a stale relay Lease");
+      }
+      if (known.get(name) === lease) known.delete(name);
+      if (own) ownResourceVersion = undefined;
+    }
+  };
+  const scheduleCleanup = (): void => {
+    cleanupTimer = timers.setTimeout(() => {
+      void cleanup()
+        .catch((error: unknown) => log.warn({ err: describeError(error) }, "relay cleanup failed"))
+        .finally(() => {
+          if (!stopped) scheduleCleanup();
+        });
+    }, cleanupIntervalMs);
+  };
+  scheduleCleanup();
+
+  internals.setRecorder({
+    record(fingerprints, atMs) {
+      if (stopped) return Promise.resolve(false);
+      const seq = book.add(fingerprints, atMs);
+      const recorded = new Promise<boolean>((resolve) => waiters.push({ seq, resolve }));
+      drain();
+      return recorded;
+    },
+  });
+
+  return {
+    synced: collector.synced,
+    async stop(graceMs = 3_000) {
+      internals.setRecorder(undefined);
+      timers.clearTimeout(cleanupTimer);
+      // What was accepted should still reach the others: give the writes a moment.
+      const graceEnds = clock.now() + graceMs;
+      while (writing !== undefined && clock.now() < graceEnds) {
+        await Promise.race([writing, sleep(timers, graceEnds - clock.now())]);
+      }
+      stopped = true;
+      stopping.abort();
+      while (writing !== undefined) await writing;
+      settleWaiters(false);
+      await collector.stop();
+      // The Lease stays: a replica that starts later replays its revocations; cleanup deletes it once stale.
+    },
+  };
+}
