@@ -1,16 +1,13 @@
 // Test harness: `phantomgate gateway --control-plane URL` as a real child process on free ports, with its own
 // token file and state dir (both kept across restarts of the same gateway, like a pod's volumes).
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { compile } from "../../src/compile/compile.ts";
 import { parseManifestText } from "../../src/provider/file/index.ts";
 import { snapshotSchema, type Snapshot } from "../../src/snapshot/snapshot.ts";
-
-const bin = fileURLToPath(new URL("../../bin/phantomgate.js", import.meta.url));
+import { spawnGateway } from "./gateway-process.ts";
 
 export interface ControlPlaneGatewaySpec {
   readonly name: string;
@@ -44,74 +41,35 @@ export function controlPlaneGatewaySpec(
 }
 
 export async function startControlPlaneGateway(spec: ControlPlaneGatewaySpec): Promise<ControlPlaneGateway> {
-  const args = [
-    bin,
-    "gateway",
-    "--control-plane",
-    spec.controlPlane,
-    "--control-plane-token-file",
-    spec.tokenFile,
-    "--gateway-name",
-    spec.name,
-    "--state-dir",
-    spec.stateDir,
-    "--host",
-    "127.0.0.1",
-    "--port",
-    "0",
-    "--admin-port",
-    "0",
-    "--audit-log",
-    "off",
-    ...(spec.extraArgs ?? []),
-  ];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env } });
-  let output = "";
-  child.stderr.on("data", (chunk: Buffer) => {
-    output += chunk.toString("utf8");
-  });
-  const ports = await new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`gateway ${spec.name} did not start:\n${output}`)),
-      20_000,
-    );
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`gateway ${spec.name} exited with ${code ?? "signal"}:\n${output}`));
-    });
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      output += `${line}\n`;
-      try {
-        const parsed = JSON.parse(line) as { msg?: string; port?: number; adminPort?: number };
-        if (
-          parsed.msg === "gateway listening" &&
-          parsed.port !== undefined &&
-          parsed.adminPort !== undefined
-        ) {
-          clearTimeout(timer);
-          child.removeAllListeners("exit");
-          resolve({ port: parsed.port, adminPort: parsed.adminPort });
-        }
-      } catch {
-        // not a log line
-      }
-    });
-  });
+  const gateway = await spawnGateway(
+    [
+      "--control-plane",
+      spec.controlPlane,
+      "--control-plane-token-file",
+      spec.tokenFile,
+      "--gateway-name",
+      spec.name,
+      "--state-dir",
+      spec.stateDir,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--admin-port",
+      "0",
+      "--audit-log",
+      "off",
+      ...(spec.extraArgs ?? []),
+    ],
+    { label: `gateway ${spec.name}` },
+  );
   return {
     spec,
-    child,
-    url: `http://127.0.0.1:${ports.port}`,
-    adminUrl: `http://127.0.0.1:${ports.adminPort}`,
-    output: () => output,
-    stop: (signal = "SIGTERM") =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          resolve(child.exitCode);
-          return;
-        }
-        child.once("exit", (code) => resolve(code));
-        child.kill(signal);
-      }),
+    child: gateway.child,
+    url: `http://127.0.0.1:${gateway.port}`,
+    adminUrl: `http://127.0.0.1:${gateway.adminPort}`,
+    output: () => gateway.output(),
+    stop: (signal) => gateway.stop(signal),
   };
 }
 

@@ -28,40 +28,35 @@ export function makeConfigDir(files: Record<string, string>): string {
   return dir;
 }
 
-export async function startGatewayProcess(
-  configDir: string,
-  extraArgs: readonly string[] = [],
-  env: Record<string, string> = {},
-): Promise<GatewayProcess> {
-  const auditFile = join(mkdtempSync(join(tmpdir(), "phantomgate-audit-")), "audit.log");
-  const child = spawn(
-    process.execPath,
-    [
-      bin,
-      "gateway",
-      "--config",
-      configDir,
-      "--host",
-      "127.0.0.1",
-      "--port",
-      "0",
-      "--admin-port",
-      "0",
-      "--audit-log",
-      auditFile,
-      ...extraArgs,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
-  );
+/** A started `phantomgate gateway` child: its ports, its output, and a way to stop it. */
+export interface SpawnedGateway {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly adminPort: number;
+  output(): string;
+  /** Sends `signal` (SIGTERM by default) and waits for exit; resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Spawns `phantomgate gateway <args>` and waits for its "gateway listening" log line. */
+export async function spawnGateway(
+  args: readonly string[],
+  options: { env?: Record<string, string>; label?: string } = {},
+): Promise<SpawnedGateway> {
+  const label = options.label ?? "gateway";
+  const child = spawn(process.execPath, [bin, "gateway", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...options.env },
+  });
   let output = "";
   child.stderr.on("data", (chunk: Buffer) => {
     output += chunk.toString("utf8");
   });
   const ports = await new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${output}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`${label} did not start:\n${output}`)), 20_000);
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`gateway exited with ${code ?? "signal"}:\n${output}`));
+      reject(new Error(`${label} exited with ${code ?? "signal"}:\n${output}`));
     });
     createInterface({ input: child.stdout }).on("line", (line) => {
       output += `${line}\n`;
@@ -84,19 +79,47 @@ export async function startGatewayProcess(
   return {
     child,
     ...ports,
-    url: `http://127.0.0.1:${ports.port}`,
-    adminUrl: `http://127.0.0.1:${ports.adminPort}`,
-    configDir,
-    auditFile,
     output: () => output,
-    stop: () =>
+    stop: (signal = "SIGTERM") =>
       new Promise((resolve) => {
-        if (child.exitCode !== null) {
+        if (child.exitCode !== null || child.signalCode !== null) {
           resolve(child.exitCode);
           return;
         }
         child.once("exit", (code) => resolve(code));
-        child.kill("SIGTERM");
+        child.kill(signal);
       }),
+  };
+}
+
+export async function startGatewayProcess(
+  configDir: string,
+  extraArgs: readonly string[] = [],
+  env: Record<string, string> = {},
+): Promise<GatewayProcess> {
+  const auditFile = join(mkdtempSync(join(tmpdir(), "phantomgate-audit-")), "audit.log");
+  const gateway = await spawnGateway(
+    [
+      "--config",
+      configDir,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--admin-port",
+      "0",
+      "--audit-log",
+      auditFile,
+      ...extraArgs,
+    ],
+    { env },
+  );
+  return {
+    ...gateway,
+    url: `http://127.0.0.1:${gateway.port}`,
+    adminUrl: `http://127.0.0.1:${gateway.adminPort}`,
+    configDir,
+    auditFile,
+    stop: () => gateway.stop(),
   };
 }
