@@ -9,8 +9,6 @@ export interface CommandIo {
 
 export interface Command {
   readonly name: string;
-  /** One line for the top-level help. */
-  readonly summary: string;
   /** Full `--help` text: usage, flags, environment variables. */
   readonly help: string;
   /** Runs the command; resolves to the process exit code. Long-running commands resolve on shutdown. */

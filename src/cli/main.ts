@@ -1,11 +1,36 @@
-// The `phantomgate` CLI: one binary, one subcommand per program.
-import { checkCommand } from "./commands/check.ts";
-import { demoCommand } from "./commands/demo.ts";
-import { gatewayCommand } from "./commands/gateway.ts";
-import { operatorCommand } from "./commands/operator.ts";
+// The `phantomgate` CLI: one binary, one subcommand per program. Commands load on demand, so a gateway process
+// never loads the operator's Kubernetes client or the demo's authorization server (tens of MiB per pod).
 import type { Command, CommandIo } from "./command.ts";
 
-const commands: readonly Command[] = [gatewayCommand, operatorCommand, demoCommand, checkCommand];
+interface CommandEntry {
+  readonly name: string;
+  /** One line for the top-level help. */
+  readonly summary: string;
+  readonly load: () => Promise<Command>;
+}
+
+const commands: readonly CommandEntry[] = [
+  {
+    name: "gateway",
+    summary: "Run the gateway (data plane) from a directory of manifests or the operator's snapshot stream.",
+    load: async () => (await import("./commands/gateway.ts")).gatewayCommand,
+  },
+  {
+    name: "operator",
+    summary: "Run the operator (control plane) against a Kubernetes cluster.",
+    load: async () => (await import("./commands/operator.ts")).operatorCommand,
+  },
+  {
+    name: "demo",
+    summary: "Run the all-in-one demo on localhost: authorization server, demo APIs and the gateway.",
+    load: async () => (await import("./commands/demo.ts")).demoCommand,
+  },
+  {
+    name: "check",
+    summary: "Compile manifests offline; print the routes and every problem.",
+    load: async () => (await import("./commands/check.ts")).checkCommand,
+  },
+];
 
 function topLevelHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -32,11 +57,12 @@ export async function main(
     io.stdout.write(topLevelHelp());
     return name === undefined ? 2 : 0;
   }
-  const command = commands.find((c) => c.name === name);
-  if (command === undefined) {
+  const entry = commands.find((c) => c.name === name);
+  if (entry === undefined) {
     io.stderr.write(`phantomgate: unknown command '${name}'\n\n${topLevelHelp()}`);
     return 2;
   }
+  const command = await entry.load();
   if (rest.includes("--help") || rest.includes("-h")) {
     io.stdout.write(command.help);
     return 0;

@@ -39,7 +39,6 @@ interface CheckReport {
 /** `phantomgate check -f DIR|FILE [--output text|json]`. */
 export const checkCommand: Command = {
   name: "check",
-  summary: "Compile manifests offline; print the routes and every problem.",
   help,
   async run(argv, io) {
     let options: CheckOptions | "help";

@@ -48,7 +48,6 @@ Audit lines follow below (one JSON line per request). Ctrl-C stops everything.
 
 export const demoCommand: Command = {
   name: "demo",
-  summary: "Run the all-in-one demo on localhost: authorization server, demo APIs and the gateway.",
   help: [
     "Usage: phantomgate demo [--config DIR]",
     "",
@@ -93,7 +92,18 @@ export const demoCommand: Command = {
         ]),
       );
       const config = loadGatewayConfig(
-        ["--config", configDir, "--host", "127.0.0.1", "--port", "8080", "--admin-port", "9901", "--log-level", "warn"],
+        [
+          "--config",
+          configDir,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          "8080",
+          "--admin-port",
+          "9901",
+          "--log-level",
+          "warn",
+        ],
         {},
       );
       const gateway = await startGateway(config, logger);

@@ -7,7 +7,6 @@ import { waitForSignal } from "../signals.ts";
 
 export const gatewayCommand: Command = {
   name: "gateway",
-  summary: "Run the gateway (data plane) from a directory of manifests or the operator's snapshot stream.",
   help: [
     "Usage: phantomgate gateway --config DIR [flags]",
     "       phantomgate gateway --control-plane URL [--control-plane-token-file PATH] [--state-dir DIR] [flags]",

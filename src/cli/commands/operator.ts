@@ -8,7 +8,6 @@ import { waitForSignal } from "../signals.ts";
 
 export const operatorCommand: Command = {
   name: "operator",
-  summary: "Run the operator (control plane) against a Kubernetes cluster.",
   help: [
     "Usage: phantomgate operator [flags]",
     "",
