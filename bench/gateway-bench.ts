@@ -1,0 +1,1315 @@
+// `npm run bench`: throughput and latency of the gateway against baselines measured in the same invocation.
+// Not a test: nothing here asserts on timing; it prints figures, ratios and whether the targets were met.
+//
+// Layout (2 cores): the process under test runs alone on core 0; the load generator, the hello upstream, the
+// demo authorization server and this driver share core 1. Every variant runs once per round, rounds
+// interleaved (order rotated each round), and the table shows the median over rounds, so drift hits all alike.
+//
+//   node bench/gateway-bench.ts [--help]      (BENCH_QUICK=1 for a smoke run)
+import { fork } from "node:child_process";
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { startDemoAuthServer } from "../src/demo/auth-server.ts";
+import { get, manyTokens, metricValue, scrape, tokenSource, type TokenSource } from "./lib/http.ts";
+import { JWT_AUDIENCE, writeBenchConfig } from "./lib/manifests.ts";
+import {
+  benchCpuSeconds,
+  checkPinning,
+  coreTimes,
+  cpuSeconds,
+  killAllNow,
+  memory,
+  pinProcess,
+  setPinning,
+  spawnPinned,
+  stopAll,
+  track,
+  type Spawned,
+} from "./lib/processes.ts";
+import { formatProfile, summariseProfile } from "./lib/profile.ts";
+import type { GeneratorMessage, LoadJob, LoadResult } from "./lib/protocol.ts";
+import { median } from "./lib/stats.ts";
+import { ensureWrk, runWrk } from "./lib/wrk.ts";
+
+const repo = fileURLToPath(new URL("../", import.meta.url));
+const gatewayBin = join(repo, "bin/phantomgate.js");
+const SUT_CORE = 0;
+const LOAD_CORE = 1;
+const SCOPE = "read_invoice";
+
+// ---- options ------------------------------------------------------------------------------------------------
+
+const PARTS = ["main", "half", "single-flight", "rss", "profile"] as const;
+type Part = (typeof PARTS)[number];
+
+interface Options {
+  readonly quick: boolean;
+  readonly rounds: number;
+  readonly warmupMs: number;
+  readonly durationMs: number;
+  readonly connections: number;
+  readonly halfConnections: number;
+  readonly singleFlightRequests: number;
+  readonly rssTokens: readonly number[];
+  readonly missTokens: number;
+  readonly parts: ReadonlySet<Part>;
+  readonly waitQuietSeconds: number;
+  readonly json: string | undefined;
+  readonly pin: boolean;
+  readonly generator: "auto" | "wrk" | "node";
+  readonly install: boolean;
+  readonly maxOtherCpu: number;
+  readonly retries: number;
+  /** Node/V8 flags of the extra "tuned" bare-proxy and gateway variants; empty: no tuned variants. */
+  readonly tunedFlags: readonly string[];
+}
+
+const usage = `Usage: node bench/gateway-bench.ts [flags]      (npm run bench -- [flags])
+
+Flags (environment variable in brackets):
+  --rounds N            rounds of every variant, median reported      [BENCH_ROUNDS]      default 3
+  --duration S          measured seconds per run                      [BENCH_DURATION]    default 8
+  --warmup S            unmeasured warm-up seconds before each run    [BENCH_WARMUP]      default 2
+  --connections N       keep-alive connections for max-throughput runs [BENCH_CONNECTIONS] default 32
+  --half-connections N  connections for the fixed-rate runs           [BENCH_HALF_CONNECTIONS] default 64
+  --single-flight N     concurrent requests with one fresh token      [BENCH_SINGLE_FLIGHT] default 1000
+  --rss-tokens LIST     cached-token counts to measure RSS at         [BENCH_RSS_TOKENS]  default 20000,100000
+  --miss-tokens N       distinct tokens rotated in the cache-miss run [BENCH_MISS_TOKENS] default 512
+  --parts LIST          of ${PARTS.join(",")}                          [BENCH_PARTS]
+                        default main,half,single-flight,rss (profile: CPU profile of the gateway, cache hit)
+  --profile             same as adding "profile" to --parts           [BENCH_PROFILE=1]
+  --wait-quiet S        wait up to S seconds for 1-min load avg < 1   [BENCH_WAIT_QUIET]  default 0
+  --json FILE           also write every figure as JSON to FILE       [BENCH_JSON]
+  --no-pin              do not pin processes to cores (not comparable) [BENCH_NO_PIN=1]
+  --generator G         closed-loop load: auto (wrk if present, else node), wrk, node  [BENCH_GENERATOR]
+                        (fixed-rate and burst runs always use the built-in Node.js generator)
+  --tuned-flags FLAGS   node flags for extra "tuned" bare-proxy and gateway variants [BENCH_TUNED_FLAGS]
+                        default --no-allocation-site-pretenuring; "" for none
+  --max-other-cpu P     repeat a run when other processes used > P % of a core [BENCH_MAX_OTHER_CPU] default 10
+  --retries N           … at most N times (least disturbed attempt kept) [BENCH_RETRIES] default 2 (quick: 0)
+  BENCH_NO_INSTALL=1    never apt-get install wrk when it is missing
+  BENCH_QUICK=1         smoke run: 1 round, 0.5 s warm-up, 1.5 s runs, 2,000 tokens for RSS
+`;
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      connections: { type: "string" },
+      "half-connections": { type: "string" },
+      "single-flight": { type: "string" },
+      "rss-tokens": { type: "string" },
+      "miss-tokens": { type: "string" },
+      parts: { type: "string" },
+      profile: { type: "boolean" },
+      "wait-quiet": { type: "string" },
+      json: { type: "string" },
+      "no-pin": { type: "boolean" },
+      generator: { type: "string" },
+      "max-other-cpu": { type: "string" },
+      "tuned-flags": { type: "string" },
+      retries: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help === true) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
+  const env = process.env;
+  const quick = env["BENCH_QUICK"] === "1";
+  const number = (flag: string | undefined, envName: string, fallback: number, min: number): number => {
+    const raw = flag ?? env[envName];
+    if (raw === undefined || raw === "") return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < min)
+      throw new Error(`${envName}/flag: expected a number ≥ ${min}, got ${raw}`);
+    return value;
+  };
+  const parts = new Set(
+    (values.parts ?? env["BENCH_PARTS"] ?? "main,half,single-flight,rss")
+      .split(",")
+      .map((part) => part.trim())
+      .filter((part) => part !== ""),
+  );
+  for (const part of parts) {
+    if (!(PARTS as readonly string[]).includes(part))
+      throw new Error(`unknown part ${part}; parts: ${PARTS.join(",")}`);
+  }
+  if (values.profile === true || env["BENCH_PROFILE"] === "1") parts.add("profile");
+  const rssList = (values["rss-tokens"] ?? env["BENCH_RSS_TOKENS"] ?? (quick ? "2000" : "20000,100000"))
+    .split(",")
+    .map(Number)
+    .filter((count) => Number.isInteger(count) && count > 0)
+    .sort((a, b) => a - b);
+  return {
+    quick,
+    rounds: Math.round(number(values.rounds, "BENCH_ROUNDS", quick ? 1 : 3, 1)),
+    warmupMs: number(values.warmup, "BENCH_WARMUP", quick ? 0.5 : 2, 0) * 1000,
+    durationMs: number(values.duration, "BENCH_DURATION", quick ? 1.5 : 8, 0.1) * 1000,
+    connections: Math.round(number(values.connections, "BENCH_CONNECTIONS", 32, 1)),
+    halfConnections: Math.round(number(values["half-connections"], "BENCH_HALF_CONNECTIONS", 64, 1)),
+    singleFlightRequests: Math.round(number(values["single-flight"], "BENCH_SINGLE_FLIGHT", 1000, 1)),
+    rssTokens: rssList,
+    missTokens: Math.round(number(values["miss-tokens"], "BENCH_MISS_TOKENS", 512, 1)),
+    parts: parts as Set<Part>,
+    waitQuietSeconds: number(values["wait-quiet"], "BENCH_WAIT_QUIET", 0, 0),
+    json: values.json ?? env["BENCH_JSON"],
+    pin: values["no-pin"] !== true && env["BENCH_NO_PIN"] !== "1",
+    generator: parseGenerator(values.generator ?? env["BENCH_GENERATOR"] ?? "auto"),
+    install: env["BENCH_NO_INSTALL"] !== "1",
+    maxOtherCpu: number(values["max-other-cpu"], "BENCH_MAX_OTHER_CPU", 10, 0),
+    retries: Math.round(number(values.retries, "BENCH_RETRIES", quick ? 0 : 2, 0)),
+    tunedFlags: (values["tuned-flags"] ?? env["BENCH_TUNED_FLAGS"] ?? "--no-allocation-site-pretenuring")
+      .split(/\s+/)
+      .filter((flag) => flag !== ""),
+  };
+}
+
+function parseGenerator(value: string): Options["generator"] {
+  if (value === "auto" || value === "wrk" || value === "node") return value;
+  throw new Error(`--generator: expected auto, wrk or node, got ${value}`);
+}
+
+// ---- formatting ---------------------------------------------------------------------------------------------
+
+const ms = (value: number): string => (Number.isFinite(value) ? value.toFixed(3) : "-");
+const fixed = (value: number, digits = 0): string => (Number.isFinite(value) ? value.toFixed(digits) : "-");
+const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+const loadAverage = (): string =>
+  loadavg()
+    .map((value) => value.toFixed(2))
+    .join(" ");
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)),
+  );
+  const line = (cells: readonly string[]): string =>
+    `| ${cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join(" | ")} |`;
+  const rule = `|${widths.map((width, column) => (column === 0 ? `:${"-".repeat(width + 1)}` : `${"-".repeat(width + 1)}:`)).join("|")}|`;
+  return [line(header), rule, ...rows.map(line)].join("\n");
+}
+
+function log(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+// ---- load generator -----------------------------------------------------------------------------------------
+
+class LoadGenerator {
+  readonly #child;
+  readonly #waiting = new Map<
+    number,
+    { resolve: (result: LoadResult) => void; reject: (error: Error) => void }
+  >();
+  #nextId = 1;
+
+  private constructor(child: ReturnType<typeof fork>) {
+    this.#child = child;
+    child.on("message", (message: GeneratorMessage) => {
+      if (message.type === "result") {
+        this.#waiting.get(message.result.id)?.resolve(message.result);
+        this.#waiting.delete(message.result.id);
+      } else if (message.type === "failed") {
+        this.#waiting.get(message.id)?.reject(new Error(`load generator: ${message.message}`));
+        this.#waiting.delete(message.id);
+      }
+    });
+    child.once("exit", (code) => {
+      for (const waiter of this.#waiting.values())
+        waiter.reject(new Error(`load generator exited (${code ?? "signal"})`));
+      this.#waiting.clear();
+    });
+  }
+
+  static async start(): Promise<LoadGenerator> {
+    const child = fork(fileURLToPath(new URL("load-generator.ts", import.meta.url)), [], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    track(child);
+    await new Promise<void>((resolve, reject) => {
+      child.once("message", (message: GeneratorMessage) => {
+        if (message.type === "ready") resolve();
+      });
+      child.once("exit", () => reject(new Error("load generator exited at start")));
+    });
+    if (child.pid !== undefined) pinProcess(child.pid, LOAD_CORE);
+    return new LoadGenerator(child);
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  run(job: Omit<LoadJob, "id">): Promise<LoadResult> {
+    const id = this.#nextId;
+    this.#nextId += 1;
+    return new Promise((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      this.#child.send({ ...job, id });
+    });
+  }
+}
+
+// ---- processes under test -----------------------------------------------------------------------------------
+
+interface Gateway {
+  readonly process: Spawned;
+  readonly port: number;
+  readonly adminUrl: string;
+}
+
+async function startGateway(
+  name: string,
+  configDir: string,
+  auditLog: string,
+  nodeFlags: readonly string[] = [],
+): Promise<Gateway> {
+  const spawned = await spawnPinned({
+    name,
+    core: SUT_CORE,
+    args: [
+      ...nodeFlags,
+      gatewayBin,
+      "gateway",
+      "--config",
+      configDir,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--admin-port",
+      "0",
+      "--audit-log",
+      auditLog,
+      "--shutdown-grace-ms",
+      "2000",
+    ],
+    isReady: (line) => line["msg"] === "gateway listening",
+  });
+  const port = Number(spawned.ready["port"]);
+  const adminPort = Number(spawned.ready["adminPort"]);
+  return { process: spawned, port, adminUrl: `http://127.0.0.1:${adminPort}` };
+}
+
+function startNodeServer(
+  name: string,
+  core: number,
+  script: string,
+  args: readonly string[] = [],
+  nodeFlags: readonly string[] = [],
+): Promise<Spawned> {
+  return spawnPinned({
+    name,
+    core,
+    args: [...nodeFlags, fileURLToPath(new URL(script, import.meta.url)), ...args],
+    isReady: (line) => line["ready"] === true,
+  });
+}
+
+async function expectOk(
+  url: string,
+  token: string | undefined,
+  what: string,
+  owner?: Spawned,
+): Promise<void> {
+  const response = await get(url, token);
+  if (response.status !== 200) {
+    throw new Error(
+      `${what}: GET ${url} answered ${response.status}: ${response.body.slice(0, 400)}${owner === undefined ? "" : `\n${owner.tail()}`}`,
+    );
+  }
+}
+
+// ---- main benchmark -----------------------------------------------------------------------------------------
+
+interface Variant {
+  readonly key: string;
+  readonly label: string;
+  readonly port: number;
+  readonly path: string;
+  readonly authorizations: readonly string[];
+  /** The process whose CPU time is reported (the one on core 0). */
+  readonly sut: Spawned;
+  /** Admin URL when the process under test is a gateway: AS calls per request are read from its metrics. */
+  readonly adminUrl?: string;
+}
+
+interface RunFigures {
+  readonly result: LoadResult;
+  /** CPU of the process under test over the window, in % of one core. */
+  readonly sutCpu: number;
+  readonly core0: number;
+  readonly core1: number;
+  /** CPU used by processes outside the benchmark over the window, in % of one core (interference). */
+  readonly otherCpu: number;
+  /** Calls from the gateway to the AS per completed request (warm-up included), gateways only. */
+  readonly asCallsPerRequest: number;
+}
+
+/** How load is generated: wrk for closed-loop runs when available, the Node.js generator for everything else. */
+interface Load {
+  readonly generator: LoadGenerator;
+  readonly wrk: boolean;
+  /** Repeat a run when processes outside the benchmark used more than this (% of one core) … */
+  readonly maxOtherCpu: number;
+  /** … at most this many times. */
+  readonly retries: number;
+  readonly temp: string;
+  readonly pinned: boolean;
+}
+
+interface Sample {
+  readonly at: number;
+  readonly sut: number;
+  readonly bench: number;
+  readonly cores: { busy: number; total: number }[];
+}
+
+function sample(sut: Spawned): Sample {
+  return { at: performance.now(), sut: cpuSeconds(sut.pid), bench: benchCpuSeconds(), cores: coreTimes() };
+}
+
+async function measure(
+  load: Load,
+  variant: Variant,
+  job: Pick<LoadJob, "mode" | "connections" | "warmupMs" | "durationMs"> & { rate?: number },
+): Promise<RunFigures> {
+  const asCalls = async (): Promise<number> =>
+    variant.adminUrl === undefined
+      ? Number.NaN
+      : metricValue(await scrape(variant.adminUrl), "phantomgate_as_requests_total", {
+          endpoint: "introspection",
+        });
+  const asBefore = await asCalls();
+  let start: Sample | undefined;
+  let end: Sample | undefined;
+  let result: LoadResult;
+  let warmupRequests = 0;
+  if (job.mode === "closed" && load.wrk) {
+    const wrkJob = {
+      port: variant.port,
+      path: variant.path,
+      authorizations: variant.authorizations,
+      connections: job.connections,
+      core: load.pinned ? LOAD_CORE : undefined,
+      temp: load.temp,
+    };
+    if (job.warmupMs > 0)
+      warmupRequests = (await runWrk({ ...wrkJob, durationMs: job.warmupMs })).completedTotal;
+    start = sample(variant.sut);
+    result = await runWrk({ ...wrkJob, durationMs: job.durationMs });
+    end = sample(variant.sut);
+  } else {
+    // The generator's window opens after its warm-up; sample at the same moments (the window is what counts).
+    const startTimer = setTimeout(() => (start = sample(variant.sut)), job.warmupMs);
+    const endTimer = setTimeout(() => (end = sample(variant.sut)), job.warmupMs + job.durationMs);
+    result = await load.generator.run({
+      port: variant.port,
+      path: variant.path,
+      authorizations: variant.authorizations,
+      expectStatus: 200,
+      ...job,
+    });
+    clearTimeout(startTimer);
+    clearTimeout(endTimer);
+    // Timers on a starved core can fire late: fall back to "now" so the figures stay defined.
+    start ??= sample(variant.sut);
+    end ??= sample(variant.sut);
+  }
+  const asAfter = await asCalls();
+  const seconds = Math.max(1e-3, (end.at - start.at) / 1000);
+  const from = start;
+  const to = end;
+  const corePercent = (core: number): number => {
+    const a = from.cores[core];
+    const b = to.cores[core];
+    if (a === undefined || b === undefined || b.total === a.total) return Number.NaN;
+    return ((b.busy - a.busy) / (b.total - a.total)) * 100;
+  };
+  const coresBusy = to.cores.reduce(
+    (sum, core, index) => sum + core.busy - (from.cores[index]?.busy ?? 0),
+    0,
+  );
+  return {
+    result,
+    sutCpu: ((to.sut - from.sut) / seconds) * 100,
+    core0: corePercent(0),
+    core1: corePercent(1),
+    otherCpu: Math.max(0, ((coresBusy - (to.bench - from.bench)) / seconds) * 100),
+    asCallsPerRequest: (asAfter - asBefore) / (result.completedTotal + warmupRequests),
+  };
+}
+
+interface VariantSummary {
+  readonly key: string;
+  readonly label: string;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly errors: number;
+  readonly sutCpu: number;
+  readonly core0: number;
+  readonly core1: number;
+  readonly otherCpu: number;
+  readonly asCallsPerRequest: number;
+  readonly roundsRps: readonly number[];
+  readonly roundsP99: readonly number[];
+  readonly scheduledP99?: number;
+  readonly queued?: number;
+}
+
+function summarise(variant: Variant, runs: readonly RunFigures[]): VariantSummary {
+  const scheduled = runs.map((run) => run.result.scheduledLatency?.p99 ?? Number.NaN);
+  return {
+    key: variant.key,
+    label: variant.label,
+    rps: median(runs.map((run) => run.result.rps)),
+    p50: median(runs.map((run) => run.result.latency.p50)),
+    p99: median(runs.map((run) => run.result.latency.p99)),
+    p999: median(runs.map((run) => run.result.latency.p999)),
+    errors: runs.reduce((sum, run) => sum + run.result.errors, 0),
+    sutCpu: median(runs.map((run) => run.sutCpu)),
+    core0: median(runs.map((run) => run.core0)),
+    core1: median(runs.map((run) => run.core1)),
+    otherCpu: median(runs.map((run) => run.otherCpu)),
+    asCallsPerRequest: median(runs.map((run) => run.asCallsPerRequest)),
+    roundsRps: runs.map((run) => run.result.rps),
+    roundsP99: runs.map((run) => run.result.latency.p99),
+    ...(scheduled.some(Number.isFinite)
+      ? {
+          scheduledP99: median(scheduled),
+          queued: runs.reduce((sum, run) => sum + (run.result.queued ?? 0), 0),
+        }
+      : {}),
+  };
+}
+
+/** Runs every variant once per round, rotating the order each round, and returns the per-variant summaries. */
+async function interleave(
+  load: Load,
+  variants: readonly Variant[],
+  rounds: number,
+  job: Pick<LoadJob, "mode" | "connections" | "warmupMs" | "durationMs"> & { rate?: number },
+): Promise<VariantSummary[]> {
+  const runs = new Map<string, RunFigures[]>(variants.map((variant) => [variant.key, []]));
+  for (let round = 0; round < rounds; round += 1) {
+    for (let index = 0; index < variants.length; index += 1) {
+      const variant = variants[(index + round) % variants.length];
+      if (variant === undefined) continue;
+      let figures = await measure(load, variant, job);
+      // Other engineers share the machine: a run that other processes disturbed is repeated (a few times at most),
+      // keeping the least disturbed attempt.
+      for (let retry = 1; retry <= load.retries && figures.otherCpu > load.maxOtherCpu; retry += 1) {
+        log(
+          `${variant.label}: other processes used ${fixed(figures.otherCpu)} % CPU during the run (> ${load.maxOtherCpu} %); waiting 10 s and repeating (${retry}/${load.retries})`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, 10_000));
+        const again = await measure(load, variant, job);
+        if (again.otherCpu < figures.otherCpu) figures = again;
+      }
+      runs.get(variant.key)?.push(figures);
+      const { result } = figures;
+      const errors = result.errors === 0 ? "" : ` errors=${result.errors} ${JSON.stringify(result.statuses)}`;
+      log(
+        `round ${round + 1}/${rounds} ${variant.label}: ${fixed(result.rps)} rps, p50 ${ms(result.latency.p50)} ms, p99 ${ms(result.latency.p99)} ms, cpu ${fixed(figures.sutCpu)} %, other load ${fixed(figures.otherCpu)} %${errors}`,
+      );
+    }
+  }
+  return variants.map((variant) => summarise(variant, runs.get(variant.key) ?? []));
+}
+
+// ---- report -------------------------------------------------------------------------------------------------
+
+interface Report {
+  readonly date: string;
+  readonly node: string;
+  readonly cpu: string;
+  readonly cores: number;
+  readonly pinned: boolean;
+  readonly generator: string;
+  readonly loadStart: string;
+  loadEnd?: string;
+  readonly options: Record<string, unknown>;
+  main?: VariantSummary[];
+  half?: { rate: number; variants: VariantSummary[] };
+  singleFlight?: Record<string, unknown>;
+  rss?: Record<string, unknown>[];
+  profile?: unknown;
+  auditBytesPerRequest?: number;
+  targets: { name: string; value: string; target: string; met: boolean | undefined }[];
+}
+
+function printMain(summaries: readonly VariantSummary[]): void {
+  console.log(
+    table(
+      [
+        "variant",
+        "rps",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "SUT cpu %",
+        "core0 %",
+        "core1 %",
+        "other cpu %",
+        "AS calls/req",
+        "rps per round",
+      ],
+      summaries.map((s) => [
+        s.label,
+        fixed(s.rps),
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.p999),
+        String(s.errors),
+        fixed(s.sutCpu),
+        fixed(s.core0),
+        fixed(s.core1),
+        fixed(s.otherCpu),
+        Number.isFinite(s.asCallsPerRequest) ? s.asCallsPerRequest.toFixed(3) : "-",
+        s.roundsRps.map((rps) => fixed(rps)).join(" / "),
+      ]),
+    ),
+  );
+}
+
+function printHalf(rate: number, summaries: readonly VariantSummary[]): void {
+  console.log(`\nFixed rate ${rate} req/s (≈ half the gateway's max, audit on):`);
+  console.log(
+    table(
+      [
+        "variant",
+        "rps",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "p99 from schedule ms",
+        "queued",
+        "SUT cpu %",
+        "other cpu %",
+        "p99 per round",
+      ],
+      summaries.map((s) => [
+        s.label,
+        fixed(s.rps),
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.p999),
+        ms(s.scheduledP99 ?? Number.NaN),
+        String(s.queued ?? 0),
+        fixed(s.sutCpu),
+        fixed(s.otherCpu),
+        s.roundsP99.map((p99) => ms(p99)).join(" / "),
+      ]),
+    ),
+  );
+}
+
+// ---- parts --------------------------------------------------------------------------------------------------
+
+interface Fixture {
+  readonly load: Load;
+  readonly asIssuer: string;
+  readonly tokens: TokenSource;
+  readonly upstreamUrl: string;
+  readonly temp: string;
+}
+
+async function singleFlight(fixture: Fixture, options: Options): Promise<Record<string, unknown>> {
+  // The AS runs inside this driver (core 1) so its own request counters can be read directly.
+  const as = await startDemoAuthServer({ port: 0 });
+  try {
+    const configDir = writeBenchConfig({ issuer: as.issuer, upstream: fixture.upstreamUrl }, fixture.temp);
+    const gateway = await startGateway("gateway-single-flight", configDir, "off");
+    try {
+      const tokens = tokenSource(as.tokenEndpoint, 2);
+      // Warm the gateway (discovery, JWKS, pools) with another token, so only the fresh token's introspection counts.
+      await expectOk(
+        `http://127.0.0.1:${gateway.port}/hit/warm`,
+        await tokens.token(SCOPE),
+        "single-flight warm-up",
+        gateway.process,
+      );
+      const fresh = await tokens.token(SCOPE);
+      await tokens.close();
+      const before = await scrape(gateway.adminUrl);
+      as.stats.introspections = 0;
+      const result = await fixture.load.generator.run({
+        port: gateway.port,
+        path: "/hit/single-flight",
+        authorizations: [`Bearer ${fresh}`],
+        connections: options.singleFlightRequests,
+        mode: "burst",
+        warmupMs: 0,
+        durationMs: 0,
+        expectStatus: 200,
+      });
+      const after = await scrape(gateway.adminUrl);
+      const delta = (name: string, labels: Record<string, string>): number =>
+        metricValue(after, name, labels) - metricValue(before, name, labels);
+      return {
+        requests: options.singleFlightRequests,
+        statuses: result.statuses,
+        introspectionsSeenByAs: as.stats.introspections,
+        gatewayIntrospectionCalls: delta("phantomgate_as_requests_total", { endpoint: "introspection" }),
+        cacheMisses: delta("phantomgate_token_cache_total", { result: "miss" }),
+        cacheHits: delta("phantomgate_token_cache_total", { result: "hit" }),
+        burstMs: result.windowMs,
+        latency: result.latency,
+      };
+    } finally {
+      await gateway.process.stop();
+    }
+  } finally {
+    await as.close();
+  }
+}
+
+/** The gateway's inspector WebSocket URL (it prints "Debugger listening on ws://…" on stderr at start). */
+async function inspectorUrl(process: Spawned): Promise<string> {
+  for (let attempt = 0; attempt < 40; attempt += 1) {
+    const url = /Debugger listening on (ws:\/\/\S+)/.exec(process.tail())?.[1];
+    if (url !== undefined) return url;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`${process.name}: no inspector URL on stderr:\n${process.tail()}`);
+}
+
+/** A full, synchronous garbage collection in the inspected process (HeapProfiler.collectGarbage). */
+async function forceGc(url: string): Promise<void> {
+  const socket = new WebSocket(url);
+  await new Promise<void>((resolve, reject) => {
+    socket.onopen = () => resolve();
+    socket.onerror = () => reject(new Error(`inspector ${url}: connection failed`));
+  });
+  await new Promise<void>((resolve) => {
+    socket.onmessage = (event) => {
+      if ((JSON.parse(String(event.data)) as { id?: number }).id === 1) resolve();
+    };
+    socket.send(JSON.stringify({ id: 1, method: "HeapProfiler.collectGarbage" }));
+  });
+  socket.close();
+}
+
+async function rss(fixture: Fixture, options: Options): Promise<Record<string, unknown>[]> {
+  const configDir = writeBenchConfig(
+    {
+      issuer: fixture.asIssuer,
+      upstream: fixture.upstreamUrl,
+      cacheTtlSeconds: 3600,
+    },
+    fixture.temp,
+  );
+  // The inspector lets the driver force a full GC before reading memory, so heap figures are live data only.
+  const gateway = await startGateway("gateway-rss", configDir, "off", ["--inspect=127.0.0.1:0"]);
+  const rows: Record<string, unknown>[] = [];
+  try {
+    const inspector = await inspectorUrl(gateway.process);
+    const url = `http://127.0.0.1:${gateway.port}/hit/rss`;
+    const warmToken = await fixture.tokens.token(SCOPE);
+    // Warm up with one token so pools, JIT and discovery are in place before the baseline.
+    for (let index = 0; index < 300; index += 1)
+      await expectOk(url, warmToken, "rss warm-up", gateway.process);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const snapshot = async (tokens: number, seconds: number): Promise<void> => {
+      const { rss: bytes } = memory(gateway.process.pid);
+      await forceGc(inspector);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const text = await scrape(gateway.adminUrl);
+      const afterGc = memory(gateway.process.pid);
+      const row = {
+        tokens,
+        vmRssBytes: bytes,
+        vmRssAfterGcBytes: afterGc.rss,
+        vmHwmBytes: afterGc.hwm,
+        cacheEntries: metricValue(text, "phantomgate_token_cache_entries"),
+        cacheEvictions: metricValue(text, "phantomgate_token_cache_total", { result: "eviction" }),
+        heapUsedAfterGcBytes: metricValue(text, "phantomgate_process_nodejs_heap_size_used_bytes"),
+        fillSeconds: seconds,
+      };
+      rows.push(row);
+      log(
+        `rss: ${tokens} tokens cached → VmRSS ${mib(bytes)} (after a full GC ${mib(afterGc.rss)}), heap used after GC ${mib(row.heapUsedAfterGcBytes)}, cache entries ${row.cacheEntries}`,
+      );
+    };
+    await snapshot(0, 0);
+    let filled = 0;
+    const started = performance.now();
+    const concurrency = 32;
+    for (const goal of options.rssTokens) {
+      log(
+        `rss: filling the cache to ${goal} distinct tokens (token from the AS, then one request through the gateway; ${concurrency} at a time)`,
+      );
+      let lastReport = performance.now();
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (filled < goal) {
+            filled += 1;
+            const token = await fixture.tokens.token(SCOPE);
+            await expectOk(url, token, "rss fill", gateway.process);
+            const now = performance.now();
+            if (now - lastReport > 5000) {
+              lastReport = now;
+              const rate = filled / ((now - started) / 1000);
+              log(`rss: ${filled}/${goal} tokens (${rate.toFixed(0)} tokens/s)`);
+            }
+          }
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      await snapshot(goal, (performance.now() - started) / 1000);
+    }
+  } finally {
+    await gateway.process.stop();
+  }
+  return rows;
+}
+
+/** Profile summaries, printed after the tables. */
+const profileTexts: string[] = [];
+
+/** Runs a cache-hit load against a process started with --cpu-prof, stops it and summarises the profile. */
+async function profileOne(
+  fixture: Fixture,
+  options: Options,
+  what: string,
+  start: (flags: readonly string[]) => Promise<{ process: Spawned; port: number; adminUrl?: string }>,
+  hitToken: string,
+): Promise<Record<string, unknown>> {
+  const profileDir = join(fixture.temp, `cpu-profile-${what}`);
+  const target = await start(["--cpu-prof", `--cpu-prof-dir=${profileDir}`]);
+  const variant: Variant = {
+    key: `profile-${what}`,
+    label: `${what} under --cpu-prof`,
+    port: target.port,
+    path: "/hit/hello",
+    authorizations: [`Bearer ${hitToken}`],
+    sut: target.process,
+    ...(target.adminUrl === undefined ? {} : { adminUrl: target.adminUrl }),
+  };
+  await expectOk(
+    `http://127.0.0.1:${target.port}/hit/hello`,
+    hitToken,
+    `${what} profile warm-up`,
+    target.process,
+  );
+  const figures = await measure(fixture.load, variant, {
+    mode: "closed",
+    connections: options.connections,
+    warmupMs: options.warmupMs,
+    durationMs: Math.max(options.durationMs, options.quick ? 1500 : 10_000),
+  });
+  log(`profile of ${what}: ${fixed(figures.result.rps)} rps under --cpu-prof`);
+  await target.process.stop(15_000);
+  const file = readdirSync(profileDir).find((name) => name.endsWith(".cpuprofile"));
+  if (file === undefined) throw new Error(`${what} wrote no .cpuprofile`);
+  // Kept outside the repository and the bench's temporary directory, for a look in Chrome DevTools.
+  const kept = join(
+    tmpdir(),
+    `phantomgate-${what}-${new Date().toISOString().replaceAll(":", "")}.cpuprofile`,
+  );
+  copyFileSync(join(profileDir, file), kept);
+  const summary = summariseProfile(kept, 25);
+  profileTexts.push(
+    `\nCPU profile of the ${what} (cache hit, ${fixed(figures.result.rps)} rps under --cpu-prof), saved as ${kept}:\n\n${formatProfile(summary)}`,
+  );
+  return { file: kept, rps: figures.result.rps, ...summary };
+}
+
+/** CPU profiles of the gateway (cache hit, audit file) and, for comparison, of the bare proxy. */
+async function profile(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
+  const configDir = writeBenchConfig(
+    { issuer: fixture.asIssuer, upstream: fixture.upstreamUrl },
+    fixture.temp,
+  );
+  const gateway = await profileOne(
+    fixture,
+    options,
+    "gateway",
+    async (flags) => {
+      const started = await startGateway(
+        "gateway-profile",
+        configDir,
+        join(fixture.temp, "audit-profile.log"),
+        flags,
+      );
+      return { process: started.process, port: started.port, adminUrl: started.adminUrl };
+    },
+    hitToken,
+  );
+  const bare = await profileOne(
+    fixture,
+    options,
+    "bare-proxy",
+    async (flags) => {
+      const started = await startNodeServer(
+        "bare-proxy-profile",
+        SUT_CORE,
+        "bare-proxy.ts",
+        ["--upstream", fixture.upstreamUrl],
+        flags,
+      );
+      return { process: started, port: Number(started.ready["port"]) };
+    },
+    hitToken,
+  );
+  return { gateway, bare };
+}
+
+// ---- driver -------------------------------------------------------------------------------------------------
+
+async function waitQuiet(seconds: number): Promise<void> {
+  if (seconds <= 0) return;
+  const deadline = Date.now() + seconds * 1000;
+  while ((loadavg()[0] ?? 0) >= 1 && Date.now() < deadline) {
+    log(`load average ${loadAverage()}: waiting for the machine to calm down (1-min < 1)`);
+    await new Promise((resolve) => setTimeout(resolve, 15_000));
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  const major = Number(process.versions.node.split(".")[0]);
+  if (major < 24)
+    throw new Error(
+      `Node.js 24 needed (this is ${process.version}): export PATH=$PWD/node_modules/.bin:$PATH`,
+    );
+  const pinning = checkPinning();
+  let pinned = options.pin;
+  if (options.pin && !pinning.ok) {
+    log(
+      `WARNING: cannot pin processes to cores (${pinning.reason}); running unpinned — figures are not comparable.`,
+    );
+    pinned = false;
+  }
+  setPinning(pinned);
+  // The driver (and everything it forks without taskset) lives on the load core.
+  pinProcess(process.pid, LOAD_CORE);
+
+  const wrkVersion = options.generator === "node" ? undefined : ensureWrk(options.install, log);
+  if (options.generator === "wrk" && wrkVersion === undefined)
+    throw new Error("--generator wrk: wrk is not available");
+
+  await waitQuiet(options.waitQuietSeconds);
+  const report: Report = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    pinned,
+    generator:
+      wrkVersion === undefined
+        ? "built-in Node.js generator"
+        : `${wrkVersion} (closed loop); built-in Node.js generator (fixed rate, burst)`,
+    loadStart: loadAverage(),
+    options: { ...options, parts: [...options.parts] },
+    targets: [],
+  };
+  console.log(
+    `phantomgate bench — ${report.date}\nnode ${report.node}, ${report.cores} × ${report.cpu}, pinned: ${pinned ? `process under test → core ${SUT_CORE}; load generator, upstream, AS, driver → core ${LOAD_CORE}` : "no"}\nload generator: ${report.generator}\nload average at start: ${report.loadStart}${options.quick ? "\nBENCH_QUICK=1: smoke run, figures are indicative only" : ""}\n`,
+  );
+
+  const temp = mkdtempSync(join(tmpdir(), "phantomgate-bench-"));
+  tempDir = temp;
+  try {
+    log("starting the demo AS, hello servers, bare proxy and load generator");
+    const [asProcess, upstream, helloDirect, generator] = await Promise.all([
+      spawnPinned({
+        name: "demo-as",
+        core: LOAD_CORE,
+        args: [join(repo, "src/demo/auth-server-main.ts"), "--port", "0"],
+        isReady: (line) => line["ready"] === true,
+      }),
+      startNodeServer("hello-upstream", LOAD_CORE, "hello-server.ts"),
+      startNodeServer("hello-direct", SUT_CORE, "hello-server.ts"),
+      LoadGenerator.start(),
+    ]);
+    const upstreamUrl = `http://127.0.0.1:${Number(upstream.ready["port"])}`;
+    const bareProxy = await startNodeServer("bare-proxy", SUT_CORE, "bare-proxy.ts", [
+      "--upstream",
+      upstreamUrl,
+    ]);
+    const asIssuer = String(asProcess.ready["issuer"]);
+    const discovery = JSON.parse((await get(`${asIssuer}/.well-known/openid-configuration`)).body) as {
+      token_endpoint: string;
+    };
+    const tokens = tokenSource(discovery.token_endpoint);
+    const load: Load = {
+      generator,
+      wrk: wrkVersion !== undefined,
+      temp,
+      pinned,
+      maxOtherCpu: options.maxOtherCpu,
+      retries: options.retries,
+    };
+    const fixture: Fixture = { load, asIssuer, tokens, upstreamUrl, temp };
+
+    log("getting tokens");
+    const hitToken = await tokens.token(SCOPE);
+    const jwtToken = await tokens.token(SCOPE, JWT_AUDIENCE);
+
+    const needGateways = options.parts.has("main") || options.parts.has("half");
+    if (needGateways) {
+      const configDir = writeBenchConfig({ issuer: asIssuer, upstream: upstreamUrl }, temp);
+      const auditFile = join(temp, "audit.log");
+      const tuned = options.tunedFlags.length > 0;
+      const [gatewayOff, gatewayFile, gatewayTuned, bareTunedProxy] = await Promise.all([
+        startGateway("gateway-audit-off", configDir, "off"),
+        startGateway("gateway-audit-file", configDir, auditFile),
+        tuned
+          ? startGateway("gateway-tuned", configDir, join(temp, "audit-tuned.log"), options.tunedFlags)
+          : undefined,
+        tuned
+          ? startNodeServer(
+              "bare-proxy-tuned",
+              SUT_CORE,
+              "bare-proxy.ts",
+              ["--upstream", upstreamUrl],
+              options.tunedFlags,
+            )
+          : undefined,
+      ]);
+      const missTokens = await manyTokens(tokens, options.missTokens, SCOPE);
+      const bearer = (token: string): string => `Bearer ${token}`;
+      const gatewayVariant = (
+        gateway: Gateway,
+        key: string,
+        label: string,
+        path: string,
+        pool: readonly string[],
+      ): Variant => ({
+        key,
+        label,
+        port: gateway.port,
+        path,
+        authorizations: pool.map(bearer),
+        sut: gateway.process,
+        adminUrl: gateway.adminUrl,
+      });
+      const hello: Variant = {
+        key: "hello",
+        label: "node:http hello (direct)",
+        port: Number(helloDirect.ready["port"]),
+        path: "/hit/hello",
+        authorizations: [bearer(hitToken)],
+        sut: helloDirect,
+      };
+      const bare: Variant = {
+        key: "bare",
+        label: "bare undici proxy",
+        port: Number(bareProxy.ready["port"]),
+        path: "/hit/hello",
+        authorizations: [bearer(hitToken)],
+        sut: bareProxy,
+      };
+      const hitOff = gatewayVariant(
+        gatewayOff,
+        "hit-off",
+        "gateway phantom, cache hit, audit off",
+        "/hit/hello",
+        [hitToken],
+      );
+      const hitFile = gatewayVariant(
+        gatewayFile,
+        "hit-file",
+        "gateway phantom, cache hit, audit file",
+        "/hit/hello",
+        [hitToken],
+      );
+      const jwtFile = gatewayVariant(
+        gatewayFile,
+        "jwt-file",
+        "gateway jwt mode (by value), audit file",
+        "/jwt/hello",
+        [jwtToken],
+      );
+      const missFile = gatewayVariant(
+        gatewayFile,
+        "miss-file",
+        `gateway phantom, cache miss (${missTokens.length} tokens), audit file`,
+        "/miss/hello",
+        missTokens,
+      );
+      const tunedLabel = options.tunedFlags.join(" ");
+      const bareTuned: Variant | undefined =
+        bareTunedProxy === undefined
+          ? undefined
+          : {
+              key: "bare-tuned",
+              label: `bare undici proxy, node ${tunedLabel}`,
+              port: Number(bareTunedProxy.ready["port"]),
+              path: "/hit/hello",
+              authorizations: [bearer(hitToken)],
+              sut: bareTunedProxy,
+            };
+      const hitTuned =
+        gatewayTuned === undefined
+          ? undefined
+          : gatewayVariant(
+              gatewayTuned,
+              "hit-file-tuned",
+              `gateway phantom, cache hit, audit file, node ${tunedLabel}`,
+              "/hit/hello",
+              [hitToken],
+            );
+      const tunedVariants = [bareTuned, hitTuned].filter((variant) => variant !== undefined);
+      const mainVariants = [hello, bare, hitOff, hitFile, jwtFile, missFile, ...tunedVariants];
+      log("checking every variant answers 200");
+      for (const variant of mainVariants) {
+        const token = variant.authorizations[0]?.slice("Bearer ".length);
+        await expectOk(`http://127.0.0.1:${variant.port}${variant.path}`, token, variant.label, variant.sut);
+      }
+
+      let gatewayMaxRps = Number.NaN;
+      if (options.parts.has("main")) {
+        log(
+          `main: ${options.rounds} round(s) × ${mainVariants.length} variants, ${options.warmupMs / 1000} s warm-up + ${options.durationMs / 1000} s each, ${options.connections} connections`,
+        );
+        const summaries = await interleave(load, mainVariants, options.rounds, {
+          mode: "closed",
+          connections: options.connections,
+          warmupMs: options.warmupMs,
+          durationMs: options.durationMs,
+        });
+        report.main = summaries;
+        gatewayMaxRps = summaries.find((s) => s.key === "hit-file")?.rps ?? Number.NaN;
+      }
+      if (options.parts.has("half")) {
+        if (!Number.isFinite(gatewayMaxRps)) {
+          log("half: measuring the gateway's max rps first (main part not run)");
+          gatewayMaxRps = (
+            await measure(load, hitFile, {
+              mode: "closed",
+              connections: options.connections,
+              warmupMs: options.warmupMs,
+              durationMs: options.durationMs,
+            })
+          ).result.rps;
+        }
+        const rate = Math.max(100, Math.round(gatewayMaxRps / 2 / 100) * 100);
+        log(
+          `half: fixed rate ${rate} req/s, ${options.rounds} round(s) × ${3 + tunedVariants.length} variants, ${options.halfConnections} connections`,
+        );
+        const variants = await interleave(load, [bare, hitFile, hitOff, ...tunedVariants], options.rounds, {
+          mode: "rate",
+          rate,
+          connections: options.halfConnections,
+          warmupMs: options.warmupMs,
+          durationMs: options.durationMs,
+        });
+        report.half = { rate, variants };
+      }
+      // Audit volume: bytes written per request by the audit-file gateway.
+      const requestsServed = metricValue(await scrape(gatewayFile.adminUrl), "phantomgate_requests_total");
+      await gatewayFile.process.stop();
+      await gatewayOff.process.stop();
+      await gatewayTuned?.process.stop();
+      await bareTunedProxy?.stop();
+      try {
+        report.auditBytesPerRequest = statSync(auditFile).size / requestsServed;
+      } catch {
+        // no audit file: nothing was written
+      }
+    }
+
+    if (options.parts.has("single-flight")) {
+      log(
+        `single-flight: ${options.singleFlightRequests} concurrent requests with one fresh token (AS in the driver process)`,
+      );
+      report.singleFlight = await singleFlight(fixture, options);
+    }
+    if (options.parts.has("rss") && options.rssTokens.length > 0) {
+      report.rss = await rss(fixture, options);
+    }
+    if (options.parts.has("profile")) {
+      report.profile = await profile(fixture, options, hitToken);
+    }
+    await tokens.close();
+    report.loadEnd = loadAverage();
+    printReport(report);
+    if (options.json !== undefined) {
+      writeFileSync(options.json, `${JSON.stringify(report, null, 2)}\n`);
+      console.log(`\nJSON written to ${options.json}`);
+    }
+  } finally {
+    await stopAll();
+    rmSync(temp, { recursive: true, force: true });
+  }
+}
+
+function printReport(report: Report): void {
+  const targets = report.targets;
+  if (report.main !== undefined) {
+    console.log(`\nMax throughput (closed loop), median of ${String(report.options["rounds"])} round(s):`);
+    printMain(report.main);
+    for (const s of report.main) {
+      if (s.otherCpu > 10) {
+        console.log(
+          `note: ${s.label}: processes outside the benchmark used ${fixed(s.otherCpu)} % of a core during its runs (median) — its figures are disturbed.`,
+        );
+      }
+      if (s.key !== "miss-file" && s.sutCpu < 90) {
+        console.log(
+          `note: ${s.label} used only ${fixed(s.sutCpu)} % of core 0: it was not the bottleneck (core 1 at ${fixed(s.core1)} %: load generator/upstream, or other load on the machine) — its rps is a lower bound.`,
+        );
+      }
+    }
+    const by = (key: string): VariantSummary | undefined => report.main?.find((s) => s.key === key);
+    const hello = by("hello");
+    for (const [key, bareKey, audit] of [
+      ["hit-file", "bare", "audit file"],
+      ["hit-off", "bare", "audit off"],
+      ["hit-file-tuned", "bare-tuned", "audit file, both tuned"],
+    ] as const) {
+      const hit = by(key);
+      const bare = by(bareKey);
+      if (hit === undefined || bare === undefined || hello === undefined) continue;
+      const vsBare = hit.rps / bare.rps;
+      const vsHello = hit.rps / hello.rps;
+      targets.push(
+        {
+          name: `cache-hit (${audit}) / bare proxy rps`,
+          value: vsBare.toFixed(3),
+          target: "≥ 0.95",
+          met: vsBare >= 0.95,
+        },
+        {
+          name: `cache-hit (${audit}) / node:http hello rps`,
+          value: vsHello.toFixed(3),
+          target: "≥ 0.35",
+          met: vsHello >= 0.35,
+        },
+      );
+    }
+    const miss = by("miss-file");
+    const hitFile = by("hit-file");
+    if (miss !== undefined && hitFile !== undefined) {
+      targets.push({
+        name: "cache-miss / cache-hit rps (audit file; AS-bound, informational)",
+        value: (miss.rps / hitFile.rps).toFixed(3),
+        target: "-",
+        met: undefined,
+      });
+    }
+  }
+  if (report.half !== undefined) {
+    printHalf(report.half.rate, report.half.variants);
+    for (const [key, bareKey, audit] of [
+      ["hit-file", "bare", "audit file"],
+      ["hit-off", "bare", "audit off"],
+      ["hit-file-tuned", "bare-tuned", "audit file, both tuned"],
+    ] as const) {
+      const hit = report.half.variants.find((s) => s.key === key);
+      const bare = report.half.variants.find((s) => s.key === bareKey);
+      if (hit === undefined || bare === undefined) continue;
+      const added = hit.p99 - bare.p99;
+      targets.push({
+        name: `added p99 at ${report.half.rate} req/s, gateway (${audit}) − bare proxy`,
+        value: `${added.toFixed(3)} ms`,
+        target: "≤ 0.3 ms",
+        met: added <= 0.3,
+      });
+    }
+  }
+  if (report.auditBytesPerRequest !== undefined) {
+    console.log(`\nAudit file: ${report.auditBytesPerRequest.toFixed(0)} bytes per request.`);
+  }
+  if (report.singleFlight !== undefined) {
+    const sf = report.singleFlight;
+    console.log(
+      `\nSingle-flight: ${String(sf["requests"])} concurrent requests, one fresh token → the AS saw ${String(sf["introspectionsSeenByAs"])} introspection(s) (gateway counted ${String(sf["gatewayIntrospectionCalls"])}); statuses ${JSON.stringify(sf["statuses"])}; cache misses joined to the flight ${String(sf["cacheMisses"])}, hits ${String(sf["cacheHits"])}; burst took ${fixed(Number(sf["burstMs"]), 1)} ms.`,
+    );
+    targets.push({
+      name: `single-flight: introspections for ${String(sf["requests"])} concurrent requests`,
+      value: String(sf["introspectionsSeenByAs"]),
+      target: "exactly 1",
+      met: sf["introspectionsSeenByAs"] === 1,
+    });
+  }
+  if (report.rss !== undefined) {
+    console.log(
+      "\nGateway memory with distinct cached tokens (VmRSS from /proc/<pid>/status; heap after a forced full GC):",
+    );
+    const base = report.rss[0];
+    const baseRss = Number(base?.["vmRssBytes"]);
+    const baseHeap = Number(base?.["heapUsedAfterGcBytes"]);
+    console.log(
+      table(
+        [
+          "cached tokens",
+          "VmRSS",
+          "Δ VmRSS",
+          "Δ VmRSS/token",
+          "VmRSS after GC",
+          "VmHWM",
+          "heap used after GC",
+          "Δ heap/token",
+          "cache entries",
+          "evictions",
+          "fill s",
+        ],
+        report.rss.map((row) => {
+          const tokens = Number(row["tokens"]);
+          const rssBytes = Number(row["vmRssBytes"]);
+          const heap = Number(row["heapUsedAfterGcBytes"]);
+          return [
+            String(tokens),
+            mib(rssBytes),
+            mib(rssBytes - baseRss),
+            tokens === 0 ? "-" : `${((rssBytes - baseRss) / tokens).toFixed(0)} B`,
+            mib(Number(row["vmRssAfterGcBytes"])),
+            mib(Number(row["vmHwmBytes"])),
+            mib(heap),
+            tokens === 0 ? "-" : `${((heap - baseHeap) / tokens).toFixed(0)} B`,
+            String(row["cacheEntries"]),
+            String(row["cacheEvictions"]),
+            fixed(Number(row["fillSeconds"]), 0),
+          ];
+        }),
+      ),
+    );
+  }
+  if (targets.length > 0) {
+    console.log("\nTargets:");
+    console.log(
+      table(
+        ["measure", "value", "target", "met"],
+        targets.map((t) => [t.name, t.value, t.target, t.met === undefined ? "-" : t.met ? "yes" : "NO"]),
+      ),
+    );
+  }
+  for (const text of profileTexts) console.log(text);
+  console.log(`\nload average at start: ${report.loadStart}; at end: ${report.loadEnd ?? "-"}`);
+}
+
+let interrupted = false;
+/** Removed on exit, also after Ctrl-C. */
+let tempDir: string | undefined;
+const onSignal = (signal: NodeJS.Signals): void => {
+  if (interrupted) return;
+  interrupted = true;
+  log(`${signal}: stopping every child process`);
+  void stopAll(2000).finally(() => {
+    if (tempDir !== undefined) rmSync(tempDir, { recursive: true, force: true });
+    process.exit(130);
+  });
+};
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+process.on("exit", killAllNow);
+
+main().catch(async (error: unknown) => {
+  log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  await stopAll(2000);
+  process.exitCode = 1;
+});
