@@ -1,7 +1,7 @@
 // The request pipeline, read top to bottom: firewall → route → (form body check) → authenticate → authorize →
 // forward, then audit.
 // Each stage fills the request context or throws a GatewayError; the error becomes the response.
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomFillSync, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
@@ -190,14 +190,28 @@ const stages: readonly Stage[] = [firewall, route, inspectFormBody, authenticate
 
 const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
 
+// Trace and span ids come from a pooled random buffer: one getrandom call per 512 ids instead of two per request.
+const randomPool = Buffer.alloc(8 * 1024);
+let randomOffset = randomPool.length;
+
+function randomHex(bytes: number): string {
+  if (randomOffset + bytes > randomPool.length) {
+    randomFillSync(randomPool);
+    randomOffset = 0;
+  }
+  const hex = randomPool.toString("hex", randomOffset, randomOffset + bytes);
+  randomOffset += bytes;
+  return hex;
+}
+
 function startTrace(incoming: string | undefined): { traceId: string; traceparent: string } {
-  const spanId = randomBytes(8).toString("hex");
+  const spanId = randomHex(8);
   const match = incoming === undefined ? null : traceparentPattern.exec(incoming);
   const traceId = match?.[1];
   if (match !== null && traceId !== undefined && traceId !== "0".repeat(32)) {
     return { traceId, traceparent: `00-${traceId}-${spanId}-${match[2] ?? "01"}` };
   }
-  const fresh = randomBytes(16).toString("hex");
+  const fresh = randomHex(16);
   return { traceId: fresh, traceparent: `00-${fresh}-${spanId}-01` };
 }
 
