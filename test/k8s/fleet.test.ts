@@ -8,8 +8,8 @@
 // requests over the replicas that are up. Streams are pinned per gateway (so the test knows which replica each
 // gateway streams from); every other request — the gateways' ACKs among them — goes round robin, as
 // per-connection balancing would send it.
-import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdtempSync, readFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
 import {
   Agent as HttpAgent,
   createServer,
@@ -23,8 +23,6 @@ import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { stringify as toYaml } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -41,11 +39,11 @@ import {
   type ControlPlaneGateway,
 } from "../helpers/control-plane-gateway.ts";
 import { getToken } from "../helpers/http.ts";
+import { spawnOperator } from "../helpers/operator-process.ts";
 import { repoRoot, startTestCluster, type TestCluster } from "./harness/cluster.ts";
 
 const startupTimeoutMs = 60 * 60_000;
 const testTimeoutMs = 240_000;
-const bin = fileURLToPath(new URL("../../bin/phantomgate.js", import.meta.url));
 const systemNamespace = "fleet-system";
 const operatorAccount = "phantomgate-operator";
 const gatewayAccount = "phantomgate-gateway";
@@ -443,44 +441,14 @@ interface OperatorProcess {
 }
 
 async function startOperator(identity: string): Promise<OperatorProcess> {
-  const logFile = join(logDir, `${identity}.log`);
-  const log = createWriteStream(logFile, { flags: "a" });
-  const args = [bin, "operator", "--kubeconfig", operatorKubeconfig, "--identity", identity, ...commonArgs];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], cwd: repoRoot });
-  child.stderr.pipe(log);
-  const ports = await new Promise<{ snapshotPort: number; metricsPort: number }>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`operator ${identity} did not start; log: ${logFile}`)),
-      90_000,
-    );
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`operator ${identity} exited (${code ?? signal ?? "?"}); log: ${logFile}`));
-    });
-    // Keeps reading stdout for the process's life: a full pipe would block it.
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      log.write(`${line}\n`);
-      if (!line.includes('"operator started"')) return;
-      clearTimeout(timer);
-      child.removeAllListeners("exit");
-      resolve(JSON.parse(line) as { snapshotPort: number; metricsPort: number });
-    });
-  });
+  const spawned = await spawnOperator({ identity, kubeconfig: operatorKubeconfig, logDir, args: commonArgs });
   const operator: OperatorProcess = {
     identity,
-    child,
-    logFile,
-    snapshotPort: ports.snapshotPort,
-    metricsUrl: `http://127.0.0.1:${ports.metricsPort}`,
-    kill: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          resolve();
-          return;
-        }
-        child.once("exit", () => resolve());
-        child.kill("SIGKILL");
-      }),
+    child: spawned.child,
+    logFile: spawned.logFile,
+    snapshotPort: spawned.snapshotPort,
+    metricsUrl: `http://127.0.0.1:${spawned.metricsPort}`,
+    kill: () => spawned.stop("SIGKILL"),
   };
   operators.push(operator);
   return operator;

@@ -4,15 +4,13 @@
 // snapshot stream. The operator reaches the API server through a TCP proxy the test controls, so it can cut
 // the watch connections (reconnect with backoff) or freeze them (a silent stall: the watchdog and the periodic
 // relist must notice) without touching the API server.
-import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdtempSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { stringify as toYaml } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadOperatorConfig } from "../../src/operator/config.ts";
@@ -25,10 +23,10 @@ import {
   type ControlPlaneGateway,
 } from "../helpers/control-plane-gateway.ts";
 import { repoRoot, startTestCluster, type TestCluster } from "./harness/cluster.ts";
+import { spawnOperator } from "../helpers/operator-process.ts";
 
 const startupTimeoutMs = 60 * 60_000;
 const testTimeoutMs = 180_000;
-const bin = fileURLToPath(new URL("../../bin/phantomgate.js", import.meta.url));
 const systemNamespace = "pg-system";
 const operatorAccount = "phantomgate-operator";
 const gatewayAccount = "phantomgate-gateway";
@@ -270,57 +268,19 @@ async function startOperatorProcess(
   identity: string,
   extraArgs: readonly string[] = [],
 ): Promise<OperatorProcess> {
-  const logFile = join(logDir, `${identity}.log`);
-  const log = createWriteStream(logFile, { flags: "a" });
-  const args = [
-    bin,
-    "operator",
-    "--kubeconfig",
-    operatorKubeconfig,
-    "--identity",
+  const spawned = await spawnOperator({
     identity,
-    ...commonArgs,
-    ...extraArgs,
-  ];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], cwd: repoRoot });
-  child.stderr.pipe(log);
-  const ports = await new Promise<{ snapshotPort: number; metricsPort: number }>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`operator ${identity} did not start; log: ${logFile}`)),
-      90_000,
-    );
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`operator ${identity} exited (${code ?? signal ?? "?"}); log: ${logFile}`));
-    });
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      log.write(`${line}\n`);
-      if (!line.includes('"operator started"')) return;
-      const started = JSON.parse(line) as { snapshotPort: number; metricsPort: number };
-      clearTimeout(timer);
-      child.removeAllListeners("exit");
-      resolve(started);
-    });
+    kubeconfig: operatorKubeconfig,
+    logDir,
+    args: [...commonArgs, ...extraArgs],
   });
   const operator: OperatorProcess = {
     identity,
-    child,
-    logFile,
-    metricsUrl: `http://127.0.0.1:${ports.metricsPort}`,
-    snapshotUrl: `http://127.0.0.1:${ports.snapshotPort}`,
-    stop: (signal = "SIGTERM") =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          resolve();
-          return;
-        }
-        const force = setTimeout(() => child.kill("SIGKILL"), 20_000);
-        child.once("exit", () => {
-          clearTimeout(force);
-          resolve();
-        });
-        child.kill(signal);
-      }),
+    child: spawned.child,
+    logFile: spawned.logFile,
+    metricsUrl: `http://127.0.0.1:${spawned.metricsPort}`,
+    snapshotUrl: `http://127.0.0.1:${spawned.snapshotPort}`,
+    stop: (signal) => spawned.stop(signal),
   };
   operators.push(operator);
   return operator;
