@@ -31,6 +31,7 @@ import {
 } from "./lib/processes.ts";
 import { formatProfile, summariseProfile } from "./lib/profile.ts";
 import type { GeneratorMessage, LoadJob, LoadResult } from "./lib/protocol.ts";
+import { numberSetting } from "./lib/options.ts";
 import { median } from "./lib/stats.ts";
 import { ensureWrk, runWrk } from "./lib/wrk.ts";
 
@@ -124,14 +125,7 @@ function parseOptions(): Options {
   }
   const env = process.env;
   const quick = env["BENCH_QUICK"] === "1";
-  const number = (flag: string | undefined, envName: string, fallback: number, min: number): number => {
-    const raw = flag ?? env[envName];
-    if (raw === undefined || raw === "") return fallback;
-    const value = Number(raw);
-    if (!Number.isFinite(value) || value < min)
-      throw new Error(`${envName}/flag: expected a number ≥ ${min}, got ${raw}`);
-    return value;
-  };
+  const number = numberSetting;
   const parts = new Set(
     (values.parts ?? env["BENCH_PARTS"] ?? "main,half,single-flight,rss")
       .split(",")

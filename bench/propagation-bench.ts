@@ -61,6 +61,7 @@ import {
   type Target,
 } from "./propagation/report.ts";
 import { createWorld, startFleet, type World } from "./propagation/setup.ts";
+import { numberSetting } from "./lib/options.ts";
 
 // ---- options ------------------------------------------------------------------------------------------------
 
@@ -135,14 +136,8 @@ function parseOptions(): Options {
   }
   const env = process.env;
   const quick = env["BENCH_QUICK"] === "1";
-  const integer = (flag: string | undefined, envName: string, fallback: number, min: number): number => {
-    const raw = flag ?? env[envName];
-    if (raw === undefined || raw === "") return fallback;
-    const value = Number(raw);
-    if (!Number.isInteger(value) || value < min)
-      throw new Error(`${envName}/flag: expected an integer ≥ ${min}, got ${raw}`);
-    return value;
-  };
+  const integer = (flag: string | undefined, envName: string, fallback: number, min: number): number =>
+    numberSetting(flag, envName, fallback, min, { integer: true });
   const parts = new Set(
     (values.parts ?? env["BENCH_PARTS"] ?? PARTS.join(","))
       .split(",")
