@@ -1,6 +1,6 @@
 // In-process measurements of the two CPU-bound steps of propagation, on the same generated objects the cluster
 // gets: the operator's `compile()` of N ApiRoutes, and the gateway's handling of one snapshot line — JSON.parse,
-// stream-message and snapshot validation (zod), building the serving state (router, backend rotations) and the
+// stream-message and snapshot validation (the JSON Schema check of src/snapshot/check.ts), building the serving state (router, backend rotations) and the
 // reference swap — the same functions the processes run, timed without the network or the other processes.
 // Optionally a CPU profile of each (node:inspector), summarised by bench/lib/profile.ts.
 import { writeFileSync } from "node:fs";
@@ -12,7 +12,8 @@ import { runInNewContext } from "node:vm";
 import { compile, type CompileResult } from "../../src/compile/compile.ts";
 import { RuntimeHolder } from "../../src/gateway/runtime/runtime-state.ts";
 import { encodeStreamMessage, streamMessageSchema } from "../../src/operator/distribute/protocol.ts";
-import { snapshotSchema, type Snapshot } from "../../src/snapshot/snapshot.ts";
+import { checkSnapshot, describeSnapshotIssues } from "../../src/snapshot/check.ts";
+import type { Snapshot } from "../../src/snapshot/snapshot.ts";
 import { formatProfile, summariseProfile } from "../lib/profile.ts";
 import { median } from "../lib/stats.ts";
 import { baseObjects, generatedRoutes, type FixtureOptions, type KubeObject } from "./objects.ts";
@@ -55,7 +56,9 @@ function parseStreamLine(line: string): unknown {
 function validateSnapshotMessage(json: unknown): Snapshot {
   const message = streamMessageSchema.parse(json);
   if (message.type !== "snapshot") throw new Error("not a snapshot message");
-  return snapshotSchema.parse(message.snapshot);
+  const checked = checkSnapshot(message.snapshot);
+  if (!checked.ok) throw new Error(describeSnapshotIssues(checked.issues));
+  return checked.snapshot;
 }
 
 /** Median of `runs` compiles after one unmeasured warm-up. */

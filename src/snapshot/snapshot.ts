@@ -32,7 +32,12 @@ export const jwsAlgorithmSchema = z.enum([
 ]);
 export type JwsAlgorithm = z.infer<typeof jwsAlgorithmSchema>;
 
-const httpUrl = z.url({ protocol: /^https?$/ });
+// Plain patterns rather than z.url(): compile has already parsed these URLs from the resources, and a pattern
+// carries over unchanged to the JSON Schema the gateway checks received snapshots with (check.ts).
+/** An absolute http(s) URL: scheme, a non-empty authority, then an optional path, query or fragment. */
+const httpUrl = z.string().regex(/^https?:\/\/[^\s/?#]+(?:[/?#]\S*)?$/, "must be an absolute http(s) URL");
+/** An origin: scheme and authority only. */
+const httpOrigin = z.string().regex(/^https?:\/\/[^\s/?#]+$/, "must be an http(s) origin");
 
 /** One authorization server, fully resolved (Secrets inlined) so gateways never read Secrets themselves. */
 export const compiledAuthServerSchema = z
@@ -99,7 +104,7 @@ export type RequiredScopes = z.infer<typeof requiredScopesSchema>;
 export const compiledBackendSchema = z
   .object({
     /** Origin only: `http(s)://host:port`. */
-    origin: httpUrl,
+    origin: httpOrigin,
     /** Relative share of requests (weighted round robin). */
     weight: z.number().int().min(1),
   })

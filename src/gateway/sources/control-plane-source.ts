@@ -7,7 +7,6 @@ import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { Agent, request } from "undici";
-import type { z } from "zod";
 import {
   ACKS_PATH,
   NDJSON_CONTENT_TYPE,
@@ -18,7 +17,8 @@ import {
   streamMessageSchema,
   type AckBody,
 } from "../../operator/distribute/protocol.ts";
-import { snapshotSchema, type Snapshot } from "../../snapshot/snapshot.ts";
+import { checkSnapshot, describeSnapshotIssues } from "../../snapshot/check.ts";
+import type { Snapshot } from "../../snapshot/snapshot.ts";
 import { systemClock, type Clock } from "../../tokens/clock.ts";
 import { loadLastKnownGood, prepareStateDir, saveLastKnownGood } from "../state/last-known-good.ts";
 import type { ConfigProblem, SnapshotSource } from "./file-source.ts";
@@ -128,13 +128,6 @@ function createMetrics(registry: Registry): Metrics {
       registers,
     }),
   };
-}
-
-function summariseIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 3)
-    .map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`)
-    .join("; ");
 }
 
 function describeError(error: unknown): string {
@@ -299,14 +292,14 @@ export async function startControlPlaneSource(
   let working = false;
 
   async function processSnapshot(raw: unknown): Promise<void> {
-    const parsed = snapshotSchema.safeParse(raw);
-    if (!parsed.success) {
+    const parsed = checkSnapshot(raw);
+    if (!parsed.ok) {
       const claimed = (raw as { revision?: unknown } | null)?.revision;
       const revision = typeof claimed === "string" && claimed !== "" ? claimed.slice(0, 128) : "(none)";
-      refuse(revision, `invalid snapshot: ${summariseIssues(parsed.error)}`);
+      refuse(revision, `invalid snapshot: ${describeSnapshotIssues(parsed.issues)}`);
       return;
     }
-    const snapshot = parsed.data;
+    const snapshot = parsed.snapshot;
     if (serving?.revision !== snapshot.revision) {
       try {
         handlers.apply(snapshot);

@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import { compile } from "../../compile/compile.ts";
 import { loadManifestDirectory, watchManifestDirectory } from "../../provider/file/index.ts";
-import { snapshotSchema, type Snapshot } from "../../snapshot/snapshot.ts";
+import type { Snapshot } from "../../snapshot/snapshot.ts";
 
 export interface ConfigProblem {
   readonly file?: string | undefined;
@@ -53,7 +53,7 @@ export async function startFileSource(
       }
     }
     onUpdate({
-      snapshot: snapshotSchema.parse(result.snapshot),
+      snapshot: result.snapshot,
       problems,
       fileFailures: 0,
       rejectedObjects: rejected,

@@ -7,7 +7,8 @@ import { access, mkdir, open, readdir, readFile, rename, rm } from "node:fs/prom
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { snapshotSchema, type Snapshot } from "../../snapshot/snapshot.ts";
+import { checkSnapshot, describeSnapshotIssues } from "../../snapshot/check.ts";
+import type { Snapshot } from "../../snapshot/snapshot.ts";
 import { systemClock, type Clock } from "../../tokens/clock.ts";
 
 export const LAST_KNOWN_GOOD_FILE = "snapshot.json";
@@ -86,15 +87,15 @@ export async function loadLastKnownGood(dir: string, logger: Logger): Promise<La
     );
     return undefined;
   }
-  const snapshot = snapshotSchema.safeParse(envelope.data.snapshot);
-  if (!snapshot.success) {
+  const snapshot = checkSnapshot(envelope.data.snapshot);
+  if (!snapshot.ok) {
     logger.warn(
-      { file, problem: summarise(snapshot.error) },
+      { file, problem: describeSnapshotIssues(snapshot.issues) },
       "last-known-good snapshot is invalid; ignoring it",
     );
     return undefined;
   }
-  return { snapshot: snapshot.data, savedAtMs: Date.parse(envelope.data.savedAt) };
+  return { snapshot: snapshot.snapshot, savedAtMs: Date.parse(envelope.data.savedAt) };
 }
 
 /**
