@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image for both programs: `phantomgate gateway` (data plane) and `phantomgate operator` (control plane),
 # plus the demo authorization server and APIs that the kind e2e runs. Node.js 24 runs the TypeScript sources
-# directly (type stripping), so there is no compile step: the image holds bin/, src/, examples/, package.json
-# and the production dependencies, nothing else.
+# directly (type stripping), so there is no compile step: the image holds bin/, src/, examples/, package.json,
+# the production dependencies and Node's compile cache for them, nothing else.
 #
 #   docker build -t phantomgate:dev .
 #   docker run --rm phantomgate:dev --help
@@ -36,6 +36,10 @@ COPY src ./src
 COPY examples ./examples
 # Fails the build when the sources do not load under this Node.js (e.g. syntax type stripping cannot erase).
 RUN node bin/phantomgate.js --help > /dev/null
+# Node's compile cache, filled with every module (bytecode and type-stripped source): pods start faster and never
+# load the TypeScript stripper, ~20 MiB less RSS each. Same Node.js image as the final stage, so it stays valid.
+ENV NODE_COMPILE_CACHE=/app/.cache/node-compile
+RUN node bin/phantomgate.js compile-cache
 
 FROM ${NODE_IMAGE}
 ARG VERSION=0.0.0-dev
@@ -55,7 +59,8 @@ RUN apt-get update \
     && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /opt/yarn-* \
               /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn \
               /usr/local/bin/yarnpkg /usr/local/include/node
-ENV NODE_ENV=production
+ENV NODE_ENV=production \
+    NODE_COMPILE_CACHE=/app/.cache/node-compile
 WORKDIR /app
 # Owned by root and not writable by the runtime user: the app cannot modify itself.
 COPY --from=app --chown=0:0 /app /app

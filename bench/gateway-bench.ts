@@ -27,6 +27,7 @@ import {
   spawnPinned,
   stopAll,
   track,
+  warmCompileCache,
   type Spawned,
 } from "./lib/processes.ts";
 import { formatProfile, summariseProfile } from "./lib/profile.ts";
@@ -916,6 +917,7 @@ async function main(): Promise<void> {
   const temp = mkdtempSync(join(tmpdir(), "phantomgate-bench-"));
   tempDir = temp;
   try {
+    log(warmCompileCache());
     log("starting the demo AS, hello servers, bare proxy and load generator");
     const [asProcess, upstream, helloDirect, generator] = await Promise.all([
       spawnPinned({

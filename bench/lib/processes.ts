@@ -202,3 +202,17 @@ export function memory(pid: number): { rss: number; hwm: number } {
     Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN);
   return { rss: kb("VmRSS") * 1024, hwm: kb("VmHWM") * 1024 };
 }
+
+/**
+ * Runs `phantomgate compile-cache`, so every gateway and operator the benchmark starts reads the program from
+ * Node's compile cache as the image's processes do (no type stripping at start, ~20 MiB less RSS). Returns its
+ * one-line report.
+ */
+export function warmCompileCache(): string {
+  const bin = new URL("../../bin/phantomgate.js", import.meta.url).pathname;
+  const result = spawnSync(process.execPath, [bin, "compile-cache"], { encoding: "utf8", timeout: 120_000 });
+  if (result.status !== 0) {
+    throw new Error(`phantomgate compile-cache failed (${result.status ?? result.signal}): ${result.stderr}`);
+  }
+  return result.stdout.trim();
+}

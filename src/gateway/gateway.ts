@@ -16,14 +16,10 @@ import { createAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createRequestListener } from "./pipeline/pipeline.ts";
+import { createCollector } from "./runtime/memory.ts";
 import { RuntimeHolder } from "./runtime/runtime-state.ts";
-import { startControlPlaneSource, type ControlPlaneSource } from "./sources/control-plane-source.ts";
-import {
-  startFileSource,
-  type ConfigProblem,
-  type SnapshotSource,
-  type SourceUpdate,
-} from "./sources/file-source.ts";
+import type { ControlPlaneSource } from "./sources/control-plane-source.ts";
+import type { ConfigProblem, SnapshotSource, SourceUpdate } from "./sources/file-source.ts";
 
 export interface RunningGateway {
   readonly port: number;
@@ -70,6 +66,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   // Snapshot source: file mode (a directory of manifests) or control-plane mode (the operator's stream, with the
   // last-known-good snapshot on disk). Each good snapshot is swapped in whole.
   const runtime = new RuntimeHolder();
+  const collector = createCollector();
   let fileProblems: readonly ConfigProblem[] = [];
   const applyUpdate = (update: SourceUpdate): void => {
     fileProblems = update.problems;
@@ -95,10 +92,14 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       { revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous },
       "snapshot swapped in",
     );
+    collector.afterSwap(update.snapshot.routes.length);
   };
   let source: SnapshotSource;
   let controlPlane: ControlPlaneSource | undefined;
+  // Each mode loads only its own source: file mode brings the YAML loader and compile, control-plane mode the
+  // stream client, and neither needs the other's modules in memory.
   if (config.controlPlane !== undefined) {
+    const { startControlPlaneSource } = await import("./sources/control-plane-source.ts");
     controlPlane = await startControlPlaneSource(
       {
         url: config.controlPlane,
@@ -117,6 +118,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     );
     source = controlPlane;
   } else {
+    const { startFileSource } = await import("./sources/file-source.ts");
     source = await startFileSource(config.configDir ?? "", applyUpdate, logger);
   }
   const problems = (): readonly ConfigProblem[] => controlPlane?.problems() ?? fileProblems;
@@ -175,6 +177,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     async close() {
       draining = true;
       source.close();
+      collector.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Keep-alive connections become idle as their last response ends; close them as they do.
       server.closeIdleConnections();

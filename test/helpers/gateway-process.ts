@@ -41,13 +41,14 @@ export interface SpawnedGateway {
 /** Spawns `phantomgate gateway <args>` and waits for its "gateway listening" log line. */
 export async function spawnGateway(
   args: readonly string[],
-  options: { env?: Record<string, string>; label?: string } = {},
+  options: { env?: Record<string, string>; unset?: readonly string[]; label?: string } = {},
 ): Promise<SpawnedGateway> {
   const label = options.label ?? "gateway";
-  const child = spawn(process.execPath, [bin, "gateway", ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...options.env },
-  });
+  const unset = new Set(options.unset);
+  const env = Object.fromEntries(
+    Object.entries({ ...process.env, ...options.env }).filter(([name]) => !unset.has(name)),
+  );
+  const child = spawn(process.execPath, [bin, "gateway", ...args], { stdio: ["ignore", "pipe", "pipe"], env });
   let output = "";
   child.stderr.on("data", (chunk: Buffer) => {
     output += chunk.toString("utf8");

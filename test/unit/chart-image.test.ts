@@ -145,6 +145,20 @@ describe("Dockerfile", () => {
     expect(existsSync(join(root, "bin/phantomgate.js"))).toBe(true);
   });
 
+  it("ships a compile cache filled in the build stage and points the final stage at it", () => {
+    const envOf = (stage: Stage): string => instructionsOf(stage, "ENV").map((e) => e.args).join(" ");
+    const cacheDir = /NODE_COMPILE_CACHE=(\S+)/.exec(envOf(final()))?.[1];
+    expect(cacheDir).toMatch(/^\/app\//);
+    const filler = dockerfile.stages.find((stage) =>
+      instructionsOf(stage, "RUN").some((run) => /phantomgate\.js compile-cache\b/.test(run.args)),
+    );
+    expect(filler).toBeDefined();
+    expect(filler).not.toBe(final());
+    expect(envOf(filler!)).toContain(`NODE_COMPILE_CACHE=${cacheDir ?? ""}`);
+    // Same Node.js image for both stages: a cache made by another Node.js version would be ignored.
+    expect(filler!.from).toBe(final().from);
+  });
+
   it("has no HEALTHCHECK (Kubernetes probes the admin/metrics ports) and no ADD", () => {
     for (const stage of dockerfile.stages) {
       expect(instructionsOf(stage, "HEALTHCHECK")).toEqual([]);
