@@ -1,5 +1,6 @@
 // The one error catalogue: every error a client or operator can see, with its code, HTTP status and a message
-// that is safe to show. Callers switch on `code`; docs/errors.md is kept in step by a test.
+// that is safe to show: the gateway's, then the operator snapshot service's. Callers switch on `code`;
+// docs/errors.md is kept in step by a test.
 
 export interface ErrorSpec {
   readonly status: number;
@@ -104,6 +105,49 @@ export const errorCatalogue = {
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof errorCatalogue;
+
+/**
+ * The errors of the operator's snapshot service (src/operator/distribute/server.ts): what gateways and revocation
+ * callers can get back from it. Same shape and rules as the gateway's; documented in docs/errors.md too.
+ */
+export const distributionErrorCatalogue = {
+  PG_ERR_DIST_TOKEN_MISSING: { status: 401, title: "Unauthorized", detail: "A bearer token is required." },
+  PG_ERR_DIST_TOKEN_INVALID: {
+    status: 401,
+    title: "Unauthorized",
+    detail: "The bearer token is invalid, expired or not bound to this service's audience.",
+  },
+  PG_ERR_DIST_FORBIDDEN: {
+    status: 403,
+    title: "Forbidden",
+    detail: "This identity may not use this endpoint.",
+  },
+  PG_ERR_DIST_BAD_REQUEST: { status: 400, title: "Bad Request", detail: "The request is malformed." },
+  PG_ERR_DIST_TOO_LARGE: {
+    status: 413,
+    title: "Content Too Large",
+    detail: "The request body is too large.",
+  },
+  PG_ERR_DIST_NOT_FOUND: { status: 404, title: "Not Found", detail: "No such endpoint." },
+  PG_ERR_DIST_METHOD: {
+    status: 405,
+    title: "Method Not Allowed",
+    detail: "The endpoint does not take this method.",
+  },
+  PG_ERR_DIST_UNAVAILABLE: {
+    status: 503,
+    title: "Service Unavailable",
+    detail: "The Kubernetes API server could not review the request; try again.",
+  },
+  PG_ERR_DIST_NOT_RECORDED: {
+    status: 503,
+    title: "Service Unavailable",
+    detail:
+      "The revocation reached the gateways of this replica but could not be recorded for the other replicas; send it again.",
+  },
+} as const satisfies Record<string, Omit<ErrorSpec, "bearerError">>;
+
+export type DistributionErrorCode = keyof typeof distributionErrorCatalogue;
 
 /** An error with a catalogue code. `reason` is internal (logs, audit), never sent to clients. */
 export class GatewayError extends Error {

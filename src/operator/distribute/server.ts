@@ -13,6 +13,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Logger } from "pino";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { z } from "zod";
+import { distributionErrorCatalogue, type DistributionErrorCode } from "../../errors/catalogue.ts";
 import { fingerprintToken } from "../../tokens/fingerprint.ts";
 import { ReviewUnavailableError, type TokenReviewer } from "../kube/reviews.ts";
 import { distributorInternals, type Distributor, type DistributorInternals } from "./distributor.ts";
@@ -61,44 +62,9 @@ export interface DistributionServer {
   close(): Promise<void>;
 }
 
-/** The errors this server answers with: a closed set, each with a status and a text safe to show. */
-const problems = {
-  PG_ERR_DIST_TOKEN_MISSING: { status: 401, title: "Unauthorized", detail: "A bearer token is required." },
-  PG_ERR_DIST_TOKEN_INVALID: {
-    status: 401,
-    title: "Unauthorized",
-    detail: "The bearer token is invalid, expired or not bound to this service's audience.",
-  },
-  PG_ERR_DIST_FORBIDDEN: {
-    status: 403,
-    title: "Forbidden",
-    detail: "This identity may not use this endpoint.",
-  },
-  PG_ERR_DIST_BAD_REQUEST: { status: 400, title: "Bad Request", detail: "The request is malformed." },
-  PG_ERR_DIST_TOO_LARGE: {
-    status: 413,
-    title: "Content Too Large",
-    detail: "The request body is too large.",
-  },
-  PG_ERR_DIST_NOT_FOUND: { status: 404, title: "Not Found", detail: "No such endpoint." },
-  PG_ERR_DIST_METHOD: {
-    status: 405,
-    title: "Method Not Allowed",
-    detail: "The endpoint does not take this method.",
-  },
-  PG_ERR_DIST_UNAVAILABLE: {
-    status: 503,
-    title: "Service Unavailable",
-    detail: "The Kubernetes API server could not review the request; try again.",
-  },
-  PG_ERR_DIST_NOT_RECORDED: {
-    status: 503,
-    title: "Service Unavailable",
-    detail:
-      "The revocation reached the gateways of this replica but could not be recorded for the other replicas; send it again.",
-  },
-} as const;
-type ProblemCode = keyof typeof problems;
+/** The errors this server answers with: the operator part of the one catalogue (src/errors/catalogue.ts). */
+const problems = distributionErrorCatalogue;
+type ProblemCode = DistributionErrorCode;
 
 class DistributionProblem extends Error {
   override readonly name = "DistributionProblem";
