@@ -1,14 +1,24 @@
-// Failure paths with real processes: the authorization server down or slow, upstreams down or slow, live
-// configuration changes under load, a broken manifest, and graceful shutdown.
-import { writeFileSync } from "node:fs";
-import type { Server } from "node:http";
+// Failure paths with real processes: the authorization server down or slow, upstreams down or slow, body limits,
+// slow and vanishing clients, upstreams breaking mid-body, live configuration changes under load, a broken
+// manifest, and graceful shutdown.
+import { createHash } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import {
+  createServer,
+  get,
+  type IncomingMessage,
+  type RequestListener,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { request } from "undici";
 import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
 import { startEchoApi } from "../../src/demo/echo-api.ts";
 import { makeConfigDir, startGatewayProcess, type GatewayProcess } from "../helpers/gateway-process.ts";
-import { getToken } from "../helpers/http.ts";
+import { getToken, rawRequest } from "../helpers/http.ts";
 import { allManifests, routesYaml, type TestManifestOptions } from "../helpers/manifests.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -49,6 +59,49 @@ async function status(
   await response.body.dump();
   return { status: response.statusCode, headers: response.headers };
 }
+
+/** A throwaway upstream on 127.0.0.1 for one test; returns its origin. */
+async function startUpstream(listener: RequestListener): Promise<string> {
+  const server = createServer(listener);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => {
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** Writes 64 KiB chunks while the socket takes them, until `more` says stop; then ends unless `end` is false. */
+function pump(res: ServerResponse, more: () => boolean, onChunk: (chunk: Buffer) => void, end = true): void {
+  let i = 0;
+  const write = (): void => {
+    while (more()) {
+      const chunk = Buffer.alloc(64 * 1024, i++ % 251);
+      onChunk(chunk);
+      if (!res.write(chunk)) {
+        res.once("drain", write);
+        return;
+      }
+    }
+    if (end) res.end();
+  };
+  write();
+}
+
+function httpGet(url: string): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => get(url, resolve).on("error", reject));
+}
+
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([
+    promise,
+    new Promise<never>((_resolve, reject) =>
+      setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms),
+    ),
+  ]);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -111,6 +164,153 @@ describe("upstream failures", () => {
     echo.server.closeAllConnections();
     await new Promise((resolve) => echo.server.close(resolve));
     expect((await status(`${gateway.url}/echo/down`, t)).status).toBe(502);
+  });
+});
+
+describe("request body limits", () => {
+  it("answers 413 for a declared content-length over the route's limit without contacting the upstream", async () => {
+    const { gateway, echo } = await setUp({ maxBodyBytes: 1024 });
+    let upstreamRequests = 0;
+    echo.server.on("request", () => (upstreamRequests += 1));
+    const response = await rawRequest(gateway.port, [
+      "POST /public/upload HTTP/1.1",
+      "Host: localhost",
+      "Content-Type: application/octet-stream",
+      "Content-Length: 4096",
+    ]);
+    expect(response.status).toBe(413);
+    expect(JSON.parse(response.body)).toMatchObject({ code: "PG_ERR_BODY_TOO_LARGE" });
+    expect(upstreamRequests).toBe(0);
+  });
+
+  it("counts a chunked body while streaming it: within the limit it arrives whole, past it the answer is 413", async () => {
+    const { gateway } = await setUp({ maxBodyBytes: 1024 });
+    const chunked = (sizes: number[]): string =>
+      sizes.map((n) => `${n.toString(16)}\r\n${"a".repeat(n)}\r\n`).join("") + "0\r\n\r\n";
+    const head = [
+      "POST /public/upload HTTP/1.1",
+      "Host: localhost",
+      "Content-Type: application/octet-stream",
+      "Transfer-Encoding: chunked",
+      "Connection: close",
+    ];
+    const fits = await rawRequest(gateway.port, head, chunked([400, 400]));
+    expect(fits.status).toBe(200);
+    expect((JSON.parse(fits.body) as { body: { bytes: number } }).body.bytes).toBe(800);
+    const over = await rawRequest(gateway.port, head, chunked([1000, 1000]));
+    expect(over.status).toBe(413);
+    expect(JSON.parse(over.body)).toMatchObject({ code: "PG_ERR_BODY_TOO_LARGE" });
+  });
+});
+
+describe("clients and upstreams at different speeds", () => {
+  it("holds the upstream back while a client reads slowly, and delivers the whole body intact", async () => {
+    const total = 64 * 1024 * 1024;
+    let sent = 0;
+    const sentHash = createHash("sha256");
+    const origin = await startUpstream((_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": total });
+      pump(
+        res,
+        () => sent < total,
+        (chunk) => {
+          sent += chunk.length;
+          sentHash.update(chunk);
+        },
+      );
+    });
+    const { gateway } = await setUp({ echoOrigin: origin });
+    const response = await httpGet(`${gateway.url}/public/slow-reader`);
+    expect(response.statusCode).toBe(200);
+    response.pause();
+    await sleep(1000);
+    // Kernel socket buffers on two loopback hops hold some megabytes; without backpressure the upstream would
+    // have sent everything by now.
+    expect(sent).toBeLessThan(total / 2);
+    const receivedHash = createHash("sha256");
+    let received = 0;
+    let nextStall = 8 * 1024 * 1024;
+    for await (const chunk of response) {
+      const buffer = chunk as Buffer;
+      received += buffer.length;
+      receivedHash.update(buffer);
+      if (received >= nextStall) {
+        nextStall += 8 * 1024 * 1024;
+        await sleep(50);
+      }
+    }
+    expect(received).toBe(total);
+    expect(receivedHash.digest("hex")).toBe(sentHash.digest("hex"));
+  });
+
+  it("aborts the upstream request when the client goes away, before and during the response", async () => {
+    const upstreamClosed = new Map<string, Promise<boolean>>();
+    const arrived = new Map<string, () => void>();
+    const origin = await startUpstream((req, res) => {
+      const path = req.url ?? "";
+      upstreamClosed.set(
+        path,
+        new Promise((resolve) => res.once("close", () => resolve(res.writableFinished))),
+      );
+      arrived.get(path)?.();
+      if (path === "/public/ok") {
+        res.end("ok");
+      } else if (path === "/public/endless") {
+        res.writeHead(200, { "content-type": "application/octet-stream" });
+        pump(
+          res,
+          () => !res.destroyed,
+          () => undefined,
+          false,
+        );
+      }
+      // /public/hang never answers.
+    });
+    const { gateway } = await setUp({ echoOrigin: origin });
+
+    const hangArrived = new Promise<void>((resolve) => arrived.set("/public/hang", resolve));
+    const hanging = get(`${gateway.url}/public/hang`).on("error", () => undefined);
+    await within(hangArrived, 5_000, "request reached the upstream");
+    hanging.destroy();
+    expect(await within(upstreamClosed.get("/public/hang")!, 5_000, "upstream saw the hang close")).toBe(
+      false,
+    );
+
+    const endlessArrived = new Promise<void>((resolve) => arrived.set("/public/endless", resolve));
+    const endless = get(`${gateway.url}/public/endless`, (response) => {
+      response.once("data", () => endless.destroy());
+    }).on("error", () => undefined);
+    await within(endlessArrived, 5_000, "request reached the upstream");
+    expect(await within(upstreamClosed.get("/public/endless")!, 5_000, "upstream saw the stream close")).toBe(
+      false,
+    );
+
+    const after = await request(`${gateway.url}/public/ok`);
+    expect(after.statusCode).toBe(200);
+    expect(await after.body.text()).toBe("ok");
+  });
+
+  it("cuts the client connection when the upstream breaks mid-body, and audits the upstream status", async () => {
+    const origin = await startUpstream((_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": 1024 * 1024 });
+      res.write(Buffer.alloc(64 * 1024, 1));
+      setTimeout(() => res.destroy(), 50);
+    });
+    const { gateway } = await setUp({ echoOrigin: origin });
+    const response = await request(`${gateway.url}/public/broken`);
+    expect(response.statusCode).toBe(200);
+    await expect(response.body.arrayBuffer()).rejects.toThrow();
+    const requestId = response.headers["x-request-id"];
+    expect(typeof requestId).toBe("string");
+    let line: Record<string, unknown> | undefined;
+    await waitFor(() => {
+      line = readFileSync(gateway.auditFile, "utf8")
+        .split("\n")
+        .filter((l) => l.endsWith("}") && l.includes(String(requestId)))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)[0];
+      return Promise.resolve(line !== undefined);
+    });
+    expect(line).toMatchObject({ status: 200, upstreamStatus: 200, decision: "allow" });
   });
 });
 
