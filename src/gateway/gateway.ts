@@ -10,7 +10,7 @@ import type { Snapshot } from "../snapshot/snapshot.ts";
 import { createAuthenticator } from "../tokens/authenticate.ts";
 import { systemClock } from "../tokens/clock.ts";
 import { loadMinter } from "../tokens/minter.ts";
-import { createTokenCache } from "../tokens/token-cache.ts";
+import { createTokenCacheSet } from "../tokens/token-cache.ts";
 import { createAdminServer } from "./admin/admin-server.ts";
 import { createAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
@@ -53,12 +53,13 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     keyFile: config.mintKeyFile,
     clock: systemClock,
   });
-  const cache = createTokenCache({ maxEntries: 100_000, clock: systemClock, registry });
+  // One token cache partition per auth server, bounded by its `cache.maxEntries`.
+  const caches = createTokenCacheSet({ clock: systemClock, registry });
   const authenticator = createAuthenticator({
     authServers: [],
     dispatcher: asDispatcher,
     clock: systemClock,
-    cache,
+    caches,
     minter,
     registry,
   });
@@ -112,7 +113,8 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       {
         // The operator compiled it already: no problems to report, only a swap.
         apply: (snapshot) => applyUpdate({ snapshot, problems: [], fileFailures: 0, rejectedObjects: 0 }),
-        revoke: (fingerprints) => fingerprints.reduce((dropped, f) => dropped + cache.evictFingerprint(f), 0),
+        revoke: (fingerprints) =>
+          fingerprints.reduce((dropped, f) => dropped + caches.evictFingerprint(f), 0),
       },
       logger,
     );

@@ -96,7 +96,12 @@ const authServerSpecSchema = z
           .min(0)
           .default(5)
           .describe("How long an inactive result is cached."),
-        maxEntries: z.number().int().min(1).default(100_000).describe("Most tokens cached at once."),
+        maxEntries: z
+          .number()
+          .int()
+          .min(1)
+          .default(100_000)
+          .describe("Most tokens cached at once for this auth server."),
       })
       .strict()
       .prefault({})

@@ -30,6 +30,7 @@ import {
   type CacheFill,
   type CachePurpose,
   type TokenCache,
+  type TokenCacheSet,
 } from "./token-cache.ts";
 
 /** What the authenticate stage hands to authorize and forward. */
@@ -49,7 +50,12 @@ export interface AuthenticatorOptions {
    */
   readonly dispatcher?: Dispatcher | undefined;
   readonly clock: Clock;
-  readonly cache: TokenCache;
+  /**
+   * The token caches: each AS caches into its own partition, bounded by its `cache.maxEntries`. The caller owns
+   * the set (revocation goes through it); the authenticator creates and drops partitions as auth servers come
+   * and go.
+   */
+  readonly caches: TokenCacheSet;
   readonly minter: Minter;
   /** Registers `phantomgate_as_requests_total` and `phantomgate_as_request_duration_seconds` when given. */
   readonly registry?: Registry | undefined;
@@ -84,6 +90,8 @@ interface ServerRuntime {
   readonly config: string;
   readonly client: AuthServerClient;
   readonly ownedDispatcher: Dispatcher | undefined;
+  /** This AS's partition of the token cache; kept across runtime rebuilds while `cache.maxEntries` is unchanged. */
+  readonly cache: TokenCache;
   readonly introspectPurpose: CachePurpose<TokenFacts>;
   /** Cache scope: the AS id plus a hash of the settings that shape its facts (see `factsScope`). */
   readonly scope: string;
@@ -93,7 +101,8 @@ interface ServerRuntime {
 /**
  * Cache entries are scoped by the settings that decide what a token's facts are. Changing a timeout or a secret
  * keeps the cache warm; changing the issuer, endpoints, client or verification rules starts a fresh scope (old
- * entries are never read again and age out of the LRU).
+ * entries are never read again and age out of the AS's LRU partition). Changing `cache.maxEntries` replaces
+ * the partition itself, which empties it.
  */
 function factsScope(server: CompiledAuthServer): string {
   const identity = JSON.stringify([
@@ -108,6 +117,10 @@ function factsScope(server: CompiledAuthServer): string {
   return `${server.id}#${createHash("sha256").update(identity).digest("base64url").slice(0, 16)}`;
 }
 
+function noTokenMode(route: CompiledRoute): GatewayError {
+  return new GatewayError("PG_ERR_INTERNAL", `route ${route.id} has no token mode to authenticate with`);
+}
+
 function invalidToken(reason: string): GatewayError {
   return new GatewayError("PG_ERR_TOKEN_INVALID", reason);
 }
@@ -119,7 +132,7 @@ function halfLifeMs(issuedAt: number, expiresAt: number): number {
 
 /** Creates the authenticator; `updateAuthServers` is called on every snapshot swap. */
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
-  const { cache, clock, minter } = options;
+  const { caches, clock, minter } = options;
   const metrics: AuthServerMetrics =
     options.registry === undefined ? noAuthServerMetrics : createAuthServerMetrics(options.registry);
   let runtimes = new Map<string, ServerRuntime>();
@@ -138,6 +151,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       config,
       client: createAuthServerClient(server, { dispatcher, clock, metrics }),
       ownedDispatcher,
+      cache: caches.partition(server.id, server.cache.maxEntries),
       introspectPurpose: cachePurpose<TokenFacts>(scope, "introspect"),
       scope,
       plans: new WeakMap(),
@@ -159,6 +173,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     }
     for (const [id, runtime] of runtimes) if (next.get(id) !== runtime) retire(runtime);
     runtimes = next;
+    caches.retain(new Set(next.keys()));
   }
 
   // ---- loaders --------------------------------------------------------------------------------------------
@@ -188,9 +203,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     token: string,
     fingerprint: string,
   ): Promise<CacheEntry<TokenFacts>> {
-    const cached = cache.peek(fingerprint, runtime.introspectPurpose);
+    const cached = runtime.cache.peek(fingerprint, runtime.introspectPurpose);
     if (cached !== undefined) return Promise.resolve(cached);
-    return cache.load(fingerprint, runtime.introspectPurpose, async () => {
+    return runtime.cache.load(fingerprint, runtime.introspectPurpose, async () => {
       const result = await runtime.client.introspectToken(token);
       if (!result.active) {
         return {
@@ -326,17 +341,21 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     };
   }
 
-  function planFor(route: CompiledRoute): RoutePlan {
+  function runtimeFor(route: CompiledRoute): ServerRuntime {
     const id = route.auth.authServer;
-    if (route.auth.mode === "none" || id === undefined) {
-      throw new GatewayError("PG_ERR_INTERNAL", `route ${route.id} has no token mode to authenticate with`);
-    }
+    if (route.auth.mode === "none" || id === undefined) throw noTokenMode(route);
     const runtime = runtimes.get(id);
     if (runtime === undefined)
       throw new GatewayError("PG_ERR_AS_UNAVAILABLE", `auth server ${id} is not configured`);
+    return runtime;
+  }
+
+  function planFor(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {
     let plan = runtime.plans.get(route);
     if (plan === undefined) {
       switch (route.auth.mode) {
+        case "none":
+          throw noTokenMode(route); // runtimeFor already refused it
         case "phantom":
           plan = planPhantom(runtime, route);
           break;
@@ -360,14 +379,15 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     route: CompiledRoute,
     fingerprint: string = fingerprintToken(token),
   ): Promise<AuthenticationResult> {
-    const plan = planFor(route);
-    // Hot path: one LRU get; the stored result object is returned as is.
-    const cached = cache.get(fingerprint, plan.purpose);
+    const runtime = runtimeFor(route);
+    const plan = planFor(runtime, route);
+    // Hot path: one LRU get in the AS's partition; the stored result object is returned as is.
+    const cached = runtime.cache.get(fingerprint, plan.purpose);
     if (cached !== undefined) {
       if (cached.negative) throw invalidToken(cached.reason);
       return cached.value;
     }
-    const entry = await cache.load(fingerprint, plan.purpose, () => plan.load(token, fingerprint));
+    const entry = await runtime.cache.load(fingerprint, plan.purpose, () => plan.load(token, fingerprint));
     if (entry.negative) throw invalidToken(entry.reason);
     return { facts: entry.value.facts, upstreamToken: entry.value.upstreamToken, cacheHit: false };
   }

@@ -7,6 +7,10 @@
 // per route, so a hit costs the fingerprint's SHA-256, one LRU get and one Map get, with no string building.
 // Revocation drops the whole bucket. Inactive answers live in a second, smaller LRU so a flood of garbage
 // tokens cannot push valid facts out.
+//
+// The gateway keeps one such cache per auth server (a `TokenCacheSet` partition bounded by that AuthServer's
+// `cache.maxEntries`), so one busy auth server cannot push another's tokens out; revocation and metrics span
+// every partition. The SDK uses a single cache on its own.
 import { LRUCache } from "lru-cache";
 import type { Registry } from "prom-client";
 import type { Clock } from "./clock.ts";
@@ -97,7 +101,10 @@ interface Flight {
   revoked: boolean;
 }
 
-/** Creates a token cache. One per gateway; auth servers are kept apart by the purposes they use. */
+/**
+ * Creates a token cache. The gateway holds one per auth server (see {@link createTokenCacheSet}); inside a cache,
+ * purposes keep apart what was cached and for which auth server settings.
+ */
 export function createTokenCache(options: TokenCacheOptions): TokenCache {
   const { clock } = options;
   const maxEntries = Math.max(1, options.maxEntries);
@@ -226,5 +233,107 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
       for (const flight of flights.values()) flight.revoked = true;
     },
     counts: () => ({ hits, misses, negativeHits, evictions, entries }),
+  };
+}
+
+export interface TokenCacheSetOptions {
+  readonly clock: Clock;
+  /**
+   * Registers `phantomgate_token_cache_total` and `phantomgate_token_cache_entries` once for the whole set
+   * (summed over its partitions) when given.
+   */
+  readonly registry?: Registry;
+}
+
+/** One bounded token cache per auth server, with revocation, clearing and counters across all of them. */
+export interface TokenCacheSet {
+  /**
+   * The partition of auth server `id`, bounded at `maxEntries` tokens: the existing one while its bound is
+   * unchanged, else a new, empty one that replaces it.
+   */
+  partition(id: string, maxEntries: number): TokenCache;
+  /** Drops the partitions of auth servers not in `ids` (those that are gone). */
+  retain(ids: ReadonlySet<string>): void;
+  /** Drops every entry for a token in every partition (revocation); returns the total number dropped. */
+  evictFingerprint(fingerprint: string): number;
+  /** Drops everything in every partition (partitions and counters stay). */
+  clear(): void;
+  /** Counters summed over the partitions, including those already dropped or replaced. */
+  counts(): TokenCacheCounts;
+}
+
+interface Partition {
+  readonly maxEntries: number;
+  readonly cache: TokenCache;
+}
+
+/** Creates the gateway's set of per-auth-server token caches. */
+export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSet {
+  const { clock } = options;
+  const partitions = new Map<string, Partition>();
+  // Counters of partitions already dropped or replaced: the exported totals never go backwards.
+  let retiredHits = 0;
+  let retiredMisses = 0;
+  let retiredNegativeHits = 0;
+  let retiredEvictions = 0;
+
+  function retire(partition: Partition): void {
+    const counts = partition.cache.counts();
+    retiredHits += counts.hits;
+    retiredMisses += counts.misses;
+    retiredNegativeHits += counts.negativeHits;
+    retiredEvictions += counts.evictions;
+    // Frees its entries now (a runtime still finishing a request may hold it a little longer), and keeps loads
+    // in flight from storing into it: their waiters still get the result. Entries dropped here are not counted
+    // as evictions, as with `clear`.
+    partition.cache.clear();
+  }
+
+  function counts(): TokenCacheCounts {
+    let hits = retiredHits;
+    let misses = retiredMisses;
+    let negativeHits = retiredNegativeHits;
+    let evictions = retiredEvictions;
+    let entries = 0;
+    for (const { cache } of partitions.values()) {
+      const partition = cache.counts();
+      hits += partition.hits;
+      misses += partition.misses;
+      negativeHits += partition.negativeHits;
+      evictions += partition.evictions;
+      entries += partition.entries;
+    }
+    return { hits, misses, negativeHits, evictions, entries };
+  }
+
+  if (options.registry !== undefined) registerTokenCacheMetrics(options.registry, counts);
+
+  return {
+    partition(id, maxEntries) {
+      const current = partitions.get(id);
+      if (current?.maxEntries === maxEntries) return current.cache;
+      // lru-cache fixes its `max` at construction, so a new bound means a new partition: resizing drops that
+      // auth server's cached facts once (the next request for each token goes to the AS again).
+      if (current !== undefined) retire(current);
+      const cache = createTokenCache({ maxEntries, clock });
+      partitions.set(id, { maxEntries, cache });
+      return cache;
+    },
+    retain(ids) {
+      for (const [id, partition] of partitions) {
+        if (ids.has(id)) continue;
+        retire(partition);
+        partitions.delete(id);
+      }
+    },
+    evictFingerprint(fingerprint) {
+      let dropped = 0;
+      for (const { cache } of partitions.values()) dropped += cache.evictFingerprint(fingerprint);
+      return dropped;
+    },
+    clear() {
+      for (const { cache } of partitions.values()) cache.clear();
+    },
+    counts,
   };
 }

@@ -24,7 +24,7 @@ import { createAuthenticator, type Authenticator } from "../../src/tokens/authen
 import { createManualClock, type ManualClock } from "../../src/tokens/clock.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
 import { DEFAULT_MINT_ISSUER, loadMinter, type Minter } from "../../src/tokens/minter.ts";
-import { createTokenCache, type TokenCache } from "../../src/tokens/token-cache.ts";
+import { createTokenCacheSet, type TokenCacheSet } from "../../src/tokens/token-cache.ts";
 
 const JWT_API = "urn:phantomgate:jwt-api";
 
@@ -102,7 +102,7 @@ function payloadOf(jwt: string): Record<string, unknown> {
 interface Harness {
   readonly as: DemoAuthServer;
   readonly clock: ManualClock;
-  readonly cache: TokenCache;
+  readonly caches: TokenCacheSet;
   readonly minter: Minter;
   readonly registry: Registry;
   readonly authenticator: Authenticator;
@@ -127,7 +127,7 @@ async function harness(
 ): Promise<Harness> {
   const clock = createManualClock(Date.now());
   const registry = new Registry();
-  const cache = createTokenCache({ maxEntries: 10_000, clock, registry });
+  const caches = createTokenCacheSet({ clock, registry });
   const minter = await loadMinter({ clock });
   const dispatcher = options.ownPools === true ? undefined : new Agent({ keepAliveTimeout: 10_000 });
   if (dispatcher !== undefined) cleanups.push(() => dispatcher.close());
@@ -135,12 +135,12 @@ async function harness(
     authServers: [authServerFor(as, server)],
     dispatcher,
     clock,
-    cache,
+    caches,
     minter,
     registry,
   });
   cleanups.push(() => authenticator.close());
-  return { as, clock, cache, minter, registry, authenticator };
+  return { as, clock, caches, minter, registry, authenticator };
 }
 
 async function verifyMinted(h: Harness, jwt: string, audience = "urn:invoices") {
@@ -333,7 +333,7 @@ describe("inactive, expired and revoked tokens", () => {
     // Until the revocation reaches the gateway the cached facts stand (bounded by maxTtlSeconds)...
     await expect(h.authenticator.authenticate(token, route)).resolves.toMatchObject({ cacheHit: true });
     // ...and once the fingerprint is evicted, the AS's answer counts.
-    expect(h.cache.evictFingerprint(fingerprintToken(token))).toBeGreaterThan(0);
+    expect(h.caches.evictFingerprint(fingerprintToken(token))).toBeGreaterThan(0);
     await expect(h.authenticator.authenticate(token, route)).rejects.toMatchObject({
       code: "PG_ERR_TOKEN_INVALID",
     });
@@ -357,7 +357,7 @@ describe("when the AS is down or slow", () => {
       code: "PG_ERR_AS_UNAVAILABLE",
     });
     // Not negatively cached: the failure was the AS's, not the token's.
-    expect(h.cache.counts().entries).toBe(2);
+    expect(h.caches.counts().entries).toBe(2);
   });
 
   it("a slow AS times out within responseMs", async () => {
@@ -658,5 +658,83 @@ describe("updateAuthServers", () => {
     await expect(h.authenticator.authenticate(token, routeFor("mint"))).resolves.toMatchObject({
       cacheHit: false,
     });
+  });
+});
+
+// ---- per-AuthServer cache bound -------------------------------------------------------------------------------
+
+describe("cache.maxEntries", () => {
+  it("bounds each AuthServer's own partition: a small one re-introspects its oldest token, a large one keeps all", async () => {
+    const as = await startAs();
+    const h = await harness(as);
+    const cache = { maxTtlSeconds: 300, negativeTtlSeconds: 30, maxEntries: 2 };
+    h.authenticator.updateAuthServers([
+      authServerFor(as, { id: "demo/small", cache }),
+      authServerFor(as, { id: "demo/large", cache: { ...cache, maxEntries: 10_000 } }),
+    ]);
+    const small = routeFor("mint", { authServer: "demo/small" });
+    const large = routeFor("mint", { authServer: "demo/large" });
+    const tokens = [
+      await getToken(as, "read_invoice"),
+      await getToken(as, "read_invoice"),
+      await getToken(as, "read_invoice"),
+    ];
+    const [first, , third] = tokens as [string, string, string];
+
+    for (const token of tokens) {
+      await expect(h.authenticator.authenticate(token, small)).resolves.toMatchObject({ cacheHit: false });
+      await expect(h.authenticator.authenticate(token, large)).resolves.toMatchObject({ cacheHit: false });
+    }
+    expect(as.stats.introspections).toBe(6);
+
+    // The large AuthServer kept all three tokens, although the small one has been evicting all along.
+    for (const token of tokens) {
+      await expect(h.authenticator.authenticate(token, large)).resolves.toMatchObject({ cacheHit: true });
+    }
+    expect(as.stats.introspections).toBe(6);
+
+    // The small one kept the two most recent: the third is still a hit, the first goes to the AS again.
+    await expect(h.authenticator.authenticate(third, small)).resolves.toMatchObject({ cacheHit: true });
+    await expect(h.authenticator.authenticate(first, small)).resolves.toMatchObject({ cacheHit: false });
+    expect(as.stats.introspections).toBe(7);
+    // Two tokens × (facts + minted JWT) in the small partition, three in the large; the small one evicted the
+    // first and then the second token.
+    expect(h.caches.counts()).toMatchObject({ entries: 10, evictions: 4 });
+  });
+
+  it("a maxEntries change empties that AuthServer's partition once; other AuthServers stay warm", async () => {
+    const as = await startAs();
+    const h = await harness(as);
+    const other = authServerFor(as, { id: "demo/other" });
+    h.authenticator.updateAuthServers([authServerFor(as), other]);
+    const token = await getToken(as, "read_invoice");
+    await h.authenticator.authenticate(token, routeFor("mint"));
+    await h.authenticator.authenticate(token, routeFor("mint", { authServer: "demo/other" }));
+    expect(as.stats.introspections).toBe(2);
+
+    const resized = authServerFor(as, {
+      cache: { maxTtlSeconds: 300, negativeTtlSeconds: 30, maxEntries: 500 },
+    });
+    h.authenticator.updateAuthServers([resized, other]);
+    await expect(h.authenticator.authenticate(token, routeFor("mint"))).resolves.toMatchObject({
+      cacheHit: false,
+    });
+    await expect(
+      h.authenticator.authenticate(token, routeFor("mint", { authServer: "demo/other" })),
+    ).resolves.toMatchObject({ cacheHit: true });
+    expect(as.stats.introspections).toBe(3);
+
+    // Applying the same bound again (with another change) keeps the new partition warm.
+    h.authenticator.updateAuthServers([
+      { ...resized, timeouts: { connectMs: 1_000, responseMs: 1_500 } },
+      other,
+    ]);
+    await expect(h.authenticator.authenticate(token, routeFor("mint"))).resolves.toMatchObject({
+      cacheHit: true,
+    });
+    // A removed AuthServer's partition goes with it.
+    h.authenticator.updateAuthServers([resized]);
+    expect(h.caches.counts().entries).toBe(2);
+    expect(as.stats.introspections).toBe(3);
   });
 });

@@ -1,9 +1,15 @@
 // Token cache: TTL bounds, negative caching, LRU bound, single-flight, revocation by fingerprint — on a manual clock.
+// Token cache set: one bounded partition per auth server, resizing, retention, revocation and counters across them.
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import { createManualClock } from "../../src/tokens/clock.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
-import { cachePurpose, createTokenCache, type CacheFill } from "../../src/tokens/token-cache.ts";
+import {
+  cachePurpose,
+  createTokenCache,
+  createTokenCacheSet,
+  type CacheFill,
+} from "../../src/tokens/token-cache.ts";
 
 const facts = cachePurpose<string>("as#1", "introspect");
 const minted = cachePurpose<string>("as#1", "mint", "urn:api");
@@ -214,5 +220,141 @@ describe("token cache", () => {
     expect(text).toContain('phantomgate_token_cache_total{result="negative_hit"} 1');
     expect(text).toContain('phantomgate_token_cache_total{result="eviction"} 1');
     expect(text).toContain("phantomgate_token_cache_entries 2");
+  });
+});
+
+describe("token cache set", () => {
+  const factsOf = (as: string) => cachePurpose<string>(`${as}#1`, "introspect");
+  const a = factsOf("a");
+  const b = factsOf("b");
+
+  function metricLine(text: string, prefix: string): number {
+    const line = text.split("\n").find((candidate) => candidate.startsWith(`${prefix} `));
+    return Number(line?.slice(prefix.length + 1));
+  }
+
+  async function scrape(registry: Registry) {
+    const text = await registry.metrics();
+    return {
+      hit: metricLine(text, 'phantomgate_token_cache_total{result="hit"}'),
+      miss: metricLine(text, 'phantomgate_token_cache_total{result="miss"}'),
+      negativeHit: metricLine(text, 'phantomgate_token_cache_total{result="negative_hit"}'),
+      eviction: metricLine(text, 'phantomgate_token_cache_total{result="eviction"}'),
+      entries: metricLine(text, "phantomgate_token_cache_entries"),
+    };
+  }
+
+  it("bounds each partition on its own: a full one evicts its own oldest token, never another's", () => {
+    const caches = createTokenCacheSet({ clock: createManualClock() });
+    const small = caches.partition("a", 2);
+    const large = caches.partition("b", 100);
+    for (const fp of ["x", "y"]) large.set(fp, b, positive(fp, undefined));
+    for (const fp of ["x", "y", "z"]) small.set(fp, a, positive(fp, undefined));
+    expect(small.get("x", a)).toBeUndefined();
+    expect(small.get("y", a)).toBeDefined();
+    expect(small.get("z", a)).toBeDefined();
+    expect(large.get("x", b)).toMatchObject({ value: "x" });
+    expect(large.get("y", b)).toMatchObject({ value: "y" });
+    expect(caches.counts()).toMatchObject({ entries: 4, evictions: 1 });
+  });
+
+  it("returns the same partition while the bound is unchanged, and a new empty one when it changes", () => {
+    const caches = createTokenCacheSet({ clock: createManualClock() });
+    const first = caches.partition("a", 10);
+    first.set("fp", a, positive("facts", undefined));
+    expect(caches.partition("a", 10)).toBe(first);
+    const resized = caches.partition("a", 20);
+    expect(resized).not.toBe(first);
+    expect(resized.get("fp", a)).toBeUndefined();
+    // The replaced partition was emptied too, so a runtime still holding it cannot serve stale facts.
+    expect(first.peek("fp", a)).toBeUndefined();
+    expect(caches.partition("a", 20)).toBe(resized);
+    expect(caches.counts().entries).toBe(0);
+  });
+
+  it("a load in flight in a replaced partition hands out its result but stores nothing", async () => {
+    const caches = createTokenCacheSet({ clock: createManualClock() });
+    const first = caches.partition("a", 10);
+    const gate = deferred<CacheFill<string>>();
+    const pending = first.resolve("fp", a, () => gate.promise);
+    await Promise.resolve();
+    caches.partition("a", 20);
+    gate.resolve(positive("late", undefined));
+    await expect(pending).resolves.toMatchObject({ value: "late" });
+    expect(first.peek("fp", a)).toBeUndefined();
+    expect(caches.counts().entries).toBe(0);
+  });
+
+  it("retain drops the partitions of auth servers that are gone and keeps the others", () => {
+    const caches = createTokenCacheSet({ clock: createManualClock() });
+    const kept = caches.partition("a", 10);
+    const dropped = caches.partition("b", 10);
+    kept.set("fp", a, positive("a", undefined));
+    dropped.set("fp", b, positive("b", undefined));
+    caches.retain(new Set(["a"]));
+    expect(caches.counts().entries).toBe(1);
+    expect(caches.partition("a", 10)).toBe(kept);
+    expect(kept.get("fp", a)).toMatchObject({ value: "a" });
+    const recreated = caches.partition("b", 10);
+    expect(recreated).not.toBe(dropped);
+    expect(recreated.get("fp", b)).toBeUndefined();
+  });
+
+  it("evicts a token by fingerprint in every partition (revocation) and returns the total dropped", () => {
+    const caches = createTokenCacheSet({ clock: createManualClock() });
+    const first = caches.partition("a", 10);
+    const second = caches.partition("b", 10);
+    const revoked = fingerprintToken("revoked-token");
+    const other = fingerprintToken("other-token");
+    first.set(revoked, a, positive("f", undefined));
+    first.set(revoked, minted, positive("m", undefined));
+    second.set(revoked, b, positive("f", undefined));
+    second.set(other, b, positive("o", undefined));
+    expect(caches.evictFingerprint(revoked)).toBe(3);
+    expect(first.get(revoked, a)).toBeUndefined();
+    expect(second.get(revoked, b)).toBeUndefined();
+    expect(second.get(other, b)).toBeDefined();
+    expect(caches.evictFingerprint(revoked)).toBe(0);
+    expect(caches.counts()).toMatchObject({ entries: 1, evictions: 3 });
+  });
+
+  it("clear empties every partition but keeps them", () => {
+    const caches = createTokenCacheSet({ clock: createManualClock() });
+    const first = caches.partition("a", 10);
+    first.set("fp", a, positive("a", undefined));
+    caches.partition("b", 10).set("fp", b, positive("b", undefined));
+    caches.clear();
+    expect(caches.counts().entries).toBe(0);
+    expect(caches.partition("a", 10)).toBe(first);
+  });
+
+  it("exports one set of metrics summed over partitions; counters never go backwards on retain or resize", async () => {
+    const registry = new Registry();
+    const caches = createTokenCacheSet({ clock: createManualClock(), registry });
+    const first = caches.partition("a", 1);
+    const second = caches.partition("b", 10);
+    first.set("x", a, positive("x", undefined));
+    first.get("x", a); // hit
+    first.set("y", a, positive("y", undefined)); // evicts x
+    first.get("x", a); // miss
+    second.set("n", b, { negative: true, reason: "inactive", negativeTtlSeconds: 10 });
+    second.get("n", b); // negative hit
+    second.set("p", b, positive("p", undefined));
+    second.get("p", b); // hit
+    expect(await scrape(registry)).toEqual({ hit: 2, miss: 1, negativeHit: 1, eviction: 1, entries: 3 });
+
+    caches.retain(new Set(["a"])); // drops b
+    expect(await scrape(registry)).toEqual({ hit: 2, miss: 1, negativeHit: 1, eviction: 1, entries: 1 });
+
+    const resized = caches.partition("a", 5); // replaces a
+    expect(await scrape(registry)).toEqual({ hit: 2, miss: 1, negativeHit: 1, eviction: 1, entries: 0 });
+
+    resized.get("y", a); // miss: the resize dropped it
+    resized.set("y", a, positive("y", undefined));
+    resized.get("y", a); // hit
+    expect(await scrape(registry)).toEqual({ hit: 3, miss: 2, negativeHit: 1, eviction: 1, entries: 1 });
+
+    caches.retain(new Set());
+    expect(await scrape(registry)).toEqual({ hit: 3, miss: 2, negativeHit: 1, eviction: 1, entries: 0 });
   });
 });
