@@ -41,6 +41,11 @@ const gatewayBin = join(repo, "bin/phantomgate.js");
 const SUT_CORE = 0;
 const LOAD_CORE = 1;
 const SCOPE = "read_invoice";
+/**
+ * V8 settings every gateway runs with (bin/phantomgate.js sets them); the baselines get them too, so the ratios
+ * compare work done, not runtime settings.
+ */
+const RUNTIME_FLAGS = ["--max-semi-space-size=16", "--no-allocation-site-pretenuring"] as const;
 
 // ---- options ------------------------------------------------------------------------------------------------
 
@@ -83,13 +88,15 @@ Flags (environment variable in brackets):
   --parts LIST          of ${PARTS.join(",")}                          [BENCH_PARTS]
                         default main,half,single-flight,rss (profile: CPU profile of the gateway, cache hit)
   --profile             same as adding "profile" to --parts           [BENCH_PROFILE=1]
+                        (the profiled gateway writes its audit to a file; BENCH_PROFILE_AUDIT=off: none)
   --wait-quiet S        wait up to S seconds for 1-min load avg < 1   [BENCH_WAIT_QUIET]  default 0
   --json FILE           also write every figure as JSON to FILE       [BENCH_JSON]
   --no-pin              do not pin processes to cores (not comparable) [BENCH_NO_PIN=1]
   --generator G         closed-loop load: auto (wrk if present, else node), wrk, node  [BENCH_GENERATOR]
                         (fixed-rate and burst runs always use the built-in Node.js generator)
-  --tuned-flags FLAGS   node flags for extra "tuned" bare-proxy and gateway variants [BENCH_TUNED_FLAGS]
-                        default --no-allocation-site-pretenuring; "" for none
+  --tuned-flags FLAGS   node flags for extra "tuned" bare-proxy and gateway variants, to try a runtime
+                        setting against the defaults (e.g. --max-semi-space-size=64) [BENCH_TUNED_FLAGS]
+                        default none
   --max-other-cpu P     repeat a run when other processes used > P % of a core [BENCH_MAX_OTHER_CPU] default 10
   --retries N           … at most N times (least disturbed attempt kept) [BENCH_RETRIES] default 2 (quick: 0)
   BENCH_NO_INSTALL=1    never apt-get install wrk when it is missing
@@ -161,7 +168,7 @@ function parseOptions(): Options {
     install: env["BENCH_NO_INSTALL"] !== "1",
     maxOtherCpu: number(values["max-other-cpu"], "BENCH_MAX_OTHER_CPU", 10, 0),
     retries: Math.round(number(values.retries, "BENCH_RETRIES", quick ? 0 : 2, 0)),
-    tunedFlags: (values["tuned-flags"] ?? env["BENCH_TUNED_FLAGS"] ?? "--no-allocation-site-pretenuring")
+    tunedFlags: (values["tuned-flags"] ?? env["BENCH_TUNED_FLAGS"] ?? "")
       .split(/\s+/)
       .filter((flag) => flag !== ""),
   };
@@ -821,7 +828,7 @@ async function profileOne(
   return { file: kept, rps: figures.result.rps, ...summary };
 }
 
-/** CPU profiles of the gateway (cache hit, audit file) and, for comparison, of the bare proxy. */
+/** CPU profiles of the gateway (cache hit, audit file) and, for comparison, of the bare dispatch proxy. */
 async function profile(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
   const configDir = writeBenchConfig(
     { issuer: fixture.asIssuer, upstream: fixture.upstreamUrl },
@@ -835,7 +842,7 @@ async function profile(fixture: Fixture, options: Options, hitToken: string): Pr
       const started = await startGateway(
         "gateway-profile",
         configDir,
-        join(fixture.temp, "audit-profile.log"),
+        process.env["BENCH_PROFILE_AUDIT"] === "off" ? "off" : join(fixture.temp, "audit-profile.log"),
         flags,
       );
       return { process: started.process, port: started.port, adminUrl: started.adminUrl };
@@ -851,8 +858,8 @@ async function profile(fixture: Fixture, options: Options, hitToken: string): Pr
         "bare-proxy-profile",
         SUT_CORE,
         "bare-proxy.ts",
-        ["--upstream", fixture.upstreamUrl],
-        flags,
+        ["--upstream", fixture.upstreamUrl, "--mode", "dispatch"],
+        [...RUNTIME_FLAGS, ...flags],
       );
       return { process: started, port: Number(started.ready["port"]) };
     },
@@ -927,13 +934,14 @@ async function main(): Promise<void> {
         isReady: (line) => line["ready"] === true,
       }),
       startNodeServer("hello-upstream", LOAD_CORE, "hello-server.ts"),
-      startNodeServer("hello-direct", SUT_CORE, "hello-server.ts"),
+      startNodeServer("hello-direct", SUT_CORE, "hello-server.ts", [], RUNTIME_FLAGS),
       LoadGenerator.start(),
     ]);
     const upstreamUrl = `http://127.0.0.1:${Number(upstream.ready["port"])}`;
-    const bareProxy = await startNodeServer("bare-proxy", SUT_CORE, "bare-proxy.ts", [
-      "--upstream",
-      upstreamUrl,
+    const bareArgs = (mode: "request" | "dispatch"): string[] => ["--upstream", upstreamUrl, "--mode", mode];
+    const [bareProxy, bareDispatchProxy] = await Promise.all([
+      startNodeServer("bare-proxy", SUT_CORE, "bare-proxy.ts", bareArgs("request"), RUNTIME_FLAGS),
+      startNodeServer("bare-proxy-dispatch", SUT_CORE, "bare-proxy.ts", bareArgs("dispatch"), RUNTIME_FLAGS),
     ]);
     const asIssuer = String(asProcess.ready["issuer"]);
     const discovery = JSON.parse((await get(`${asIssuer}/.well-known/openid-configuration`)).body) as {
@@ -966,13 +974,10 @@ async function main(): Promise<void> {
           ? startGateway("gateway-tuned", configDir, join(temp, "audit-tuned.log"), options.tunedFlags)
           : undefined,
         tuned
-          ? startNodeServer(
-              "bare-proxy-tuned",
-              SUT_CORE,
-              "bare-proxy.ts",
-              ["--upstream", upstreamUrl],
-              options.tunedFlags,
-            )
+          ? startNodeServer("bare-proxy-tuned", SUT_CORE, "bare-proxy.ts", bareArgs("dispatch"), [
+              ...options.tunedFlags,
+              "--no-allocation-site-pretenuring",
+            ])
           : undefined,
       ]);
       const missTokens = await manyTokens(tokens, options.missTokens, SCOPE);
@@ -1002,11 +1007,19 @@ async function main(): Promise<void> {
       };
       const bare: Variant = {
         key: "bare",
-        label: "bare undici proxy",
+        label: "bare undici proxy (request + pipeline)",
         port: Number(bareProxy.ready["port"]),
         path: "/hit/hello",
         authorizations: [bearer(hitToken)],
         sut: bareProxy,
+      };
+      const bareDispatch: Variant = {
+        key: "bare-dispatch",
+        label: "bare undici proxy (dispatch, as the gateway)",
+        port: Number(bareDispatchProxy.ready["port"]),
+        path: "/hit/hello",
+        authorizations: [bearer(hitToken)],
+        sut: bareDispatchProxy,
       };
       const hitOff = gatewayVariant(
         gatewayOff,
@@ -1042,7 +1055,7 @@ async function main(): Promise<void> {
           ? undefined
           : {
               key: "bare-tuned",
-              label: `bare undici proxy, node ${tunedLabel}`,
+              label: `bare undici proxy (dispatch), node ${tunedLabel}`,
               port: Number(bareTunedProxy.ready["port"]),
               path: "/hit/hello",
               authorizations: [bearer(hitToken)],
@@ -1059,7 +1072,7 @@ async function main(): Promise<void> {
               [hitToken],
             );
       const tunedVariants = [bareTuned, hitTuned].filter((variant) => variant !== undefined);
-      const mainVariants = [hello, bare, hitOff, hitFile, jwtFile, missFile, ...tunedVariants];
+      const mainVariants = [hello, bare, bareDispatch, hitOff, hitFile, jwtFile, missFile, ...tunedVariants];
       log("checking every variant answers 200");
       for (const variant of mainVariants) {
         const token = variant.authorizations[0]?.slice("Bearer ".length);
@@ -1093,10 +1106,11 @@ async function main(): Promise<void> {
           ).result.rps;
         }
         const rate = Math.max(100, Math.round(gatewayMaxRps / 2 / 100) * 100);
+        const halfVariants = [bare, bareDispatch, hitFile, hitOff, ...tunedVariants];
         log(
-          `half: fixed rate ${rate} req/s, ${options.rounds} round(s) × ${3 + tunedVariants.length} variants, ${options.halfConnections} connections`,
+          `half: fixed rate ${rate} req/s, ${options.rounds} round(s) × ${halfVariants.length} variants, ${options.halfConnections} connections`,
         );
-        const variants = await interleave(load, [bare, hitFile, hitOff, ...tunedVariants], options.rounds, {
+        const variants = await interleave(load, halfVariants, options.rounds, {
           mode: "rate",
           rate,
           connections: options.halfConnections,
@@ -1143,6 +1157,15 @@ async function main(): Promise<void> {
   }
 }
 
+/** Gateway variant, baseline variant, and how to name the pair in the targets table. */
+const comparisons = [
+  ["hit-file", "bare", "audit file"],
+  ["hit-off", "bare", "audit off"],
+  ["hit-file", "bare-dispatch", "audit file, vs dispatch baseline"],
+  ["hit-off", "bare-dispatch", "audit off, vs dispatch baseline"],
+  ["hit-file-tuned", "bare-tuned", "audit file, both tuned, vs dispatch baseline"],
+] as const;
+
 function printReport(report: Report): void {
   const targets = report.targets;
   if (report.main !== undefined) {
@@ -1162,30 +1185,25 @@ function printReport(report: Report): void {
     }
     const by = (key: string): VariantSummary | undefined => report.main?.find((s) => s.key === key);
     const hello = by("hello");
-    for (const [key, bareKey, audit] of [
-      ["hit-file", "bare", "audit file"],
-      ["hit-off", "bare", "audit off"],
-      ["hit-file-tuned", "bare-tuned", "audit file, both tuned"],
-    ] as const) {
+    for (const [key, bareKey, audit] of comparisons) {
       const hit = by(key);
       const bare = by(bareKey);
       if (hit === undefined || bare === undefined || hello === undefined) continue;
       const vsBare = hit.rps / bare.rps;
       const vsHello = hit.rps / hello.rps;
-      targets.push(
-        {
-          name: `cache-hit (${audit}) / bare proxy rps`,
-          value: vsBare.toFixed(3),
-          target: "≥ 0.95",
-          met: vsBare >= 0.95,
-        },
-        {
-          name: `cache-hit (${audit}) / node:http hello rps`,
-          value: vsHello.toFixed(3),
-          target: "≥ 0.35",
-          met: vsHello >= 0.35,
-        },
-      );
+      targets.push({
+        name: `cache-hit (${audit}) / bare proxy rps`,
+        value: vsBare.toFixed(3),
+        target: "≥ 0.95",
+        met: vsBare >= 0.95,
+      });
+      if (bareKey === "bare-dispatch") continue;
+      targets.push({
+        name: `cache-hit (${audit.replace(", vs dispatch baseline", "")}) / node:http hello rps`,
+        value: vsHello.toFixed(3),
+        target: "≥ 0.35",
+        met: vsHello >= 0.35,
+      });
     }
     const miss = by("miss-file");
     const hitFile = by("hit-file");
@@ -1200,11 +1218,7 @@ function printReport(report: Report): void {
   }
   if (report.half !== undefined) {
     printHalf(report.half.rate, report.half.variants);
-    for (const [key, bareKey, audit] of [
-      ["hit-file", "bare", "audit file"],
-      ["hit-off", "bare", "audit off"],
-      ["hit-file-tuned", "bare-tuned", "audit file, both tuned"],
-    ] as const) {
+    for (const [key, bareKey, audit] of comparisons) {
       const hit = report.half.variants.find((s) => s.key === key);
       const bare = report.half.variants.find((s) => s.key === bareKey);
       if (hit === undefined || bare === undefined) continue;
