@@ -1,32 +1,85 @@
 // Gateway metrics on a prom-client registry owned by the gateway instance (never the global one).
+//
+// The per-request ones (requests by route/method/status/decision, in-flight requests) are plain counters here,
+// read by prom-client at scrape time: prom-client's labels()/inc() build and hash a label object per call,
+// which was ~1 µs of every request. The latency histogram keeps one label object per route.
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
+export type Decision = "allow" | "deny" | "error";
+
+/** The per-request metrics, recorded once per request. */
+export interface RequestMetrics {
+  started(): void;
+  finished(route: string, method: string, status: number, decision: Decision, seconds: number): void;
+}
+
 export interface GatewayMetrics {
-  readonly requests: Counter<"route" | "method" | "status" | "decision">;
-  readonly requestDuration: Histogram<"route">;
+  readonly requests: RequestMetrics;
   readonly snapshotInfo: Gauge<"revision">;
   readonly snapshotSwaps: Counter;
   readonly configErrors: Counter<"kind">;
   readonly configProblems: Gauge;
-  readonly inflight: Gauge;
+}
+
+type RequestLabels = Record<"route" | "method" | "status" | "decision", string>;
+
+function createRequestMetrics(registry: Registry): RequestMetrics {
+  const registers = [registry];
+  const counts = new Map<string, { readonly labels: RequestLabels; n: number }>();
+  let inflight = 0;
+  new Counter({
+    name: "phantomgate_requests_total",
+    help: "Requests handled, by route, method, status and decision (allow, deny, error).",
+    labelNames: ["route", "method", "status", "decision"],
+    registers,
+    collect() {
+      this.reset();
+      for (const { labels, n } of counts.values()) this.inc(labels, n);
+    },
+  });
+  new Gauge({
+    name: "phantomgate_inflight_requests",
+    help: "Requests being handled now.",
+    registers,
+    collect() {
+      this.set(inflight);
+    },
+  });
+  const duration = new Histogram({
+    name: "phantomgate_request_duration_seconds",
+    help: "Time from request start to response end, by route.",
+    labelNames: ["route"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+  const routeLabels = new Map<string, { readonly route: string }>();
+  return {
+    started() {
+      inflight += 1;
+    },
+    finished(route, method, status, decision, seconds) {
+      inflight -= 1;
+      const key = `${route}\0${method}\0${status}\0${decision}`;
+      const entry = counts.get(key);
+      if (entry === undefined) {
+        counts.set(key, { labels: { route, method, status: String(status), decision }, n: 1 });
+      } else {
+        entry.n += 1;
+      }
+      let labels = routeLabels.get(route);
+      if (labels === undefined) {
+        labels = { route };
+        routeLabels.set(route, labels);
+      }
+      duration.observe(labels, seconds);
+    },
+  };
 }
 
 export function createGatewayMetrics(registry: Registry): GatewayMetrics {
   const registers = [registry];
   return {
-    requests: new Counter({
-      name: "phantomgate_requests_total",
-      help: "Requests handled, by route, method, status and decision (allow, deny, error).",
-      labelNames: ["route", "method", "status", "decision"],
-      registers,
-    }),
-    requestDuration: new Histogram({
-      name: "phantomgate_request_duration_seconds",
-      help: "Time from request start to response end, by route.",
-      labelNames: ["route"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    }),
+    requests: createRequestMetrics(registry),
     snapshotInfo: new Gauge({
       name: "phantomgate_snapshot_info",
       help: "The revision of the snapshot being served (value 1).",
@@ -47,11 +100,6 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
     configProblems: new Gauge({
       name: "phantomgate_config_problems",
       help: "Problems in the configuration last loaded (files and objects).",
-      registers,
-    }),
-    inflight: new Gauge({
-      name: "phantomgate_inflight_requests",
-      help: "Requests being handled now.",
       registers,
     }),
   };
