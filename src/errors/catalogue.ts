@@ -128,6 +128,11 @@ export const distributionErrorCatalogue = {
     title: "Content Too Large",
     detail: "The request body is too large.",
   },
+  PG_ERR_DIST_BODY_TIMEOUT: {
+    status: 408,
+    title: "Request Timeout",
+    detail: "The request body did not arrive in time.",
+  },
   PG_ERR_DIST_NOT_FOUND: { status: 404, title: "Not Found", detail: "No such endpoint." },
   PG_ERR_DIST_METHOD: {
     status: 405,

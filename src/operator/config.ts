@@ -173,6 +173,14 @@ export const operatorOptionSpecs: readonly OptionSpec[] = [
     defaultText: "",
   },
   {
+    flag: "stream-liveness-timeout-ms",
+    env: ["PHANTOMGATE_STREAM_LIVENESS_TIMEOUT_MS"],
+    type: "string",
+    description:
+      "Close a gateway's snapshot stream once its heartbeats have stopped for this long, so a frozen or vanished gateway stops counting as connected; gateways send one every third of it (0 = no check).",
+    defaultText: "30000",
+  },
+  {
     flag: "debounce-ms",
     env: ["PHANTOMGATE_DEBOUNCE_MS"],
     type: "string",
@@ -274,6 +282,12 @@ const operatorConfigSchema = z
         .string()
         .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be namespace:name"),
     ),
+    streamLivenessTimeoutMs: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(600_000)
+      .refine((ms) => ms === 0 || ms >= 1_000, "must be 0 (no check) or at least 1000"),
     debounceMs: z.coerce.number().int().min(0).max(60_000),
     debounceMaxMs: z.coerce.number().int().min(0).max(600_000),
     relistIntervalMs: z.coerce.number().int().min(0),

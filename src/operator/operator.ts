@@ -222,6 +222,7 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
         : { allowedServiceAccounts: config.gatewayServiceAccounts }),
       logger: logger.child({ stage: "distribute" }),
       registry,
+      streamLivenessTimeoutMs: config.streamLivenessTimeoutMs,
       ...(snapshotTls === undefined ? {} : { tls: { cert: snapshotTls.cert, key: snapshotTls.key } }),
     });
     stops.push(() => distribution.close());

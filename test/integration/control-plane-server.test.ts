@@ -1,7 +1,8 @@
 // The distribution server's HTTP surface, in-process over real sockets, with a mock TokenReviewer standing in
-// for the Kubernetes API server: who may stream, ACK and revoke, what each refusal looks like, and that no
-// raw token ever reaches a response or a log line.
-import { Writable } from "node:stream";
+// for the Kubernetes API server: who may stream, ACK and revoke, what each refusal looks like, that no raw
+// token ever reaches a response or a log line, and how the stream's heartbeats keep the fleet view truthful.
+import { connect } from "node:net";
+import { PassThrough, Writable } from "node:stream";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { request } from "undici";
@@ -12,7 +13,9 @@ import {
   startDistributionServer,
   type DistributionServer,
 } from "../../src/operator/distribute/index.ts";
+import { HEARTBEAT_LINE } from "../../src/operator/distribute/protocol.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
+import { eventually } from "../helpers/control-plane-gateway.ts";
 import { mockApiServerReviewer } from "../helpers/mock-token-reviewer.ts";
 
 const tokens = {
@@ -69,7 +72,7 @@ afterAll(async () => {
 });
 
 async function call(
-  method: "GET" | "POST",
+  method: "GET" | "POST" | "PUT",
   path: string,
   options: { token?: string; body?: unknown; rawAuthorization?: string } = {},
 ): Promise<{ status: number; headers: Record<string, unknown>; text: string }> {
@@ -242,12 +245,16 @@ describe("requests", () => {
     }
   });
 
-  it("answers 404 and 405 as problem+json", async () => {
+  it("answers 404 and 405 as problem+json, with the methods the endpoint takes in Allow", async () => {
     const missing = await call("GET", "/v1/nothing", { token: tokens.gateway });
     expect(missing.status).toBe(404);
-    const wrongMethod = await call("POST", "/v1/stream", { token: tokens.gateway, body: {} });
+    const wrongMethod = await call("PUT", "/v1/stream", { token: tokens.gateway, body: {} });
     expect(wrongMethod.status).toBe(405);
     expect(code(wrongMethod.text)).toBe("PG_ERR_DIST_METHOD");
+    expect(wrongMethod.headers.allow).toBe("GET, POST");
+    const getAck = await call("GET", "/v1/acks", { token: tokens.gateway });
+    expect(getAck.status).toBe(405);
+    expect(getAck.headers.allow).toBe("POST");
   });
 
   it("counts calls and connected gateways in its metrics", async () => {
@@ -257,5 +264,198 @@ describe("requests", () => {
     );
     expect(text).toContain("phantomgate_operator_connected_gateways");
     expect(text).toContain("phantomgate_operator_ack_latency_seconds_bucket");
+  });
+});
+
+/** A stream opened like a gateway opens it: POST with a request body the test writes heartbeats into. */
+interface TestStream {
+  readonly status: number;
+  readonly headers: Record<string, unknown>;
+  /** The request body: the test's heartbeats. */
+  readonly heartbeats: PassThrough;
+  /** Lines received so far. */
+  readonly lines: string[];
+  /** Settles when the response ends ("end") or breaks ("error"). */
+  readonly done: Promise<"end" | "error">;
+  abort(): void;
+}
+
+async function openStream(
+  streamBase: string,
+  gateway: string,
+  method: "GET" | "POST" = "POST",
+): Promise<TestStream> {
+  const controller = new AbortController();
+  const heartbeats = new PassThrough();
+  heartbeats.on("error", () => undefined);
+  heartbeats.write(HEARTBEAT_LINE); // undici sends the request head with the first body chunk
+  const response = await request(`${streamBase}/v1/stream?gateway=${gateway}`, {
+    method,
+    headers: { authorization: `Bearer ${tokens.gateway}`, "content-type": "application/x-ndjson" },
+    ...(method === "POST" ? { body: heartbeats } : {}),
+    signal: controller.signal,
+    bodyTimeout: 0,
+  });
+  const lines: string[] = [];
+  const done = (async (): Promise<"end" | "error"> => {
+    try {
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        lines.push(
+          ...chunk
+            .toString("utf8")
+            .split("\n")
+            .filter((line) => line !== ""),
+        );
+      }
+      return "end";
+    } catch {
+      return "error";
+    }
+  })();
+  return {
+    status: response.statusCode,
+    headers: response.headers,
+    heartbeats,
+    lines,
+    done,
+    abort() {
+      controller.abort();
+      heartbeats.destroy();
+    },
+  };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("stream liveness: the gateway's heartbeats in the request body", () => {
+  const LIVENESS_MS = 600;
+  const BODY_TIMEOUT_MS = 300;
+  const fleet = createDistributor({ logger });
+  let liveServer: DistributionServer;
+  let liveBase: string;
+  const opened: TestStream[] = [];
+  const connected = (name: string): boolean | undefined =>
+    fleet.fleet().gateways.find((g) => g.name === name)?.connected;
+
+  beforeAll(async () => {
+    liveServer = await startDistributionServer({
+      host: "127.0.0.1",
+      port: 0,
+      distributor: fleet,
+      reviewer,
+      audience: "phantomgate",
+      allowedServiceAccounts: ["pg:gateway"],
+      logger,
+      registry: new Registry(),
+      streamLivenessTimeoutMs: LIVENESS_MS,
+      requestBodyTimeoutMs: BODY_TIMEOUT_MS,
+    });
+    liveBase = `http://127.0.0.1:${liveServer.port}`;
+  });
+
+  afterAll(async () => {
+    for (const stream of opened) stream.abort();
+    await liveServer.close();
+  });
+
+  async function open(gateway: string, method: "GET" | "POST" = "POST"): Promise<TestStream> {
+    const stream = await openStream(liveBase, gateway, method);
+    opened.push(stream);
+    return stream;
+  }
+
+  it("tells the gateway the heartbeat interval (a third of the liveness timeout) on POST and GET streams", async () => {
+    for (const method of ["POST", "GET"] as const) {
+      const stream = await open(`gw-header-${method.toLowerCase()}`, method);
+      expect(stream.status).toBe(200);
+      expect(stream.headers["content-type"]).toBe("application/x-ndjson");
+      expect(stream.headers["x-phantomgate-heartbeat-ms"]).toBe("200");
+      stream.abort();
+    }
+    // The default server (30 s liveness timeout) asks for 10 s.
+    const defaults = await openStream(base, "gw-header-default");
+    expect(defaults.headers["x-phantomgate-heartbeat-ms"]).toBe("10000");
+    defaults.abort();
+  });
+
+  it("keeps a heartbeating POST stream connected well past the liveness timeout and the body deadline", async () => {
+    const stream = await open("gw-beating");
+    const timer = setInterval(() => stream.heartbeats.write(HEARTBEAT_LINE), LIVENESS_MS / 4);
+    try {
+      await eventually(() => connected("gw-beating") === true, 2_000, "connected");
+      // Five liveness timeouts, ten body deadlines.
+      for (let i = 0; i < 10; i++) {
+        await sleep(LIVENESS_MS / 2);
+        expect(connected("gw-beating")).toBe(true);
+      }
+      const settled = await Promise.race([stream.done, sleep(0).then(() => "open")]);
+      expect(settled).toBe("open");
+    } finally {
+      clearInterval(timer);
+    }
+    stream.heartbeats.end(); // a client ending its body ends the stream
+    expect(await stream.done).toBe("end");
+    await eventually(() => connected("gw-beating") === false, 2_000, "disconnected after the body ended");
+  });
+
+  it("closes a POST stream whose heartbeats stop (connection left open) within about the timeout", async () => {
+    let changes = 0;
+    const unsubscribe = fleet.onFleetChange(() => (changes += 1));
+    try {
+      const stream = await open("gw-frozen");
+      await eventually(() => connected("gw-frozen") === true, 2_000, "connected");
+      const silentFrom = Date.now();
+      const before = changes;
+      // No more heartbeats; the socket stays open (as with a frozen process or a vanished node).
+      await eventually(() => connected("gw-frozen") === false, 3 * LIVENESS_MS, "disconnected");
+      const tookMs = Date.now() - silentFrom;
+      expect(tookMs).toBeGreaterThanOrEqual(LIVENESS_MS - 100);
+      expect(tookMs).toBeLessThan(LIVENESS_MS + 1_000);
+      expect(changes).toBeGreaterThan(before); // the fleet listeners (status) heard of it
+      expect(fleet.fleet().gateways.find((g) => g.name === "gw-frozen")).toMatchObject({ connected: false });
+      expect(await stream.done).toBe("error");
+      expect(logText).toMatch(
+        /"gateway":"gw-frozen".*"silentMs":600.*"msg":"no heartbeat from the gateway for 600 ms; closing its stream"/,
+      );
+    } finally {
+      unsubscribe();
+    }
+  });
+
+  it("still serves GET streams (older gateways), without a liveness check, and says so once", async () => {
+    const stream = await open("gw-legacy", "GET");
+    expect(stream.status).toBe(200);
+    await eventually(() => connected("gw-legacy") === true, 2_000, "connected");
+    await sleep(3 * LIVENESS_MS);
+    expect(connected("gw-legacy")).toBe(true);
+    stream.abort();
+    await eventually(() => connected("gw-legacy") === false, 2_000, "disconnected");
+    const again = await open("gw-legacy", "GET");
+    await eventually(() => connected("gw-legacy") === true, 2_000, "connected again");
+    again.abort();
+    const notes = logText
+      .split("\n")
+      .filter((line) => line.includes('"gateway":"gw-legacy"') && line.includes("streams with GET"));
+    expect(notes).toHaveLength(1);
+  });
+
+  it("answers 408 to an ACK body that does not arrive within the body deadline, and closes the connection", async () => {
+    const socket = connect(liveServer.port, "127.0.0.1");
+    let answer = "";
+    socket.on("data", (chunk: Buffer) => (answer += chunk.toString("utf8")));
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    const startedAt = Date.now();
+    socket.write(
+      "POST /v1/acks HTTP/1.1\r\nhost: operator\r\n" +
+        `authorization: Bearer ${tokens.gateway}\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n` +
+        '{"gateway":"gw-slow",', // …and the rest never comes
+    );
+    await closed;
+    const tookMs = Date.now() - startedAt;
+    expect(tookMs).toBeGreaterThanOrEqual(BODY_TIMEOUT_MS - 50);
+    expect(tookMs).toBeLessThan(BODY_TIMEOUT_MS + 2_000);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+    expect(answer).toContain('"code":"PG_ERR_DIST_BODY_TIMEOUT"');
   });
 });

@@ -1,6 +1,7 @@
 // The gateway's control-plane source in-process, over real sockets: against the real distribution server (with
 // a mock TokenReviewer standing in for the API server) and against bare servers that misbehave on purpose
-// (stalled streams, dropped streams, refusals) to pin reconnects, the stall watchdog and token re-reading.
+// (stalled streams, dropped streams, refusals) to pin reconnects, the stall watchdog, token re-reading and the
+// heartbeats the gateway sends in the stream's request body.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -95,7 +96,10 @@ async function startSource(
   return { source, seen, stateDir: dir };
 }
 
-async function startRealServer(tls?: { cert: string; key: string }): Promise<{
+async function startRealServer(
+  tls?: { cert: string; key: string },
+  streamLivenessTimeoutMs?: number,
+): Promise<{
   server: DistributionServer;
   url: string;
   distributor: ReturnType<typeof createDistributor>;
@@ -115,6 +119,7 @@ async function startRealServer(tls?: { cert: string; key: string }): Promise<{
     logger,
     registry: new Registry(),
     ...(tls === undefined ? {} : { tls }),
+    ...(streamLivenessTimeoutMs === undefined ? {} : { streamLivenessTimeoutMs }),
   });
   cleanups.push(() => server.close());
   const scheme = tls === undefined ? "http" : "https";
@@ -251,6 +256,19 @@ describe("control-plane source against the distribution server", () => {
     expect(server.port).toBeGreaterThan(0);
   });
 
+  it("keeps its stream alive with heartbeats: connected across many liveness timeouts", async () => {
+    const { url, distributor } = await startRealServer(undefined, 600);
+    const { source } = await startSource(url);
+    await eventually(() => distributor.fleet().connected === 1, 5_000, "gateway connected");
+    let changes = 0;
+    const unsubscribe = distributor.onFleetChange(() => (changes += 1));
+    cleanups.push(unsubscribe);
+    await new Promise((resolve) => setTimeout(resolve, 2_500)); // four liveness timeouts, no snapshot, no ping
+    expect(distributor.fleet().connected).toBe(1);
+    expect(changes).toBe(0); // not one disconnect/reconnect
+    expect(source.status().state).toBe("connected");
+  });
+
   it("keeps retrying a refused stream (401) with the reason in its status", async () => {
     const { url, reviewer } = await startRealServer();
     const { source } = await startSource(url, { token: "not-a-known-token" });
@@ -353,5 +371,120 @@ describe("control-plane source against misbehaving servers", () => {
     const { seen, source } = await startSource(url);
     await eventually(() => seen.applied.length === 1, 5_000, "snapshot applied");
     expect(source.status().state).toBe("connected");
+  });
+});
+
+describe("control-plane source heartbeats", () => {
+  interface Opened {
+    readonly method: string | undefined;
+    readonly contentType: string | undefined;
+    /** Heartbeat lines received, with when. */
+    readonly beats: { line: string; atMs: number }[];
+    ended: boolean;
+  }
+
+  /** A bare stream server that records every request body line by line; `respond` answers the request. */
+  async function startRecordingServer(
+    respond: (req: IncomingMessage, res: ServerResponse, opened: Opened) => void,
+  ): Promise<{ url: string; opened: Opened[] }> {
+    const opened: Opened[] = [];
+    const { url } = await startBareServer((req, res) => {
+      const entry: Opened = {
+        method: req.method,
+        contentType: req.headers["content-type"],
+        beats: [],
+        ended: false,
+      };
+      opened.push(entry);
+      let pending = "";
+      req.on("data", (chunk: Buffer) => {
+        pending += chunk.toString("utf8");
+        const lines = pending.split("\n");
+        pending = lines.pop() ?? "";
+        for (const line of lines) entry.beats.push({ line, atMs: Date.now() });
+      });
+      // The connection, not the request: a request detached from a response that already ended emits no close.
+      req.socket.on("close", () => (entry.ended = true));
+      respond(req, res, entry);
+    });
+    return { url, opened };
+  }
+
+  const pinging = (res: ServerResponse, headers: Record<string, string> = {}): void => {
+    res.writeHead(200, { "content-type": "application/x-ndjson", ...headers });
+    res.write('{"type":"ping"}\n');
+    const timer = setInterval(() => res.write('{"type":"ping"}\n'), 100);
+    res.on("close", () => clearInterval(timer));
+  };
+
+  it("opens the stream with POST and sends heartbeats at the interval the server's header asks for", async () => {
+    const { url, opened } = await startRecordingServer((_req, res) =>
+      pinging(res, { "x-phantomgate-heartbeat-ms": "150" }),
+    );
+    const { source } = await startSource(url, { stallTimeoutMs: 5_000 });
+    await eventually(() => source.status().state === "connected", 5_000, "connected");
+    await eventually(() => (opened[0]?.beats.length ?? 0) >= 10, 5_000, "ten heartbeats");
+    const stream = opened[0]!;
+    expect(opened).toHaveLength(1);
+    expect(stream.method).toBe("POST");
+    expect(stream.contentType).toBe("application/x-ndjson");
+    for (const beat of stream.beats) expect(JSON.parse(beat.line)).toEqual({ type: "heartbeat" });
+    // After the first two (one with the request head, one when the answer arrived) they come every 150 ms.
+    const gaps = stream.beats.slice(2, 10).map((beat, i) => beat.atMs - stream.beats[i + 1]!.atMs);
+    const mean = gaps.reduce((sum, gap) => sum + gap, 0) / gaps.length;
+    expect(mean).toBeGreaterThan(100);
+    expect(mean).toBeLessThan(300);
+  });
+
+  it("sends them every 10 s when the server names no interval, and within 100 ms…60 s whatever it names", async () => {
+    const { url, opened } = await startRecordingServer((_req, res) => pinging(res));
+    await startSource(url, { stallTimeoutMs: 5_000 });
+    await eventually(() => (opened[0]?.beats.length ?? 0) >= 2, 5_000, "the first heartbeats");
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(opened[0]?.beats).toHaveLength(2); // the next one is due after 10 s
+
+    const tiny = await startRecordingServer((_req, res) =>
+      pinging(res, { "x-phantomgate-heartbeat-ms": "1" }),
+    );
+    await startSource(tiny.url, { stallTimeoutMs: 5_000, name: "gw-tiny" });
+    await eventually(() => (tiny.opened[0]?.beats.length ?? 0) >= 2, 5_000, "the first heartbeats");
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // Clamped to 100 ms: about ten more, not a thousand.
+    expect(tiny.opened[0]!.beats.length).toBeGreaterThan(5);
+    expect(tiny.opened[0]!.beats.length).toBeLessThan(20);
+  });
+
+  it("streams with GET when the operator (an older release) answers POST with 405", async () => {
+    const { url, opened } = await startRecordingServer((req, res) => {
+      if (req.method === "POST") {
+        res.writeHead(405, { allow: "GET", "content-type": "application/problem+json" });
+        res.end('{"code":"PG_ERR_DIST_METHOD"}');
+        return;
+      }
+      pinging(res);
+    });
+    const { source } = await startSource(url, { stallTimeoutMs: 5_000 });
+    await eventually(() => source.status().state === "connected", 5_000, "connected");
+    expect(opened.map((o) => o.method)).toEqual(["POST", "GET"]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(source.status().state).toBe("connected");
+    expect(opened).toHaveLength(2);
+  });
+
+  it("leaves no heartbeat behind: each stream's body ends with it, across reconnects and on close()", async () => {
+    const { url, opened } = await startRecordingServer((_req, res) => {
+      pinging(res, { "x-phantomgate-heartbeat-ms": "100" });
+      setTimeout(() => res.end(), 300); // the server ends every stream; the gateway reconnects
+    });
+    const { source } = await startSource(url, { stallTimeoutMs: 5_000 });
+    await eventually(() => opened.length >= 4, 10_000, "four streams");
+    source.close();
+    await eventually(() => opened.every((o) => o.ended), 5_000, "every request body ended");
+    const count = (): number => opened.reduce((sum, o) => sum + o.beats.length, 0);
+    const after = count();
+    const streams = opened.length;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(count()).toBe(after);
+    expect(opened).toHaveLength(streams);
   });
 });

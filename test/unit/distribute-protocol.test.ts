@@ -1,10 +1,14 @@
 // The stream's wire contract: NDJSON framing both ways, message and body schemas, ServiceAccount names.
 import { describe, expect, it } from "vitest";
 import {
+  DEFAULT_LIVENESS_TIMEOUT_MS,
+  HEARTBEAT_LINE,
   LineTooLongError,
   ackBodySchema,
   createLineSplitter,
   encodeStreamMessage,
+  heartbeatIntervalFor,
+  parseHeartbeatInterval,
   revocationBodySchema,
   serviceAccountOf,
   streamMessageSchema,
@@ -127,5 +131,30 @@ describe("message schemas", () => {
     expect(serviceAccountOf("system:serviceaccount:ns:")).toBeUndefined();
     expect(serviceAccountOf("system:serviceaccount:ns:a:b")).toBeUndefined();
     expect(serviceAccountOf("alice")).toBeUndefined();
+  });
+});
+
+describe("heartbeats", () => {
+  it("asks for a heartbeat every third of the liveness timeout: 10 s by default", () => {
+    expect(heartbeatIntervalFor(DEFAULT_LIVENESS_TIMEOUT_MS)).toBe(10_000);
+    expect(heartbeatIntervalFor(1_500)).toBe(500);
+    expect(heartbeatIntervalFor(1)).toBe(1);
+  });
+
+  it("reads the interval header, clamped to 100 ms…60 s, and falls back to 10 s without a usable one", () => {
+    expect(parseHeartbeatInterval("10000")).toBe(10_000);
+    expect(parseHeartbeatInterval(" 250 ")).toBe(250);
+    expect(parseHeartbeatInterval(["500", "900"])).toBe(500);
+    expect(parseHeartbeatInterval("5")).toBe(100);
+    expect(parseHeartbeatInterval("0")).toBe(100);
+    expect(parseHeartbeatInterval("3600000")).toBe(60_000);
+    for (const unusable of [undefined, [], "", "soon", "-5", "1e4", "12.5", "9".repeat(20)]) {
+      expect(parseHeartbeatInterval(unusable)).toBe(10_000);
+    }
+  });
+
+  it("is one NDJSON line", () => {
+    expect(HEARTBEAT_LINE.indexOf("\n")).toBe(HEARTBEAT_LINE.length - 1);
+    expect(JSON.parse(HEARTBEAT_LINE)).toEqual({ type: "heartbeat" });
   });
 });

@@ -27,6 +27,7 @@ describe("operator config", () => {
       leaseRenewIntervalMs: 2_000,
       gatewayAudience: "phantomgate",
       gatewayServiceAccounts: [],
+      streamLivenessTimeoutMs: 30_000,
       debounceMs: 100,
       debounceMaxMs: 1_000,
       relistIntervalMs: 300_000,
@@ -90,6 +91,13 @@ describe("operator config", () => {
     expect(() => loadOperatorConfig(["--lease-renew-interval-ms", "5000"], {}, defaults)).toThrow(
       /--lease-renew-interval-ms .*a third of --lease-duration-ms/,
     );
+    expect(() => loadOperatorConfig(["--stream-liveness-timeout-ms", "500"], {}, defaults)).toThrow(
+      /--stream-liveness-timeout-ms .*0 \(no check\) or at least 1000/,
+    );
+    expect(
+      loadOperatorConfig([], { PHANTOMGATE_STREAM_LIVENESS_TIMEOUT_MS: "0" }, defaults)
+        .streamLivenessTimeoutMs,
+    ).toBe(0);
     expect(() => loadOperatorConfig(["--no-such-flag"], {}, defaults)).toThrow(OperatorConfigError);
     expect(() => loadOperatorConfig(["--webhook-url", "http://x/validate"], {}, defaults)).toThrow(/https/);
   });

@@ -2,18 +2,23 @@
 // "Operator — layout and wire protocol"). Starts from the last-known-good snapshot on disk, then streams; each
 // snapshot is validated, swapped in, persisted and ACKed (or NACKed with the reason while the old one keeps
 // serving); revocations evict from the token cache. Reconnects with capped exponential backoff and full jitter,
-// and treats a stream that has said nothing for 30 s as dead.
+// and treats a stream that has said nothing for 30 s as dead. The stream is a POST whose request body carries
+// this gateway's heartbeats, so the operator can tell a frozen or vanished gateway from a live one.
 import { readFile } from "node:fs/promises";
+import { PassThrough } from "node:stream";
 import type { Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { Agent, request } from "undici";
 import {
   ACKS_PATH,
+  HEARTBEAT_HEADER,
+  HEARTBEAT_LINE,
   NDJSON_CONTENT_TYPE,
   STALL_TIMEOUT_MS,
   STREAM_PATH,
   createLineSplitter,
   fingerprintSchema,
+  parseHeartbeatInterval,
   streamMessageSchema,
   type AckBody,
 } from "../../operator/distribute/protocol.ts";
@@ -389,12 +394,19 @@ export async function startControlPlaneSource(
   }
 
   // ---- the stream -----------------------------------------------------------------------------------------
-  /** One connection, until it ends. Resolves true when at least one line arrived (the server was healthy). */
+  /**
+   * One connection, until it ends. Resolves true when at least one line arrived (the server was healthy).
+   * The stream is opened with POST and a request body that stays open: this gateway writes a heartbeat line into
+   * it at the interval the server asks for (its heartbeat header), and the server closes a stream whose
+   * heartbeats stop. An operator of an older release answers POST with 405; then the stream is a plain GET.
+   */
   async function streamOnce(): Promise<boolean> {
     const attempt = new AbortController();
     const onStop = (): void => attempt.abort();
     stopping.signal.addEventListener("abort", onStop, { once: true });
     let watchdog: NodeJS.Timeout | undefined;
+    let heartbeat: NodeJS.Timeout | undefined;
+    let heartbeats: PassThrough | undefined;
     let receivedLine = false;
     const arm = (): void => {
       clearTimeout(watchdog);
@@ -407,14 +419,27 @@ export async function startControlPlaneSource(
       const query = new URLSearchParams({ gateway: options.gatewayName });
       if (serving !== undefined) query.set("revision", serving.revision);
       arm();
-      const response = await request(`${base}${STREAM_PATH}?${query.toString()}`, {
-        method: "GET",
-        dispatcher,
-        signal: attempt.signal,
-        headers: { authorization: `Bearer ${await readToken()}`, accept: NDJSON_CONTENT_TYPE },
-        headersTimeout: stallTimeoutMs,
-        bodyTimeout: 0,
+      const url = `${base}${STREAM_PATH}?${query.toString()}`;
+      const headers = { authorization: `Bearer ${await readToken()}`, accept: NDJSON_CONTENT_TYPE };
+      const common = { dispatcher, signal: attempt.signal, headersTimeout: stallTimeoutMs, bodyTimeout: 0 };
+      heartbeats = new PassThrough();
+      // undici destroys the body with the connection's error (abort, reset); that error is the response's too.
+      heartbeats.on("error", () => undefined);
+      // undici sends the request head with the first body chunk: the first heartbeat goes out with it.
+      heartbeats.write(HEARTBEAT_LINE);
+      let response = await request(url, {
+        ...common,
+        method: "POST",
+        headers: { ...headers, "content-type": NDJSON_CONTENT_TYPE },
+        body: heartbeats,
       });
+      if (response.statusCode === 405) {
+        await response.body.dump();
+        heartbeats.destroy();
+        heartbeats = undefined;
+        log.info("the control plane does not take heartbeats (an older operator); streaming with GET");
+        response = await request(url, { ...common, method: "GET", headers });
+      }
       if (response.statusCode !== 200) {
         const text = (await response.body.text()).slice(0, 500);
         let code: unknown;
@@ -430,7 +455,18 @@ export async function startControlPlaneSource(
       }
       metrics?.connects.labels("ok").inc();
       setState("connected");
-      log.info({ revision: serving?.revision ?? null }, "connected to the control plane");
+      let heartbeatMs: number | null = null;
+      if (heartbeats !== undefined) {
+        heartbeatMs = parseHeartbeatInterval(response.headers[HEARTBEAT_HEADER]);
+        const body = heartbeats;
+        // Bounded: a connection that stopped taking bytes gets no more (the stall watchdog ends it).
+        const beat = (): void => {
+          if (!body.destroyed && !body.writableNeedDrain) body.write(HEARTBEAT_LINE);
+        };
+        beat();
+        heartbeat = setInterval(beat, heartbeatMs);
+      }
+      log.info({ revision: serving?.revision ?? null, heartbeatMs }, "connected to the control plane");
       const decoder = new TextDecoder("utf-8");
       const splitter = createLineSplitter((line) => {
         receivedLine = true;
@@ -453,8 +489,10 @@ export async function startControlPlaneSource(
       );
     } finally {
       clearTimeout(watchdog);
+      clearInterval(heartbeat);
       stopping.signal.removeEventListener("abort", onStop);
       attempt.abort();
+      heartbeats?.destroy();
     }
     return receivedLine;
   }

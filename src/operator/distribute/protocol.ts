@@ -17,6 +17,35 @@ export const PING_INTERVAL_MS = 10_000;
 /** A gateway that has received nothing for this long treats the stream as stalled and reconnects. */
 export const STALL_TIMEOUT_MS = 30_000;
 
+/**
+ * The other direction: a stream opened with `POST` carries a request body that is itself NDJSON, one
+ * {@link HEARTBEAT_LINE} per heartbeat interval. The server closes a stream whose body has been silent for its
+ * liveness timeout, so a frozen or vanished gateway stops counting as connected within seconds instead of when
+ * TCP gives up. (A `GET` stream — a gateway of an older release — sends nothing and is not checked.)
+ */
+export const DEFAULT_LIVENESS_TIMEOUT_MS = 30_000;
+/** The response header in which the server tells the gateway its heartbeat interval in ms. */
+export const HEARTBEAT_HEADER = "x-phantomgate-heartbeat-ms";
+/** The heartbeat interval a gateway uses when the header is absent or unreadable. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 10_000;
+/** Bounds a gateway applies to the interval the header asks for. */
+export const MIN_HEARTBEAT_INTERVAL_MS = 100;
+export const MAX_HEARTBEAT_INTERVAL_MS = 60_000;
+/** What the gateway writes into the request body of a `POST` stream, once per heartbeat interval. */
+export const HEARTBEAT_LINE = '{"type":"heartbeat"}\n';
+
+/** The interval the server asks for: a third of its liveness timeout, so two lost heartbeats are survived. */
+export function heartbeatIntervalFor(livenessTimeoutMs: number): number {
+  return Math.max(1, Math.floor(livenessTimeoutMs / 3));
+}
+
+/** The interval a gateway uses, from the server's {@link HEARTBEAT_HEADER} (clamped; the default without it). */
+export function parseHeartbeatInterval(header: string | readonly string[] | undefined): number {
+  const text = typeof header === "string" ? header : header?.[0];
+  if (text === undefined || !/^\s*\d{1,12}\s*$/.test(text)) return DEFAULT_HEARTBEAT_INTERVAL_MS;
+  return Math.min(MAX_HEARTBEAT_INTERVAL_MS, Math.max(MIN_HEARTBEAT_INTERVAL_MS, Number(text)));
+}
+
 /** A token fingerprint as `fingerprintToken` makes it: base64url SHA-256, 43 characters. */
 export const fingerprintSchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, "not a token fingerprint");
 

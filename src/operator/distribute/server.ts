@@ -1,7 +1,8 @@
 // The snapshot service: the HTTP side of distribution. Every call is authenticated with a TokenReview of the
 // caller's audience-bound ServiceAccount token; gateway calls (stream, ACKs) must come from an allowed
 // ServiceAccount, revocations need RBAC `create` on `revocations.phantomgate.dev` (a SubjectAccessReview).
-// Per request: route → authenticate → authorize → handle, in that order; errors are problem+json.
+// Per request: route → authenticate → authorize → handle, in that order; errors are problem+json. A stream opened
+// with POST carries the gateway's heartbeats in its request body; one silent for the liveness timeout is closed.
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -19,12 +20,15 @@ import { ReviewUnavailableError, type TokenReviewer } from "../kube/reviews.ts";
 import { distributorInternals, type Distributor, type DistributorInternals } from "./distributor.ts";
 import {
   ACKS_PATH,
+  DEFAULT_LIVENESS_TIMEOUT_MS,
+  HEARTBEAT_HEADER,
   NDJSON_CONTENT_TYPE,
   PING_INTERVAL_MS,
   REVOCATIONS_PATH,
   STREAM_PATH,
   ackBodySchema,
   gatewayNameSchema,
+  heartbeatIntervalFor,
   revisionSchema,
   revocationBodySchema,
   serviceAccountOf,
@@ -49,6 +53,14 @@ export interface DistributionServerOptions {
    * relay) before it answers 503 (they reached this replica's gateways either way). Default 10 s.
    */
   readonly revocationRecordTimeoutMs?: number;
+  /**
+   * A `POST` stream whose request body (the gateway's heartbeats) stays silent this long is closed, so the
+   * gateway stops counting as connected; gateways are asked to send a heartbeat every third of it. 0 turns the
+   * check off. Default 30 s.
+   */
+  readonly streamLivenessTimeoutMs?: number;
+  /** An ACK or revocation body must have arrived completely this long after it is first read. Default 20 s. */
+  readonly requestBodyTimeoutMs?: number;
 }
 
 export interface DistributionServer {
@@ -71,16 +83,28 @@ class DistributionProblem extends Error {
   readonly code: ProblemCode;
   /** Safe extra text (validation messages); never a token. */
   readonly extra: string | undefined;
-  constructor(code: ProblemCode, extra?: string) {
+  /** The `allow` header of a 405. */
+  readonly allow: string | undefined;
+  constructor(code: ProblemCode, extra?: string, allow?: string) {
     super(code);
     this.code = code;
     this.extra = extra;
+    this.allow = allow;
   }
 }
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
-const endpoints = { [STREAM_PATH]: "GET", [ACKS_PATH]: "POST", [REVOCATIONS_PATH]: "POST" } as const;
+/** The methods each endpoint takes: streams are `POST` (with heartbeats) or `GET` (older gateways, without). */
+const endpoints = {
+  [STREAM_PATH]: ["GET", "POST"],
+  [ACKS_PATH]: ["POST"],
+  [REVOCATIONS_PATH]: ["POST"],
+} as const satisfies Record<string, readonly string[]>;
 type Endpoint = keyof typeof endpoints;
+/** How long a stream the server has ended may still take to end its request body before the connection goes. */
+const STREAM_LINGER_MS = 5_000;
+/** Bound on the gateway names remembered for the once-only "streams without heartbeats" log line. */
+const MAX_LEGACY_NAMES = 10_000;
 
 interface Caller {
   readonly username: string;
@@ -100,7 +124,10 @@ function sendProblem(res: ServerResponse, problem: DistributionProblem): void {
         : 'Bearer realm="phantomgate-operator"';
   }
   if (spec.status === 503) headers["retry-after"] = "5";
-  if (problem.code === "PG_ERR_DIST_METHOD") headers.allow = "GET, POST";
+  if (problem.allow !== undefined) headers.allow = problem.allow;
+  // A body still on its way (a stream's heartbeats, a slow or oversized upload) is not waited for: the answer
+  // is the last thing on this connection.
+  if (!res.req.complete) headers.connection = "close";
   const body = {
     type: "about:blank",
     title: spec.title,
@@ -118,19 +145,45 @@ function bearerToken(req: IncomingMessage): string | undefined {
   return match?.[1];
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new DistributionProblem("PG_ERR_DIST_TOO_LARGE");
-    chunks.push(chunk);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
-  } catch {
-    throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", "The body is not JSON.");
-  }
+/**
+ * Reads a JSON body of at most {@link MAX_BODY_BYTES} that must arrive completely within `timeoutMs` (the HTTP
+ * server's own request timeout is off, or it would cut every stream). On a refusal the rest of the body is
+ * drained and dropped, so the answer still goes out cleanly before the connection closes.
+ */
+function readJson(req: IncomingMessage, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) fail(new DistributionProblem("PG_ERR_DIST_TOO_LARGE"));
+      else chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      settle();
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown);
+      } catch {
+        reject(new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", "The body is not JSON."));
+      }
+    };
+    const onBroken = (): void =>
+      fail(new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", "The body ended early."));
+    const timer = setTimeout(() => fail(new DistributionProblem("PG_ERR_DIST_BODY_TIMEOUT")), timeoutMs);
+    timer.unref();
+    function settle(): void {
+      clearTimeout(timer);
+      req.off("data", onData).off("end", onEnd).off("error", onBroken).off("close", onBroken);
+    }
+    function fail(problem: DistributionProblem): void {
+      settle();
+      chunks.length = 0;
+      req.resume();
+      reject(problem);
+    }
+    req.on("data", onData).on("end", onEnd).on("error", onBroken).on("close", onBroken);
+    if (req.destroyed) onBroken(); // the caller went away while it was being authenticated
+  });
 }
 
 function describeIssues(error: z.ZodError): string {
@@ -164,6 +217,12 @@ export async function startDistributionServer(
 ): Promise<DistributionServer> {
   const { logger, reviewer, audience, registry } = options;
   const recordTimeoutMs = options.revocationRecordTimeoutMs ?? 10_000;
+  const livenessTimeoutMs = options.streamLivenessTimeoutMs ?? DEFAULT_LIVENESS_TIMEOUT_MS;
+  const bodyTimeoutMs = options.requestBodyTimeoutMs ?? 20_000;
+  if (!Number.isFinite(livenessTimeoutMs) || livenessTimeoutMs < 0)
+    throw new RangeError(`streamLivenessTimeoutMs must be 0 or more, not ${livenessTimeoutMs}`);
+  /** Gateways already logged as streaming without heartbeats. */
+  const legacyGateways = new Set<string>();
   const internals: DistributorInternals = distributorInternals(options.distributor);
   const allowed =
     options.allowedServiceAccounts === undefined ? undefined : new Set(options.allowedServiceAccounts);
@@ -254,36 +313,78 @@ export async function startDistributionServer(
       if (!parsed.success) throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", "revision: invalid");
       revision = parsed.data;
     }
-    res.writeHead(200, {
+    const gateway = name.data;
+    const heartbeats = req.method === "POST";
+    const headers: Record<string, string> = {
       "content-type": NDJSON_CONTENT_TYPE,
       "cache-control": "no-store",
       "x-content-type-options": "nosniff",
-    });
+    };
+    if (livenessTimeoutMs > 0) headers[HEARTBEAT_HEADER] = String(heartbeatIntervalFor(livenessTimeoutMs));
+    res.writeHead(200, headers);
     res.flushHeaders();
     const socket: Socket = req.socket;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, PING_INTERVAL_MS);
+    if (!heartbeats && !legacyGateways.has(gateway)) {
+      if (legacyGateways.size >= MAX_LEGACY_NAMES) legacyGateways.clear();
+      legacyGateways.add(gateway);
+      logger.info(
+        { gateway },
+        "gateway streams with GET (an older release): it sends no heartbeats, so its liveness is not checked",
+      );
+    }
     let closing: NodeJS.Timeout | undefined;
-    const detach = internals.attach(name.data, caller.username, revision, {
+    let watchdog: NodeJS.Timeout | undefined;
+    const end = (): void => {
+      if (res.writableEnded) return;
+      res.end();
+      // A peer that reads nothing never lets end() finish: cut it off.
+      closing = setTimeout(() => res.destroy(), 5_000).unref();
+    };
+    const detach = internals.attach(gateway, caller.username, revision, {
       write(line) {
         if (!res.writableEnded) res.write(line);
         return res.writableLength;
       },
-      close() {
-        if (res.writableEnded) return;
-        res.end();
-        // A peer that reads nothing never lets end() finish: cut it off.
-        closing = setTimeout(() => res.destroy(), 5_000).unref();
-      },
+      close: end,
     });
+    if (heartbeats) {
+      // The request body is the gateway's heartbeats: every chunk proves it alive and is dropped unread.
+      if (livenessTimeoutMs > 0) {
+        const timer = setTimeout(() => {
+          logger.warn(
+            { gateway, identity: caller.username, silentMs: livenessTimeoutMs },
+            `no heartbeat from the gateway for ${livenessTimeoutMs} ms; closing its stream`,
+          );
+          res.destroy();
+        }, livenessTimeoutMs);
+        timer.unref();
+        watchdog = timer;
+        req.on("data", () => timer.refresh());
+      } else {
+        req.resume();
+      }
+      req.once("end", () => {
+        logger.debug({ gateway }, "gateway ended its heartbeats; ending its stream");
+        end();
+      });
+    }
     res.once("close", () => {
       clearTimeout(closing);
+      clearTimeout(watchdog);
       detach();
+      // The stream is over but its request body is still coming (a gateway ends it when the stream ends, so
+      // this is a peer that does not): give it a moment, then drop the connection.
+      if (heartbeats && !req.complete && !socket.destroyed) {
+        const linger = setTimeout(() => socket.destroy(), STREAM_LINGER_MS).unref();
+        req.once("end", () => clearTimeout(linger));
+      }
     });
   }
 
   async function recordAck(req: IncomingMessage, res: ServerResponse, caller: Caller): Promise<void> {
-    const parsed = ackBodySchema.safeParse(await readJson(req));
+    const parsed = ackBodySchema.safeParse(await readJson(req, bodyTimeoutMs));
     if (!parsed.success)
       throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", describeIssues(parsed.error));
     if (internals.recordAck(parsed.data, caller.username) === "identity-mismatch") {
@@ -304,7 +405,7 @@ export async function startDistributionServer(
       );
       throw new DistributionProblem("PG_ERR_DIST_FORBIDDEN", "Needs create on revocations.phantomgate.dev.");
     }
-    const parsed = revocationBodySchema.safeParse(await readJson(req));
+    const parsed = revocationBodySchema.safeParse(await readJson(req, bodyTimeoutMs));
     if (!parsed.success)
       throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", describeIssues(parsed.error));
     // Tokens become fingerprints here and go no further.
@@ -359,8 +460,10 @@ export async function startDistributionServer(
     res.once("finish", () => requests.labels(label, String(res.statusCode)).inc());
     let work: Promise<void>;
     if (endpoint === undefined) work = Promise.reject(new DistributionProblem("PG_ERR_DIST_NOT_FOUND"));
-    else if (req.method !== endpoints[endpoint])
-      work = Promise.reject(new DistributionProblem("PG_ERR_DIST_METHOD"));
+    else if (!(endpoints[endpoint] as readonly string[]).includes(req.method ?? ""))
+      work = Promise.reject(
+        new DistributionProblem("PG_ERR_DIST_METHOD", undefined, endpoints[endpoint].join(", ")),
+      );
     else work = handle(req, res, endpoint, url);
     work.catch((error: unknown) => {
       if (res.headersSent) {
@@ -382,14 +485,15 @@ export async function startDistributionServer(
     });
   };
 
+  // Streams live for hours, and a POST stream's request body (its heartbeats) never completes: Node's request
+  // timeout, which runs until the whole request is in, would cut every one. Only the request head has to arrive
+  // promptly; ACK and revocation bodies have their own deadline (readJson).
+  const timeouts = { headersTimeout: 15_000, requestTimeout: 0 };
   const httpsServer: HttpsServer | undefined =
     options.tls === undefined
       ? undefined
-      : createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, listener);
-  const server: Server = httpsServer ?? createHttpServer(listener);
-  // Streams live for hours; only the request head has to arrive promptly.
-  server.headersTimeout = 15_000;
-  server.requestTimeout = 60_000;
+      : createHttpsServer({ cert: options.tls.cert, key: options.tls.key, ...timeouts }, listener);
+  const server: Server = httpsServer ?? createHttpServer(timeouts, listener);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {
@@ -401,7 +505,7 @@ export async function startDistributionServer(
   const ping = setInterval(() => internals.pingAll(), PING_INTERVAL_MS);
   ping.unref();
   logger.info(
-    { host: options.host, port, tls: options.tls !== undefined, audience },
+    { host: options.host, port, tls: options.tls !== undefined, audience, livenessTimeoutMs },
     "snapshot service listening",
   );
 
