@@ -273,10 +273,12 @@ async function startGateway(
   configDir: string,
   auditLog: string,
   nodeFlags: readonly string[] = [],
+  env: Record<string, string> = {},
 ): Promise<Gateway> {
   const spawned = await spawnPinned({
     name,
     core: SUT_CORE,
+    env,
     args: [
       ...nodeFlags,
       gatewayBin,
@@ -713,7 +715,15 @@ async function rss(fixture: Fixture, options: Options): Promise<Record<string, u
     fixture.temp,
   );
   // The inspector lets the driver force a full GC before reading memory, so heap figures are live data only.
-  const gateway = await startGateway("gateway-rss", configDir, "off", ["--inspect=127.0.0.1:0"]);
+  // Under --inspect the launcher does not re-execute itself: its start-up settings are given here instead (the
+  // same command-line flags, so the process reads the same compile cache as every other gateway).
+  const gateway = await startGateway(
+    "gateway-rss",
+    configDir,
+    "off",
+    ["--inspect=127.0.0.1:0", "--max-semi-space-size=16", "--expose-gc"],
+    { MALLOC_ARENA_MAX: "2", MALLOC_MMAP_THRESHOLD_: "131072" },
+  );
   const rows: Record<string, unknown>[] = [];
   try {
     const inspector = await inspectorUrl(gateway.process);

@@ -14,12 +14,15 @@ import { setFlagsFromString } from "node:v8";
 //   that fills with fragments of file and TLS buffers; and a fixed 128 KiB MALLOC_MMAP_THRESHOLD_, since glibc
 //   otherwise raises that threshold to the largest block ever freed (a multi-MiB snapshot buffer), after which
 //   such buffers come from the heap and fragment it instead of being returned to the system when freed.
-// A flag already given on the command line or in NODE_OPTIONS, or a variable already set, wins.
+// A flag already given on the command line or in NODE_OPTIONS, or a variable already set, wins. A process started
+// under the inspector (--inspect…) is not re-executed: the debugger would be attached to the process that goes
+// away, so give the settings yourself there.
 // `compile-cache` gets them too: V8 keys its cache by these flags, so it must be filled under the same ones.
 const LONG_RUNNING = new Set(["gateway", "operator", "demo", "compile-cache"]);
 const command = process.argv[2];
-if (command !== undefined && LONG_RUNNING.has(command) && typeof process.execve === "function") {
-  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)];
+const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)];
+const inspected = given.some((arg) => arg.startsWith("--inspect"));
+if (command !== undefined && LONG_RUNNING.has(command) && !inspected && typeof process.execve === "function") {
   const has = (flag) => given.some((arg) => arg === flag || arg.startsWith(`${flag}=`));
   const flags = [];
   if (!has("--max-semi-space-size")) flags.push("--max-semi-space-size=16");

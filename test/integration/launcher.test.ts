@@ -55,6 +55,17 @@ describe.skipIf(process.platform !== "linux")("launcher", () => {
     expect(env.get("MALLOC_ARENA_MAX")).toBe("4");
     expect(env.get("MALLOC_MMAP_THRESHOLD_")).toBe("65536");
   });
+
+  it("leaves a process started under the inspector as it is", async () => {
+    const gateway = await spawnGateway(args, {
+      env: { NODE_OPTIONS: "--inspect=127.0.0.1:0" },
+      unset: ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"],
+    });
+    running = gateway;
+    const { argv, env } = startup(gateway.child.pid ?? 0);
+    expect(argv.some((arg) => arg.startsWith("--max-semi-space-size") || arg === "--expose-gc")).toBe(false);
+    expect(env.has("MALLOC_ARENA_MAX")).toBe(false);
+  });
 });
 
 describe("phantomgate compile-cache", () => {
