@@ -119,8 +119,20 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     entries -= bucket.size;
     if (reason === "evict") evictions += bucket.size;
   };
-  const positive = new LRUCache<string, Bucket>({ max: maxEntries, dispose: onDispose });
-  const negative = new LRUCache<string, Bucket>({ max: maxNegativeEntries, dispose: onDispose });
+  // Bounded by count through maxSize (each token counts 1) rather than `max`: with `max`, lru-cache allocates
+  // its index arrays for the full bound up front (~3 MiB at the default 100,000 tokens, per AuthServer
+  // partition); with maxSize they grow with the tokens actually cached. Eviction order is the same.
+  const one = (): number => 1;
+  const positive = new LRUCache<string, Bucket>({
+    maxSize: maxEntries,
+    sizeCalculation: one,
+    dispose: onDispose,
+  });
+  const negative = new LRUCache<string, Bucket>({
+    maxSize: maxNegativeEntries,
+    sizeCalculation: one,
+    dispose: onDispose,
+  });
   const flights = new Map<string, Flight>();
 
   function removePurpose(store: LRUCache<string, Bucket>, fingerprint: string, purpose: string): void {
