@@ -32,6 +32,7 @@ import {
 } from "./lib/processes.ts";
 import { formatProfile, summariseProfile } from "./lib/profile.ts";
 import type { GeneratorMessage, LoadJob, LoadResult } from "./lib/protocol.ts";
+import { commandLineFlags, mallocEnv, runTimeFlag } from "../bin/start-up-settings.js";
 import { numberSetting } from "./lib/options.ts";
 import { median } from "./lib/stats.ts";
 import { ensureWrk, runWrk } from "./lib/wrk.ts";
@@ -45,7 +46,7 @@ const SCOPE = "read_invoice";
  * V8 settings every gateway runs with (bin/phantomgate.js sets them); the baselines get them too, so the ratios
  * compare work done, not runtime settings.
  */
-const RUNTIME_FLAGS = ["--max-semi-space-size=16", "--no-allocation-site-pretenuring"] as const;
+const RUNTIME_FLAGS = [...commandLineFlags, runTimeFlag];
 
 // ---- options ------------------------------------------------------------------------------------------------
 
@@ -70,6 +71,8 @@ interface Options {
   readonly install: boolean;
   readonly maxOtherCpu: number;
   readonly retries: number;
+  /** Audit target of the profiled gateway: a file, or none. */
+  readonly profileAudit: "file" | "off";
   /** Node/V8 flags of the extra "tuned" bare-proxy and gateway variants; empty: no tuned variants. */
   readonly tunedFlags: readonly string[];
 }
@@ -168,6 +171,7 @@ function parseOptions(): Options {
     install: env["BENCH_NO_INSTALL"] !== "1",
     maxOtherCpu: number(values["max-other-cpu"], "BENCH_MAX_OTHER_CPU", 10, 0),
     retries: Math.round(number(values.retries, "BENCH_RETRIES", quick ? 0 : 2, 0)),
+    profileAudit: env["BENCH_PROFILE_AUDIT"] === "off" ? "off" : "file",
     tunedFlags: (values["tuned-flags"] ?? env["BENCH_TUNED_FLAGS"] ?? "")
       .split(/\s+/)
       .filter((flag) => flag !== ""),
@@ -721,8 +725,8 @@ async function rss(fixture: Fixture, options: Options): Promise<Record<string, u
     "gateway-rss",
     configDir,
     "off",
-    ["--inspect=127.0.0.1:0", "--max-semi-space-size=16", "--expose-gc"],
-    { MALLOC_ARENA_MAX: "2", MALLOC_MMAP_THRESHOLD_: "131072" },
+    ["--inspect=127.0.0.1:0", ...commandLineFlags],
+    mallocEnv,
   );
   const rows: Record<string, unknown>[] = [];
   try {
@@ -852,7 +856,7 @@ async function profile(fixture: Fixture, options: Options, hitToken: string): Pr
       const started = await startGateway(
         "gateway-profile",
         configDir,
-        process.env["BENCH_PROFILE_AUDIT"] === "off" ? "off" : join(fixture.temp, "audit-profile.log"),
+        options.profileAudit === "off" ? "off" : join(fixture.temp, "audit-profile.log"),
         flags,
       );
       return { process: started.process, port: started.port, adminUrl: started.adminUrl };
@@ -986,7 +990,7 @@ async function main(): Promise<void> {
         tuned
           ? startNodeServer("bare-proxy-tuned", SUT_CORE, "bare-proxy.ts", bareArgs("dispatch"), [
               ...options.tunedFlags,
-              "--no-allocation-site-pretenuring",
+              runTimeFlag,
             ])
           : undefined,
       ]);
@@ -1007,30 +1011,22 @@ async function main(): Promise<void> {
         sut: gateway.process,
         adminUrl: gateway.adminUrl,
       });
-      const hello: Variant = {
-        key: "hello",
-        label: "node:http hello (direct)",
-        port: Number(helloDirect.ready["port"]),
+      /** A baseline server (hello, bare proxies): the cache-hit path with the cache-hit token. */
+      const serverVariant = (server: Spawned, key: string, label: string): Variant => ({
+        key,
+        label,
+        port: Number(server.ready["port"]),
         path: "/hit/hello",
         authorizations: [bearer(hitToken)],
-        sut: helloDirect,
-      };
-      const bare: Variant = {
-        key: "bare",
-        label: "bare undici proxy (request + pipeline)",
-        port: Number(bareProxy.ready["port"]),
-        path: "/hit/hello",
-        authorizations: [bearer(hitToken)],
-        sut: bareProxy,
-      };
-      const bareDispatch: Variant = {
-        key: "bare-dispatch",
-        label: "bare undici proxy (dispatch, as the gateway)",
-        port: Number(bareDispatchProxy.ready["port"]),
-        path: "/hit/hello",
-        authorizations: [bearer(hitToken)],
-        sut: bareDispatchProxy,
-      };
+        sut: server,
+      });
+      const hello = serverVariant(helloDirect, "hello", "node:http hello (direct)");
+      const bare = serverVariant(bareProxy, "bare", "bare undici proxy (request + pipeline)");
+      const bareDispatch = serverVariant(
+        bareDispatchProxy,
+        "bare-dispatch",
+        "bare undici proxy (dispatch, as the gateway)",
+      );
       const hitOff = gatewayVariant(
         gatewayOff,
         "hit-off",
@@ -1060,17 +1056,10 @@ async function main(): Promise<void> {
         missTokens,
       );
       const tunedLabel = options.tunedFlags.join(" ");
-      const bareTuned: Variant | undefined =
+      const bareTuned =
         bareTunedProxy === undefined
           ? undefined
-          : {
-              key: "bare-tuned",
-              label: `bare undici proxy (dispatch), node ${tunedLabel}`,
-              port: Number(bareTunedProxy.ready["port"]),
-              path: "/hit/hello",
-              authorizations: [bearer(hitToken)],
-              sut: bareTunedProxy,
-            };
+          : serverVariant(bareTunedProxy, "bare-tuned", `bare undici proxy (dispatch), node ${tunedLabel}`);
       const hitTuned =
         gatewayTuned === undefined
           ? undefined

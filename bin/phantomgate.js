@@ -2,9 +2,10 @@
 // Entry point: Node.js 24 runs the TypeScript sources directly (type stripping, no build step).
 import { enableCompileCache } from "node:module";
 import { setFlagsFromString } from "node:v8";
+import { commandLineFlags, mallocEnv, runTimeFlag } from "./start-up-settings.js";
 
-// The long-running commands get three start-up settings that only work when the process starts, so the launcher
-// re-executes itself with them (process.execve: same pid, same stdio, no second process):
+// The long-running commands get three start-up settings (./start-up-settings.js) that only work when the process
+// starts, so the launcher re-executes itself with them (process.execve: same pid, same stdio, no second process):
 // - a 16 MiB young-generation semi-space. V8 sizes it from the machine's RAM (64 MiB on a 24 GiB host, i.e. a
 //   128 MiB new space) and keeps it grown after one large allocation such as a 10,000-route snapshot; 16 MiB
 //   keeps the gateway under 200 MB with that snapshot at no measurable cost in throughput (docs/benchmarks.md).
@@ -23,12 +24,10 @@ const command = process.argv[2];
 const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)];
 const inspected = given.some((arg) => arg.startsWith("--inspect"));
 if (command !== undefined && LONG_RUNNING.has(command) && !inspected && typeof process.execve === "function") {
-  const has = (flag) => given.some((arg) => arg === flag || arg.startsWith(`${flag}=`));
-  const flags = [];
-  if (!has("--max-semi-space-size")) flags.push("--max-semi-space-size=16");
-  if (!has("--expose-gc")) flags.push("--expose-gc");
-  const malloc = { MALLOC_ARENA_MAX: "2", MALLOC_MMAP_THRESHOLD_: "131072" };
-  const env = Object.fromEntries(Object.entries(malloc).filter(([name]) => process.env[name] === undefined));
+  // A flag counts as given when its name is, whatever its value.
+  const has = (name) => given.some((arg) => arg === name || arg.startsWith(`${name}=`));
+  const flags = commandLineFlags.filter((flag) => !has(flag.split("=")[0]));
+  const env = Object.fromEntries(Object.entries(mallocEnv).filter(([name]) => process.env[name] === undefined));
   if (flags.length > 0 || Object.keys(env).length > 0) {
     process.execve(
       process.execPath,
@@ -41,7 +40,7 @@ if (command !== undefined && LONG_RUNNING.has(command) && !inspected && typeof p
 // A proxy allocates short-lived objects per request; V8's allocation-site pretenuring misjudges them as long
 // lived and promotes them, turning young-generation pauses of ~1 ms into 25–50 ms (docs/benchmarks.md).
 // Set before any application code loads.
-setFlagsFromString("--no-allocation-site-pretenuring");
+setFlagsFromString(runTimeFlag);
 
 // Node's compile cache also keeps the type-stripped sources, so once warm the TypeScript stripper (a WebAssembly
 // module that keeps ~20 MiB for the process's lifetime) is never loaded. NODE_COMPILE_CACHE picks the directory

@@ -2,8 +2,6 @@
 // (a mock TokenReviewer stands in for the API server) with a short liveness timeout. A gateway frozen with
 // SIGSTOP sends no more heartbeats and keeps its socket open, exactly like a gateway on a node that died: the
 // operator must drop it from the fleet view within the timeout, not when TCP gives up. SIGCONT brings it back.
-import { Writable } from "node:stream";
-import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -22,6 +20,7 @@ import {
   type ControlPlaneGateway,
 } from "../helpers/control-plane-gateway.ts";
 import { allManifests } from "../helpers/manifests.ts";
+import { captureLogs } from "../helpers/logs.ts";
 import { mockApiServerReviewer } from "../helpers/mock-token-reviewer.ts";
 
 const LIVENESS_MS = 1_500;
@@ -29,16 +28,7 @@ const GATEWAY_TOKEN = "projected-sa-token-of-the-liveness-gateways";
 const reviewer = mockApiServerReviewer({
   [GATEWAY_TOKEN]: { username: "system:serviceaccount:phantomgate:gateway" },
 });
-let logText = "";
-const logger = pino(
-  { level: "info" },
-  new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logText += chunk.toString("utf8");
-      done();
-    },
-  }),
-);
+const { logger, text: logText } = captureLogs("info");
 
 let distributor: Distributor;
 let registry: Registry;
@@ -117,7 +107,7 @@ afterAll(async () => {
   await Promise.all(started.map((g) => g.stop()));
   await server.close();
   process.off("exit", killStopped);
-  expect(logText).not.toContain(GATEWAY_TOKEN);
+  expect(logText()).not.toContain(GATEWAY_TOKEN);
 });
 
 describe("stream liveness with real gateway processes", () => {
@@ -154,7 +144,7 @@ describe("stream liveness with real gateway processes", () => {
       expect(await registry.getSingleMetricAsString("phantomgate_operator_connected_gateways")).toContain(
         "phantomgate_operator_connected_gateways 1",
       );
-      expect(logText).toMatch(/"gateway":"gw-frozen".*"msg":"no heartbeat from the gateway for 1500 ms/);
+      expect(logText()).toMatch(/"gateway":"gw-frozen".*"msg":"no heartbeat from the gateway for 1500 ms/);
 
       thaw(pid);
       await eventually(

@@ -2,8 +2,7 @@
 // for the Kubernetes API server: who may stream, ACK and revoke, what each refusal looks like, that no raw
 // token ever reaches a response or a log line, and how the stream's heartbeats keep the fleet view truthful.
 import { connect } from "node:net";
-import { PassThrough, Writable } from "node:stream";
-import pino from "pino";
+import { PassThrough } from "node:stream";
 import { Registry } from "prom-client";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +15,7 @@ import {
 import { HEARTBEAT_LINE } from "../../src/operator/distribute/protocol.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
 import { eventually } from "../helpers/control-plane-gateway.ts";
+import { captureLogs } from "../helpers/logs.ts";
 import { mockApiServerReviewer } from "../helpers/mock-token-reviewer.ts";
 
 const tokens = {
@@ -35,16 +35,7 @@ const reviewer = mockApiServerReviewer({
   [tokens.revoker]: { username: "system:serviceaccount:pg:revoker", mayRevoke: true },
   [tokens.user]: { username: "alice", mayRevoke: false },
 });
-let logText = "";
-const logger = pino(
-  { level: "debug" },
-  new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logText += chunk.toString("utf8");
-      done();
-    },
-  }),
-);
+const { logger, text: logText } = captureLogs("debug");
 const distributor = createDistributor({ logger });
 const registry = new Registry();
 let server: DistributionServer;
@@ -67,8 +58,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await server.close();
   // Nothing the clients sent as a token may appear in any log line.
-  for (const token of Object.values(tokens)) expect(logText).not.toContain(token);
-  expect(logText).not.toContain("raw-token-to-revoke");
+  for (const token of Object.values(tokens)) expect(logText()).not.toContain(token);
+  expect(logText()).not.toContain("raw-token-to-revoke");
 });
 
 async function call(
@@ -414,7 +405,7 @@ describe("stream liveness: the gateway's heartbeats in the request body", () => 
       expect(changes).toBeGreaterThan(before); // the fleet listeners (status) heard of it
       expect(fleet.fleet().gateways.find((g) => g.name === "gw-frozen")).toMatchObject({ connected: false });
       expect(await stream.done).toBe("error");
-      expect(logText).toMatch(
+      expect(logText()).toMatch(
         /"gateway":"gw-frozen".*"silentMs":600.*"msg":"no heartbeat from the gateway for 600 ms; closing its stream"/,
       );
     } finally {
@@ -433,7 +424,7 @@ describe("stream liveness: the gateway's heartbeats in the request body", () => 
     const again = await open("gw-legacy", "GET");
     await eventually(() => connected("gw-legacy") === true, 2_000, "connected again");
     again.abort();
-    const notes = logText
+    const notes = logText()
       .split("\n")
       .filter((line) => line.includes('"gateway":"gw-legacy"') && line.includes("streams with GET"));
     expect(notes).toHaveLength(1);

@@ -2,17 +2,7 @@
 // values a client or an authorization server could put into one.
 import { describe, expect, it } from "vitest";
 import { auditLine, type AuditRecord } from "../../src/gateway/audit/audit.ts";
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function createRandom(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { createRandom } from "../helpers/random.ts";
 
 const awkward = [
   "",

@@ -11,6 +11,7 @@ import { authServerSchema } from "../../src/resources/auth-server.ts";
 import { scopePolicySchema } from "../../src/resources/scope-policy.ts";
 import { parseManifestText } from "../../src/provider/file/index.ts";
 import { snapshotSchema } from "../../src/snapshot/snapshot.ts";
+import { createRandom } from "../helpers/random.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 
@@ -33,17 +34,6 @@ function loadAllGoldenInputs(): SourceObject[] {
     .filter((file) => file.endsWith(".in.yaml"))
     .sort()
     .flatMap((file) => loadYaml(join(dir, file)));
-}
-
-/** Deterministic pseudo-random numbers (mulberry32), so a failing shuffle can be replayed. */
-function createRandom(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function shuffle<T>(items: readonly T[], random: () => number): T[] {

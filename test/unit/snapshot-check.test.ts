@@ -8,6 +8,7 @@ import { compile, type SourceObject } from "../../src/compile/compile.ts";
 import { parseManifestText } from "../../src/provider/file/index.ts";
 import { checkSnapshot, describeSnapshotIssues } from "../../src/snapshot/check.ts";
 import { snapshotSchema, type Snapshot } from "../../src/snapshot/snapshot.ts";
+import { createRandom } from "../helpers/random.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 
@@ -25,17 +26,6 @@ function snapshots(): Snapshot[] {
     compile({ objects: examples }).snapshot,
     ...manifests(join(root, "test/golden"), ".in.yaml").map((objects) => compile({ objects }).snapshot),
   ];
-}
-
-/** Deterministic pseudo-random numbers (mulberry32), so a failing case can be replayed from its seed. */
-function createRandom(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const replacements: readonly unknown[] = [
