@@ -52,6 +52,20 @@ export interface ObjectResult {
   readonly routeIds: string[];
 }
 
+/**
+ * `Kind namespace/name` of a verdict for problem lists, with `(no kind)` and `(no name)` for missing parts; a
+ * part longer than a Kubernetes name (253) is cut, so a hostile file cannot flood a log line.
+ */
+export function describeObject(result: Pick<ObjectResult, "kind" | "namespace" | "name">): string {
+  const part = (value: string, missing: string): string => (value === "" ? missing : clip(value));
+  return `${part(result.kind, "(no kind)")} ${part(result.namespace, "(no namespace)")}/${part(result.name, "(no name)")}`;
+}
+
+/** A value from the input as shown in a message: at most 253 characters, the longest Kubernetes name. */
+function clip(value: string): string {
+  return value.length > 253 ? `${value.slice(0, 253)}…` : value;
+}
+
 /** The snapshot for the gateways and one verdict per input object, in file order (else kind/namespace/name). */
 export interface CompileResult {
   readonly snapshot: Snapshot;
@@ -236,7 +250,8 @@ function parseInto<S extends z.ZodType>(
     entry.problems.push(...result.error.issues.flatMap((issue) => describeIssue(issue, entry.source.object)));
 }
 
-function describeUnsupported(version: string, kind: string): string {
+function describeUnsupported(fullVersion: string, fullKind: string): string {
+  const [version, kind] = [clip(fullVersion), clip(fullKind)];
   const supported = `supported: ${phantomgateApiVersion} ${phantomgateKinds.join(", ")}; v1 Secret`;
   if (kind === "") return `missing kind (${supported})`;
   if (version.startsWith("phantomgate.dev/") && phantomgateKinds.some((known) => known === kind)) {

@@ -97,6 +97,37 @@ describe("phantomgate check", () => {
     expect(stdout).toContain("UnknownScopePolicy");
   });
 
+  it("escapes control characters that come from the files, so they cannot rewrite the terminal", async () => {
+    const file = join(dir, "evil\nfake.yaml");
+    await writeFile(
+      file,
+      'apiVersion: phantomgate.dev/v1alpha1\nkind: ApiRoute\nmetadata: { name: x, namespace: "\\e[2J\\u202e" }\n',
+    );
+
+    const { code, stdout } = await runCheck("-f", file);
+
+    expect(code).toBe(1);
+    expect(stdout).not.toContain("\u001b");
+    expect(stdout).not.toContain("\u202e");
+    expect(stdout).toContain(
+      `${join(dir, "evil\\u000afake.yaml")} (document 1): ApiRoute \\u001b[2J\\u202e/x: Invalid`,
+    );
+  });
+
+  it("reports a file the YAML reader refuses (an alias bomb) as a problem, and exits 1", async () => {
+    const file = join(dir, "laughs.yaml");
+    const row = (alias: string) => `[${Array.from({ length: 9 }, () => alias).join(", ")}]`;
+    await writeFile(
+      file,
+      `a: &a ${row("lol")}\nb: &b ${row("*a")}\nc: &c ${row("*b")}\nd: &d ${row("*c")}\ne: &e ${row("*d")}\n`,
+    );
+
+    const { code, stdout } = await runCheck("-f", file);
+
+    expect(code).toBe(1);
+    expect(stdout).toContain(`${file}: document 1: Excessive alias count`);
+  });
+
   it("writes JSON without client secrets", async () => {
     await writeFile(join(dir, "typo.yaml"), brokenRoute);
 

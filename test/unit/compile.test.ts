@@ -4,7 +4,13 @@ import { join, resolve } from "node:path";
 import { z } from "zod";
 import { describe, expect, it } from "vitest";
 import { normalizePath } from "../../src/compile/api-route.ts";
-import { canonicalJson, compile, computeRevision, type SourceObject } from "../../src/compile/compile.ts";
+import {
+  canonicalJson,
+  compile,
+  computeRevision,
+  describeObject,
+  type SourceObject,
+} from "../../src/compile/compile.ts";
 import { compileReasonDescriptions, compileReasonSchema } from "../../src/compile/reasons.ts";
 import { apiRouteSchema } from "../../src/resources/api-route.ts";
 import { authServerSchema } from "../../src/resources/auth-server.ts";
@@ -149,6 +155,24 @@ describe("compile robustness", () => {
     expect(perObjectResults).toHaveLength(garbage.length);
     expect(perObjectResults.every((result) => !result.accepted && result.messages.length > 0)).toBe(true);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it("names objects without kind or name readably, and cuts over-long names and kinds in messages", () => {
+    const long = "a".repeat(100_000);
+    const { perObjectResults } = compile({
+      objects: [
+        { object: ["a", "list"] },
+        { object: { apiVersion: "phantomgate.dev/v1alpha1", kind: "ApiRoute", metadata: { name: long } } },
+        { object: { apiVersion: "phantomgate.dev/v1alpha1", kind: long, metadata: { name: "x" } } },
+      ],
+    });
+    const described = perObjectResults.map(describeObject);
+    expect(described).toContain("(no kind) default/(no name)");
+    expect(described).toContain(`ApiRoute default/${"a".repeat(253)}…`);
+    expect(described).toContain(`${"a".repeat(253)}… default/x`);
+    for (const result of perObjectResults) {
+      for (const message of result.messages) expect(message.length).toBeLessThan(1000);
+    }
   });
 
   it("survives random mutations of valid manifests, and bad objects never block good ones", () => {

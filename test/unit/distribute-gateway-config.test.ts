@@ -1,6 +1,10 @@
 // The gateway's control-plane flags: exactly one source, defaults from the pod environment, validation.
-import { hostname } from "node:os";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
+import { gatewayCommand } from "../../src/cli/commands/gateway.ts";
 import { ConfigError, describeGatewayOptions, loadGatewayConfig } from "../../src/config/gateway-config.ts";
 
 describe("gateway control-plane settings", () => {
@@ -41,6 +45,41 @@ describe("gateway control-plane settings", () => {
       ConfigError,
     );
     expect(loadGatewayConfig(["--config", "/tmp/manifests"], {}).configDir).toBe("/tmp/manifests");
+  });
+
+  it("stops at start, naming --config, when the directory is missing or is not a directory", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "phantomgate-config-"));
+    const file = join(dir, "routes.yaml");
+    writeFileSync(file, "");
+    const run = async (configDir: string): Promise<{ code: number; stderr: string }> => {
+      let stderr = "";
+      const sink = (append: (text: string) => void) =>
+        new Writable({
+          write(chunk: Buffer, _encoding, callback) {
+            append(chunk.toString());
+            callback();
+          },
+        });
+      const io = { stdout: sink(() => undefined), stderr: sink((text) => (stderr += text)), env: {} };
+      const argv = ["--config", configDir, "--host", "127.0.0.1", "--port", "0", "--admin-port", "0"];
+      return { code: await gatewayCommand.run(argv, io), stderr };
+    };
+    try {
+      expect(await run(join(dir, "missing"))).toEqual({
+        code: 2,
+        stderr: expect.stringContaining(
+          `--config (PHANTOMGATE_CONFIG): cannot read ${join(dir, "missing")}: ENOENT`,
+        ) as unknown,
+      });
+      expect(await run(file)).toEqual({
+        code: 2,
+        stderr: expect.stringContaining(
+          `--config (PHANTOMGATE_CONFIG): ${file} is not a directory`,
+        ) as unknown,
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("rejects a control plane that is not an http(s) URL and a gateway name that is not DNS-like", () => {

@@ -8,6 +8,7 @@ import {
   watchManifestDirectory,
   type ManifestWatcher,
 } from "../../src/provider/file/index.ts";
+import { maxManifestFileBytes } from "../../src/provider/file/load-manifests.ts";
 
 let dir: string;
 const cleanups: (() => unknown)[] = [];
@@ -87,14 +88,106 @@ describe("loadManifestDirectory", () => {
     expect(JSON.stringify(loaded.problems)).not.toContain("hunter2");
   });
 
+  it("never quotes source text that yaml appends to some syntax errors, and lists at most 10 per file", async () => {
+    await writeFile(
+      join(dir, "secret.yaml"),
+      `apiVersion: v1\nkind: Secret\nmetadata: { name: s }\nstringData:\n  key: |x hunter2-secret\n`,
+    );
+    await writeFile(join(dir, "noise.yaml"), "a: b\n" + "  c\n  : : ]\n".repeat(100));
+
+    const loaded = await loadManifestDirectory(dir);
+
+    const secret = loaded.problems.filter((problem) => problem.file === join(dir, "secret.yaml"));
+    expect(secret.map((problem) => problem.message)).toEqual([
+      "YAML syntax error at line 5, column 9: Block scalar header includes extra characters",
+      "YAML syntax error at line 5, column 11: Not a YAML token",
+    ]);
+    const noise = loaded.problems.filter((problem) => problem.file === join(dir, "noise.yaml"));
+    expect(noise).toHaveLength(11);
+    expect(noise[10]?.message).toMatch(/^\d+ more YAML syntax errors not shown$/);
+    expect(JSON.stringify(loaded.problems)).not.toContain("hunter2");
+  });
+
+  it("reports an alias bomb (billion laughs) as a problem of its file, and still loads the others", async () => {
+    await writeFile(join(dir, "good.yaml"), policy("good"));
+    const levels = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    const bomb = levels
+      .map((level, i) =>
+        i === 0
+          ? `${level}: &${level} [lol, lol, lol, lol, lol, lol, lol, lol, lol]`
+          : `${level}: &${level} [${Array.from({ length: 9 }, () => `*${levels[i - 1] ?? ""}`).join(", ")}]`,
+      )
+      .join("\n");
+    await writeFile(join(dir, "laughs.yaml"), `${bomb}\n`);
+
+    const loaded = await loadManifestDirectory(dir);
+
+    expect(names(loaded.objects)).toEqual(["good"]);
+    expect(loaded.problems).toEqual([
+      {
+        file: join(dir, "laughs.yaml"),
+        message: expect.stringMatching(/^document 1: Excessive alias count/) as unknown,
+      },
+    ]);
+  });
+
+  it("reports a file that is not UTF-8 instead of replacing its bytes", async () => {
+    await writeFile(join(dir, "good.yaml"), policy("good"));
+    await writeFile(
+      join(dir, "latin1.yaml"),
+      Buffer.concat([Buffer.from(policy("latin")), Buffer.from("# caf\xe9\n", "latin1")]),
+    );
+
+    const loaded = await loadManifestDirectory(dir);
+
+    expect(names(loaded.objects)).toEqual(["good"]);
+    expect(loaded.problems).toEqual([
+      { file: join(dir, "latin1.yaml"), message: "not UTF-8 text (first invalid byte on line 5)" },
+    ]);
+  });
+
+  it("reports a file over the size limit without parsing it", async () => {
+    await writeFile(join(dir, "good.yaml"), policy("good"));
+    await writeFile(join(dir, "huge.yaml"), `${policy("huge")}#${"x".repeat(maxManifestFileBytes)}\n`);
+
+    const loaded = await loadManifestDirectory(dir);
+
+    expect(names(loaded.objects)).toEqual(["good"]);
+    expect(loaded.problems).toEqual([
+      {
+        file: join(dir, "huge.yaml"),
+        message: expect.stringMatching(/^file is larger than 16 MiB/) as unknown,
+      },
+    ]);
+  });
+
+  it("loads a file of 150,000 documents without overflowing the stack", async () => {
+    await writeFile(join(dir, "many.yaml"), "{ kind: x }\n---\n".repeat(150_000));
+
+    const loaded = await loadManifestDirectory(dir);
+
+    expect(loaded.problems).toEqual([]);
+    expect(loaded.objects).toHaveLength(150_000);
+  });
+
+  it("reports a symlink loop instead of skipping it silently", async () => {
+    await writeFile(join(dir, "good.yaml"), policy("good"));
+    await symlink("loop.yaml", join(dir, "loop.yaml"));
+
+    const loaded = await loadManifestDirectory(dir);
+
+    expect(names(loaded.objects)).toEqual(["good"]);
+    expect(loaded.problems).toEqual([{ file: join(dir, "loop.yaml"), message: "cannot read file: ELOOP" }]);
+  });
+
   it("rejects when the directory does not exist", async () => {
     await expect(loadManifestDirectory(join(dir, "missing"))).rejects.toThrow(/ENOENT/);
   });
 });
 
 describe("watchManifestDirectory", () => {
-  function startWatch(onChange: () => void | Promise<void>, debounceMs = 50): ManifestWatcher {
-    const watcher = watchManifestDirectory(dir, onChange, { debounceMs });
+  function startWatch(onChange: () => void | Promise<void>, debounceMs = 50, pollMs = 1000): ManifestWatcher {
+    const watcher = watchManifestDirectory(dir, onChange, { debounceMs, pollMs });
     cleanups.push(() => watcher.close());
     return watcher;
   }
@@ -152,6 +245,29 @@ describe("watchManifestDirectory", () => {
     await waitFor(() => calls === 2);
     await waitFor(() => running === 0);
     expect(maxRunning).toBe(1);
+  });
+
+  it("keeps watching the path when the directory is removed and created again", async () => {
+    let loaded: unknown[] | string = [];
+    startWatch(
+      async () => {
+        loaded = await loadManifestDirectory(dir).then(
+          (result) => names(result.objects),
+          (error: unknown) => String(error),
+        );
+      },
+      20,
+      50,
+    );
+    await rm(dir, { recursive: true });
+    await waitFor(() => typeof loaded === "string" && loaded.includes("ENOENT"));
+    await mkdir(dir);
+    await writeFile(join(dir, "a.yaml"), policy("recreated"));
+    await waitFor(() => Array.isArray(loaded) && loaded.includes("recreated"));
+
+    // The new directory is watched itself, not only polled.
+    await writeFile(join(dir, "b.yaml"), policy("later"));
+    await waitFor(() => Array.isArray(loaded) && loaded.includes("later"));
   });
 
   it("stops calling after close", async () => {

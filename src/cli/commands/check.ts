@@ -1,7 +1,7 @@
 // `phantomgate check`: compiles manifests offline and prints the routes and every problem, for CI and humans.
 import { stat } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { compile, type ObjectResult, type SourceObject } from "../../compile/compile.ts";
+import { compile, describeObject, type ObjectResult, type SourceObject } from "../../compile/compile.ts";
 import { loadManifestDirectory, loadManifestFile, type ManifestProblem } from "../../provider/file/index.ts";
 import type { CompiledRoute, RequiredScopes, Snapshot } from "../../snapshot/snapshot.ts";
 import type { Command, CommandIo } from "../command.ts";
@@ -102,8 +102,9 @@ async function checkManifests(paths: readonly string[]): Promise<CheckReport> {
           );
         })
       : await loadManifestFile(path);
-    objects.push(...loaded.objects);
-    fileProblems.push(...loaded.problems);
+    // One push per element: spreading 100,000+ documents into push() overflows the stack.
+    for (const object of loaded.objects) objects.push(object);
+    for (const problem of loaded.problems) fileProblems.push(problem);
   }
   const { snapshot, perObjectResults } = compile({ objects });
   return { snapshot, results: perObjectResults, fileProblems };
@@ -138,7 +139,19 @@ function writeText(report: CheckReport, io: CommandIo): void {
       for (const message of result.messages) lines.push(`    ${message}`);
     }
   }
-  io.stdout.write(`${lines.join("\n")}\n`);
+  io.stdout.write(`${lines.map(printable).join("\n")}\n`);
+}
+
+/**
+ * Control characters escaped (`\u001b`): names, file names and messages come from the files checked, and a
+ * raw escape sequence or newline in them would rewrite the terminal or forge lines in a CI log.
+ */
+function printable(line: string): string {
+  return line.replace(
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 function writeJson(report: CheckReport, io: CommandIo): void {
@@ -217,12 +230,6 @@ function formatTable(rows: readonly (readonly string[])[]): string[] {
 
 function describeOrigin(origin: { readonly file: string; readonly index: number }): string {
   return `${origin.file} (document ${origin.index + 1})`;
-}
-
-function describeObject(result: ObjectResult): string {
-  const kind = result.kind === "" ? "(no kind)" : result.kind;
-  const name = result.name === "" ? "(no name)" : result.name;
-  return `${kind} ${result.namespace}/${name}`;
 }
 
 function plural(count: number, noun: string): string {

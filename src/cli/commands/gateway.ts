@@ -1,4 +1,5 @@
 // `phantomgate gateway`: runs the data plane until SIGINT/SIGTERM, then drains and exits.
+import { statSync } from "node:fs";
 import pino from "pino";
 import { ConfigError, describeGatewayOptions, loadGatewayConfig } from "../../config/gateway-config.ts";
 import { startGateway } from "../../gateway/gateway.ts";
@@ -27,6 +28,7 @@ export const gatewayCommand: Command = {
     let config;
     try {
       config = loadGatewayConfig(argv, io.env);
+      if (config.configDir !== undefined) checkConfigDirectory(config.configDir);
     } catch (error) {
       if (error instanceof ConfigError) {
         io.stderr.write(
@@ -50,3 +52,15 @@ export const gatewayCommand: Command = {
     return 0;
   },
 };
+
+/** File mode needs a directory that exists at start: a typo in --config must not start a gateway with no routes. */
+function checkConfigDirectory(dir: string): void {
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(dir).isDirectory();
+  } catch (error) {
+    const code = error instanceof Error && "code" in error ? String(error.code) : "unreadable";
+    throw new ConfigError(`--config (PHANTOMGATE_CONFIG): cannot read ${dir}: ${code}`);
+  }
+  if (!isDirectory) throw new ConfigError(`--config (PHANTOMGATE_CONFIG): ${dir} is not a directory`);
+}

@@ -2,7 +2,7 @@
 // A file that cannot be read or parsed keeps the last good snapshot serving; rejected objects are excluded
 // (and reported) while the rest of the configuration is swapped in.
 import type { Logger } from "pino";
-import { compile } from "../../compile/compile.ts";
+import { compile, describeObject } from "../../compile/compile.ts";
 import { loadManifestDirectory, watchManifestDirectory } from "../../provider/file/index.ts";
 import type { Snapshot } from "../../snapshot/snapshot.ts";
 
@@ -47,7 +47,7 @@ export async function startFileSource(
       for (const message of object.messages) {
         problems.push({
           file: object.origin?.file,
-          object: `${object.kind} ${object.namespace}/${object.name}`,
+          object: describeObject(object),
           message: `${object.reason}: ${message}`,
         });
       }
@@ -73,6 +73,9 @@ export async function startFileSource(
   };
   schedule();
   await running;
-  const watcher = watchManifestDirectory(dir, schedule, { debounceMs: options.debounceMs ?? 100 });
+  const watcher = watchManifestDirectory(dir, schedule, {
+    debounceMs: options.debounceMs ?? 100,
+    onError: (error) => logger.warn({ err: error, dir }, "watching the configuration directory failed"),
+  });
   return { close: () => watcher.close() };
 }

@@ -1,5 +1,6 @@
 // Reads Kubernetes-style manifests from files: every YAML/JSON document becomes a source object for compile.
-import { readdir, readFile, stat } from "node:fs/promises";
+import { isUtf8 } from "node:buffer";
+import { open, readdir, stat } from "node:fs/promises";
 import { extname, join } from "node:path";
 import { LineCounter, parseAllDocuments } from "yaml";
 import type { SourceObject } from "../../compile/compile.ts";
@@ -18,6 +19,12 @@ export interface LoadedManifests {
 
 const manifestExtensions = new Set([".yaml", ".yml", ".json"]);
 
+/** Largest manifest file read (16 MiB); parsing takes ~40 times its size in memory and blocks while it runs. */
+export const maxManifestFileBytes = 16 * 1024 * 1024;
+
+/** YAML syntax errors reported per file; a binary file would otherwise give one for nearly every line. */
+const maxSyntaxErrorsPerFile = 10;
+
 /** True for the file names the directory loader reads: `*.yaml`, `*.yml`, `*.json`, not hidden. */
 export function isManifestFileName(name: string): boolean {
   // Hidden names are editor lock/backup files and Kubernetes' ConfigMap `..data` machinery, never manifests.
@@ -35,25 +42,74 @@ export async function loadManifestDirectory(dir: string): Promise<LoadedManifest
   const problems: ManifestProblem[] = [];
   for (const name of names) {
     const file = join(dir, name);
-    // stat follows symlinks: ConfigMap volumes present every file as a symlink into `..data/`.
-    const info = await stat(file).catch(() => undefined);
-    if (info === undefined || !info.isFile()) continue;
+    // stat follows symlinks: ConfigMap volumes present every file as a symlink into `..data/`. A file gone
+    // since the listing (or a dangling link) is skipped; a symlink loop is a problem, not a silent gap.
+    let info;
+    try {
+      info = await stat(file);
+    } catch (error) {
+      if (errorCode(error) !== "ENOENT") {
+        problems.push({ file, message: `cannot read file: ${describeError(error)}` });
+      }
+      continue;
+    }
+    if (!info.isFile()) continue;
     const loaded = await loadManifestFile(file);
-    objects.push(...loaded.objects);
-    problems.push(...loaded.problems);
+    // One push per element: spreading a file of 100,000+ documents into push() overflows the stack.
+    for (const object of loaded.objects) objects.push(object);
+    for (const problem of loaded.problems) problems.push(problem);
   }
   return { objects, problems };
 }
 
 /** Loads one manifest file (multi-document YAML, or JSON). Never rejects: failures become problems. */
 export async function loadManifestFile(file: string): Promise<LoadedManifests> {
-  let text: string;
+  const fail = (message: string): LoadedManifests => ({ objects: [], problems: [{ file, message }] });
+  let bytes: Buffer;
   try {
-    text = await readFile(file, "utf8");
+    const read = await readAtMost(file, maxManifestFileBytes);
+    if (read === undefined) {
+      return fail(
+        `file is larger than ${maxManifestFileBytes / (1024 * 1024)} MiB; split it into smaller files`,
+      );
+    }
+    bytes = read;
   } catch (error) {
-    return { objects: [], problems: [{ file, message: `cannot read file: ${describeError(error)}` }] };
+    return fail(`cannot read file: ${describeError(error)}`);
   }
-  return parseManifestText(text, file);
+  // Decoding would turn invalid bytes into U+FFFD silently, changing names or secret values without a word.
+  if (!isUtf8(bytes)) return fail(`not UTF-8 text (first invalid byte on line ${firstNonUtf8Line(bytes)})`);
+  return parseManifestText(bytes.toString("utf8"), file);
+}
+
+/** The file's bytes, or undefined when it holds more than `limit` (read in chunks: devices report no size). */
+async function readAtMost(file: string, limit: number): Promise<Buffer | undefined> {
+  const handle = await open(file, "r");
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(Math.min(1024 * 1024, limit + 1 - total));
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) return Buffer.concat(chunks, total);
+      chunks.push(chunk.subarray(0, bytesRead));
+      total += bytesRead;
+      if (total > limit) return undefined;
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function firstNonUtf8Line(bytes: Buffer): number {
+  let line = 1;
+  let start = 0;
+  for (;;) {
+    const end = bytes.indexOf(0x0a, start);
+    if (!isUtf8(bytes.subarray(start, end === -1 ? bytes.length : end)) || end === -1) return line;
+    line += 1;
+    start = end + 1;
+  }
 }
 
 /**
@@ -66,29 +122,46 @@ export function parseManifestText(text: string, file: string): LoadedManifests {
   const documents = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: true, lineCounter });
   const errors = documents.flatMap((document) => document.errors);
   if (errors.length > 0) {
-    const problems = errors.map((error) => {
+    const problems = errors.slice(0, maxSyntaxErrorsPerFile).map((error) => {
       const { line, col } = lineCounter.linePos(error.pos[0]);
       return {
         file,
-        message: `YAML syntax error at line ${line}, column ${col}: ${firstLine(error.message)}`,
+        message: `YAML syntax error at line ${line}, column ${col}: ${describeYamlError(error.message)}`,
       };
     });
+    const more = errors.length - problems.length;
+    if (more > 0) problems.push({ file, message: `${more} more YAML syntax errors not shown` });
     return { objects: [], problems };
   }
   const objects: SourceObject[] = [];
-  documents.forEach((document, index) => {
-    const object: unknown = document.toJS();
-    if (object === null || object === undefined) return;
+  for (const [index, document] of documents.entries()) {
+    let object: unknown;
+    try {
+      object = document.toJS();
+    } catch (error) {
+      // An alias bomb ("billion laughs") stops here: yaml refuses to expand excessive aliases.
+      const message = error instanceof Error ? error.message : String(error);
+      return { objects: [], problems: [{ file, message: `document ${index + 1}: ${message}` }] };
+    }
+    if (object === null || object === undefined) continue;
     objects.push({ object, origin: { file, index } });
-  });
+  }
   return { objects, problems: [] };
 }
 
-function firstLine(message: string): string {
-  return message.split("\n", 1)[0] ?? message;
+/**
+ * The first line of a yaml error message without the source text some messages end with ("Not a YAML
+ * token: <text>"), which may be a Secret value; the line and column still point at it.
+ */
+function describeYamlError(message: string): string {
+  const line = message.split("\n", 1)[0] ?? message;
+  return line.replace(/(?<=\w): .*$/, "");
+}
+
+function errorCode(error: unknown): string | undefined {
+  return error instanceof Error && "code" in error && typeof error.code === "string" ? error.code : undefined;
 }
 
 function describeError(error: unknown): string {
-  if (error instanceof Error && "code" in error && typeof error.code === "string") return error.code;
-  return error instanceof Error ? error.message : String(error);
+  return errorCode(error) ?? (error instanceof Error ? error.message : String(error));
 }

@@ -1,11 +1,15 @@
 // Watches a manifest directory and tells the caller, debounced, that it should reload and recompile.
-import { watch, type FSWatcher } from "node:fs";
+import { statSync, watch, type FSWatcher } from "node:fs";
+import { stat } from "node:fs/promises";
+import { basename } from "node:path";
 
 export interface WatchOptions {
   /** Quiet period after the last change before `onChange` runs. Default 200 ms. */
   readonly debounceMs?: number;
-  /** Called when the watcher fails (e.g. the directory was removed) or `onChange` rejects. */
+  /** Called when the watcher fails or `onChange` rejects. */
   readonly onError?: (error: unknown) => void;
+  /** How often the directory's identity is checked, to follow it when removed, recreated or re-linked. Default 1 s. */
+  readonly pollMs?: number;
 }
 
 export interface ManifestWatcher {
@@ -17,7 +21,9 @@ export interface ManifestWatcher {
  * Calls `onChange` once per burst of changes in `dir`. Every event counts, whatever the file name: editors save
  * through temporary files and renames, and a ConfigMap volume swaps its `..data` symlink; a spurious reload
  * costs one recompile that yields the same revision. Calls never overlap: a change during a running
- * `onChange` schedules one more run after it.
+ * `onChange` schedules one more run after it. A watch holds on to one directory inode, so `dir` is also checked
+ * every `pollMs`: when it was removed, recreated or swapped for another directory (a symlink re-pointed), the
+ * watch moves to what `dir` names now and `onChange` runs.
  */
 export function watchManifestDirectory(
   dir: string,
@@ -57,14 +63,58 @@ export function watchManifestDirectory(
     timer = setTimeout(() => void run(), debounceMs);
   };
 
-  const watcher: FSWatcher = watch(dir, { persistent: true }, schedule);
-  watcher.on("error", reportError);
+  // The directory being watched, by identity; undefined while `dir` is missing or could not be watched.
+  let watched: { readonly watcher: FSWatcher; readonly id: string } | undefined;
+  const stopWatching = (): void => {
+    watched?.watcher.close();
+    watched = undefined;
+  };
+  const startWatching = (id: string): void => {
+    const watcher = watch(dir, { persistent: true }, (_event, name) => {
+      // The watched directory itself removed or moved away is reported under its own name, and the watch is
+      // dead from then on. Watch again at once: a directory created in its place may reuse the inode number.
+      if (name === ownName && watched?.watcher === watcher) {
+        stopWatching();
+        void checkIdentity();
+      }
+      schedule();
+    });
+    watcher.on("error", (error) => {
+      reportError(error);
+      watcher.close();
+      if (watched?.watcher === watcher) watched = undefined;
+    });
+    watched = { watcher, id };
+  };
+  let checking = false;
+  const checkIdentity = async (): Promise<void> => {
+    if (checking) return;
+    checking = true;
+    try {
+      const info = await stat(dir).catch(() => undefined);
+      const id = info?.isDirectory() === true ? `${info.dev}:${info.ino}` : undefined;
+      if (closed || id === watched?.id) return;
+      stopWatching();
+      if (id !== undefined) startWatching(id);
+      schedule();
+    } catch (error) {
+      reportError(error);
+    } finally {
+      checking = false;
+    }
+  };
+
+  const ownName = basename(dir);
+  const info = statSync(dir);
+  startWatching(`${info.dev}:${info.ino}`);
+  const poller = setInterval(() => void checkIdentity(), options.pollMs ?? 1000);
   return {
     close() {
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
-      watcher.close();
+      clearInterval(poller);
+      stopWatching();
     },
   };
 }
