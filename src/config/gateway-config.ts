@@ -3,6 +3,7 @@
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { envSetting, switchSetting, switchValues, wholeNumber } from "./settings.ts";
 
 interface OptionSpec {
   readonly flag: string;
@@ -120,7 +121,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     flag: "log-level",
     env: "PHANTOMGATE_LOG_LEVEL",
     type: "string",
-    description: "Log level: fatal, error, warn, info, debug, trace.",
+    description: "Log level: fatal, error, warn, info, debug, trace or silent.",
     defaultText: "info",
   },
   {
@@ -147,8 +148,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
   },
 ];
 
-const port = z.coerce.number().int().min(0).max(65535);
-const positiveInt = z.coerce.number().int().min(1);
+const port = wholeNumber.pipe(z.number().min(0).max(65535));
 
 const gatewayConfigSchema = z
   .object({
@@ -169,14 +169,19 @@ const gatewayConfigSchema = z
     port,
     adminHost: z.string().min(1),
     adminPort: port,
-    maxUrlBytes: positiveInt,
-    maxHeaderBytes: positiveInt.max(1024 * 1024),
-    shutdownGraceMs: z.coerce.number().int().min(0),
+    maxUrlBytes: wholeNumber.pipe(z.number().min(1)),
+    maxHeaderBytes: wholeNumber.pipe(
+      z
+        .number()
+        .min(1)
+        .max(1024 * 1024),
+    ),
+    shutdownGraceMs: wholeNumber.pipe(z.number().min(0)),
     auditLog: z.string().min(1),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     mintIssuer: z.string().min(1),
     mintKeyFile: z.string().min(1).optional(),
-    trustForwarded: z.boolean(),
+    trustForwarded: switchSetting,
   })
   .strict()
   .refine((c) => (c.configDir === undefined) !== (c.controlPlane === undefined), {
@@ -209,18 +214,15 @@ export function loadGatewayConfig(
   }
   const raw: Record<string, unknown> = {};
   for (const spec of gatewayOptionSpecs) {
-    const fromFlag = parsed.values[spec.flag];
-    const fromEnv = env[spec.env];
-    let value: unknown = fromFlag ?? fromEnv;
-    if (spec.type === "boolean" && typeof value === "string") value = value === "true" || value === "1";
     // Defaults in parentheses are descriptions (required, ephemeral), not values.
-    if (value === undefined && !spec.defaultText.startsWith("(")) {
-      value = spec.type === "boolean" ? spec.defaultText === "true" : spec.defaultText;
-    }
+    const value =
+      parsed.values[spec.flag] ??
+      envSetting(env, [spec.env]) ??
+      (spec.defaultText.startsWith("(") ? undefined : spec.defaultText);
     const key = spec.flag === "config" ? "configDir" : camel(spec.flag);
     if (value !== undefined) raw[key] = value;
   }
-  raw.gatewayName ??= env.POD_NAME !== undefined && env.POD_NAME !== "" ? env.POD_NAME : hostname();
+  raw.gatewayName ??= envSetting(env, ["POD_NAME"]) ?? hostname();
   const result = gatewayConfigSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
@@ -241,7 +243,7 @@ export function describeGatewayOptions(): string {
   return gatewayOptionSpecs
     .map(
       (s) =>
-        `  --${s.flag}${s.type === "string" ? " VALUE" : ""}\n      ${s.description}\n      env ${s.env}, default ${s.defaultText}`,
+        `  --${s.flag}${s.type === "string" ? " VALUE" : ""}\n      ${s.description}\n      env ${s.env}${s.type === "boolean" ? ` (${switchValues})` : ""}, default ${s.defaultText}`,
     )
     .join("\n");
 }

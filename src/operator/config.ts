@@ -5,10 +5,11 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { envSetting, switchSetting, switchValues, wholeNumber } from "../config/settings.ts";
 
 interface OptionSpec {
   readonly flag: string;
-  /** Environment variables, first set one wins. */
+  /** Environment variables, first non-empty one wins. */
   readonly env: readonly string[];
   readonly type: "string" | "boolean";
   readonly description: string;
@@ -112,8 +113,8 @@ export const operatorOptionSpecs: readonly OptionSpec[] = [
     env: ["PHANTOMGATE_WEBHOOK_URL"],
     type: "string",
     description:
-      "URL the API server calls the webhook at, instead of the Service (out-of-cluster runs and tests); its host goes into the certificate.",
-    defaultText: "(the Service)",
+      "URL a webhook configuration you create points at (out-of-cluster runs): its host (name or IP) is added to the serving certificate beside the Service names. The operator never writes the URL into a webhook configuration.",
+    defaultText: "(none)",
   },
   {
     flag: "metrics-port",
@@ -227,12 +228,12 @@ export const operatorOptionSpecs: readonly OptionSpec[] = [
     flag: "log-level",
     env: ["PHANTOMGATE_LOG_LEVEL"],
     type: "string",
-    description: "Log level: fatal, error, warn, info, debug, trace.",
+    description: "Log level: fatal, error, warn, info, debug, trace or silent.",
     defaultText: "info",
   },
 ];
 
-const port = z.coerce.number().int().min(0).max(65535);
+const port = wholeNumber.pipe(z.number().min(0).max(65535));
 const dnsLabel = z
   .string()
   .max(63)
@@ -261,8 +262,8 @@ const operatorConfigSchema = z
     namespaces: commaList(dnsLabel),
     listenHost: z.string().min(1),
     snapshotPort: port,
-    snapshotTls: z.boolean(),
-    webhook: z.boolean(),
+    snapshotTls: switchSetting,
+    webhook: switchSetting,
     webhookPort: port,
     webhookCertificate: z.enum(["self", "secret"]),
     webhookConfigurationName: dnsSubdomain,
@@ -274,25 +275,22 @@ const operatorConfigSchema = z
     podNamespace: dnsLabel,
     identity: z.string().min(1).max(128),
     leaseName: dnsSubdomain,
-    leaseDurationMs: z.coerce.number().int().min(2_000).max(600_000),
-    leaseRenewIntervalMs: z.coerce.number().int().min(100).max(60_000),
+    leaseDurationMs: wholeNumber.pipe(z.number().min(2_000).max(600_000)),
+    leaseRenewIntervalMs: wholeNumber.pipe(z.number().min(100).max(60_000)),
     gatewayAudience: z.string().min(1),
     gatewayServiceAccounts: commaList(
       z
         .string()
         .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be namespace:name"),
     ),
-    streamLivenessTimeoutMs: z.coerce
-      .number()
-      .int()
-      .min(0)
-      .max(600_000)
+    streamLivenessTimeoutMs: wholeNumber
+      .pipe(z.number().min(0).max(600_000))
       .refine((ms) => ms === 0 || ms >= 1_000, "must be 0 (no check) or at least 1000"),
-    debounceMs: z.coerce.number().int().min(0).max(60_000),
-    debounceMaxMs: z.coerce.number().int().min(0).max(600_000),
-    relistIntervalMs: z.coerce.number().int().min(0),
-    watchTimeoutSeconds: z.coerce.number().int().min(1).max(3_600),
-    watchStallMs: z.coerce.number().int().min(1_000),
+    debounceMs: wholeNumber.pipe(z.number().min(0).max(60_000)),
+    debounceMaxMs: wholeNumber.pipe(z.number().min(0).max(600_000)),
+    relistIntervalMs: wholeNumber.pipe(z.number().min(0)),
+    watchTimeoutSeconds: wholeNumber.pipe(z.number().min(1).max(3_600)),
+    watchStallMs: wholeNumber.pipe(z.number().min(1_000)),
     secretLabelSelector: z.string(),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   })
@@ -347,12 +345,11 @@ export function loadOperatorConfig(
   }
   const raw: Record<string, unknown> = {};
   for (const spec of operatorOptionSpecs) {
-    const fromEnv = spec.env.map((name) => env[name]).find((value) => value !== undefined && value !== "");
-    let value: unknown = parsed.values[spec.flag] ?? fromEnv;
-    if (spec.type === "boolean" && typeof value === "string") value = value === "true" || value === "1";
-    if (value === undefined && !spec.defaultText.startsWith("(")) {
-      value = spec.type === "boolean" ? spec.defaultText === "true" : spec.defaultText;
-    }
+    // Defaults in parentheses are descriptions (computed, absent), not values.
+    const value =
+      parsed.values[spec.flag] ??
+      envSetting(env, spec.env) ??
+      (spec.defaultText.startsWith("(") ? undefined : spec.defaultText);
     if (value !== undefined) raw[camel(spec.flag)] = value;
   }
   raw.podNamespace ??= (defaults.podNamespace ?? readServiceAccountNamespace)() ?? "default";
@@ -375,7 +372,7 @@ export function describeOperatorOptions(): string {
   return operatorOptionSpecs
     .map(
       (s) =>
-        `  --${s.flag}${s.type === "string" ? " VALUE" : ""}\n      ${s.description}\n      env ${s.env.join(" or ")}, default ${s.defaultText === "" ? "(empty)" : s.defaultText}`,
+        `  --${s.flag}${s.type === "string" ? " VALUE" : ""}\n      ${s.description}\n      env ${s.env.join(" or ")}${s.type === "boolean" ? ` (${switchValues})` : ""}, default ${s.defaultText === "" ? "(empty)" : s.defaultText}`,
     )
     .join("\n");
 }

@@ -91,6 +91,49 @@ describe("gateway control-plane settings", () => {
     );
   });
 
+  it("treats an empty or blank environment variable as unset, never as port 0", () => {
+    const config = loadGatewayConfig(["--config", "/tmp"], {
+      PHANTOMGATE_PORT: "",
+      PHANTOMGATE_ADMIN_PORT: " ",
+      PHANTOMGATE_SHUTDOWN_GRACE_MS: "",
+      PHANTOMGATE_TRUST_FORWARDED: "",
+      POD_NAME: " ",
+    });
+    expect(config).toMatchObject({
+      port: 8080,
+      adminPort: 9901,
+      shutdownGraceMs: 10_000,
+      trustForwarded: false,
+      gatewayName: hostname(),
+    });
+  });
+
+  it("rejects an empty flag value and a number that is not a whole number, naming flag and variable", () => {
+    expect(() => loadGatewayConfig(["--config", "/tmp", "--port", " "], {})).toThrow(
+      /--port \(PHANTOMGATE_PORT\): is empty; give a whole number/,
+    );
+    expect(() => loadGatewayConfig(["--config", "/tmp", "--admin-port", ""], {})).toThrow(
+      /--admin-port \(PHANTOMGATE_ADMIN_PORT\): is empty/,
+    );
+    for (const text of ["abc", "1e3", "0x10", "1.5"]) {
+      expect(() => loadGatewayConfig(["--config", "/tmp"], { PHANTOMGATE_SHUTDOWN_GRACE_MS: text })).toThrow(
+        `--shutdown-grace-ms (PHANTOMGATE_SHUTDOWN_GRACE_MS): must be a whole number, got "${text}"`,
+      );
+    }
+    expect(loadGatewayConfig(["--config", "/tmp", "--port", " 0 "], {}).port).toBe(0);
+  });
+
+  it("reads PHANTOMGATE_TRUST_FORWARDED as true/false, 1/0, yes/no or on/off and rejects anything else", () => {
+    const trust = (value: string) =>
+      loadGatewayConfig(["--config", "/tmp"], { PHANTOMGATE_TRUST_FORWARDED: value }).trustForwarded;
+    for (const value of ["true", "TRUE", "1", "yes", "On"]) expect(trust(value), value).toBe(true);
+    for (const value of ["false", "0", "No", "off"]) expect(trust(value), value).toBe(false);
+    expect(() => trust("enabled")).toThrow(
+      /--trust-forwarded \(PHANTOMGATE_TRUST_FORWARDED\): must be true\/false, 1\/0, yes\/no or on\/off \(any case\), got "enabled"/,
+    );
+    expect(loadGatewayConfig(["--config", "/tmp", "--trust-forwarded"], {}).trustForwarded).toBe(true);
+  });
+
   it("documents the new flags in --help", () => {
     const help = describeGatewayOptions();
     for (const flag of [
@@ -102,5 +145,9 @@ describe("gateway control-plane settings", () => {
     ]) {
       expect(help).toContain(flag);
     }
+    expect(help).toContain("Log level: fatal, error, warn, info, debug, trace or silent.");
+    expect(help).toContain(
+      "env PHANTOMGATE_TRUST_FORWARDED (true/false, 1/0, yes/no or on/off), default false",
+    );
   });
 });

@@ -102,6 +102,56 @@ describe("operator config", () => {
     expect(() => loadOperatorConfig(["--webhook-url", "http://x/validate"], {}, defaults)).toThrow(/https/);
   });
 
+  it("treats an empty or blank environment variable as unset, like the gateway", () => {
+    const config = loadOperatorConfig(
+      [],
+      {
+        PHANTOMGATE_SNAPSHOT_PORT: " ",
+        PHANTOMGATE_WEBHOOK: "",
+        PHANTOMGATE_DEBOUNCE_MS: "\t",
+        POD_NAME: " ",
+        PHANTOMGATE_IDENTITY: "op-2",
+      },
+      defaults,
+    );
+    expect(config).toMatchObject({ snapshotPort: 8081, webhook: true, debounceMs: 100, identity: "op-2" });
+  });
+
+  it("rejects an empty flag value and a number that is not a whole number, never reading it as 0", () => {
+    expect(() => loadOperatorConfig(["--snapshot-port", ""], {}, defaults)).toThrow(
+      /--snapshot-port \(PHANTOMGATE_SNAPSHOT_PORT\): is empty; give a whole number/,
+    );
+    expect(() => loadOperatorConfig([], { PHANTOMGATE_RELIST_INTERVAL_MS: "5m" }, defaults)).toThrow(
+      '--relist-interval-ms (PHANTOMGATE_RELIST_INTERVAL_MS): must be a whole number, got "5m"',
+    );
+  });
+
+  it("reads switches as true/false, 1/0, yes/no or on/off and rejects anything else", () => {
+    const webhook = (value: string) =>
+      loadOperatorConfig([], { PHANTOMGATE_WEBHOOK: value }, defaults).webhook;
+    for (const value of ["true", "1", "YES", "on"]) expect(webhook(value), value).toBe(true);
+    for (const value of ["False", "0", "no", "OFF"]) expect(webhook(value), value).toBe(false);
+    expect(() => webhook("enabled")).toThrow(
+      /--webhook \(PHANTOMGATE_WEBHOOK\): must be true\/false, 1\/0, yes\/no or on\/off \(any case\), got "enabled"/,
+    );
+    expect(loadOperatorConfig([], { PHANTOMGATE_SNAPSHOT_TLS: "yes" }, defaults).snapshotTls).toBe(true);
+    expect(loadOperatorConfig(["--no-webhook"], { PHANTOMGATE_WEBHOOK: "true" }, defaults).webhook).toBe(
+      false,
+    );
+  });
+
+  it("--help and docs/operator.md say what --webhook-url does; --help lists every log level", async () => {
+    let out = "";
+    const io = { stdout: { write: (s: string) => (out += s) }, stderr: { write: () => true }, env: {} };
+    expect(await main(["operator", "--help"], io as never)).toBe(0);
+    const help = out.replace(/\s+/g, " ");
+    expect(help).not.toContain("calls the webhook at");
+    expect(help).toContain("operator never writes the URL into a webhook configuration");
+    expect(doc).toMatch(/^\| `--webhook-url` .*operator never writes the URL into a webhook configuration/m);
+    expect(help).toContain("Log level: fatal, error, warn, info, debug, trace or silent.");
+    expect(help).toContain("env PHANTOMGATE_WEBHOOK (true/false, 1/0, yes/no or on/off), default true");
+  });
+
   it("--help lists every flag and its environment variables", async () => {
     let out = "";
     const io = { stdout: { write: (s: string) => (out += s) }, stderr: { write: () => true }, env: {} };

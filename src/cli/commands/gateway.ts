@@ -20,7 +20,7 @@ export const gatewayCommand: Command = {
     "invalid one is refused (NACK) and the current one keeps serving. At start the gateway serves the snapshot",
     "saved in --state-dir, so it works while the operator is unreachable, also across restarts.",
     "",
-    "Flags (each also from its environment variable):",
+    "Flags (each also from its environment variable; an empty variable counts as unset):",
     describeGatewayOptions(),
     "",
   ].join("\n"),

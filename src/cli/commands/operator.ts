@@ -16,7 +16,7 @@ export const operatorCommand: Command = {
     "webhook and, on the replica holding the leader Lease, writes each object's status (Accepted, Programmed)",
     "and Events. The Kubernetes permissions it needs are listed in docs/operator.md.",
     "",
-    "Flags (each also from its environment variable):",
+    "Flags (each also from its environment variable; an empty variable counts as unset):",
     describeOperatorOptions(),
     "",
   ].join("\n"),
