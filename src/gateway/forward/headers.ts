@@ -46,6 +46,7 @@ const spoofable = new Set([
   "traceparent",
   "tracestate",
 ]);
+const commonConnectionValue = /^\s*(?:keep-alive|close)\s*$/i;
 const spoofablePrefixes = ["x-forwarded-", "x-phantomgate-", "x-auth-", "x-authenticated-", "x-user-"];
 
 function isSpoofable(name: string): boolean {
@@ -54,8 +55,13 @@ function isSpoofable(name: string): boolean {
   return false;
 }
 
+/**
+ * The header names a Connection header lists, lower-cased; undefined when it lists none beyond the hop-by-hop
+ * ones. Nearly every message says just `keep-alive` or `close`: no Set is built for those.
+ */
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined;
+  if (typeof value === "string" && commonConnectionValue.test(value)) return undefined;
   const joined = Array.isArray(value) ? value.join(",") : value;
   const tokens = new Set<string>();
   for (const part of joined.split(",")) {
@@ -67,7 +73,8 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
 
 export interface UpstreamHeaderInput {
   readonly incoming: IncomingHttpHeaders;
-  readonly upstreamToken: string | undefined;
+  /** `Bearer <token>` for the upstream; none for public routes. */
+  readonly upstreamAuthorization: string | undefined;
   readonly clientAddress: string;
   readonly protocol: "http" | "https";
   readonly host: string | undefined;
@@ -80,7 +87,11 @@ export interface UpstreamHeaderInput {
 export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const named = connectionTokens(input.incoming.connection);
-  for (const [name, value] of Object.entries(input.incoming)) {
+  // for…in, not Object.entries: no array of pairs per request. Both header objects are plain, prototype-free
+  // of enumerable keys.
+  const incoming = input.incoming;
+  for (const name in incoming) {
+    const value = incoming[name];
     if (value === undefined) continue;
     if (hopByHop.has(name) || isSpoofable(name)) continue;
     if (named?.has(name) === true) continue;
@@ -102,7 +113,7 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
   out.forwarded = forwarded;
   out["x-request-id"] = input.requestId;
   out.traceparent = input.traceparent;
-  if (input.upstreamToken !== undefined) out.authorization = `Bearer ${input.upstreamToken}`;
+  if (input.upstreamAuthorization !== undefined) out.authorization = input.upstreamAuthorization;
   return out;
 }
 
@@ -118,7 +129,8 @@ export function buildClientResponseHeaders(
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const named = connectionTokens(upstream.connection);
-  for (const [name, value] of Object.entries(upstream)) {
+  for (const name in upstream) {
+    const value = upstream[name];
     if (value === undefined) continue;
     if (hopByHop.has(name)) continue;
     if (named?.has(name) === true) continue;
