@@ -1,7 +1,10 @@
 // The hand-written audit serialiser must give exactly what JSON.stringify gives for the same record, for any
 // values a client or an authorization server could put into one.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { auditLine, type AuditRecord } from "../../src/gateway/audit/audit.ts";
+import { auditLine, BATCH_BYTES, createAuditSink, type AuditRecord } from "../../src/gateway/audit/audit.ts";
 import { createRandom } from "../helpers/random.ts";
 
 const awkward = [
@@ -74,6 +77,53 @@ describe("auditLine", () => {
         latencyMs: pick([0, 0.001, 12.5, 1e21, Number.NaN, Number.POSITIVE_INFINITY, -0]),
       };
       expect(auditLine(record)).toBe(expected(record));
+    }
+  });
+
+  it("writes every line whole and in order through the batches, also lines larger than a batch", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
+    try {
+      const file = join(dir, "audit.log");
+      const sink = createAuditSink(file);
+      const random = createRandom(11);
+      const records: AuditRecord[] = [];
+      for (let i = 0; i < 3000; i++) {
+        // Every 500th subject is larger than a whole batch; every 7th needs escaping.
+        const sub =
+          i % 500 === 499 ? "s".repeat(BATCH_BYTES + 10) : i % 7 === 0 ? `user "${i}" \u00e9\n` : `user-${i}`;
+        const record: AuditRecord = {
+          time: new Date(1_700_000_000_000 + i).toISOString(),
+          requestId: `request-${i}`,
+          traceId: Math.floor(random() * 1e16).toString(16),
+          remoteAddress: "127.0.0.1",
+          host: "api.example.com",
+          method: "GET",
+          route: "default/invoices#0",
+          pathTemplate: "/invoices/**",
+          authMode: "phantom",
+          clientId: "web-app",
+          sub,
+          scopes: ["read_invoice"],
+          tokenFingerprint: "b5f3c2a1d4e6f708",
+          cache: "hit",
+          decision: "allow",
+          reason: "ok",
+          status: 200,
+          upstreamStatus: 200,
+          latencyMs: Math.round(random() * 1e6) / 1000,
+        };
+        records.push(record);
+        sink.write(record);
+      }
+      await sink.flush();
+      const lines = readFileSync(file, "utf8").split("\n");
+      expect(lines.pop()).toBe("");
+      expect(lines).toHaveLength(records.length);
+      lines.forEach((line, i) => {
+        expect(`${line}\n`).toBe(expected(records[i]!));
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
