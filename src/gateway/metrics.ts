@@ -23,9 +23,23 @@ export interface GatewayMetrics {
 
 type RequestLabels = Record<"route" | "method" | "status" | "decision", string>;
 
+interface RequestCount {
+  readonly labels: RequestLabels;
+  n: number;
+}
+
+const decisionIndex: Record<Decision, number> = { allow: 0, deny: 1, error: 2 };
+
+/** One route's counters and its latency histogram labels. */
+interface RouteCounts {
+  readonly labels: { readonly route: string };
+  /** method → (status × 4 + decision) → count: found without building a key per request. */
+  readonly byMethod: Map<string, Map<number, RequestCount>>;
+}
+
 function createRequestMetrics(registry: Registry): RequestMetrics {
   const registers = [registry];
-  const counts = new Map<string, { readonly labels: RequestLabels; n: number }>();
+  const routes = new Map<string, RouteCounts>();
   let inflight = 0;
   new Counter({
     name: "phantomgate_requests_total",
@@ -34,7 +48,11 @@ function createRequestMetrics(registry: Registry): RequestMetrics {
     registers,
     collect() {
       this.reset();
-      for (const { labels, n } of counts.values()) this.inc(labels, n);
+      for (const route of routes.values()) {
+        for (const byStatus of route.byMethod.values()) {
+          for (const { labels, n } of byStatus.values()) this.inc(labels, n);
+        }
+      }
     },
   });
   new Gauge({
@@ -52,26 +70,30 @@ function createRequestMetrics(registry: Registry): RequestMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers,
   });
-  const routeLabels = new Map<string, { readonly route: string }>();
   return {
     started() {
       inflight += 1;
     },
     finished(route, method, status, decision, seconds) {
       inflight -= 1;
-      const key = `${route}\0${method}\0${status}\0${decision}`;
-      const entry = counts.get(key);
+      let counts = routes.get(route);
+      if (counts === undefined) {
+        counts = { labels: { route }, byMethod: new Map() };
+        routes.set(route, counts);
+      }
+      let byStatus = counts.byMethod.get(method);
+      if (byStatus === undefined) {
+        byStatus = new Map();
+        counts.byMethod.set(method, byStatus);
+      }
+      const key = status * 4 + decisionIndex[decision];
+      const entry = byStatus.get(key);
       if (entry === undefined) {
-        counts.set(key, { labels: { route, method, status: String(status), decision }, n: 1 });
+        byStatus.set(key, { labels: { route, method, status: String(status), decision }, n: 1 });
       } else {
         entry.n += 1;
       }
-      let labels = routeLabels.get(route);
-      if (labels === undefined) {
-        labels = { route };
-        routeLabels.set(route, labels);
-      }
-      duration.observe(labels, seconds);
+      duration.observe(counts.labels, seconds);
     },
   };
 }

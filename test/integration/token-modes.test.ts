@@ -168,6 +168,7 @@ describe("phantom and mint modes, every introspection response type", () => {
       const token = await getToken(h.as, "read_invoice high_video_stream");
       const route = routeFor("phantom");
 
+      expect(h.authenticator.cached(fingerprintToken(token), route)).toBeUndefined();
       const first = await h.authenticator.authenticate(token, route);
       expect(first.cacheHit).toBe(false);
       expect(first.facts).toMatchObject({ active: true, clientId: "demo-client", sub: "demo-client" });
@@ -193,6 +194,13 @@ describe("phantom and mint modes, every introspection response type", () => {
       const second = await h.authenticator.authenticate(token, route);
       expect(second.cacheHit).toBe(true);
       expect(second.upstreamToken).toBe(first.upstreamToken);
+      // The pipeline's synchronous look-up sees the same entry.
+      const cached = h.authenticator.cached(fingerprintToken(token), route);
+      expect(cached).toMatchObject({
+        cacheHit: true,
+        upstreamToken: first.upstreamToken,
+        facts: first.facts,
+      });
       expect(h.as.stats.introspections).toBe(1);
     });
 
@@ -293,6 +301,9 @@ describe("inactive, expired and revoked tokens", () => {
         });
       }
       expect(h.as.stats.introspections).toBe(1);
+      expect(() => h.authenticator.cached(fingerprintToken(garbage), routeFor("phantom"))).toThrow(
+        expect.objectContaining({ code: "PG_ERR_TOKEN_INVALID" }),
+      );
       h.clock.advance(30_000); // negativeTtlSeconds
       await expect(h.authenticator.authenticate(garbage, routeFor("phantom"))).rejects.toMatchObject({
         code: "PG_ERR_TOKEN_INVALID",

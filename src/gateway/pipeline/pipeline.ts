@@ -1,7 +1,6 @@
 // The request pipeline, read top to bottom: firewall → route → (form body check) → authenticate → authorize →
 // forward, then audit.
 // Each stage fills the request context or throws a GatewayError; the error becomes the response.
-import { randomFillSync, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
@@ -21,23 +20,25 @@ import { buildUpstreamHeaders } from "../forward/headers.ts";
 import { forwardRequest } from "../forward/forward.ts";
 import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
+import { randomRequestId, startTrace } from "./ids.ts";
 import { sendError } from "./respond.ts";
+
+/** What the authenticate stage gets from the token layer. */
+interface TokenResult {
+  readonly facts: {
+    readonly sub?: string | undefined;
+    readonly clientId?: string | undefined;
+    readonly scopes: readonly string[];
+  };
+  readonly upstreamAuthorization: string;
+  readonly cacheHit: boolean;
+}
 
 /** What the authenticate stage needs from the token layer. */
 export interface TokenAuthenticator {
-  authenticate(
-    token: string,
-    route: CompiledRoute,
-    fingerprint?: string,
-  ): Promise<{
-    readonly facts: {
-      readonly sub?: string | undefined;
-      readonly clientId?: string | undefined;
-      readonly scopes: readonly string[];
-    };
-    readonly upstreamToken: string;
-    readonly cacheHit: boolean;
-  }>;
+  authenticate(token: string, route: CompiledRoute, fingerprint?: string): Promise<TokenResult>;
+  /** The cached result, without waiting; undefined when not cached. */
+  cached(fingerprint: string, route: CompiledRoute): TokenResult | undefined;
 }
 
 export interface PipelineDeps {
@@ -68,7 +69,7 @@ interface RequestContext {
   sub?: string | undefined;
   clientId?: string | undefined;
   scopes?: readonly string[];
-  upstreamToken?: string;
+  upstreamAuthorization?: string;
   upstreamStatus?: number;
   /** A form body read in full by inspectFormBody; forwarded instead of the request stream. */
   bufferedBody?: Buffer;
@@ -132,21 +133,35 @@ async function readFormBody(ctx: RequestContext, limit: number): Promise<void> {
   ctx.bufferedBody = body;
 }
 
-/** The route's token mode turns the client's credential into token facts and the token sent upstream. */
-const authenticate: Stage = async (ctx, deps) => {
+/**
+ * The route's token mode turns the client's credential into token facts and the token sent upstream. A cached
+ * token is settled without waiting; only a miss goes to the token layer asynchronously.
+ */
+const authenticate: Stage = (ctx, deps) => {
   const matched = ctx.route;
   if (matched === undefined) throw new Error("authenticate stage ran before route");
   if (matched.auth.mode === "none") return;
   const token = extractBearerToken(ctx.authorization);
   if (token === undefined) throw new GatewayError("PG_ERR_TOKEN_MISSING", "no bearer token");
-  ctx.tokenFingerprint = fingerprintToken(token);
-  const result = await deps.authenticator.authenticate(token, matched, ctx.tokenFingerprint);
+  const fingerprint = fingerprintToken(token);
+  ctx.tokenFingerprint = fingerprint;
+  const hit = deps.authenticator.cached(fingerprint, matched);
+  if (hit !== undefined) {
+    takeTokenResult(ctx, hit);
+    return;
+  }
+  return deps.authenticator.authenticate(token, matched, fingerprint).then((result) => {
+    takeTokenResult(ctx, result);
+  });
+};
+
+function takeTokenResult(ctx: RequestContext, result: TokenResult): void {
   ctx.cacheHit = result.cacheHit;
   ctx.sub = result.facts.sub;
   ctx.clientId = result.facts.clientId;
   ctx.scopes = result.facts.scopes;
-  ctx.upstreamToken = result.upstreamToken;
-};
+  ctx.upstreamAuthorization = result.upstreamAuthorization;
+}
 
 /** Coarse scopes, checked on every request from the (possibly cached) token facts. */
 const authorize: Stage = (ctx) => {
@@ -166,7 +181,7 @@ const forward: Stage = async (ctx, deps) => {
   const socket = ctx.req.socket as Partial<TLSSocket>;
   const headers = buildUpstreamHeaders({
     incoming: ctx.req.headers,
-    upstreamToken: ctx.upstreamToken,
+    upstreamAuthorization: ctx.upstreamAuthorization,
     clientAddress: ctx.req.socket.remoteAddress ?? "unknown",
     protocol: socket.encrypted === true ? "https" : "http",
     host: ctx.req.headers.host,
@@ -190,33 +205,6 @@ const forward: Stage = async (ctx, deps) => {
 
 /** The pipeline, in order. */
 const stages: readonly Stage[] = [firewall, route, inspectFormBody, authenticate, authorize, forward];
-
-const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
-
-// Trace and span ids come from a pooled random buffer: one getrandom call per 512 ids instead of two per request.
-const randomPool = Buffer.alloc(8 * 1024);
-let randomOffset = randomPool.length;
-
-function randomHex(bytes: number): string {
-  if (randomOffset + bytes > randomPool.length) {
-    randomFillSync(randomPool);
-    randomOffset = 0;
-  }
-  const hex = randomPool.toString("hex", randomOffset, randomOffset + bytes);
-  randomOffset += bytes;
-  return hex;
-}
-
-function startTrace(incoming: string | undefined): { traceId: string; traceparent: string } {
-  const spanId = randomHex(8);
-  const match = incoming === undefined ? null : traceparentPattern.exec(incoming);
-  const traceId = match?.[1];
-  if (match !== null && traceId !== undefined && traceId !== "0".repeat(32)) {
-    return { traceId, traceparent: `00-${traceId}-${spanId}-${match[2] ?? "01"}` };
-  }
-  const fresh = randomHex(16);
-  return { traceId: fresh, traceparent: `00-${fresh}-${spanId}-01` };
-}
 
 // The audit time, as an ISO string: a busy gateway logs many requests per millisecond, so the string is made
 // once per millisecond.
@@ -248,7 +236,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Pi
     req,
     res,
     startedAt: performance.now(),
-    requestId: randomUUID(),
+    requestId: randomRequestId(),
     traceId: trace.traceId,
     traceparent: trace.traceparent,
   };
@@ -271,7 +259,13 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Pi
     sendError(res, failure, ctx.requestId);
   }
   const latencyMs = performance.now() - ctx.startedAt;
-  deps.metrics.requests.finished(ctx.route?.id ?? "none", req.method ?? "", status, decision, latencyMs / 1000);
+  deps.metrics.requests.finished(
+    ctx.route?.id ?? "none",
+    req.method ?? "",
+    status,
+    decision,
+    latencyMs / 1000,
+  );
   deps.audit.write({
     time: isoNow(),
     requestId: ctx.requestId,

@@ -1,0 +1,35 @@
+// Request ids and trace context come from a pooled random buffer: they must still be well-formed and unique,
+// across refills of the pool.
+import { describe, expect, it } from "vitest";
+import { randomRequestId, startTrace } from "../../src/gateway/pipeline/ids.ts";
+
+const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+describe("request ids and trace context", () => {
+  it("gives well-formed, distinct version 4 UUIDs across many refills of the pool", () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 20_000; i++) {
+      const id = randomRequestId();
+      expect(id).toMatch(uuidV4);
+      seen.add(id);
+    }
+    expect(seen.size).toBe(20_000);
+  });
+
+  it("keeps a client's valid trace id and sampled flag, and starts a new trace otherwise", () => {
+    const incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    const kept = startTrace(incoming);
+    expect(kept.traceId).toBe("0af7651916cd43dd8448eb211c80319c");
+    expect(kept.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-00$/);
+    expect(kept.traceparent).not.toContain("b7ad6b7169203331");
+
+    for (const bad of [undefined, "garbage", `00-${"0".repeat(32)}-b7ad6b7169203331-01`, "01-abc"]) {
+      const fresh = startTrace(bad);
+      expect(fresh.traceId).toMatch(/^[0-9a-f]{32}$/);
+      expect(fresh.traceId).not.toBe("0".repeat(32));
+      expect(fresh.traceparent).toBe(`00-${fresh.traceId}-${fresh.traceparent.slice(36, 52)}-01`);
+    }
+    const spans = new Set(Array.from({ length: 2000 }, () => startTrace(incoming).traceparent));
+    expect(spans.size).toBe(2000);
+  });
+});
