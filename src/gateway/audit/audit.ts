@@ -40,28 +40,40 @@ export const BATCH_BYTES = 64 * 1024;
 /** … and at least this often, so an idle gateway's lines show promptly. */
 export const FLUSH_MS = 100;
 
-// JSON.stringify escapes these (quote, backslash, control characters, lone surrogates); any other string is
-// written between quotes as it is.
-// eslint-disable-next-line no-control-regex -- control characters are exactly what JSON escapes
-const needsEscape = /["\\\u0000-\u001f\ud800-\udfff]/;
+// Bytes are stored from JavaScript: a short string costs less to copy byte by byte than to hand to Buffer#write,
+// whose call into C++ took most of the time of a line of ~25 pieces.
 
-/** Writes `value` as a JSON string at `at`; returns the offset after it. */
+/** Writes ASCII text (the field names, numbers) at `at`; returns the offset after it. */
+function putAscii(buf: Buffer, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) buf[at + i] = text.charCodeAt(i);
+  return at + text.length;
+}
+
+/**
+ * Writes `value` as a JSON string at `at`; returns the offset after it. Printable ASCII without quote or
+ * backslash (nearly every value) is copied as it is; anything else goes through JSON.stringify, which escapes
+ * exactly what JSON needs.
+ */
 function putString(buf: Buffer, at: number, value: string): number {
-  if (needsEscape.test(value)) return at + buf.write(JSON.stringify(value), at);
   buf[at] = 0x22;
-  const end = at + 1 + buf.write(value, at + 1);
-  buf[end] = 0x22;
-  return end + 1;
+  let o = at + 1;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || c > 0x7e) return at + buf.write(JSON.stringify(value), at);
+    buf[o++] = c;
+  }
+  buf[o] = 0x22;
+  return o + 1;
 }
 
 function putNumber(buf: Buffer, at: number, value: number): number {
-  return at + buf.write(Number.isFinite(value) ? String(value) : "null", at);
+  return putAscii(buf, at, Number.isFinite(value) ? String(value) : "null");
 }
 
 /** `,"name":"value"` when the value is there. */
 function putField(buf: Buffer, at: number, name: string, value: string | undefined): number {
   if (value === undefined) return at;
-  return putString(buf, at + buf.write(name, at), value);
+  return putString(buf, putAscii(buf, at, name), value);
 }
 
 /** At most this many bytes: 6 per UTF-16 unit of any string (`\u00XX`), plus the names and numbers. */
@@ -95,20 +107,20 @@ function lineBound(r: AuditRecord): number {
  * outside. The caller leaves `lineBound(r)` bytes free.
  */
 function putLine(buf: Buffer, at: number, r: AuditRecord): number {
-  let o = at + buf.write('{"type":"audit","time":', at);
+  let o = putAscii(buf, at, '{"type":"audit","time":');
   o = putString(buf, o, r.time);
-  o = putString(buf, o + buf.write(',"requestId":', o), r.requestId);
-  o = putString(buf, o + buf.write(',"traceId":', o), r.traceId);
+  o = putString(buf, putAscii(buf, o, ',"requestId":'), r.requestId);
+  o = putString(buf, putAscii(buf, o, ',"traceId":'), r.traceId);
   o = putField(buf, o, ',"remoteAddress":', r.remoteAddress);
   o = putField(buf, o, ',"host":', r.host);
-  o = putString(buf, o + buf.write(',"method":', o), r.method);
+  o = putString(buf, putAscii(buf, o, ',"method":'), r.method);
   o = putField(buf, o, ',"route":', r.route);
   o = putField(buf, o, ',"pathTemplate":', r.pathTemplate);
   o = putField(buf, o, ',"authMode":', r.authMode);
   o = putField(buf, o, ',"clientId":', r.clientId);
   o = putField(buf, o, ',"sub":', r.sub);
   if (r.scopes !== undefined) {
-    o += buf.write(',"scopes":[', o);
+    o = putAscii(buf, o, ',"scopes":[');
     for (let i = 0; i < r.scopes.length; i++) {
       if (i > 0) buf[o++] = 0x2c;
       o = putString(buf, o, r.scopes[i] ?? "");
@@ -117,14 +129,15 @@ function putLine(buf: Buffer, at: number, r: AuditRecord): number {
   }
   o = putField(buf, o, ',"tokenFingerprint":', r.tokenFingerprint);
   o = putField(buf, o, ',"cache":', r.cache);
-  o = putString(buf, o + buf.write(',"decision":', o), r.decision);
-  o = putString(buf, o + buf.write(',"reason":', o), r.reason);
-  o = putNumber(buf, o + buf.write(',"status":', o), r.status);
+  o = putString(buf, putAscii(buf, o, ',"decision":'), r.decision);
+  o = putString(buf, putAscii(buf, o, ',"reason":'), r.reason);
+  o = putNumber(buf, putAscii(buf, o, ',"status":'), r.status);
   if (r.upstreamStatus !== undefined)
-    o = putNumber(buf, o + buf.write(',"upstreamStatus":', o), r.upstreamStatus);
-  o = putNumber(buf, o + buf.write(',"latencyMs":', o), r.latencyMs);
-  o += buf.write("}\n", o);
-  return o;
+    o = putNumber(buf, putAscii(buf, o, ',"upstreamStatus":'), r.upstreamStatus);
+  o = putNumber(buf, putAscii(buf, o, ',"latencyMs":'), r.latencyMs);
+  buf[o] = 0x7d;
+  buf[o + 1] = 0x0a;
+  return o + 2;
 }
 
 /** The record's audit line as a string (what the sink writes, for tests and tools). */
