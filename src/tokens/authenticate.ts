@@ -39,11 +39,6 @@ export interface AuthenticationResult {
   readonly facts: TokenFacts;
   /** The credential the upstream receives instead of the client's. */
   readonly upstreamToken: string;
-  /**
-   * `Bearer <upstreamToken>`, made once with the result: a cache hit then sends the header without building
-   * (and copying) a string the size of a JWT per request.
-   */
-  readonly upstreamAuthorization: string;
   readonly cacheHit: boolean;
 }
 
@@ -64,17 +59,6 @@ export interface AuthenticatorOptions {
   readonly minter: Minter;
   /** Registers `phantomgate_as_requests_total` and `phantomgate_as_request_duration_seconds` when given. */
   readonly registry?: Registry | undefined;
-}
-
-/**
- * The upstream token and its header value, sharing one copy of the token: the token is cut from the header
- * value (V8 keeps such a slice as a view), so a cached result holds no second string the size of a JWT.
- */
-function upstreamCredential(
-  token: string,
-): Pick<AuthenticationResult, "upstreamToken" | "upstreamAuthorization"> {
-  const upstreamAuthorization = `Bearer ${token}`;
-  return { upstreamToken: upstreamAuthorization.slice("Bearer ".length), upstreamAuthorization };
 }
 
 /** The token layer of the request pipeline. */
@@ -212,7 +196,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     return {
       negative: false,
       // Stored with cacheHit: true, so a hit returns the stored object as is.
-      value: { facts, ...upstreamCredential(upstreamToken), cacheHit: true },
+      value: { facts, upstreamToken, cacheHit: true },
       expiresAtMs: notAfterMs,
       maxTtlSeconds: runtime.server.cache.maxTtlSeconds,
     };
@@ -354,7 +338,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         const expiresAtMs = facts.expiresAt === undefined ? undefined : facts.expiresAt * 1000;
         return {
           negative: false,
-          value: { facts, ...upstreamCredential(token), cacheHit: true },
+          value: { facts, upstreamToken: token, cacheHit: true },
           expiresAtMs,
           maxTtlSeconds: server.cache.maxTtlSeconds,
         };

@@ -73,8 +73,7 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
 
 export interface UpstreamHeaderInput {
   readonly incoming: IncomingHttpHeaders;
-  /** `Bearer <token>` for the upstream; none for public routes. */
-  readonly upstreamAuthorization: string | undefined;
+  readonly upstreamToken: string | undefined;
   readonly clientAddress: string;
   readonly protocol: "http" | "https";
   readonly host: string | undefined;
@@ -113,7 +112,7 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
   out.forwarded = forwarded;
   out["x-request-id"] = input.requestId;
   out.traceparent = input.traceparent;
-  if (input.upstreamAuthorization !== undefined) out.authorization = input.upstreamAuthorization;
+  if (input.upstreamToken !== undefined) out.authorization = `Bearer ${input.upstreamToken}`;
   return out;
 }
 

@@ -30,7 +30,7 @@ interface TokenResult {
     readonly clientId?: string | undefined;
     readonly scopes: readonly string[];
   };
-  readonly upstreamAuthorization: string;
+  readonly upstreamToken: string;
   readonly cacheHit: boolean;
 }
 
@@ -69,7 +69,7 @@ interface RequestContext {
   sub?: string | undefined;
   clientId?: string | undefined;
   scopes?: readonly string[];
-  upstreamAuthorization?: string;
+  upstreamToken?: string;
   upstreamStatus?: number;
   /** A form body read in full by inspectFormBody; forwarded instead of the request stream. */
   bufferedBody?: Buffer;
@@ -160,7 +160,7 @@ function takeTokenResult(ctx: RequestContext, result: TokenResult): void {
   ctx.sub = result.facts.sub;
   ctx.clientId = result.facts.clientId;
   ctx.scopes = result.facts.scopes;
-  ctx.upstreamAuthorization = result.upstreamAuthorization;
+  ctx.upstreamToken = result.upstreamToken;
 }
 
 /** Coarse scopes, checked on every request from the (possibly cached) token facts. */
@@ -181,7 +181,7 @@ const forward: Stage = async (ctx, deps) => {
   const socket = ctx.req.socket as Partial<TLSSocket>;
   const headers = buildUpstreamHeaders({
     incoming: ctx.req.headers,
-    upstreamAuthorization: ctx.upstreamAuthorization,
+    upstreamToken: ctx.upstreamToken,
     clientAddress: ctx.req.socket.remoteAddress ?? "unknown",
     protocol: socket.encrypted === true ? "https" : "http",
     host: ctx.req.headers.host,
