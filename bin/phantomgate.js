@@ -23,11 +23,18 @@ const LONG_RUNNING = new Set(["gateway", "operator", "demo", "compile-cache"]);
 const command = process.argv[2];
 const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)];
 const inspected = given.some((arg) => arg.startsWith("--inspect"));
-if (command !== undefined && LONG_RUNNING.has(command) && !inspected && typeof process.execve === "function") {
+if (
+  command !== undefined &&
+  LONG_RUNNING.has(command) &&
+  !inspected &&
+  typeof process.execve === "function"
+) {
   // A flag counts as given when its name is, whatever its value.
   const has = (name) => given.some((arg) => arg === name || arg.startsWith(`${name}=`));
   const flags = commandLineFlags.filter((flag) => !has(flag.split("=")[0]));
-  const env = Object.fromEntries(Object.entries(mallocEnv).filter(([name]) => process.env[name] === undefined));
+  const env = Object.fromEntries(
+    Object.entries(mallocEnv).filter(([name]) => process.env[name] === undefined),
+  );
   if (flags.length > 0 || Object.keys(env).length > 0) {
     process.execve(
       process.execPath,

@@ -31,7 +31,8 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     return;
   }
   const delayMs = Number(url.searchParams.get("ms") ?? "0");
-  if (url.pathname.endsWith("/slow") && delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+  if (url.pathname.endsWith("/slow") && delayMs > 0)
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
   const hash = createHash("sha256");
   let bodyBytes = 0;
   for await (const chunk of req) {

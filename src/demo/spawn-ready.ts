@@ -28,7 +28,11 @@ export function spawnReady(script: string, args: readonly string[], timeoutMs = 
     }, timeoutMs);
     child.once("exit", (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`${script} exited before it was ready (code ${code ?? "none"}, signal ${signal ?? "none"})`));
+      reject(
+        new Error(
+          `${script} exited before it was ready (code ${code ?? "none"}, signal ${signal ?? "none"})`,
+        ),
+      );
     });
     const lines = createInterface({ input: child.stdout });
     lines.on("line", (line) => {

@@ -16,7 +16,8 @@ export function createVideoApi(options: VideoApiOptions): FastifyInstance {
   const app = Fastify({ logger: false });
   app.get("/video/*", async (request, reply) => {
     const header = request.headers.authorization;
-    if (header?.startsWith("Bearer ") !== true) return reply.code(401).send({ error: "internal JWT missing" });
+    if (header?.startsWith("Bearer ") !== true)
+      return reply.code(401).send({ error: "internal JWT missing" });
     try {
       const { payload } = await jwtVerify(header.slice(7), jwks, {
         issuer: options.issuer,
@@ -24,7 +25,11 @@ export function createVideoApi(options: VideoApiOptions): FastifyInstance {
         algorithms: ["ES256", "RS256", "PS256", "EdDSA"],
       });
       const scopes = typeof payload.scope === "string" ? payload.scope.split(" ") : [];
-      const quality = scopes.includes("high_video_stream") ? "1080p" : scopes.includes("low_video_stream") ? "480p" : "none";
+      const quality = scopes.includes("high_video_stream")
+        ? "1080p"
+        : scopes.includes("low_video_stream")
+          ? "480p"
+          : "none";
       return { video: request.url, quality, viewer: payload.sub, scopesReceived: scopes };
     } catch {
       return reply.code(401).send({ error: "internal JWT invalid" });

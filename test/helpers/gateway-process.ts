@@ -48,7 +48,10 @@ export async function spawnGateway(
   const env = Object.fromEntries(
     Object.entries({ ...process.env, ...options.env }).filter(([name]) => !unset.has(name)),
   );
-  const child = spawn(process.execPath, [bin, "gateway", ...args], { stdio: ["ignore", "pipe", "pipe"], env });
+  const child = spawn(process.execPath, [bin, "gateway", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env,
+  });
   let output = "";
   child.stderr.on("data", (chunk: Buffer) => {
     output += chunk.toString("utf8");

@@ -10,10 +10,23 @@ import { spawnGateway, type SpawnedGateway } from "../helpers/gateway-process.ts
 
 const root = resolve(import.meta.dirname, "../..");
 const examples = join(root, "examples");
-const args = ["--config", examples, "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--audit-log", "off"];
+const args = [
+  "--config",
+  examples,
+  "--host",
+  "127.0.0.1",
+  "--port",
+  "0",
+  "--admin-port",
+  "0",
+  "--audit-log",
+  "off",
+];
 
 function startup(pid: number): { argv: string[]; env: Map<string, string> } {
-  const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((arg) => arg !== "");
+  const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8")
+    .split("\0")
+    .filter((arg) => arg !== "");
   const env = new Map(
     readFileSync(`/proc/${pid}/environ`, "utf8")
       .split("\0")
@@ -45,7 +58,11 @@ describe.skipIf(process.platform !== "linux")("launcher", () => {
 
   it("keeps a semi-space size from NODE_OPTIONS and malloc settings from the environment", async () => {
     const gateway = await spawnGateway(args, {
-      env: { NODE_OPTIONS: "--max-semi-space-size=32", MALLOC_ARENA_MAX: "4", MALLOC_MMAP_THRESHOLD_: "65536" },
+      env: {
+        NODE_OPTIONS: "--max-semi-space-size=32",
+        MALLOC_ARENA_MAX: "4",
+        MALLOC_MMAP_THRESHOLD_: "65536",
+      },
     });
     running = gateway;
     const { argv, env } = startup(gateway.child.pid ?? 0);

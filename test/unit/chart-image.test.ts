@@ -146,7 +146,10 @@ describe("Dockerfile", () => {
   });
 
   it("ships a compile cache filled in the build stage and points the final stage at it", () => {
-    const envOf = (stage: Stage): string => instructionsOf(stage, "ENV").map((e) => e.args).join(" ");
+    const envOf = (stage: Stage): string =>
+      instructionsOf(stage, "ENV")
+        .map((e) => e.args)
+        .join(" ");
     const cacheDir = /NODE_COMPILE_CACHE=(\S+)/.exec(envOf(final()))?.[1];
     expect(cacheDir).toMatch(/^\/app\//);
     const filler = dockerfile.stages.find((stage) =>

@@ -5,7 +5,7 @@ import { distributionErrorCatalogue, errorCatalogue } from "../../src/errors/cat
 
 const doc = readFileSync(new URL("../../docs/errors.md", import.meta.url), "utf8");
 const rows = new Map(
-  [...doc.matchAll(/^\| `(PG_ERR_[A-Z_]+)` \| (\d{3}) \|/gm)].map((m) => [m[1] ?? "", Number(m[2])]),
+  [...doc.matchAll(/^\| `(PG_ERR_[A-Z_]+)` +\| (\d{3}) +\|/gm)].map((m) => [m[1] ?? "", Number(m[2])]),
 );
 
 const everyCode = { ...errorCatalogue, ...distributionErrorCatalogue };

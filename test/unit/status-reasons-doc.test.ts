@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { compileReasonSchema, selectReason } from "../../src/compile/reasons.ts";
 
 const doc = readFileSync(new URL("../../docs/status-reasons.md", import.meta.url), "utf8");
-const documented = [...doc.matchAll(/^\| `([A-Za-z]+)` \|/gm)].map((m) => m[1] ?? "");
+const documented = [...doc.matchAll(/^\| `([A-Za-z]+)` +\|/gm)].map((m) => m[1] ?? "");
 
 describe("status reasons doc", () => {
   it("lists exactly the reasons compile can give", () => {
