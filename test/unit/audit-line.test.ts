@@ -50,11 +50,11 @@ describe("auditLine", () => {
     expect(JSON.parse(auditLine(record))).toEqual({ type: "audit", ...record });
   });
 
-  it("matches JSON.stringify on 5,000 random records with missing fields and awkward strings", () => {
+  it("matches JSON.stringify on 20,000 random records with missing fields and awkward strings", () => {
     const random = createRandom(7);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
     const maybe = <T>(value: T): T | undefined => (random() < 0.3 ? undefined : value);
-    for (let i = 0; i < 5000; i++) {
+    for (let i = 0; i < 20_000; i++) {
       const record: AuditRecord = {
         time: new Date(Math.floor(random() * 2e12)).toISOString(),
         requestId: pick(awkward),
@@ -74,7 +74,24 @@ describe("auditLine", () => {
         reason: pick(awkward),
         status: pick([0, 200, 401, 503]),
         upstreamStatus: maybe(pick([200, 204, 500])),
-        latencyMs: pick([0, 0.001, 12.5, 1e21, Number.NaN, Number.POSITIVE_INFINITY, -0]),
+        latencyMs:
+          random() < 0.5
+            ? pick([
+                0,
+                0.001,
+                0.01,
+                0.1,
+                12.5,
+                1.005,
+                1e21,
+                2 ** 42 / 1000,
+                Number.NaN,
+                Number.POSITIVE_INFINITY,
+                -0,
+                -1.5,
+                1e-7,
+              ])
+            : Math.round(random() * 10 ** Math.floor(random() * 12)) / 1000,
       };
       expect(auditLine(record)).toBe(expected(record));
     }
