@@ -21,6 +21,9 @@ import { RuntimeHolder } from "./runtime/runtime-state.ts";
 import type { ControlPlaneSource } from "./sources/control-plane-source.ts";
 import type { ConfigProblem, SnapshotSource, SourceUpdate } from "./sources/file-source.ts";
 
+/** Configuration problems logged one by one per update; the rest are counted. */
+const MAX_LOGGED_PROBLEMS = 100;
+
 export interface RunningGateway {
   readonly port: number;
   readonly adminPort: number;
@@ -74,7 +77,16 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     metrics.configProblems.set(update.problems.length);
     if (update.fileFailures > 0) metrics.configErrors.labels("file").inc(update.fileFailures);
     if (update.rejectedObjects > 0) metrics.configErrors.labels("object").inc(update.rejectedObjects);
-    for (const problem of update.problems) logger.warn({ problem }, "configuration problem");
+    // One line per problem, up to a point: a hostile or generated file can hold 100,000 bad objects.
+    for (const problem of update.problems.slice(0, MAX_LOGGED_PROBLEMS)) {
+      logger.warn({ problem }, "configuration problem");
+    }
+    if (update.problems.length > MAX_LOGGED_PROBLEMS) {
+      logger.warn(
+        { total: update.problems.length, logged: MAX_LOGGED_PROBLEMS },
+        "more configuration problems not logged (count in /readyz and phantomgate_config_problems)",
+      );
+    }
     if (update.snapshot === undefined) {
       logger.error(
         { revision: runtime.current?.snapshot.revision ?? null },

@@ -382,6 +382,28 @@ spec:
       return ready.problems.length === 0;
     });
   });
+
+  it("lists the first 100 problems on /readyz and counts them all when a file holds many bad objects", async () => {
+    const { gateway } = await setUp();
+    const bad = Array.from(
+      { length: 150 },
+      (_, i) =>
+        `apiVersion: phantomgate.dev/v1alpha1\nkind: ApiRoute\nmetadata:\n  name: bad-${i}\nspec: {}\n`,
+    ).join("---\n");
+    writeFileSync(join(gateway.configDir, "generated.yaml"), bad);
+    type Ready = { ready: boolean; problems: { object?: string }[]; problemCount: number };
+    await waitFor(
+      async () => ((await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as Ready).problemCount >= 150,
+    );
+    const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as Ready;
+    expect(ready.ready).toBe(true);
+    expect(ready.problems).toHaveLength(100);
+    expect(ready.problemCount).toBeGreaterThanOrEqual(150);
+    expect(ready.problems[0]?.object).toContain("bad-");
+    expect(await (await fetch(`${gateway.adminUrl}/metrics`)).text()).toMatch(
+      new RegExp(`^phantomgate_config_problems ${ready.problemCount}$`, "m"),
+    );
+  });
 });
 
 describe("graceful shutdown", () => {

@@ -32,18 +32,24 @@ function describeRoute(route: CompiledRoute): Record<string, unknown> {
   };
 }
 
+/** Configuration problems listed in /readyz; `problemCount` has them all. */
+export const MAX_READYZ_PROBLEMS = 100;
+
 export function createAdminServer(view: AdminView): FastifyInstance {
   const app = Fastify({ logger: false });
   app.get("/healthz", () => ({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
     const snapshot = view.snapshot();
     const ready = snapshot !== undefined && !view.draining();
+    const problems = view.problems();
     const body = {
       ready,
       revision: snapshot?.revision ?? null,
       routes: snapshot?.routes.length ?? 0,
       draining: view.draining(),
-      problems: view.problems(),
+      // The first ones, and how many there are: a readiness probe must stay small.
+      problems: problems.slice(0, MAX_READYZ_PROBLEMS),
+      problemCount: problems.length,
       ...(view.controlPlane === undefined ? {} : { controlPlane: view.controlPlane() }),
     };
     return reply.code(ready ? 200 : 503).send(body);
