@@ -13,6 +13,7 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { request } from "undici";
 import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
@@ -156,6 +157,57 @@ describe("upstream failures", () => {
     const { as, gateway } = await setUp({ requestTimeoutMs: 300 });
     const t = await getToken(as.tokenEndpoint, "read_invoice");
     expect((await status(`${gateway.url}/echo/slow?ms=2000`, t)).status).toBe(504);
+  });
+
+  it("cuts a response whose body stalls longer than the route's timeout, and audits the upstream status", async () => {
+    const origin = await startUpstream((_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": 1024 * 1024 });
+      res.write(Buffer.alloc(16 * 1024, 1)); // then nothing more, the connection left open
+    });
+    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 300 });
+    const started = Date.now();
+    const response = await request(`${gateway.url}/public/stalls`);
+    expect(response.statusCode).toBe(200);
+    await expect(response.body.arrayBuffer()).rejects.toThrow();
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(250);
+    expect(elapsed).toBeLessThan(5_000);
+    const requestId = String(response.headers["x-request-id"]);
+    await waitFor(() => Promise.resolve(readFileSync(gateway.auditFile, "utf8").includes(requestId)));
+  });
+
+  it("lets a slow upload and a slow download finish while neither side goes quiet for the timeout", async () => {
+    const origin = await startUpstream((req, res) => {
+      let bytes = 0;
+      req.on("data", (chunk: Buffer) => (bytes += chunk.length));
+      req.on("end", () => {
+        // 6 chunks 150 ms apart: 750 ms in all, more than twice the 300 ms timeout, never 300 ms quiet.
+        res.writeHead(200, { "content-type": "text/plain" });
+        let sent = 0;
+        const tick = setInterval(() => {
+          res.write(`${bytes}:${sent}\n`);
+          sent += 1;
+          if (sent === 6) {
+            clearInterval(tick);
+            res.end();
+          }
+        }, 150);
+      });
+    });
+    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 300 });
+    const upload = async function* (): AsyncGenerator<Buffer> {
+      for (let i = 0; i < 5; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        yield Buffer.alloc(1000, 97);
+      }
+    };
+    const response = await request(`${gateway.url}/public/slow-both`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: Readable.from(upload()),
+    });
+    expect(response.statusCode).toBe(200);
+    expect(await response.body.text()).toBe(Array.from({ length: 6 }, (_, i) => `5000:${i}\n`).join(""));
   });
 
   it("answers 502 when the upstream is down", async () => {
