@@ -221,7 +221,9 @@ function parseSourceObject(source: SourceObject): Entry {
   }
   const phantomgateKind = phantomgateKinds.find((known) => known === kind);
   if (phantomgateKind === undefined || version !== phantomgateApiVersion) {
-    entry.problems.push(fieldProblem("UnsupportedKind", ["kind"], describeUnsupported(version, kind)));
+    entry.problems.push(
+      fieldProblem("UnsupportedKind", ["kind"], describeUnsupported(version, kind, record.kind)),
+    );
     return entry;
   }
   entry.readAs = phantomgateKind;
@@ -250,9 +252,13 @@ function parseInto<S extends z.ZodType>(
     entry.problems.push(...result.error.issues.flatMap((issue) => describeIssue(issue, entry.source.object)));
 }
 
-function describeUnsupported(fullVersion: string, fullKind: string): string {
+function describeUnsupported(fullVersion: string, fullKind: string, rawKind: unknown): string {
   const [version, kind] = [clip(fullVersion), clip(fullKind)];
   const supported = `supported: ${phantomgateApiVersion} ${phantomgateKinds.join(", ")}; v1 Secret`;
+  if (rawKind !== undefined && rawKind !== null && typeof rawKind !== "string") {
+    const got = Array.isArray(rawKind) ? "a list" : typeof rawKind;
+    return `kind must be a string, got ${got} (${supported})`;
+  }
   if (kind === "") return `missing kind (${supported})`;
   if (version.startsWith("phantomgate.dev/") && phantomgateKinds.some((known) => known === kind)) {
     return `apiVersion ${version} is not supported for ${kind}; use ${phantomgateApiVersion}`;

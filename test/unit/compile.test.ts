@@ -175,6 +175,20 @@ describe("compile robustness", () => {
     }
   });
 
+  it("says the kind is not a string rather than missing when it is a number or a list", () => {
+    const { perObjectResults } = compile({
+      objects: [
+        { object: { apiVersion: "phantomgate.dev/v1alpha1", kind: 5, metadata: { name: "n" } } },
+        { object: { apiVersion: "phantomgate.dev/v1alpha1", kind: ["ApiRoute"], metadata: { name: "l" } } },
+        { object: { apiVersion: "phantomgate.dev/v1alpha1", metadata: { name: "m" } } },
+      ],
+    });
+    const byName = new Map(perObjectResults.map((r) => [r.name, [r.reason, r.messages[0]?.split(" (")[0]]]));
+    expect(byName.get("n")).toEqual(["UnsupportedKind", "kind: kind must be a string, got number"]);
+    expect(byName.get("l")).toEqual(["UnsupportedKind", "kind: kind must be a string, got a list"]);
+    expect(byName.get("m")).toEqual(["UnsupportedKind", "kind: missing kind"]);
+  });
+
   it("survives random mutations of valid manifests, and bad objects never block good ones", () => {
     const base = loadExamples();
     const baseline = compile({ objects: base });

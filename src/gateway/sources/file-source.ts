@@ -36,7 +36,9 @@ export async function startFileSource(
     const loaded = await loadManifestDirectory(dir);
     const problems: ConfigProblem[] = loaded.problems.map((p) => ({ file: p.file, message: p.message }));
     if (loaded.problems.length > 0) {
-      onUpdate({ snapshot: undefined, problems, fileFailures: loaded.problems.length, rejectedObjects: 0 });
+      // Files that failed, not problems: one binary file can hold many.
+      const fileFailures = new Set(loaded.problems.map((p) => p.file)).size;
+      onUpdate({ snapshot: undefined, problems, fileFailures, rejectedObjects: 0 });
       return;
     }
     const result = compile({ objects: loaded.objects });
