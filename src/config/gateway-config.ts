@@ -143,7 +143,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     env: "PHANTOMGATE_TRUST_FORWARDED",
     type: "boolean",
     description:
-      "Append to incoming X-Forwarded-For/Forwarded instead of replacing them (behind a trusted load balancer).",
+      "Append to incoming X-Forwarded-For/Forwarded instead of replacing them (behind a trusted load balancer); --no-trust-forwarded overrides the variable.",
     defaultText: "false",
   },
 ];
@@ -208,7 +208,13 @@ export function loadGatewayConfig(
   for (const spec of gatewayOptionSpecs) options[spec.flag] = { type: spec.type };
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false });
+    parsed = parseArgs({
+      args: [...argv],
+      options,
+      strict: true,
+      allowPositionals: false,
+      allowNegative: true,
+    });
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }

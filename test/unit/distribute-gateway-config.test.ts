@@ -132,6 +132,11 @@ describe("gateway control-plane settings", () => {
       /--trust-forwarded \(PHANTOMGATE_TRUST_FORWARDED\): must be true\/false, 1\/0, yes\/no or on\/off \(any case\), got "enabled"/,
     );
     expect(loadGatewayConfig(["--config", "/tmp", "--trust-forwarded"], {}).trustForwarded).toBe(true);
+    // The flag's negative form wins over the variable, as flags do.
+    expect(
+      loadGatewayConfig(["--config", "/tmp", "--no-trust-forwarded"], { PHANTOMGATE_TRUST_FORWARDED: "true" })
+        .trustForwarded,
+    ).toBe(false);
   });
 
   it("documents the new flags in --help", () => {
