@@ -11,7 +11,7 @@ import { createAuthenticator } from "../tokens/authenticate.ts";
 import { systemClock } from "../tokens/clock.ts";
 import { loadMinter } from "../tokens/minter.ts";
 import { createTokenCacheSet } from "../tokens/token-cache.ts";
-import { createAdminServer } from "./admin/admin-server.ts";
+import { createAdminServer, MAX_LISTED_PROBLEMS } from "./admin/admin-server.ts";
 import { createAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
 import { createGatewayMetrics } from "./metrics.ts";
@@ -20,9 +20,6 @@ import { createCollector } from "./runtime/memory.ts";
 import { RuntimeHolder } from "./runtime/runtime-state.ts";
 import type { ControlPlaneSource } from "./sources/control-plane-source.ts";
 import type { ConfigProblem, SnapshotSource, SourceUpdate } from "./sources/file-source.ts";
-
-/** Configuration problems logged one by one per update; the rest are counted. */
-const MAX_LOGGED_PROBLEMS = 100;
 
 export interface RunningGateway {
   readonly port: number;
@@ -78,12 +75,12 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     if (update.fileFailures > 0) metrics.configErrors.labels("file").inc(update.fileFailures);
     if (update.rejectedObjects > 0) metrics.configErrors.labels("object").inc(update.rejectedObjects);
     // One line per problem, up to a point: a hostile or generated file can hold 100,000 bad objects.
-    for (const problem of update.problems.slice(0, MAX_LOGGED_PROBLEMS)) {
+    for (const problem of update.problems.slice(0, MAX_LISTED_PROBLEMS)) {
       logger.warn({ problem }, "configuration problem");
     }
-    if (update.problems.length > MAX_LOGGED_PROBLEMS) {
+    if (update.problems.length > MAX_LISTED_PROBLEMS) {
       logger.warn(
-        { total: update.problems.length, logged: MAX_LOGGED_PROBLEMS },
+        { total: update.problems.length, logged: MAX_LISTED_PROBLEMS },
         "more configuration problems not logged (count in /readyz and phantomgate_config_problems)",
       );
     }

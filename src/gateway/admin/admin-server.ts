@@ -32,8 +32,8 @@ function describeRoute(route: CompiledRoute): Record<string, unknown> {
   };
 }
 
-/** Configuration problems listed in /readyz; `problemCount` has them all. */
-export const MAX_READYZ_PROBLEMS = 100;
+/** Configuration problems listed one by one per update, in /readyz and in the log; the rest are counted. */
+export const MAX_LISTED_PROBLEMS = 100;
 
 export function createAdminServer(view: AdminView): FastifyInstance {
   const app = Fastify({ logger: false });
@@ -48,7 +48,7 @@ export function createAdminServer(view: AdminView): FastifyInstance {
       routes: snapshot?.routes.length ?? 0,
       draining: view.draining(),
       // The first ones, and how many there are: a readiness probe must stay small.
-      problems: problems.slice(0, MAX_READYZ_PROBLEMS),
+      problems: problems.slice(0, MAX_LISTED_PROBLEMS),
       problemCount: problems.length,
       ...(view.controlPlane === undefined ? {} : { controlPlane: view.controlPlane() }),
     };

@@ -7,24 +7,25 @@ const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
 const randomPool = Buffer.alloc(8 * 1024);
 let randomOffset = randomPool.length;
 
-function randomHex(bytes: number): string {
+/** The offset of `bytes` fresh random bytes in the pool, refilling it when it runs out. */
+function take(bytes: number): number {
   if (randomOffset + bytes > randomPool.length) {
     randomFillSync(randomPool);
     randomOffset = 0;
   }
-  const hex = randomPool.toString("hex", randomOffset, randomOffset + bytes);
+  const at = randomOffset;
   randomOffset += bytes;
-  return hex;
+  return at;
+}
+
+function randomHex(bytes: number): string {
+  const at = take(bytes);
+  return randomPool.toString("hex", at, at + bytes);
 }
 
 /** A random (version 4) UUID from the same pool: crypto.randomUUID() builds its string from 16 pieces. */
 export function randomRequestId(): string {
-  if (randomOffset + 16 > randomPool.length) {
-    randomFillSync(randomPool);
-    randomOffset = 0;
-  }
-  const at = randomOffset;
-  randomOffset += 16;
+  const at = take(16);
   randomPool[at + 6] = ((randomPool[at + 6] ?? 0) & 0x0f) | 0x40;
   randomPool[at + 8] = ((randomPool[at + 8] ?? 0) & 0x3f) | 0x80;
   const hex = randomPool.toString("hex", at, at + 16);

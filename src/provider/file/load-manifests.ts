@@ -86,10 +86,14 @@ export async function loadManifestFile(file: string): Promise<LoadedManifests> {
 async function readAtMost(file: string, limit: number): Promise<Buffer | undefined> {
   const handle = await open(file, "r");
   try {
+    const { size } = await handle.stat();
+    if (size > limit) return undefined;
     const chunks: Buffer[] = [];
     let total = 0;
     for (;;) {
-      const chunk = Buffer.allocUnsafe(Math.min(1024 * 1024, limit + 1 - total));
+      // Sized from stat, so a regular file takes one read and one more that finds its end; what reports no size
+      // (a device, a pipe) is read 64 KiB at a time. Never more than one byte past the limit.
+      const chunk = Buffer.allocUnsafe(Math.min(limit + 1 - total, Math.max(size + 1 - total, 64 * 1024)));
       const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
       if (bytesRead === 0) return Buffer.concat(chunks, total);
       chunks.push(chunk.subarray(0, bytesRead));
