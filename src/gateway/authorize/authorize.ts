@@ -3,9 +3,16 @@
 import { GatewayError } from "../../errors/catalogue.ts";
 import type { RequiredScopes, ScopeRequirement } from "../../snapshot/snapshot.ts";
 
-function isSatisfied(requirement: ScopeRequirement, granted: ReadonlySet<string>): boolean {
+/** Up to this many granted scopes, a linear search beats building a Set on every request. */
+const LINEAR_SEARCH_MAX = 16;
+
+/** `granted`: the token's scopes as a list (searched as it is) or, when long, as a Set made once per check. */
+function isSatisfied(
+  requirement: ScopeRequirement,
+  granted: readonly string[] | ReadonlySet<string>,
+): boolean {
   for (const scope of requirement.satisfiedBy) {
-    if (granted.has(scope)) return true;
+    if ("has" in granted ? granted.has(scope) : granted.includes(scope)) return true;
   }
   return false;
 }
@@ -16,7 +23,7 @@ function isSatisfied(requirement: ScopeRequirement, granted: ReadonlySet<string>
  */
 export function authorizeScopes(required: RequiredScopes, granted: readonly string[]): void {
   if (required.allOf.length === 0 && required.anyOf.length === 0) return;
-  const grantedSet = new Set(granted);
+  const grantedSet = granted.length > LINEAR_SEARCH_MAX ? new Set(granted) : granted;
   for (const requirement of required.allOf) {
     if (!isSatisfied(requirement, grantedSet)) {
       throw new GatewayError("PG_ERR_INSUFFICIENT_SCOPE", `missing scope ${requirement.scope}`, {
