@@ -511,9 +511,16 @@ export function createAuthServerClient(
 
   /** `Accept: application/jwt`: the body is the JWT for internal APIs, signed by the AS. */
   async function factsFromJwtResponse(response: AsResponse): Promise<IntrospectionResult> {
-    // Inactive tokens get the plain RFC 7662 answer: there is no JWT to sign for them.
-    if (response.mediaType === "application/json")
-      return factsFromIntrospectionJson(response, parseJson("introspection", response));
+    // Inactive tokens get the plain RFC 7662 answer: there is no JWT to sign for them. That unsigned answer can
+    // only ever say "inactive": facts of an active token are taken from a verified JWT and nothing else.
+    if (response.mediaType === "application/json") {
+      const document = parseJson("introspection", response);
+      const parsed = introspectionResponseSchema.safeParse(document);
+      if (!parsed.success) invalidResponse("introspection", response, "not an RFC 7662 response");
+      if (parsed.data.active)
+        invalidResponse("introspection", response, "an active token answered without a signed JWT");
+      return inactive(response, "inactive");
+    }
     if (response.mediaType !== "application/jwt")
       invalidResponse("introspection", response, "unexpected media type");
     const jwt = response.text.trim();

@@ -199,6 +199,25 @@ describe("introspection answers", () => {
   });
 });
 
+describe("introspection answers when a signed JWT was asked for (responseType jwt)", () => {
+  it("an unsigned JSON answer may say inactive, never active", async () => {
+    let answer: Record<string, unknown> = {};
+    const stub = await startStubAs((_req, res) => json(res, 200, answer));
+    const client = clientFor(serverFor(stub, { introspectionResponse: "jwt" }));
+    answer = { active: false };
+    await expect(client.introspectToken("t")).resolves.toEqual({ active: false, reason: "inactive" });
+    // Anyone between the gateway and the AS could write this: facts of an active token need the AS's signature.
+    answer = { active: true, sub: "attacker", scope: "read write", exp: nowSeconds() + 3600 };
+    await expect(client.introspectToken("t")).rejects.toMatchObject({
+      code: "PG_ERR_AS_UNAVAILABLE",
+      reason: "introspection response is invalid: an active token answered without a signed JWT",
+    });
+    expect(stub.requests.at(-1)?.headers.accept).toBe("application/jwt");
+    answer = { nonsense: true };
+    await expect(client.introspectToken("t")).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
+  });
+});
+
 describe("discovery", () => {
   it("is fetched once, completes explicit endpoints, and refuses metadata naming another issuer", async () => {
     let issuer = "";
