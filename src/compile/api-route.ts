@@ -249,10 +249,14 @@ function compileAuthentication(
 ): Omit<CompiledRoute["auth"], "upstreamScopes"> {
   const { mode, audience } = rule.authentication;
   const isMint = mode === "mint";
+  // phantom mints too when its AuthServer answers with facts rather than a JWT: with mint's default claims.
+  const mints = isMint || mode === "phantom";
   const auth = {
     mode,
     ...(audience === undefined ? {} : { audience }),
-    forwardClaims: isMint ? [...new Set(rule.authentication.forwardClaims ?? defaultForwardClaims)] : [],
+    forwardClaims: mints
+      ? [...new Set((isMint ? rule.authentication.forwardClaims : undefined) ?? defaultForwardClaims)]
+      : [],
     mintTtlSeconds: (isMint ? rule.authentication.mintTtlSeconds : undefined) ?? defaultMintTtlSeconds,
   };
   if (mode === "none") return auth;
@@ -280,6 +284,19 @@ function compileAuthentication(
         "IncompatibleAuthServer",
         [...rulePath, "authentication", "mode"],
         `exchange needs a token endpoint, but AuthServer ${id} has discovery off and no spec.endpoints.token`,
+      ),
+    );
+  } else if (
+    mode === "phantom" &&
+    outcome.authServer.introspectionResponse !== "jwt" &&
+    audience === undefined
+  ) {
+    problems.push(
+      fieldProblem(
+        "IncompatibleAuthServer",
+        [...rulePath, "authentication", "audience"],
+        `AuthServer ${id} answers introspection with facts (responseType ${outcome.authServer.introspectionResponse}), ` +
+          "so the gateway mints the JWT for phantom mode and needs its audience",
       ),
     );
   }

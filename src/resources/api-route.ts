@@ -116,7 +116,9 @@ const authenticationSchema = z
       .max(253)
       .optional()
       .describe(
-        "Upstream JWT audience (exchange, mint) or accepted token audience (jwt); required for those.",
+        "Upstream JWT audience (exchange, mint) or accepted token audience (jwt); required for those. " +
+          "phantom: the audience of the JWT the gateway mints when the AuthServer answers with facts " +
+          "(responseType json or token-introspection+jwt); required then.",
       ),
     forwardClaims: z
       .array(z.string().min(1).max(128))
@@ -138,11 +140,11 @@ const authenticationSchema = z
     if (needsAudience && authentication.audience === undefined) {
       ctx.addIssue({ code: "custom", path: ["audience"], message: `required for mode ${mode}` });
     }
-    if (!needsAudience && authentication.audience !== undefined) {
+    if (!needsAudience && mode !== "phantom" && authentication.audience !== undefined) {
       ctx.addIssue({
         code: "custom",
         path: ["audience"],
-        message: `not used by mode ${mode} (only exchange, mint and jwt)`,
+        message: `not used by mode ${mode} (only exchange, mint, jwt and phantom)`,
       });
     }
     if (mode !== "mint") {

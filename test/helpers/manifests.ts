@@ -9,6 +9,8 @@ export interface TestManifestOptions {
   readonly maxTtlSeconds?: number;
   readonly requestTimeoutMs?: number;
   readonly maxBodyBytes?: number;
+  /** audience of the phantom rules: needed when the AuthServer answers with facts (the gateway mints). */
+  readonly phantomAudience?: string;
 }
 
 export function authServerYaml(o: TestManifestOptions, name = "demo-as"): string {
@@ -68,6 +70,11 @@ export function routesYaml(o: TestManifestOptions): string {
         requestMs: ${o.requestTimeoutMs ?? 5000}
       limits:
         maxBodyBytes: ${o.maxBodyBytes ?? 104857600}`;
+  const phantom =
+    o.phantomAudience === undefined
+      ? "mode: phantom"
+      : `mode: phantom
+        audience: ${o.phantomAudience}`;
   return `apiVersion: phantomgate.dev/v1alpha1
 kind: ApiRoute
 metadata:
@@ -81,7 +88,7 @@ spec:
     - matches:
         - path: { type: PathPrefix, value: /echo }
       authentication:
-        mode: phantom
+        ${phantom}
       requiredScopes:
         allOf: [read_invoice]
 ${common}
@@ -89,7 +96,7 @@ ${common}
         - path: { type: PathPrefix, value: /write }
           methods: [POST, PUT]
       authentication:
-        mode: phantom
+        ${phantom}
       requiredScopes:
         allOf: [write_invoice]
 ${common}
@@ -101,7 +108,7 @@ ${common}
     - matches:
         - path: { type: PathPrefix, value: /admin }
       authentication:
-        mode: phantom
+        ${phantom}
       requiredScopes:
         allOf: [write_invoice]
 ${common}
