@@ -210,7 +210,10 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     const promise = Promise.resolve()
       .then(loader)
       .then((fill) => store(fingerprint, purpose, fill, !flight.revoked))
-      .finally(() => flights.delete(flightKey));
+      // A revocation may have dropped this flight and a later request started another: leave that one be.
+      .finally(() => {
+        if (flights.get(flightKey) === flight) flights.delete(flightKey);
+      });
     const flight: Flight = { promise, revoked: false };
     flights.set(flightKey, flight);
     return promise;
@@ -236,13 +239,20 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
       evictions += dropped;
       // Revocations are rare and flights few (only concurrent misses), so a scan is cheaper than an index.
       const prefix = `${fingerprint}\n`;
-      for (const [key, flight] of flights) if (key.startsWith(prefix)) flight.revoked = true;
+      // A revoked flight finishes for those already waiting, but nothing is stored from it and no later request
+      // joins it: a request that arrives after the revocation asks the AS again.
+      for (const [key, flight] of flights) {
+        if (!key.startsWith(prefix)) continue;
+        flight.revoked = true;
+        flights.delete(key);
+      }
       return dropped;
     },
     clear() {
       positive.clear();
       negative.clear();
       for (const flight of flights.values()) flight.revoked = true;
+      flights.clear();
     },
     counts: () => ({ hits, misses, negativeHits, evictions, entries }),
   };

@@ -204,6 +204,30 @@ describe("token cache", () => {
     expect(cache.get("fp", facts)).toBeUndefined();
   });
 
+  it("a request after the revocation does not join the load that started before it", async () => {
+    const clock = createManualClock();
+    const cache = createTokenCache({ maxEntries: 10, clock });
+    const before = deferred<CacheFill<string>>();
+    const after = deferred<CacheFill<string>>();
+    const early = cache.resolve("fp", facts, () => before.promise);
+    await Promise.resolve();
+    cache.evictFingerprint("fp");
+    let secondLoads = 0;
+    const late = cache.resolve("fp", facts, () => {
+      secondLoads += 1;
+      return after.promise;
+    });
+    // The early load ends first; its end must not drop the later flight, which a third request joins.
+    before.resolve(positive("before-revocation", undefined));
+    await expect(early).resolves.toMatchObject({ value: "before-revocation" });
+    const joined = cache.resolve("fp", facts, () => Promise.reject(new Error("joins, never loads")));
+    after.resolve({ negative: true, reason: "revoked", negativeTtlSeconds: 10 });
+    await expect(late).resolves.toMatchObject({ negative: true, reason: "revoked" });
+    await expect(joined).resolves.toMatchObject({ negative: true, reason: "revoked" });
+    expect(secondLoads).toBe(1);
+    expect(cache.get("fp", facts)).toMatchObject({ negative: true, reason: "revoked" });
+  });
+
   it("exports hit/miss/negative_hit/eviction counters and the entry gauge", async () => {
     const clock = createManualClock();
     const registry = new Registry();
