@@ -76,6 +76,11 @@ export interface Authenticator {
    * cached (then call `authenticate`). Throws like `authenticate` for a cached inactive token.
    */
   cached(fingerprint: string, route: CompiledRoute): AuthenticationResult | undefined;
+  /**
+   * `authenticate` for a caller whose `cached` just missed: goes to the AS (or joins a load in progress) without
+   * looking the cache up a second time, so the miss is counted once.
+   */
+  loadUncached(token: string, route: CompiledRoute, fingerprint: string): Promise<AuthenticationResult>;
   /** Swaps in a snapshot's auth servers: unchanged ones keep their pools, discovery and JWKS caches. */
   updateAuthServers(servers: readonly CompiledAuthServer[]): void;
   /** The client of one AS (diagnostics, tests). */
@@ -395,6 +400,14 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   ): Promise<AuthenticationResult> {
     const hit = cached(fingerprint, route);
     if (hit !== undefined) return hit;
+    return loadUncached(token, route, fingerprint);
+  }
+
+  async function loadUncached(
+    token: string,
+    route: CompiledRoute,
+    fingerprint: string,
+  ): Promise<AuthenticationResult> {
     const runtime = runtimeFor(route);
     const plan = planFor(runtime, route);
     const entry = await runtime.cache.load(fingerprint, plan.purpose, () => plan.load(token, fingerprint));
@@ -407,6 +420,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   return {
     authenticate,
     cached,
+    loadUncached,
     updateAuthServers,
     authServerClient: (id) => runtimes.get(id)?.client,
     close() {

@@ -407,6 +407,27 @@ describe("when the AS is down or slow", () => {
 
 // ---- single-flight --------------------------------------------------------------------------------------------
 
+describe("cache accounting", () => {
+  it("the pipeline's path (cached, then loadUncached) counts one miss per uncached request, then hits", async () => {
+    const h = await harness(await startAs());
+    const token = await getToken(h.as, "read_invoice");
+    const fingerprint = fingerprintToken(token);
+    const route = routeFor("phantom");
+    const before = h.caches.counts();
+    expect(h.authenticator.cached(fingerprint, route)).toBeUndefined();
+    const first = await h.authenticator.loadUncached(token, route, fingerprint);
+    expect(first.cacheHit).toBe(false);
+    expect(h.authenticator.cached(fingerprint, route)).toMatchObject({ cacheHit: true });
+    const after = h.caches.counts();
+    // One request, one miss: loadUncached does not look the cache up again.
+    expect(after.misses - before.misses).toBe(1);
+    expect(after.hits - before.hits).toBe(1);
+    const again = h.caches.counts();
+    await h.authenticator.authenticate(token, route);
+    expect(h.caches.counts().misses).toBe(again.misses);
+  });
+});
+
 describe("single-flight", () => {
   it("1,000 concurrent requests with one fresh token make exactly one introspection", async () => {
     const h = await harness(await startAs());

@@ -36,9 +36,10 @@ interface TokenResult {
 
 /** What the authenticate stage needs from the token layer. */
 export interface TokenAuthenticator {
-  authenticate(token: string, route: CompiledRoute, fingerprint?: string): Promise<TokenResult>;
   /** The cached result, without waiting; undefined when not cached. */
   cached(fingerprint: string, route: CompiledRoute): TokenResult | undefined;
+  /** After `cached` missed: asks the token layer without a second cache look-up. */
+  loadUncached(token: string, route: CompiledRoute, fingerprint: string): Promise<TokenResult>;
 }
 
 export interface PipelineDeps {
@@ -164,7 +165,7 @@ const authenticate: Stage = (ctx, deps) => {
     takeTokenResult(ctx, hit);
     return;
   }
-  return deps.authenticator.authenticate(token, matched, fingerprint).then((result) => {
+  return deps.authenticator.loadUncached(token, matched, fingerprint).then((result) => {
     takeTokenResult(ctx, result);
   });
 };
