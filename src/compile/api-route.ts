@@ -63,6 +63,16 @@ export function compileApiRoute(route: ApiRoute, context: RouteContext): ApiRout
   route.spec.rules.forEach((rule, ruleIndex) => {
     const rulePath = ["spec", "rules", ruleIndex];
     const auth = compileAuthentication(route, rule, rulePath, context, problems);
+    if (auth.mode === "exchange" && route.spec.scopePolicyRefs.length === 0) {
+      // RFC 8693 without `scope` gets whatever the AS grants by default, usually all of the subject's scopes.
+      problems.push(
+        fieldProblem(
+          "Invalid",
+          [...rulePath, "authentication", "mode"],
+          "exchange narrows the exchanged token to the scopes of spec.scopePolicyRefs; reference at least one ScopePolicy",
+        ),
+      );
+    }
     const requiredScopes = {
       allOf: compileScopeList(
         rule.requiredScopes?.allOf,

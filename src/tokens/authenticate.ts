@@ -292,8 +292,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         const introspection = await introspectFacts(runtime, token, fingerprint);
         if (introspection.negative) return negativeFill(runtime, introspection.reason);
         const scopes = intersectScopes(introspection.value.scopes, upstreamScopes);
-        // Asking without `scope` would get the subject's full scope: never widen to make a request pass.
-        if (upstreamScopes.length > 0 && scopes.length === 0) {
+        // Asking without `scope` would get the subject's full scope: never widen to make a request pass. (compile
+        // refuses exchange rules without ScopePolicies, so an empty upstreamScopes means no scope to pass.)
+        if (scopes.length === 0) {
           throw new GatewayError(
             "PG_ERR_INSUFFICIENT_SCOPE",
             "token holds none of the scopes the route passes upstream",

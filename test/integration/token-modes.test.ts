@@ -456,6 +456,19 @@ describe("single-flight", () => {
 // ---- exchange -------------------------------------------------------------------------------------------------
 
 describe("exchange mode", () => {
+  it("never asks for an exchange without scope, which would widen to all of the subject's scopes", async () => {
+    const h = await harness(await startAs());
+    const token = await getToken(h.as, "read_invoice high_video_stream");
+    // No scope the route may pass upstream (compile refuses exchange rules without a ScopePolicy), or none the
+    // token holds: refused before the token endpoint is called.
+    for (const upstreamScopes of [[], ["write_invoice"]]) {
+      await expect(
+        h.authenticator.authenticate(token, routeFor("exchange", { upstreamScopes })),
+      ).rejects.toMatchObject({ code: "PG_ERR_INSUFFICIENT_SCOPE" });
+    }
+    expect(h.as.stats.exchanges).toBe(0);
+  });
+
   it("narrows the audience and the scopes, and reuses the exchanged token", async () => {
     const h = await harness(await startAs());
     const token = await getToken(h.as, "read_invoice high_video_stream video_metadata");
