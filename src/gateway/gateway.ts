@@ -45,8 +45,8 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   collectDefaultMetrics({ register: registry, prefix: "phantomgate_process_" });
   const metrics = createGatewayMetrics(registry);
 
-  // Token layer: one pool set for authorization servers, another for upstream APIs.
-  const asDispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 64 });
+  // Token layer: each authorization server gets its own keep-alive pool from the authenticator, with that
+  // AuthServer's connect timeout (a shared pool could only have one); upstream APIs share another.
   const upstreamDispatcher = new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
   const minter = await loadMinter({
     issuer: config.mintIssuer,
@@ -57,7 +57,6 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const caches = createTokenCacheSet({ clock: systemClock, registry });
   const authenticator = createAuthenticator({
     authServers: [],
-    dispatcher: asDispatcher,
     clock: systemClock,
     caches,
     minter,
@@ -199,7 +198,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       clearTimeout(deadline);
       await admin.close();
       await audit.flush();
-      await Promise.all([asDispatcher.close(), upstreamDispatcher.close()]);
+      await upstreamDispatcher.close();
       authenticator.close();
       logger.info("gateway stopped");
     },
