@@ -137,9 +137,10 @@ const apiRouteAdditions: CrdSchemaAdditions = {
         reason: "FieldValueRequired",
       },
       {
-        rule: `self.mode in ${modesWithAudience} || !has(self.audience)`,
-        message: "only used by modes exchange, mint and jwt",
-        messageExpression: "'not used by mode ' + self.mode + ' (only exchange, mint and jwt)'",
+        // phantom may name the audience of the JWT the gateway mints when its AuthServer answers with facts.
+        rule: `self.mode in ${modesWithAudience} || self.mode == 'phantom' || !has(self.audience)`,
+        message: "only used by modes exchange, mint, jwt and phantom",
+        messageExpression: "'not used by mode ' + self.mode + ' (only exchange, mint, jwt and phantom)'",
         fieldPath: ".audience",
         reason: "FieldValueForbidden",
       },

@@ -119,11 +119,12 @@ const celCases: readonly RejectionCase[] = [
     compile: "spec.rules[0].authentication.audience: required for mode mint",
   },
   {
-    name: "mode phantom with an audience",
-    object: routeWithRule({ authentication: { mode: "phantom", audience: "api" } }),
+    name: "a public rule (mode none) with an audience",
+    object: routeWithRule({ authentication: { mode: "none", audience: "api" } }),
     server:
-      "spec.rules[0].authentication.audience: Forbidden: not used by mode phantom (only exchange, mint and jwt)",
-    compile: "spec.rules[0].authentication.audience: not used by mode phantom (only exchange, mint and jwt)",
+      "spec.rules[0].authentication.audience: Forbidden: not used by mode none (only exchange, mint, jwt and phantom)",
+    compile:
+      "spec.rules[0].authentication.audience: not used by mode none (only exchange, mint, jwt and phantom)",
   },
   {
     name: "a public rule (mode none) requiring scopes",
