@@ -97,6 +97,11 @@ export const errorCatalogue = {
     title: "Bad Gateway",
     detail: "The upstream API could not be reached.",
   },
+  PG_ERR_CLIENT_CLOSED: {
+    status: 499,
+    title: "Client Closed Request",
+    detail: "The client closed the connection before the answer was complete.",
+  },
   PG_ERR_INTERNAL: {
     status: 500,
     title: "Internal Server Error",

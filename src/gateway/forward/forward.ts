@@ -43,6 +43,11 @@ class BodyLimit extends Transform {
   }
 }
 
+/** The client went away: nothing to answer; audited as such, not as a failure of the gateway or the upstream. */
+export function clientClosed(reason: string): GatewayError {
+  return new GatewayError("PG_ERR_CLIENT_CLOSED", reason);
+}
+
 function requestHasBody(req: IncomingMessage): boolean {
   const length = req.headers["content-length"];
   if (length !== undefined) return length !== "0";
@@ -211,7 +216,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       this.resolve(this.status);
       return;
     }
-    this.abort(new undiciErrors.RequestAbortedError("client closed the connection"));
+    this.abort(clientClosed("client closed the connection"));
   };
 
   private readonly onFinish = (): void => {
@@ -234,7 +239,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   };
 
   private readonly onBodyError = (error: Error): void => {
-    this.abort(error);
+    // The body limit's own error, or the client's request stream breaking off (it closed or reset the connection).
+    this.abort(error instanceof GatewayError ? error : clientClosed("request body broke off"));
   };
 }
 
@@ -245,6 +251,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
  */
 export function forwardRequest(input: ForwardInput): Promise<number> {
   const { req, res } = input;
+  // The client may have left while the request waited for authentication: its close event has passed, so the
+  // exchange would never learn of it. Nothing is sent upstream for it.
+  if (res.destroyed) return Promise.reject(clientClosed("client closed the connection before forwarding"));
   const declared = Number(req.headers["content-length"] ?? "0");
   if (declared > input.maxBodyBytes) {
     return Promise.reject(

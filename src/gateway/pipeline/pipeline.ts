@@ -17,7 +17,7 @@ import {
   type Firewall,
 } from "../firewall/firewall.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
-import { forwardRequest } from "../forward/forward.ts";
+import { clientClosed, forwardRequest } from "../forward/forward.ts";
 import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import { randomRequestId, startTrace } from "./ids.ts";
@@ -64,6 +64,8 @@ class RequestContext {
   readonly requestId: string;
   readonly traceId: string;
   readonly traceparent: string;
+  /** Read at the start: once the client is gone, node:http detaches the socket from the request. */
+  readonly remoteAddress: string | undefined;
   state: RuntimeState | undefined = undefined;
   path: string | undefined = undefined;
   query: string | undefined = undefined;
@@ -83,6 +85,7 @@ class RequestContext {
     this.req = req;
     this.res = res;
     this.startedAt = performance.now();
+    this.remoteAddress = req.socket.remoteAddress;
     this.requestId = randomRequestId();
     const trace = startTrace(traceparentHeader);
     this.traceId = trace.traceId;
@@ -135,11 +138,17 @@ const inspectFormBody: Stage = (ctx) => {
 async function readFormBody(ctx: RequestContext, limit: number): Promise<void> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of ctx.req) {
-    const buffer = chunk as Buffer;
-    size += buffer.length;
-    if (size > limit) throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `form body over ${limit} bytes`);
-    chunks.push(buffer);
+  try {
+    for await (const chunk of ctx.req) {
+      const buffer = chunk as Buffer;
+      size += buffer.length;
+      if (size > limit) throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `form body over ${limit} bytes`);
+      chunks.push(buffer);
+    }
+  } catch (error) {
+    // Anything but the limit is the request stream breaking off: the client closed or reset the connection.
+    if (isGatewayError(error)) throw error;
+    throw clientClosed("form body broke off");
   }
   const body = Buffer.concat(chunks, size);
   if (queryCarriesAccessToken(body.toString("latin1"))) {
@@ -191,6 +200,8 @@ const authorize: Stage = (ctx) => {
  * Not an async function: the forwarding promise is awaited once, by handleRequest.
  */
 function forward(ctx: RequestContext, deps: PipelineDeps): Promise<number> {
+  // The client left while its request waited (for the AS, or its form body): send nothing upstream.
+  if (ctx.res.destroyed) throw clientClosed("client closed the connection before forwarding");
   const matched = ctx.route;
   const state = ctx.state;
   if (matched === undefined || state === undefined || ctx.path === undefined) {
@@ -200,7 +211,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): Promise<number> {
   const headers = buildUpstreamHeaders({
     incoming: ctx.req.headers,
     upstreamToken: ctx.upstreamToken,
-    clientAddress: ctx.req.socket.remoteAddress ?? "unknown",
+    clientAddress: ctx.remoteAddress ?? "unknown",
     protocol: socket.encrypted === true ? "https" : "http",
     host: ctx.req.headers.host,
     requestId: ctx.requestId,
@@ -294,7 +305,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Pi
     time: isoNow(),
     requestId: ctx.requestId,
     traceId: ctx.traceId,
-    remoteAddress: req.socket.remoteAddress,
+    remoteAddress: ctx.remoteAddress,
     host: req.headers.host,
     method: req.method ?? "",
     route: ctx.route?.id,

@@ -15,6 +15,8 @@ function quote(value: string): string {
 
 /** Writes the error response for `error` unless headers already went out (then the connection is cut). */
 export function sendError(res: ServerResponse, error: GatewayError, requestId: string): void {
+  // The client is gone (or its connection was cut): there is no one to answer.
+  if (res.destroyed) return;
   if (res.headersSent) {
     res.destroy();
     return;
