@@ -248,6 +248,12 @@ describe("forwarding", () => {
       "Forwarded: for=6.6.6.6",
       "X-Keep-Me: yes",
       "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      "True-Client-IP: 6.6.6.6",
+      "CF-Connecting-IP: 6.6.6.6",
+      "X-Forwarded: for=6.6.6.6",
+      "X-Original-Forwarded-For: 6.6.6.6",
+      "X-HTTP-Method-Override: DELETE",
+      "X-Method-Override: DELETE",
     ]);
     expect(response.status).toBe(200);
     const seen = (JSON.parse(response.body) as Echo).headers;
@@ -260,6 +266,16 @@ describe("forwarding", () => {
     expect(seen.forwarded).toContain("for=127.0.0.1");
     expect(seen["x-forwarded-proto"]).toBe("http");
     expect(seen["x-keep-me"]).toBe("yes");
+    for (const name of [
+      "true-client-ip",
+      "cf-connecting-ip",
+      "x-forwarded",
+      "x-original-forwarded-for",
+      "x-http-method-override",
+      "x-method-override",
+    ]) {
+      expect(seen[name], name).toBeUndefined();
+    }
     expect(seen.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
     expect(seen.traceparent).not.toContain("b7ad6b7169203331");
   });

@@ -45,6 +45,18 @@ const spoofable = new Set([
   "x-envoy-original-path",
   "traceparent",
   "tracestate",
+  // Client addresses as CDNs and load balancers set them, read by common client-IP libraries.
+  "true-client-ip",
+  "cf-connecting-ip",
+  "fastly-client-ip",
+  "x-cluster-client-ip",
+  "x-forwarded",
+  "forwarded-for",
+  "x-original-forwarded-for",
+  // Method overrides: a request checked as POST must not run as DELETE at an upstream that honours them.
+  "x-http-method-override",
+  "x-http-method",
+  "x-method-override",
 ]);
 const commonConnectionValue = /^\s*(?:keep-alive|close)\s*$/i;
 const spoofablePrefixes = ["x-forwarded-", "x-phantomgate-", "x-auth-", "x-authenticated-", "x-user-"];
