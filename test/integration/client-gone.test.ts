@@ -2,7 +2,7 @@
 // read, or that send too much. Nothing is forwarded for a client that is gone, nothing stays in flight, and every
 // request still gets its audit line, with the client's departure (499, PG_ERR_CLIENT_CLOSED) rather than a
 // gateway or upstream failure. A real gateway process, demo AS and a counting upstream.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { connect } from "node:net";
@@ -50,6 +50,8 @@ interface AuditLine {
 }
 
 function auditLines(): AuditLine[] {
+  // The gateway opens its audit file in the background: it may not exist before the first line.
+  if (!existsSync(gateway.auditFile)) return [];
   return readFileSync(gateway.auditFile, "utf8")
     .split("\n")
     .filter((line) => line !== "")

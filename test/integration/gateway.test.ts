@@ -193,7 +193,17 @@ describe("firewall", () => {
   it("rejects a token in a form body and forwards other form bodies intact", async () => {
     const t = await token("read_invoice");
     const form = { "content-type": "application/x-www-form-urlencoded" };
+    // Authentication comes before the body is read: without an Authorization header the answer is 401 and the
+    // gateway buffers nothing for an unauthenticated client.
+    const unauthenticated = await call("/echo/form", {
+      method: "POST",
+      headers: form,
+      body: `a=1&access_token=${t}`,
+    });
+    expect(unauthenticated.status).toBe(401);
+    expect(JSON.parse(unauthenticated.text)).toMatchObject({ code: "PG_ERR_TOKEN_MISSING" });
     const refused = await call("/echo/form", {
+      token: t,
       method: "POST",
       headers: form,
       body: `a=1&access_token=${t}`,

@@ -1,4 +1,4 @@
-// The request pipeline, read top to bottom: firewall → route → (form body check) → authenticate → authorize →
+// The request pipeline, read top to bottom: firewall → route → authenticate → authorize → (form body check) →
 // forward, then audit.
 // Each stage fills the request context or throws a GatewayError; the error becomes the response.
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -232,8 +232,11 @@ function forward(ctx: RequestContext, deps: PipelineDeps): Promise<number> {
   });
 }
 
-/** The pipeline up to forwarding, in order; forward comes last. */
-const stages: readonly Stage[] = [firewall, route, inspectFormBody, authenticate, authorize];
+/**
+ * The pipeline up to forwarding, in order; forward comes last. A form body is read only after the token was
+ * checked, so an unauthenticated client cannot make the gateway buffer bodies.
+ */
+const stages: readonly Stage[] = [firewall, route, authenticate, authorize, inspectFormBody];
 
 // The audit time, as an ISO string: a busy gateway logs many requests per millisecond, so the string is made
 // once per millisecond.
