@@ -148,6 +148,13 @@ describe("inspectRequest", () => {
     "access+token=abc",
     "access%20token=abc",
     "a=b&&access_token=c&d",
+    // PHP drops leading spaces, reads an unclosed [ as _, and access_token[…] as an array of that name.
+    "+access_token=abc",
+    "%20%20access_token=abc",
+    "access[token=abc",
+    "access_token[]=abc",
+    "access_token[0]=abc",
+    "access%5Btoken=abc",
   ])("rejects the token-carrying query %j", (query) => {
     expect(inspectCode(request(`/api?${query}`))).toBe("PG_ERR_TOKEN_IN_QUERY");
   });
@@ -164,6 +171,9 @@ describe("inspectRequest", () => {
     "access%5",
     "access%zztoken=1",
     "q=1&state=access_token",
+    "access[token]=abc",
+    "access_token]=abc",
+    "x+access_token=abc",
     "",
   ])("accepts the query %j", (query) => {
     expect(inspectCode(request(`/api?${query}`))).toBe("accepted");

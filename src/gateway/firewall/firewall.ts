@@ -79,14 +79,15 @@ const ACCESS_TOKEN_SEPARATOR_INDEX = 6;
 
 /**
  * True when the query parameter name in `query[start, end)` means `access_token` to some upstream: compared
- * after percent-decoding and `+` → space, ASCII case-insensitively, and with `.` or space in place of `_`
- * because PHP rewrites those to `_` in parameter names.
+ * after percent-decoding and `+` → space, ASCII case-insensitively, with PHP's rewriting of parameter names in
+ * mind: leading spaces are dropped, `.`, space and an unclosed `[` stand for `_`, and `access_token[…]` is the
+ * array `access_token`.
  */
 function isAccessTokenName(query: string, start: number, end: number): boolean {
   if (end - start < ACCESS_TOKEN.length) return false;
   let matched = 0;
-  for (let i = start; i < end; matched++) {
-    if (matched === ACCESS_TOKEN.length) return false;
+  let leading = true;
+  for (let i = start; i < end;) {
     let c = query.charCodeAt(i);
     if (c === 0x25) {
       const high = i + 2 < end ? decodeHexDigit(query.charCodeAt(i + 1)) : -1;
@@ -98,11 +99,16 @@ function isAccessTokenName(query: string, start: number, end: number): boolean {
       if (c === 0x2b) c = 0x20;
       i++;
     }
+    if (leading && c === 0x20) continue;
+    leading = false;
+    // The whole name matched: anything after it makes another name, except an array subscript.
+    if (matched === ACCESS_TOKEN.length) return c === 0x5b;
     if (matched === ACCESS_TOKEN_SEPARATOR_INDEX) {
-      if (c !== 0x5f && c !== 0x2e && c !== 0x20) return false;
+      if (c !== 0x5f && c !== 0x2e && c !== 0x20 && c !== 0x5b) return false;
     } else if ((c | 0x20) !== ACCESS_TOKEN.charCodeAt(matched)) {
       return false;
     }
+    matched++;
   }
   return matched === ACCESS_TOKEN.length;
 }
