@@ -130,6 +130,33 @@ describe("phantom mode", () => {
     expect(String(response.headers.allow)).toContain("PUT");
   });
 
+  it("never proxies TRACE (an echoing upstream would reveal the JWT): 405 with the route's Allow", async () => {
+    const t = await token("write_invoice");
+    // /write takes POST and PUT; /public takes any method.
+    const narrow = await rawRequest(gateway.port, [
+      "TRACE /write/x HTTP/1.1",
+      "Host: localhost",
+      `Authorization: Bearer ${t}`,
+      "Connection: close",
+    ]);
+    expect(narrow.status).toBe(405);
+    expect(narrow.head.toLowerCase()).toContain("\r\nallow: post, put\r\n");
+    const wide = await rawRequest(gateway.port, [
+      "TRACE /public/x HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
+    expect(wide.status).toBe(405);
+    expect(wide.head.toLowerCase()).toContain("\r\nallow: get, head, post, put, patch, delete, options\r\n");
+    // TRACK is not a method node:http parses: refused before the gateway sees it.
+    const track = await rawRequest(gateway.port, [
+      "TRACK /public/x HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
+    expect(track.status).toBe(400);
+  });
+
   it("answers 404 problem+json for an unrouted path", async () => {
     const response = await call("/nowhere");
     expect(response.status).toBe(404);

@@ -174,10 +174,6 @@ export function createFirewall(limits: FirewallLimits): Firewall {
         throw new GatewayError("PG_ERR_URI_TOO_LONG", `request-target of ${req.url.length} bytes`);
       }
       if (req.method === "CONNECT") throw new GatewayError("PG_ERR_BAD_REQUEST", "CONNECT is not proxied");
-      // An upstream that echoes TRACE would hand the internal JWT back to the client.
-      if (req.method === "TRACE" || req.method === "TRACK") {
-        throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", `${req.method} is never proxied`);
-      }
 
       const headers = req.rawHeaders;
       let headerBytes = 0;

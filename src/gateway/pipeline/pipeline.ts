@@ -114,15 +114,29 @@ const firewall: Stage = (ctx, deps) => {
 const route: Stage = (ctx) => {
   const state = ctx.state;
   if (state === undefined || ctx.path === undefined) throw new Error("route stage ran before firewall");
-  const result = state.router.match(ctx.req.headers.host ?? "", ctx.path, ctx.req.method ?? "GET");
+  const method = ctx.req.method ?? "GET";
+  const result = state.router.match(ctx.req.headers.host ?? "", ctx.path, method);
   if (result.kind === "not-found") throw new GatewayError("PG_ERR_ROUTE_NOT_FOUND", "no route");
   if (result.kind === "method-not-allowed") {
     throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", "method not allowed", {
-      allow: result.allow.join(", "),
+      allow: result.allow.filter((allowed) => !neverProxied.has(allowed)).join(", "),
+    });
+  }
+  // An upstream that echoes TRACE would hand the internal JWT back to the client: refused on every route,
+  // with the methods the route does take.
+  if (neverProxied.has(method)) {
+    const methods = result.route.methods.length > 0 ? result.route.methods : proxiedMethods;
+    throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", `${method} is never proxied`, {
+      allow: methods.filter((allowed) => !neverProxied.has(allowed)).join(", "),
     });
   }
   ctx.route = result.route;
 };
+
+/** Methods the gateway never forwards, whatever a route says. */
+const neverProxied: ReadonlySet<string> = new Set(["TRACE", "TRACK", "CONNECT"]);
+/** What a route without a method list takes (less the never-proxied ones). */
+const proxiedMethods: readonly string[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /**
  * A form-urlencoded body could carry an RFC 6750 §2.2 `access_token`: such bodies are read (within the route's
