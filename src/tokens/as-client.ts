@@ -50,6 +50,11 @@ const DISCOVERY_BACKOFF_MAX_MS = 60_000;
 
 const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
+/** Issued token types the gateway forwards: an access token, or a JWT (an access token in JWT form). */
+const FORWARDABLE_TOKEN_TYPES: ReadonlySet<string> = new Set([
+  ACCESS_TOKEN_TYPE,
+  "urn:ietf:params:oauth:token-type:jwt",
+]);
 const CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 const ACCEPT: Readonly<Record<IntrospectionResponse, string>> = {
@@ -604,6 +609,13 @@ export function createAuthServerClient(
     if (response.status !== 200) failResponse("token", response);
     const parsed = exchangeResponseSchema.safeParse(parseJson("token", response));
     if (!parsed.success) invalidResponse("token", response, "not an RFC 8693 response");
+    // What goes upstream as a Bearer token must be an access token (in JWT form or not): never a refresh token,
+    // an ID token or an assertion the AS chose to issue instead.
+    const issued = parsed.data.issued_token_type;
+    if (issued !== undefined && !FORWARDABLE_TOKEN_TYPES.has(issued))
+      invalidResponse("token", response, `issued a ${issued}, not an access token`);
+    if (parsed.data.token_type.toLowerCase() !== "bearer")
+      invalidResponse("token", response, "token_type is not Bearer");
     const granted =
       parsed.data.scope === undefined ? [...request.scopes] : parsed.data.scope.split(" ").filter(Boolean);
     // The point of the exchange is narrowing: a token wider than asked for is not forwarded.

@@ -308,6 +308,33 @@ describe("token exchange answers", () => {
       reason: "token response is invalid: granted scopes exceed the requested ones",
     });
 
+    // Only an access token (plain or as a JWT) is forwarded as Bearer.
+    answer = {
+      status: 200,
+      body: {
+        access_token: "x.y.z",
+        token_type: "Bearer",
+        issued_token_type: "urn:ietf:params:oauth:token-type:jwt",
+      },
+    };
+    await expect(client.exchangeToken("t", request)).resolves.toMatchObject({ active: true });
+    answer = {
+      status: 200,
+      body: {
+        access_token: "r",
+        token_type: "N_A",
+        issued_token_type: "urn:ietf:params:oauth:token-type:refresh_token",
+      },
+    };
+    await expect(client.exchangeToken("t", request)).rejects.toMatchObject({
+      reason:
+        "token response is invalid: issued a urn:ietf:params:oauth:token-type:refresh_token, not an access token",
+    });
+    answer = { status: 200, body: { access_token: "x", token_type: "N_A" } };
+    await expect(client.exchangeToken("t", request)).rejects.toMatchObject({
+      reason: "token response is invalid: token_type is not Bearer",
+    });
+
     answer = { status: 400, body: { error: "invalid_grant" } };
     await expect(client.exchangeToken("t", request)).resolves.toEqual({
       active: false,
