@@ -1,16 +1,20 @@
 // Gateway settings: the one place that reads flags and PHANTOMGATE_* environment variables, validates them
 // once with zod and hands out a frozen object. Flags win over environment variables, which win over defaults.
 import { hostname } from "node:os";
-import { parseArgs } from "node:util";
 import { z } from "zod";
-import { envSetting, switchSetting, switchValues, wholeNumber } from "./settings.ts";
+import {
+  camelCase,
+  envSetting,
+  readSettings,
+  switchSetting,
+  switchValues,
+  wholeNumber,
+  type SettingSpec,
+} from "./settings.ts";
 
-interface OptionSpec {
-  readonly flag: string;
+interface OptionSpec extends SettingSpec {
   readonly env: string;
-  readonly type: "string" | "boolean";
   readonly description: string;
-  readonly defaultText: string;
 }
 
 /** Every gateway flag, its environment variable and its default, used for parsing and for `--help`. */
@@ -195,8 +199,9 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
-function camel(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+/** The config key of a flag: `--config` fills `configDir`, the others their camel-case name. */
+function keyOf(flag: string): string {
+  return flag === "config" ? "configDir" : camelCase(flag);
 }
 
 /** Parses argv + env into a validated, frozen GatewayConfig; throws ConfigError with every problem listed. */
@@ -204,38 +209,20 @@ export function loadGatewayConfig(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
 ): GatewayConfig {
-  const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const spec of gatewayOptionSpecs) options[spec.flag] = { type: spec.type };
-  let parsed: ReturnType<typeof parseArgs>;
+  let settings: Map<string, string | boolean>;
   try {
-    parsed = parseArgs({
-      args: [...argv],
-      options,
-      strict: true,
-      allowPositionals: false,
-      allowNegative: true,
-    });
+    settings = readSettings(argv, env, gatewayOptionSpecs);
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
   const raw: Record<string, unknown> = {};
-  for (const spec of gatewayOptionSpecs) {
-    // Defaults in parentheses are descriptions (required, ephemeral), not values.
-    const value =
-      parsed.values[spec.flag] ??
-      envSetting(env, [spec.env]) ??
-      (spec.defaultText.startsWith("(") ? undefined : spec.defaultText);
-    const key = spec.flag === "config" ? "configDir" : camel(spec.flag);
-    if (value !== undefined) raw[key] = value;
-  }
+  for (const [flag, value] of settings) raw[keyOf(flag)] = value;
   raw.gatewayName ??= envSetting(env, ["POD_NAME"]) ?? hostname();
   const result = gatewayConfigSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? "");
-      const spec = gatewayOptionSpecs.find(
-        (s) => (s.flag === "config" ? "configDir" : camel(s.flag)) === key,
-      );
+      const spec = gatewayOptionSpecs.find((s) => keyOf(s.flag) === key);
       const name = spec === undefined ? key : `--${spec.flag} (${spec.env})`;
       return `${name}: ${issue.message}`;
     });

@@ -1,5 +1,6 @@
 // How the gateway's and the operator's settings read their text: environment variables, whole numbers and
 // switches, so both programs accept and reject the same values.
+import { parseArgs } from "node:util";
 import { z } from "zod";
 
 /** The first of `names` holding a value; an empty or whitespace-only variable counts as unset. */
@@ -52,3 +53,49 @@ export const switchSetting = z.union([z.boolean(), z.string()]).transform((value
   });
   return z.NEVER;
 });
+
+/** One setting as both programs declare it: a flag, the environment variable(s) behind it, its type, a default. */
+export interface SettingSpec {
+  readonly flag: string;
+  /** One variable, or several where the first one set wins. */
+  readonly env: string | readonly string[];
+  readonly type: "string" | "boolean";
+  /** A default value, or a description in parentheses when the default is computed or absent. */
+  readonly defaultText: string;
+}
+
+/**
+ * Each setting's value from its flag, else its environment variable, else its default; settings with none of
+ * them are left out. Switches also take their `--no-…` form. Throws the argument parser's Error for an unknown
+ * flag or a flag missing its value.
+ */
+export function readSettings(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  specs: readonly SettingSpec[],
+): Map<string, string | boolean> {
+  const options: Record<string, { type: "string" | "boolean" }> = {};
+  for (const spec of specs) options[spec.flag] = { type: spec.type };
+  const { values } = parseArgs({
+    args: [...argv],
+    options,
+    strict: true,
+    allowPositionals: false,
+    allowNegative: true,
+  });
+  const settings = new Map<string, string | boolean>();
+  for (const spec of specs) {
+    const value =
+      values[spec.flag] ??
+      envSetting(env, typeof spec.env === "string" ? [spec.env] : spec.env) ??
+      (spec.defaultText.startsWith("(") ? undefined : spec.defaultText);
+    // parseArgs gives a string or a boolean per flag (never an array: no option is `multiple`).
+    if (typeof value === "string" || typeof value === "boolean") settings.set(spec.flag, value);
+  }
+  return settings;
+}
+
+/** `audit-log` → `auditLog`: a flag's name as a config key. */
+export function camelCase(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}

@@ -3,18 +3,20 @@
 // over defaults.
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { parseArgs } from "node:util";
 import { z } from "zod";
-import { envSetting, switchSetting, switchValues, wholeNumber } from "../config/settings.ts";
+import {
+  camelCase,
+  readSettings,
+  switchSetting,
+  switchValues,
+  wholeNumber,
+  type SettingSpec,
+} from "../config/settings.ts";
 
-interface OptionSpec {
-  readonly flag: string;
+interface OptionSpec extends SettingSpec {
   /** Environment variables, first non-empty one wins. */
   readonly env: readonly string[];
-  readonly type: "string" | "boolean";
   readonly description: string;
-  /** A default value, or a description in parentheses when the default is computed or absent. */
-  readonly defaultText: string;
 }
 
 /** Every operator flag, its environment variables and its default: used for parsing and for `--help`. */
@@ -311,7 +313,6 @@ export class OperatorConfigError extends Error {
   override readonly name = "OperatorConfigError";
 }
 
-const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 function readServiceAccountNamespace(): string | undefined {
@@ -329,36 +330,21 @@ export function loadOperatorConfig(
   env: Readonly<Record<string, string | undefined>>,
   defaults: { readonly hostname?: () => string; readonly podNamespace?: () => string | undefined } = {},
 ): OperatorConfig {
-  const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const spec of operatorOptionSpecs) options[spec.flag] = { type: spec.type };
-  let parsed: ReturnType<typeof parseArgs>;
+  let settings: Map<string, string | boolean>;
   try {
-    parsed = parseArgs({
-      args: [...argv],
-      options,
-      strict: true,
-      allowPositionals: false,
-      allowNegative: true,
-    });
+    settings = readSettings(argv, env, operatorOptionSpecs);
   } catch (error) {
     throw new OperatorConfigError((error as Error).message);
   }
   const raw: Record<string, unknown> = {};
-  for (const spec of operatorOptionSpecs) {
-    // Defaults in parentheses are descriptions (computed, absent), not values.
-    const value =
-      parsed.values[spec.flag] ??
-      envSetting(env, spec.env) ??
-      (spec.defaultText.startsWith("(") ? undefined : spec.defaultText);
-    if (value !== undefined) raw[camel(spec.flag)] = value;
-  }
+  for (const [flag, value] of settings) raw[camelCase(flag)] = value;
   raw.podNamespace ??= (defaults.podNamespace ?? readServiceAccountNamespace)() ?? "default";
   raw.identity ??= (defaults.hostname ?? hostname)();
   const result = operatorConfigSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? "");
-      const spec = operatorOptionSpecs.find((s) => camel(s.flag) === key);
+      const spec = operatorOptionSpecs.find((s) => camelCase(s.flag) === key);
       const name = spec === undefined ? key : `--${spec.flag} (${spec.env.join(", ")})`;
       return `${name}: ${issue.message}`;
     });
