@@ -264,9 +264,8 @@ function compileAuthentication(
   const auth = {
     mode,
     ...(audience === undefined ? {} : { audience }),
-    forwardClaims: mints
-      ? [...new Set((isMint ? rule.authentication.forwardClaims : undefined) ?? defaultForwardClaims)]
-      : [],
+    // The schema allows forwardClaims on mint rules only, so phantom always gets the defaults.
+    forwardClaims: mints ? [...new Set(rule.authentication.forwardClaims ?? defaultForwardClaims)] : [],
     mintTtlSeconds: (isMint ? rule.authentication.mintTtlSeconds : undefined) ?? defaultMintTtlSeconds,
   };
   if (mode === "none") return auth;

@@ -66,6 +66,7 @@ class RequestContext {
   readonly traceparent: string;
   /** Read at the start: once the client is gone, node:http detaches the socket from the request. */
   readonly remoteAddress: string | undefined;
+  readonly protocol: "http" | "https";
   state: RuntimeState | undefined = undefined;
   path: string | undefined = undefined;
   query: string | undefined = undefined;
@@ -86,6 +87,7 @@ class RequestContext {
     this.res = res;
     this.startedAt = performance.now();
     this.remoteAddress = req.socket.remoteAddress;
+    this.protocol = (req.socket as Partial<TLSSocket>).encrypted === true ? "https" : "http";
     this.requestId = randomRequestId();
     const trace = startTrace(traceparentHeader);
     this.traceId = trace.traceId;
@@ -133,8 +135,11 @@ const route: Stage = (ctx) => {
   ctx.route = result.route;
 };
 
-/** Methods the gateway never forwards, whatever a route says. */
-const neverProxied: ReadonlySet<string> = new Set(["TRACE", "TRACK", "CONNECT"]);
+/**
+ * Methods the gateway never forwards, whatever a route says. (CONNECT is already refused by the firewall; TRACK
+ * never gets past node:http's parser.)
+ */
+const neverProxied: ReadonlySet<string> = new Set(["TRACE", "CONNECT"]);
 /** What a route without a method list takes (less the never-proxied ones). */
 const proxiedMethods: readonly string[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -214,19 +219,16 @@ const authorize: Stage = (ctx) => {
  * Not an async function: the forwarding promise is awaited once, by handleRequest.
  */
 function forward(ctx: RequestContext, deps: PipelineDeps): Promise<number> {
-  // The client left while its request waited (for the AS, or its form body): send nothing upstream.
-  if (ctx.res.destroyed) throw clientClosed("client closed the connection before forwarding");
   const matched = ctx.route;
   const state = ctx.state;
   if (matched === undefined || state === undefined || ctx.path === undefined) {
     throw new Error("forward stage ran before route");
   }
-  const socket = ctx.req.socket as Partial<TLSSocket>;
   const headers = buildUpstreamHeaders({
     incoming: ctx.req.headers,
     upstreamToken: ctx.upstreamToken,
     clientAddress: ctx.remoteAddress ?? "unknown",
-    protocol: socket.encrypted === true ? "https" : "http",
+    protocol: ctx.protocol,
     host: ctx.req.headers.host,
     requestId: ctx.requestId,
     traceparent: ctx.traceparent,
