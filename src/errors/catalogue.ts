@@ -100,7 +100,7 @@ export const errorCatalogue = {
   PG_ERR_CLIENT_CLOSED: {
     status: 499,
     title: "Client Closed Request",
-    detail: "The client closed the connection before the answer was complete.",
+    detail: "The client closed the connection before its response started.",
   },
   PG_ERR_INTERNAL: {
     status: 500,
