@@ -123,7 +123,19 @@ describe("inspectRequest", () => {
     expect(inspectCode(request("*", ["Host", "h"], "OPTIONS"))).toBe("PG_ERR_BAD_REQUEST");
   });
 
+  it("holds an absolute-form target's authority against Host (RFC 9112 §3.2.2)", () => {
+    expect(inspectCode(request("http://api.test/echo", ["Host", "api.test"]))).toBe("accepted");
+    expect(inspectCode(request("http://API.test/echo", ["Host", "api.TEST"]))).toBe("accepted");
+    expect(inspectCode(request("http://api.test:8080/echo", ["Host", "api.test:8080"]))).toBe("accepted");
+    expect(inspectCode(request("http://admin.test/echo", ["Host", "api.test"]))).toBe("PG_ERR_BAD_REQUEST");
+    expect(inspectCode(request("http://api.test:8080/echo", ["Host", "api.test"]))).toBe(
+      "PG_ERR_BAD_REQUEST",
+    );
+    expect(inspectCode(request("http://api.test/echo", []))).toBe("PG_ERR_BAD_REQUEST");
+  });
+
   it("passes path problems through from normalisation", () => {
+    expect(inspectCode(request("/admin;x/users"))).toBe("PG_ERR_BAD_PATH");
     expect(inspectCode(request("/public/%2e%2e/admin"))).toBe("PG_ERR_BAD_PATH");
     expect(inspectCode(request("/a\\b"))).toBe("PG_ERR_BAD_PATH");
   });

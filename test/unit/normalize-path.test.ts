@@ -40,7 +40,8 @@ describe("normalizeRequestTarget: canonical paths", () => {
     ["/v1.2/items", "/v1.2/items"],
     ["/.well-known/jwks.json", "/.well-known/jwks.json"],
     ["/a/b/c", "/a/b/c"],
-    ["/a:b@c!$&'()*+,;=", "/a:b@c!$&'()*+,;="],
+    ["/a:b@c!$&'()*+,=", "/a:b@c!$&'()*+,="],
+    ["/a%3Bb", "/a%3Bb"],
     ["/-._~", "/-._~"],
   ])("keeps %s as %s", (raw, expected) => {
     expect(normalize(raw)).toBe(expected);
@@ -160,6 +161,10 @@ describe("normalizeRequestTarget: rejected bypass attempts", () => {
     "/public/.;/admin",
     "/public/..%3b/admin",
     "/public/..%3B/admin",
+    "/admin;x",
+    "/admin;jsessionid=1/users",
+    "/a/b;",
+    "/;/admin",
   ])("rejects %j with PG_ERR_BAD_PATH", (raw) => {
     expect(codeOf(raw)).toBe("PG_ERR_BAD_PATH");
   });
@@ -194,23 +199,31 @@ describe("normalizeRequestTarget: rejected bypass attempts", () => {
 
 describe("normalizeRequestTarget: absolute-form and query", () => {
   it.each([
-    ["http://evil.example/admin?x=1", "/admin", "x=1"],
-    ["HTTPS://host:8443/a/../b", "/b", ""],
-    ["http://host", "/", ""],
-    ["http://host?q", "/", "q"],
-    ["http://user@host/x", "/x", ""],
-  ])("takes the path of %s", (raw, path, query) => {
-    expect(normalizeRequestTarget(raw)).toEqual({ path, query });
+    ["http://evil.example/admin?x=1", "/admin", "x=1", "evil.example"],
+    ["HTTPS://host:8443/a/../b", "/b", "", "host:8443"],
+    ["http://host", "/", "", "host"],
+    ["http://host?q", "/", "q", "host"],
+  ])("takes the path and authority of %s", (raw, path, query, authority) => {
+    expect(normalizeRequestTarget(raw)).toEqual({ path, query, authority });
+  });
+
+  it("refuses user information in an absolute-form target", () => {
+    expect(codeOf("http://user@host/x")).toBe("PG_ERR_BAD_REQUEST");
   });
 
   it("keeps the query verbatim and without '?'", () => {
     expect(normalizeRequestTarget("/a?b=%2e%2E&c=/../&d=%zz")).toEqual({
       path: "/a",
       query: "b=%2e%2E&c=/../&d=%zz",
+      authority: undefined,
     });
-    expect(normalizeRequestTarget("/a?")).toEqual({ path: "/a", query: "" });
-    expect(normalizeRequestTarget("/a")).toEqual({ path: "/a", query: "" });
-    expect(normalizeRequestTarget("/a/./b?x?y")).toEqual({ path: "/a/b", query: "x?y" });
+    expect(normalizeRequestTarget("/a?")).toEqual({ path: "/a", query: "", authority: undefined });
+    expect(normalizeRequestTarget("/a")).toEqual({ path: "/a", query: "", authority: undefined });
+    expect(normalizeRequestTarget("/a/./b?x?y")).toEqual({
+      path: "/a/b",
+      query: "x?y",
+      authority: undefined,
+    });
   });
 
   it("does not treat '?' inside a query as a second path", () => {
@@ -269,7 +282,7 @@ describe("normalizeRequestTarget: properties", () => {
     "?",
     "\t",
   ];
-  const allowedOutput = /^(?:\/|[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-F]{2})+$/;
+  const allowedOutput = /^(?:\/|[A-Za-z0-9\-._~!$&'()*+,=:@]|%[0-9A-F]{2})+$/;
   const unreservedEscape = /%(?:[46][1-9A-F]|[57][0-9A]|3[0-9]|2D|5F|7E)/;
 
   it("every accepted path is canonical and normalising it again is the identity", () => {

@@ -179,6 +179,7 @@ export function createFirewall(limits: FirewallLimits): Firewall {
       let headerBytes = 0;
       let authorization: string | undefined;
       let hostCount = 0;
+      let host = "";
       for (let i = 0; i < headers.length; i += 2) {
         const name = headers[i] ?? "";
         const value = headers[i + 1] ?? "";
@@ -196,10 +197,17 @@ export function createFirewall(limits: FirewallLimits): Firewall {
           // this value, so anything but a plain host[:port] must not reach the wildcard matcher.
           if (++hostCount > 1) throw new GatewayError("PG_ERR_BAD_REQUEST", "more than one Host header");
           if (!isPlainHost(value)) throw new GatewayError("PG_ERR_BAD_REQUEST", "invalid Host header");
+          host = value;
         }
       }
 
-      const { path, query } = normalizeRequestTarget(req.url);
+      const { path, query, authority } = normalizeRequestTarget(req.url);
+      // RFC 9112 §3.2.2: an absolute-form target names the host, and a client sends the same in Host. The gateway
+      // routes by Host; a target naming another host would be read differently by a proxy that honours the
+      // target, so the two must agree.
+      if (authority !== undefined && authority.toLowerCase() !== host.toLowerCase()) {
+        throw new GatewayError("PG_ERR_BAD_REQUEST", "request-target authority differs from Host");
+      }
       if (query !== "" && queryCarriesAccessToken(query)) {
         throw new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token query parameter");
       }

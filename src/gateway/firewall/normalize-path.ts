@@ -17,8 +17,10 @@
 // - Empty segments are merged (`//admin` → `/admin`) before dot-segments are resolved (RFC 3986
 //   remove_dot_segments); a `..` that would climb above the root is rejected rather than clamped. A trailing
 //   slash is kept because `/invoices/` and `/invoices` may be different resources upstream.
-// - Dot-segments carrying path parameters (`..;x`, `.;x`, `..%3B`) are rejected: servlet containers strip the
-//   parameter and resolve the dots, the classic `/public/..;/admin` bypass.
+// - Path parameters (a raw `;` anywhere in the path) are rejected: servlet containers and other matrix-parameter
+//   readers map `/admin;x/users` to `/admin/users`, which the router would see as another resource than
+//   `/admin/**` (the classic `/public/..;/admin` bypass is one form of it). Dot-segments carrying an encoded
+//   parameter (`..%3B`) are rejected too; `%3B` elsewhere is data and stays encoded.
 // - A fragment (`#`) in a request-target is invalid (RFC 9112 §3.2) and rejected.
 // - Matching is case-sensitive, like Gateway API: `/ADMIN` is not `/admin`.
 // - The query is returned verbatim (without `?`); only bytes that cannot be forwarded are rejected.
@@ -30,6 +32,8 @@ export interface RequestTarget {
   readonly path: string;
   /** The query without the leading `?`, verbatim; empty when absent. */
   readonly query: string;
+  /** The authority of an absolute-form target (`http://authority/...`), verbatim; undefined for origin-form. */
+  readonly authority: string | undefined;
 }
 
 // Character classes for the path scan, indexed by char code 0–255.
@@ -41,6 +45,7 @@ const SLASH = 4;
 const PERCENT = 5;
 const ENCODE = 6;
 const HASH = 7;
+const SEMICOLON = 8;
 
 const CHAR_SLASH = 0x2f;
 const CHAR_DOT = 0x2e;
@@ -57,7 +62,8 @@ function buildClassTable(): Uint8Array {
   };
   set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~", UNRESERVED);
   set(".", DOT);
-  set("!$&'()*+,;=:@", PCHAR);
+  set("!$&'()*+,=:@", PCHAR);
+  set(";", SEMICOLON);
   set("/", SLASH);
   set("%", PERCENT);
   set('"<>[]^`{|}', ENCODE);
@@ -102,11 +108,12 @@ function findPathStart(raw: string): number {
       "request-target is not origin-form or http(s) absolute-form",
     );
   }
-  // The authority is ignored: routing uses the Host header and only the path is ever forwarded.
+  // The authority is returned for the firewall to hold against the Host header; only the path is forwarded.
   for (let i = schemeLength + 3; i < raw.length; i++) {
     const c = raw.charCodeAt(i);
     if (c === CHAR_SLASH || c === CHAR_QUESTION) return i;
     if (c === 0x23) throw new GatewayError("PG_ERR_BAD_REQUEST", "fragment in request-target");
+    if (c === 0x40) throw new GatewayError("PG_ERR_BAD_REQUEST", "user information in request-target");
   }
   return raw.length;
 }
@@ -121,11 +128,11 @@ function checkQuery(raw: string, start: number): string {
   return raw.slice(start);
 }
 
-/** True when `seg` is a dot-segment with a path parameter: `.;x`, `..;x`, `.%3Bx`, `..%3Bx`. */
+/** True when `seg` is a dot-segment with an encoded path parameter: `.%3Bx`, `..%3Bx` (raw `;` never gets here). */
 function isDotSegmentWithParameter(seg: string): boolean {
   if (seg.charCodeAt(0) !== CHAR_DOT) return false;
   const afterDots = seg.charCodeAt(1) === CHAR_DOT ? 2 : 1;
-  return seg.startsWith(";", afterDots) || seg.startsWith("%3B", afterDots);
+  return seg.startsWith("%3B", afterDots);
 }
 
 /** Slow path: rebuilds the path segment by segment. `start` points at the leading '/'. */
@@ -174,6 +181,7 @@ function rebuildPath(raw: string, start: number, end: number): string {
       continue;
     }
     if (cls === HASH) throw new GatewayError("PG_ERR_BAD_REQUEST", "fragment in request-target");
+    if (cls === SEMICOLON) throw badPath("path parameter (';')");
     throw badPath("backslash, space, control or non-byte character");
   }
   if (out === "") return "/";
@@ -200,11 +208,11 @@ function normalizePath(raw: string, start: number, end: number): string {
  * Normalises a raw HTTP request-target (node's `req.url`, a latin1 byte string) into the canonical path that
  * is both routed and forwarded, plus the verbatim query.
  *
- * @param rawUrl - Origin-form (`/a/b?q`) or http(s) absolute-form (`http://host/a?q`, authority ignored).
- * @returns The canonical path and the query without `?`.
+ * @param rawUrl - Origin-form (`/a/b?q`) or http(s) absolute-form (`http://host/a?q`).
+ * @returns The canonical path, the query without `?`, and the authority of an absolute-form target.
  * @throws GatewayError `PG_ERR_BAD_PATH` for encoded dots/separators/controls, raw `\` or controls, invalid
- *   escapes, `..` above the root and dot-segments with parameters; `PG_ERR_BAD_REQUEST` for `*`,
- *   authority-form, other schemes, fragments and control characters in the query.
+ *   escapes, `..` above the root and path parameters (`;`); `PG_ERR_BAD_REQUEST` for `*`, authority-form,
+ *   other schemes, user information, fragments and control characters in the query.
  */
 export function normalizeRequestTarget(rawUrl: string): RequestTarget {
   const pathStart = findPathStart(rawUrl);
@@ -212,7 +220,8 @@ export function normalizeRequestTarget(rawUrl: string): RequestTarget {
   const pathEnd = queryMark === -1 ? rawUrl.length : queryMark;
   const path = normalizePath(rawUrl, pathStart, pathEnd);
   const query = queryMark === -1 ? "" : checkQuery(rawUrl, queryMark + 1);
-  return { path, query };
+  const authority = pathStart === 0 ? undefined : rawUrl.slice(rawUrl.indexOf("://") + 3, pathStart);
+  return { path, query, authority };
 }
 
 /**
