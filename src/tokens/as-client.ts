@@ -57,6 +57,9 @@ const FORWARDABLE_TOKEN_TYPES: ReadonlySet<string> = new Set([
 ]);
 const CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/** Oldest `iat` accepted on an RFC 9701 signed introspection response, beyond the clock skew. */
+const SIGNED_RESPONSE_MAX_AGE_SECONDS = 60;
+
 const ACCEPT: Readonly<Record<IntrospectionResponse, string>> = {
   json: "application/json",
   jwt: "application/jwt",
@@ -549,7 +552,11 @@ export function createAuthServerClient(
     return checked;
   }
 
-  /** RFC 9701: a JWT `typ: token-introspection+jwt`, `aud` = our client id, the answer in `token_introspection`. */
+  /**
+   * RFC 9701: a JWT `typ: token-introspection+jwt`, `aud` = our client id, the answer in `token_introspection`.
+   * The JWT names neither the token asked about nor the request, so it must be fresh: an answer signed more than
+   * a minute ago (beyond the skew) is refused, which leaves a replayed answer for another token that long at most.
+   */
   async function factsFromSignedIntrospection(response: AsResponse): Promise<IntrospectionResult> {
     if (response.mediaType !== "application/token-introspection+jwt") {
       invalidResponse("introspection", response, "unexpected media type");
@@ -561,6 +568,7 @@ export function createAuthServerClient(
         audience: server.client.id,
         typ: "token-introspection+jwt",
         requiredClaims: ["iat"],
+        maxAgeSeconds: SIGNED_RESPONSE_MAX_AGE_SECONDS,
       }));
     } catch (error) {
       if (error instanceof GatewayError) throw error;

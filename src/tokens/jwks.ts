@@ -113,6 +113,8 @@ export interface VerifyJwtOptions {
   readonly typ?: string;
   /** Claims that must be present (e.g. `exp`). */
   readonly requiredClaims?: readonly string[];
+  /** Oldest accepted `iat`, in seconds before now (plus the skew); also refuses an `iat` in the future. */
+  readonly maxAgeSeconds?: number;
 }
 
 /**
@@ -134,6 +136,7 @@ export function verifyJwt(
     currentDate: new Date(options.clock.now()),
     ...(options.typ === undefined ? {} : { typ: options.typ }),
     ...(options.requiredClaims === undefined ? {} : { requiredClaims: [...options.requiredClaims] }),
+    ...(options.maxAgeSeconds === undefined ? {} : { maxTokenAge: options.maxAgeSeconds }),
   });
 }
 

@@ -312,6 +312,26 @@ describe("inactive, expired and revoked tokens", () => {
     });
   }
 
+  it("an RFC 9701 answer signed over a minute ago (beyond the skew) is refused, whatever it says", async () => {
+    const h = await harness(await startAs(), { introspectionResponse: "token-introspection+jwt" });
+    const token = await getToken(h.as, "read_invoice");
+    // The gateway's clock runs 2 minutes ahead of the AS's: every answer looks 2 minutes old; the token is
+    // still well within its hour.
+    h.clock.advance(120_000);
+    await expect(h.authenticator.authenticate(token, routeFor("phantom"))).rejects.toMatchObject({
+      code: "PG_ERR_AS_UNAVAILABLE",
+    });
+    // An answer from the future is refused too.
+    h.clock.advance(-240_000);
+    await expect(h.authenticator.authenticate(token, routeFor("phantom"))).rejects.toMatchObject({
+      code: "PG_ERR_AS_UNAVAILABLE",
+    });
+    h.clock.advance(120_000);
+    expect((await h.authenticator.authenticate(token, routeFor("phantom"))).facts.scopes).toContain(
+      "read_invoice",
+    );
+  });
+
   it("an expired token is never served from the cache, and the AS's answer is checked against exp", async () => {
     const h = await harness(await startAs({ accessTokenTtlSeconds: 5 }));
     const token = await getToken(h.as, "read_invoice");
