@@ -102,6 +102,11 @@ export const errorCatalogue = {
     title: "Client Closed Request",
     detail: "The client closed the connection before its response started.",
   },
+  PG_ERR_CLIENT_TIMEOUT: {
+    status: 408,
+    title: "Request Timeout",
+    detail: "The client stopped reading its response; the connection was closed.",
+  },
   PG_ERR_INTERNAL: {
     status: 500,
     title: "Internal Server Error",

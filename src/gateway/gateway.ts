@@ -135,7 +135,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
 
   // Public listener.
   const audit = createAuditSink(config.auditLog);
-  const listener = createRequestListener({
+  const listeners = createRequestListener({
     runtime,
     firewall: createFirewall({ maxUrlBytes: config.maxUrlBytes, maxHeaderBytes: config.maxHeaderBytes }),
     authenticator,
@@ -153,8 +153,9 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       headersTimeout: 30_000,
       keepAliveTimeout: 65_000,
     },
-    listener,
+    listeners.request,
   );
+  server.on("checkContinue", listeners.checkContinue);
   const port = await listen(server, config.port, config.host);
 
   // Admin listener.

@@ -11,7 +11,7 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
@@ -104,6 +104,34 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+function auditLines(gateway: GatewayProcess): Record<string, unknown>[] {
+  return readFileSync(gateway.auditFile, "utf8")
+    .split("\n")
+    .filter((l) => l.endsWith("}"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+async function waitForAuditLine(
+  gateway: GatewayProcess,
+  match: (line: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  let found: Record<string, unknown> | undefined;
+  await waitFor(() => {
+    found = auditLines(gateway).find(match);
+    return Promise.resolve(found !== undefined);
+  });
+  return found!;
+}
+
+function auditLineFor(gateway: GatewayProcess, requestId: string): Promise<Record<string, unknown>> {
+  return waitForAuditLine(gateway, (line) => line["requestId"] === requestId);
+}
+
+async function inflight(gateway: GatewayProcess): Promise<number> {
+  const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
+  return Number(/^phantomgate_inflight_requests (\d+)$/m.exec(text)?.[1]);
+}
+
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -173,7 +201,12 @@ describe("upstream failures", () => {
     expect(elapsed).toBeGreaterThanOrEqual(250);
     expect(elapsed).toBeLessThan(5_000);
     const requestId = String(response.headers["x-request-id"]);
-    await waitFor(() => Promise.resolve(readFileSync(gateway.auditFile, "utf8").includes(requestId)));
+    expect(await auditLineFor(gateway, requestId)).toMatchObject({
+      status: 200,
+      upstreamStatus: 200,
+      decision: "allow",
+      reason: "PG_ERR_UPSTREAM_TIMEOUT",
+    });
   });
 
   it("lets a slow upload and a slow download finish while neither side goes quiet for the timeout", async () => {
@@ -354,15 +387,81 @@ describe("clients and upstreams at different speeds", () => {
     await expect(response.body.arrayBuffer()).rejects.toThrow();
     const requestId = response.headers["x-request-id"];
     expect(typeof requestId).toBe("string");
-    let line: Record<string, unknown> | undefined;
-    await waitFor(() => {
-      line = readFileSync(gateway.auditFile, "utf8")
-        .split("\n")
-        .filter((l) => l.endsWith("}") && l.includes(String(requestId)))
-        .map((l) => JSON.parse(l) as Record<string, unknown>)[0];
-      return Promise.resolve(line !== undefined);
+    expect(await auditLineFor(gateway, String(requestId))).toMatchObject({
+      status: 200,
+      upstreamStatus: 200,
+      decision: "allow",
+      reason: "PG_ERR_UPSTREAM_UNAVAILABLE",
     });
+  });
+
+  it("closes a client that stops reading for the route's timeout, which frees the upstream connection", async () => {
+    let upstreamClosed: Promise<void> | undefined;
+    const origin = await startUpstream((_req, res) => {
+      upstreamClosed = new Promise((resolve) => res.once("close", () => resolve()));
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      pump(
+        res,
+        () => !res.destroyed,
+        () => undefined,
+        false,
+      );
+    });
+    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 500 });
+    // A client that sends its request and then never reads: the socket buffers fill and stay full.
+    const socket = connect(gateway.port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    socket.pause();
+    socket.write("GET /public/never-read HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    const started = Date.now();
+    await waitFor(() => Promise.resolve(upstreamClosed !== undefined));
+    await within(upstreamClosed!, 10_000, "upstream connection released");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    const line = await waitForAuditLine(
+      gateway,
+      (l) => l["route"] !== undefined && l["reason"] === "PG_ERR_CLIENT_TIMEOUT",
+    );
     expect(line).toMatchObject({ status: 200, upstreamStatus: 200, decision: "allow" });
+    expect(await inflight(gateway)).toBe(0);
+    socket.destroy();
+  });
+});
+
+describe("interim responses from the upstream", () => {
+  it("drops 103 Early Hints and relays the final response", async () => {
+    const origin = await startUpstream((_req, res) => {
+      res.writeEarlyHints({ link: "</style.css>; rel=preload; as=style" }, () => res.end("final"));
+    });
+    const { gateway } = await setUp({ echoOrigin: origin });
+    const response = await rawRequest(gateway.port, [
+      "GET /public/hints HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
+    expect(response.status).toBe(200);
+    expect(response.body).toBe("final");
+  });
+
+  it("answers 502 for an unsolicited 100 (Continue), which the upstream client does not parse", async () => {
+    const origin = await startUpstream((req, res) => {
+      res.writeContinue();
+      req.resume();
+      req.on("end", () => res.end("final"));
+    });
+    const { gateway } = await setUp({ echoOrigin: origin });
+    const response = await rawRequest(
+      gateway.port,
+      [
+        "POST /public/continue HTTP/1.1",
+        "Host: localhost",
+        "Content-Type: text/plain",
+        "Content-Length: 2",
+        "Connection: close",
+      ],
+      "hi",
+    );
+    expect(response.status).toBe(502);
+    expect(JSON.parse(response.body)).toMatchObject({ code: "PG_ERR_UPSTREAM_UNAVAILABLE" });
   });
 });
 

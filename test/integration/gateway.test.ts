@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { createHash } from "node:crypto";
+import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request } from "undici";
 import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
@@ -176,6 +177,8 @@ describe("path normalisation cannot bypass a route's checks", () => {
     "/public/..\\admin/secret",
     "/public/%5c../admin/secret",
     "/public/x%00/../../admin/secret",
+    "/public/..;/admin/secret",
+    "/admin;jsessionid=1/secret",
   ];
   for (const path of attempts) {
     it(`${path} never reaches /admin unauthenticated`, async () => {
@@ -197,6 +200,33 @@ describe("path normalisation cannot bypass a route's checks", () => {
     ]);
     expect(response.status).toBe(200);
     expect((JSON.parse(response.body) as Echo).path).toBe("/public/a/c");
+  });
+
+  it("refuses path parameters, which servlet-style upstreams strip before mapping (/public;x is /public there)", async () => {
+    const response = await rawRequest(gateway.port, [
+      "GET /public;x/a HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
+    expect(response.status).toBe(400);
+    expect(JSON.parse(response.body)).toMatchObject({ code: "PG_ERR_BAD_PATH" });
+  });
+
+  it("routes an absolute-form target only when its authority is the Host (RFC 9112 §3.2.2)", async () => {
+    const same = await rawRequest(gateway.port, [
+      "GET http://localhost/public/abs HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
+    expect(same.status).toBe(200);
+    expect((JSON.parse(same.body) as Echo).path).toBe("/public/abs");
+    const other = await rawRequest(gateway.port, [
+      "GET http://internal.example/public/abs HTTP/1.1",
+      "Host: localhost",
+      "Connection: close",
+    ]);
+    expect(other.status).toBe(400);
+    expect(JSON.parse(other.body)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
   });
 
   it("matches paths case-sensitively (/ADMIN is not /admin and not public)", async () => {
@@ -369,6 +399,76 @@ describe("other token modes", () => {
     expect((await call("/byvalue/x", { token: jwt })).status).toBe(200);
     const opaque = await token("read_invoice");
     expect((await call("/byvalue/x", { token: opaque })).status).toBe(401);
+  });
+});
+
+/**
+ * Sends a request head with `Expect: 100-continue` and collects what arrives before `waitMs` passes; sends `body`
+ * only after a 100 (Continue), as a client does.
+ */
+function expectContinue(
+  head: readonly string[],
+  body: string,
+  waitMs = 1_500,
+): Promise<{ sawContinue: boolean; final: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect(gateway.port, "127.0.0.1");
+    let data = "";
+    let sawContinue = false;
+    let closed = false;
+    socket.setEncoding("utf8");
+    socket.on("error", reject);
+    socket.on("data", (chunk: string) => {
+      data += chunk;
+      if (!sawContinue && data.startsWith("HTTP/1.1 100 Continue\r\n\r\n")) {
+        sawContinue = true;
+        data = data.slice("HTTP/1.1 100 Continue\r\n\r\n".length);
+        socket.write(body);
+      }
+    });
+    socket.on("close", () => (closed = true));
+    socket.write(
+      `${[...head, "Expect: 100-continue", `Content-Length: ${body.length}`].join("\r\n")}\r\n\r\n`,
+    );
+    setTimeout(() => {
+      socket.destroy();
+      resolve({ sawContinue, final: data, closed });
+    }, waitMs);
+  });
+}
+
+describe("Expect: 100-continue", () => {
+  it("refuses a request without a valid token before the client sends its body, and closes the connection", async () => {
+    const result = await expectContinue(["POST /echo/upload HTTP/1.1", "Host: localhost"], "x".repeat(1000));
+    expect(result.sawContinue).toBe(false);
+    expect(result.final).toMatch(/^HTTP\/1\.1 401 /);
+    expect(result.final).toMatch(/\r\nconnection: close\r\n/i);
+    expect(result.closed).toBe(true);
+  });
+
+  it("sends 100 (Continue) once the token and scopes passed, and forwards the body", async () => {
+    const t = await token("read_invoice");
+    const body = "y".repeat(1000);
+    const result = await expectContinue(
+      ["POST /echo/upload HTTP/1.1", "Host: localhost", `Authorization: Bearer ${t}`, "Connection: close"],
+      body,
+    );
+    expect(result.sawContinue).toBe(true);
+    expect(result.final).toMatch(/^HTTP\/1\.1 200 /);
+    const echoed = JSON.parse(result.final.slice(result.final.indexOf("\r\n\r\n") + 4)) as Echo;
+    expect(echoed.body).toEqual({ bytes: 1000, sha256: createHash("sha256").update(body).digest("hex") });
+    // The expectation is the gateway's to answer: it is not passed on.
+    expect(echoed.headers.expect).toBeUndefined();
+  });
+
+  it("answers 403 without 100 when the token lacks the route's scope", async () => {
+    const t = await token("read_invoice");
+    const result = await expectContinue(
+      ["POST /write/upload HTTP/1.1", "Host: localhost", `Authorization: Bearer ${t}`],
+      "z",
+    );
+    expect(result.sawContinue).toBe(false);
+    expect(result.final).toMatch(/^HTTP\/1\.1 403 /);
   });
 });
 

@@ -4,8 +4,13 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Transform, type TransformCallback } from "node:stream";
 import { errors as undiciErrors, type Dispatcher } from "undici";
 import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.js";
-import { GatewayError } from "../../errors/catalogue.ts";
+import { GatewayError, type ErrorCode } from "../../errors/catalogue.ts";
 import { buildClientResponseHeaders } from "./headers.ts";
+
+/** How an exchange ended when its response was cut after the status line went out (the audit records it). */
+export interface ForwardOutcome {
+  cut: ErrorCode | undefined;
+}
 
 export interface ForwardInput {
   readonly req: IncomingMessage;
@@ -20,6 +25,10 @@ export interface ForwardInput {
   readonly requestId: string;
   /** The whole body when an earlier stage had to read it; otherwise the request is streamed. */
   readonly bufferedBody?: Buffer | undefined;
+  /** Sends 100 (Continue) to a client holding its body back for it; called once the body is wanted. */
+  readonly release?: (() => void) | undefined;
+  /** Receives the reason when the response is cut after its status line. */
+  readonly outcome: ForwardOutcome;
 }
 
 /** Counts request body bytes and fails the stream once the route's limit is passed (chunked uploads). */
@@ -79,6 +88,7 @@ function mapUpstreamError(error: unknown): GatewayError {
  */
 class ForwardHandler implements Dispatcher.DispatchHandler {
   private readonly res: ServerResponse;
+  private readonly outcome: ForwardOutcome;
   private readonly requestId: string;
   private readonly resolve: (status: number) => void;
   private readonly reject: (error: GatewayError) => void;
@@ -88,13 +98,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private status = 0;
   /** The upstream response is complete and res.end() was called; only the flush to the client is left. */
   private ended = false;
+  /** The client's connection is full: the upstream is paused until it drains. */
+  private waitingForClient = false;
   private settled = false;
   /** The streamed request body and its source, when there is one. */
   private body: BodyLimit | null = null;
   private req: IncomingMessage | null = null;
   /**
-   * The route's timeout: until the response head, then as the longest silence between body chunks while the
-   * client keeps up. One node timer, refreshed on every chunk and cleared when the exchange settles. (undici's
+   * The route's timeout: until the response head, then as the longest silence between body chunks, on either
+   * side: the upstream not sending or the client not reading (a client that never reads would otherwise hold
+   * the upstream connection for good). One node timer, refreshed on every chunk and cleared when the exchange settles. (undici's
    * own headersTimeout/bodyTimeout keep each request's timer object for up to a second after the request
    * finished; at thousands of requests a second those objects outlived two scavenges and were promoted, which
    * made young-generation pauses ~40 % longer and major collections more frequent.)
@@ -103,12 +116,14 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   constructor(
     res: ServerResponse,
+    outcome: ForwardOutcome,
     requestId: string,
     timeoutMs: number,
     resolve: (status: number) => void,
     reject: (error: GatewayError) => void,
   ) {
     this.res = res;
+    this.outcome = outcome;
     this.requestId = requestId;
     this.resolve = resolve;
     this.reject = reject;
@@ -155,19 +170,19 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.timer.refresh();
     if (!this.res.write(chunk)) {
       // The client reads slower than the upstream sends: stop reading the upstream until the client caught up.
-      // The upstream is not silent meanwhile, so the timeout waits too.
-      clearTimeout(this.timer);
+      // The timer now counts the client's silence.
+      this.waitingForClient = true;
       controller.pause();
       this.res.once("drain", this.onDrain);
-    } else {
-      this.timer.refresh();
     }
   }
 
   onResponseEnd(): void {
-    clearTimeout(this.timer);
+    // The client gets the route's timeout to take what is still buffered for it.
+    this.timer.refresh();
     this.ended = true;
     this.res.once("finish", this.onFinish);
     this.res.end();
@@ -194,7 +209,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     // request() destroyed the body stream on failure; with dispatch() that is the handler's job.
     this.body?.destroy();
     if (this.res.headersSent) {
-      // The status line is out, so the connection is all we can end. The audit still records the upstream status.
+      // The status line is out, so the connection is all we can end. The audit records the upstream status and
+      // why the response was cut.
+      this.outcome.cut = (this.reason instanceof GatewayError ? this.reason : mapUpstreamError(error)).code;
       this.res.destroy();
       this.resolve(this.status);
       return;
@@ -225,12 +242,25 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   };
 
   private readonly onDrain = (): void => {
-    if (this.settled || this.ended) return;
+    this.waitingForClient = false;
+    if (this.settled) return;
     this.timer.refresh();
-    this.controller?.resume();
+    if (!this.ended) this.controller?.resume();
   };
 
   private readonly onTimeout = (): void => {
+    if (this.ended) {
+      // The upstream is done, but the client has not taken the end of its response.
+      this.outcome.cut = "PG_ERR_CLIENT_TIMEOUT";
+      this.cleanUp();
+      this.res.destroy();
+      this.resolve(this.status);
+      return;
+    }
+    if (this.waitingForClient) {
+      this.abort(new GatewayError("PG_ERR_CLIENT_TIMEOUT", "client stopped reading the response"));
+      return;
+    }
     this.abort(
       this.status === 0
         ? new undiciErrors.HeadersTimeoutError("upstream sent no response head in time")
@@ -261,12 +291,13 @@ export function forwardRequest(input: ForwardInput): Promise<number> {
     );
   }
   const { promise, resolve, reject } = Promise.withResolvers<number>();
-  const handler = new ForwardHandler(res, input.requestId, input.timeoutMs, resolve, reject);
+  const handler = new ForwardHandler(res, input.outcome, input.requestId, input.timeoutMs, resolve, reject);
   let body: BodyLimit | Buffer | null = null;
   if (input.bufferedBody !== undefined) {
     body = input.bufferedBody;
     input.headers["content-length"] = String(input.bufferedBody.length);
   } else if (requestHasBody(req)) {
+    input.release?.();
     body = handler.streamBody(req, input.maxBodyBytes);
   }
   try {

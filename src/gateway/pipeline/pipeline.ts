@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import type { Dispatcher } from "undici";
-import { GatewayError, isGatewayError } from "../../errors/catalogue.ts";
+import { GatewayError, isGatewayError, type ErrorCode } from "../../errors/catalogue.ts";
 import type { CompiledRoute } from "../../snapshot/snapshot.ts";
 import { fingerprintToken } from "../../tokens/fingerprint.ts";
 import type { AuditSink } from "../audit/audit.ts";
@@ -17,7 +17,7 @@ import {
   type Firewall,
 } from "../firewall/firewall.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
-import { clientClosed, forwardRequest } from "../forward/forward.ts";
+import { clientClosed, forwardRequest, type ForwardOutcome } from "../forward/forward.ts";
 import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import { randomRequestId, startTrace } from "./ids.ts";
@@ -57,7 +57,7 @@ export interface PipelineDeps {
  * One request's state as the stages fill it in. A class whose fields all exist from the start: every request's
  * context has the same shape (V8 keeps the fields inside the object), instead of growing one field at a time.
  */
-class RequestContext {
+class RequestContext implements ForwardOutcome {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   readonly startedAt: number;
@@ -79,12 +79,26 @@ class RequestContext {
   scopes: readonly string[] | undefined = undefined;
   upstreamToken: string | undefined = undefined;
   upstreamStatus: number | undefined = undefined;
+  /** Why the response was cut after its status line went out (upstream or client failure). */
+  cut: ErrorCode | undefined = undefined;
   /** A form body read in full by inspectFormBody; forwarded instead of the request stream. */
   bufferedBody: Buffer | undefined = undefined;
+  /**
+   * The client sent `Expect: 100-continue` and holds its body until it gets 100 (Continue). The gateway sends it
+   * only once the request passed its checks and the body is about to be read, so a refused request costs no
+   * upload (RFC 9110 §10.1.1).
+   */
+  awaitingContinue: boolean;
 
-  constructor(req: IncomingMessage, res: ServerResponse, traceparentHeader: string | undefined) {
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    traceparentHeader: string | undefined,
+    awaitingContinue: boolean,
+  ) {
     this.req = req;
     this.res = res;
+    this.awaitingContinue = awaitingContinue;
     this.startedAt = performance.now();
     this.remoteAddress = req.socket.remoteAddress;
     this.protocol = (req.socket as Partial<TLSSocket>).encrypted === true ? "https" : "http";
@@ -155,6 +169,11 @@ const inspectFormBody: Stage = (ctx) => {
 };
 
 async function readFormBody(ctx: RequestContext, limit: number): Promise<void> {
+  const declared = Number(ctx.req.headers["content-length"] ?? "0");
+  if (declared > limit) {
+    throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `content-length ${declared} over ${limit}`);
+  }
+  releaseBody(ctx);
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -214,6 +233,13 @@ const authorize: Stage = (ctx) => {
   authorizeScopes(matched.requiredScopes, ctx.scopes ?? []);
 };
 
+/** Sends the 100 (Continue) a client waits for before its body, once. */
+function releaseBody(ctx: RequestContext): void {
+  if (!ctx.awaitingContinue) return;
+  ctx.awaitingContinue = false;
+  ctx.res.writeContinue();
+}
+
 /**
  * Credential swap and streaming to the upstream. Resolves with the upstream status once the answer is written.
  * Not an async function: the forwarding promise is awaited once, by handleRequest.
@@ -245,6 +271,8 @@ function forward(ctx: RequestContext, deps: PipelineDeps): Promise<number> {
     maxBodyBytes: matched.limits.maxBodyBytes,
     requestId: ctx.requestId,
     bufferedBody: ctx.bufferedBody,
+    release: ctx.awaitingContinue ? () => releaseBody(ctx) : undefined,
+    outcome: ctx,
   });
 }
 
@@ -287,11 +315,17 @@ function toGatewayError(error: unknown, deps: PipelineDeps, ctx: RequestContext)
   return new GatewayError("PG_ERR_INTERNAL", "unexpected failure", {}, { cause: error });
 }
 
-async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: PipelineDeps): Promise<void> {
+async function handleRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  deps: PipelineDeps,
+  awaitingContinue: boolean,
+): Promise<void> {
   const ctx = new RequestContext(
     req,
     res,
     typeof req.headers.traceparent === "string" ? req.headers.traceparent : undefined,
+    awaitingContinue,
   );
   deps.metrics.requests.started();
   let decision: Decision = "allow";
@@ -305,12 +339,15 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Pi
     }
     status = await forward(ctx, deps);
     ctx.upstreamStatus = status;
+    if (ctx.cut !== undefined) reason = ctx.cut;
   } catch (error) {
     const failure = toGatewayError(error, deps, ctx);
     decision = failure.status >= 500 ? "error" : "deny";
     reason = failure.code;
     status = failure.status;
-    sendError(res, failure, ctx.requestId);
+    // A client still holding its body back may send it anyway or never: the connection cannot carry another
+    // request after this answer.
+    sendError(res, failure, ctx.requestId, ctx.awaitingContinue);
   }
   const latencyMs = performance.now() - ctx.startedAt;
   deps.metrics.requests.finished(
@@ -343,15 +380,24 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Pi
   });
 }
 
-/** The node:http request listener for the public port. */
-export function createRequestListener(
-  deps: PipelineDeps,
-): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
-    handleRequest(req, res, deps).catch((error: unknown) => {
-      deps.logger.error({ err: error }, "request handler crashed");
-      if (!res.headersSent) res.writeHead(500).end();
-      else res.destroy();
-    });
-  };
+type Listener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * The node:http listeners for the public port: `request`, and `checkContinue` for requests with
+ * `Expect: 100-continue` (registering it stops node from sending 100 before the gateway's checks ran).
+ */
+export function createRequestListener(deps: PipelineDeps): {
+  readonly request: Listener;
+  readonly checkContinue: Listener;
+} {
+  const listener =
+    (awaitingContinue: boolean): Listener =>
+    (req, res) => {
+      handleRequest(req, res, deps, awaitingContinue).catch((error: unknown) => {
+        deps.logger.error({ err: error }, "request handler crashed");
+        if (!res.headersSent) res.writeHead(500).end();
+        else res.destroy();
+      });
+    };
+  return { request: listener(false), checkContinue: listener(true) };
 }

@@ -13,8 +13,11 @@ function quote(value: string): string {
   return `"${value.replace(/["\\]/g, "")}"`;
 }
 
-/** Writes the error response for `error` unless headers already went out (then the connection is cut). */
-export function sendError(res: ServerResponse, error: GatewayError, requestId: string): void {
+/**
+ * Writes the error response for `error` unless headers already went out (then the connection is cut).
+ * `close` ends the connection after the answer, as framing-level rejections always do.
+ */
+export function sendError(res: ServerResponse, error: GatewayError, requestId: string, close = false): void {
   // The client is gone (or its connection was cut): there is no one to answer.
   if (res.destroyed) return;
   if (res.headersSent) {
@@ -51,7 +54,7 @@ export function sendError(res: ServerResponse, error: GatewayError, requestId: s
   const payload = JSON.stringify(body);
   headers["content-length"] = String(Buffer.byteLength(payload));
   // After a framing-level rejection the rest of the request cannot be trusted or is not worth reading.
-  if (closeAfter.has(spec.status)) headers.connection = "close";
+  if (close || closeAfter.has(spec.status)) headers.connection = "close";
   res.writeHead(spec.status, headers);
   res.end(payload);
 }
