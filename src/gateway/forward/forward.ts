@@ -7,9 +7,14 @@ import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.j
 import { GatewayError, type ErrorCode } from "../../errors/catalogue.ts";
 import { buildClientResponseHeaders } from "./headers.ts";
 
-/** How an exchange ended when its response was cut after the status line went out (the audit records it). */
+/** Where an exchange reports how it ended; exactly one of `forwarded` and `failed` is called, once. */
 export interface ForwardOutcome {
+  /** Why the response was cut after its status line went out (set before `forwarded`), for the audit. */
   cut: ErrorCode | undefined;
+  /** The upstream's status, once the response was written in full or cut after its status line. */
+  forwarded(status: number): void;
+  /** Nothing was sent to the client yet: the error is the client's answer. */
+  failed(error: GatewayError): void;
 }
 
 export interface ForwardInput {
@@ -90,8 +95,6 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private readonly res: ServerResponse;
   private readonly outcome: ForwardOutcome;
   private readonly requestId: string;
-  private readonly resolve: (status: number) => void;
-  private readonly reject: (error: GatewayError) => void;
   private controller: Dispatcher.DispatchController | null = null;
   /** Set when the gateway ends the exchange itself (body over the limit, client gone, request stream broke). */
   private reason: Error | null = null;
@@ -114,19 +117,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
    */
   private readonly timer: NodeJS.Timeout;
 
-  constructor(
-    res: ServerResponse,
-    outcome: ForwardOutcome,
-    requestId: string,
-    timeoutMs: number,
-    resolve: (status: number) => void,
-    reject: (error: GatewayError) => void,
-  ) {
+  constructor(res: ServerResponse, outcome: ForwardOutcome, requestId: string, timeoutMs: number) {
     this.res = res;
     this.outcome = outcome;
     this.requestId = requestId;
-    this.resolve = resolve;
-    this.reject = reject;
     this.timer = setTimeout(this.onTimeout, timeoutMs);
     res.on("close", this.onClientClose);
   }
@@ -213,10 +207,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       // why the response was cut.
       this.outcome.cut = (this.reason instanceof GatewayError ? this.reason : mapUpstreamError(error)).code;
       this.res.destroy();
-      this.resolve(this.status);
+      this.outcome.forwarded(this.status);
       return;
     }
-    this.reject(this.reason instanceof GatewayError ? this.reason : mapUpstreamError(error));
+    this.outcome.failed(this.reason instanceof GatewayError ? this.reason : mapUpstreamError(error));
   }
 
   private cleanUp(): void {
@@ -230,7 +224,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.ended) {
       // The whole upstream answer was handed over; only its last bytes did not reach the client.
       this.cleanUp();
-      this.resolve(this.status);
+      this.outcome.forwarded(this.status);
       return;
     }
     this.abort(clientClosed("client closed the connection"));
@@ -238,7 +232,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   private readonly onFinish = (): void => {
     this.cleanUp();
-    this.resolve(this.status);
+    this.outcome.forwarded(this.status);
   };
 
   private readonly onDrain = (): void => {
@@ -254,7 +248,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       this.outcome.cut = "PG_ERR_CLIENT_TIMEOUT";
       this.cleanUp();
       this.res.destroy();
-      this.resolve(this.status);
+      this.outcome.forwarded(this.status);
       return;
     }
     if (this.waitingForClient) {
@@ -275,23 +269,22 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 }
 
 /**
- * Sends the request upstream and streams the answer to the client. Resolves with the upstream status once the
- * response has been fully written (or cut after its status line went out); rejects with a GatewayError when
- * nothing was sent to the client yet.
+ * Sends the request upstream and streams the answer to the client; `input.outcome` hears how it ended: with the
+ * upstream status once the response has been fully written (or cut after its status line went out), or with a
+ * GatewayError when nothing was sent to the client yet. No promise per request: the exchange calls back.
+ *
+ * @throws GatewayError when the request is not sent at all (client already gone, declared body over the limit).
  */
-export function forwardRequest(input: ForwardInput): Promise<number> {
+export function forwardRequest(input: ForwardInput): void {
   const { req, res } = input;
   // The client may have left while the request waited for authentication: its close event has passed, so the
   // exchange would never learn of it. Nothing is sent upstream for it.
-  if (res.destroyed) return Promise.reject(clientClosed("client closed the connection before forwarding"));
+  if (res.destroyed) throw clientClosed("client closed the connection before forwarding");
   const declared = Number(req.headers["content-length"] ?? "0");
   if (declared > input.maxBodyBytes) {
-    return Promise.reject(
-      new GatewayError("PG_ERR_BODY_TOO_LARGE", `content-length ${declared} over ${input.maxBodyBytes}`),
-    );
+    throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `content-length ${declared} over ${input.maxBodyBytes}`);
   }
-  const { promise, resolve, reject } = Promise.withResolvers<number>();
-  const handler = new ForwardHandler(res, input.outcome, input.requestId, input.timeoutMs, resolve, reject);
+  const handler = new ForwardHandler(res, input.outcome, input.requestId, input.timeoutMs);
   let body: BodyLimit | Buffer | null = null;
   if (input.bufferedBody !== undefined) {
     body = input.bufferedBody;
@@ -318,5 +311,4 @@ export function forwardRequest(input: ForwardInput): Promise<number> {
     // Dispatchers report failures through onResponseError; this is for one that throws instead.
     handler.onResponseError(null, error as Error);
   }
-  return promise;
 }

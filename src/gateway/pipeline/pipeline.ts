@@ -60,6 +60,7 @@ export interface PipelineDeps {
 class RequestContext implements ForwardOutcome {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  readonly deps: PipelineDeps;
   readonly startedAt: number;
   readonly requestId: string;
   readonly traceId: string;
@@ -93,11 +94,13 @@ class RequestContext implements ForwardOutcome {
   constructor(
     req: IncomingMessage,
     res: ServerResponse,
+    deps: PipelineDeps,
     traceparentHeader: string | undefined,
     awaitingContinue: boolean,
   ) {
     this.req = req;
     this.res = res;
+    this.deps = deps;
     this.awaitingContinue = awaitingContinue;
     this.startedAt = performance.now();
     this.remoteAddress = req.socket.remoteAddress;
@@ -106,6 +109,47 @@ class RequestContext implements ForwardOutcome {
     const trace = startTrace(traceparentHeader);
     this.traceId = trace.traceId;
     this.traceparent = trace.traceparent;
+  }
+
+  /**
+   * Runs the stages from `from` on, then starts forwarding. Stages that settle synchronously (a cached token)
+   * cost no promise; only one that starts asynchronous work (a cache miss, a form body) resumes the run later.
+   */
+  run(from: number): void {
+    try {
+      for (let i = from; i < stages.length; i++) {
+        const pending = (stages[i] as Stage)(this, this.deps);
+        if (pending !== undefined) {
+          pending.then(
+            () => this.run(i + 1),
+            (error: unknown) => this.failed(error),
+          );
+          return;
+        }
+      }
+      forward(this, this.deps);
+    } catch (error) {
+      this.failed(error);
+    }
+  }
+
+  /** The exchange finished (or was cut after its status line): the upstream's status is the request's. */
+  forwarded(status: number): void {
+    this.upstreamStatus = status;
+    finish(this, status, "allow", this.cut ?? "ok");
+  }
+
+  /** A stage refused the request or forwarding failed before anything was sent: the error is the answer. */
+  failed(error: unknown): void {
+    try {
+      const failure = toGatewayError(error, this.deps, this);
+      // A client still holding its body back may send it anyway or never: the connection cannot carry another
+      // request after this answer.
+      sendError(this.res, failure, this.requestId, this.awaitingContinue);
+      finish(this, failure.status, failure.status >= 500 ? "error" : "deny", failure.code);
+    } catch (crash) {
+      crashed(this, crash);
+    }
   }
 }
 
@@ -241,10 +285,10 @@ function releaseBody(ctx: RequestContext): void {
 }
 
 /**
- * Credential swap and streaming to the upstream. Resolves with the upstream status once the answer is written.
- * Not an async function: the forwarding promise is awaited once, by handleRequest.
+ * Credential swap and streaming to the upstream. The exchange reports back to the context (`forwarded` or
+ * `failed`).
  */
-function forward(ctx: RequestContext, deps: PipelineDeps): Promise<number> {
+function forward(ctx: RequestContext, deps: PipelineDeps): void {
   const matched = ctx.route;
   const state = ctx.state;
   if (matched === undefined || state === undefined || ctx.path === undefined) {
@@ -260,7 +304,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): Promise<number> {
     traceparent: ctx.traceparent,
     trustForwarded: deps.trustForwarded,
   });
-  return forwardRequest({
+  forwardRequest({
     req: ctx.req,
     res: ctx.res,
     dispatcher: deps.dispatcher,
@@ -315,69 +359,49 @@ function toGatewayError(error: unknown, deps: PipelineDeps, ctx: RequestContext)
   return new GatewayError("PG_ERR_INTERNAL", "unexpected failure", {}, { cause: error });
 }
 
-async function handleRequest(
-  req: IncomingMessage,
-  res: ServerResponse,
-  deps: PipelineDeps,
-  awaitingContinue: boolean,
-): Promise<void> {
-  const ctx = new RequestContext(
-    req,
-    res,
-    typeof req.headers.traceparent === "string" ? req.headers.traceparent : undefined,
-    awaitingContinue,
-  );
-  deps.metrics.requests.started();
-  let decision: Decision = "allow";
-  let reason = "ok";
-  let status: number;
+/** Metrics and the audit line, once per request, whichever way it ended. Never throws (undici callbacks call it). */
+function finish(ctx: RequestContext, status: number, decision: Decision, reason: string): void {
   try {
-    for (const stage of stages) {
-      // Only the stages that did start asynchronous work cost a turn of the microtask queue.
-      const pending = stage(ctx, deps);
-      if (pending !== undefined) await pending;
-    }
-    status = await forward(ctx, deps);
-    ctx.upstreamStatus = status;
-    if (ctx.cut !== undefined) reason = ctx.cut;
+    const { deps, req } = ctx;
+    const latencyMs = performance.now() - ctx.startedAt;
+    deps.metrics.requests.finished(
+      ctx.route?.id ?? "none",
+      req.method ?? "",
+      status,
+      decision,
+      latencyMs / 1000,
+    );
+    deps.audit.write({
+      time: isoNow(),
+      requestId: ctx.requestId,
+      traceId: ctx.traceId,
+      remoteAddress: ctx.remoteAddress,
+      host: req.headers.host,
+      method: req.method ?? "",
+      route: ctx.route?.id,
+      pathTemplate: pathTemplate(ctx.route),
+      authMode: ctx.route?.auth.mode,
+      clientId: ctx.clientId,
+      sub: ctx.sub,
+      scopes: ctx.scopes,
+      tokenFingerprint: ctx.tokenFingerprint,
+      cache: ctx.cacheHit === undefined ? undefined : ctx.cacheHit ? "hit" : "miss",
+      decision,
+      reason,
+      status,
+      upstreamStatus: ctx.upstreamStatus,
+      latencyMs: Math.round(latencyMs * 1000) / 1000,
+    });
   } catch (error) {
-    const failure = toGatewayError(error, deps, ctx);
-    decision = failure.status >= 500 ? "error" : "deny";
-    reason = failure.code;
-    status = failure.status;
-    // A client still holding its body back may send it anyway or never: the connection cannot carry another
-    // request after this answer.
-    sendError(res, failure, ctx.requestId, ctx.awaitingContinue);
+    ctx.deps.logger.error({ err: error, requestId: ctx.requestId }, "request accounting failed");
   }
-  const latencyMs = performance.now() - ctx.startedAt;
-  deps.metrics.requests.finished(
-    ctx.route?.id ?? "none",
-    req.method ?? "",
-    status,
-    decision,
-    latencyMs / 1000,
-  );
-  deps.audit.write({
-    time: isoNow(),
-    requestId: ctx.requestId,
-    traceId: ctx.traceId,
-    remoteAddress: ctx.remoteAddress,
-    host: req.headers.host,
-    method: req.method ?? "",
-    route: ctx.route?.id,
-    pathTemplate: pathTemplate(ctx.route),
-    authMode: ctx.route?.auth.mode,
-    clientId: ctx.clientId,
-    sub: ctx.sub,
-    scopes: ctx.scopes,
-    tokenFingerprint: ctx.tokenFingerprint,
-    cache: ctx.cacheHit === undefined ? undefined : ctx.cacheHit ? "hit" : "miss",
-    decision,
-    reason,
-    status,
-    upstreamStatus: ctx.upstreamStatus,
-    latencyMs: Math.round(latencyMs * 1000) / 1000,
-  });
+}
+
+/** A bug in the error path itself: answer 500 if still possible, else cut the connection. */
+function crashed(ctx: RequestContext, error: unknown): void {
+  ctx.deps.logger.error({ err: error, requestId: ctx.requestId }, "request handler crashed");
+  if (!ctx.res.headersSent) ctx.res.writeHead(500).end();
+  else ctx.res.destroy();
 }
 
 type Listener = (req: IncomingMessage, res: ServerResponse) => void;
@@ -393,11 +417,16 @@ export function createRequestListener(deps: PipelineDeps): {
   const listener =
     (awaitingContinue: boolean): Listener =>
     (req, res) => {
-      handleRequest(req, res, deps, awaitingContinue).catch((error: unknown) => {
+      try {
+        const traceparent = typeof req.headers.traceparent === "string" ? req.headers.traceparent : undefined;
+        const ctx = new RequestContext(req, res, deps, traceparent, awaitingContinue);
+        deps.metrics.requests.started();
+        ctx.run(0); // never throws: every failure becomes the request's answer
+      } catch (error) {
         deps.logger.error({ err: error }, "request handler crashed");
         if (!res.headersSent) res.writeHead(500).end();
         else res.destroy();
-      });
+      }
     };
   return { request: listener(false), checkContinue: listener(true) };
 }
