@@ -5,14 +5,14 @@ import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { Agent } from "undici";
-import type { GatewayConfig } from "../config/gateway-config.ts";
+import { ConfigError, type GatewayConfig } from "../config/gateway-config.ts";
 import type { Snapshot } from "../snapshot/snapshot.ts";
 import { createAuthenticator } from "../tokens/authenticate.ts";
 import { systemClock } from "../tokens/clock.ts";
 import { loadMinter } from "../tokens/minter.ts";
 import { createTokenCacheSet } from "../tokens/token-cache.ts";
 import { createAdminServer, MAX_LISTED_PROBLEMS } from "./admin/admin-server.ts";
-import { createAuditSink } from "./audit/audit.ts";
+import { openAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createRequestListener } from "./pipeline/pipeline.ts";
@@ -44,6 +44,26 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "phantomgate_process_" });
   const metrics = createGatewayMetrics(registry);
+  // The audit target first: one that cannot be opened stops the start before anything else is running.
+  let lastAuditErrorLog = 0;
+  const audit = await openAuditSink(config.auditLog, {
+    onError: (error: NodeJS.ErrnoException) => {
+      const code = error.code ?? "unknown";
+      metrics.auditErrors.labels(code).inc();
+      // At most one log line a second: a full disk fails every batch.
+      const now = Date.now();
+      if (now - lastAuditErrorLog < 1_000) return;
+      lastAuditErrorLog = now;
+      logger.error(
+        { code, target: config.auditLog },
+        code === "EPIPE"
+          ? "audit target closed: audit lines are lost until the gateway restarts"
+          : "audit lines could not be written",
+      );
+    },
+  }).catch((error: unknown) => {
+    throw new ConfigError(`--audit-log (PHANTOMGATE_AUDIT_LOG): ${(error as Error).message}`);
+  });
 
   // Token layer: each authorization server gets its own keep-alive pool from the authenticator, with that
   // AuthServer's connect timeout (a shared pool could only have one); upstream APIs share another.
@@ -134,7 +154,6 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const problems = (): readonly ConfigProblem[] => controlPlane?.problems() ?? fileProblems;
 
   // Public listener.
-  const audit = createAuditSink(config.auditLog);
   const listeners = createRequestListener({
     runtime,
     firewall: createFirewall({ maxUrlBytes: config.maxUrlBytes, maxHeaderBytes: config.maxHeaderBytes }),

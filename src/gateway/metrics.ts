@@ -20,6 +20,7 @@ export interface GatewayMetrics {
   readonly snapshotSwaps: Counter;
   readonly configErrors: Counter<"kind">;
   readonly configProblems: Gauge;
+  readonly auditErrors: Counter<"code">;
 }
 
 type RequestLabels = Record<"route" | "method" | "status" | "decision", string>;
@@ -166,6 +167,12 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
     configProblems: new Gauge({
       name: "phantomgate_config_problems",
       help: "Problems in the configuration last loaded (files and objects).",
+      registers,
+    }),
+    auditErrors: new Counter({
+      name: "phantomgate_audit_write_errors_total",
+      help: "Failed writes of audit lines, by error code (e.g. ENOSPC; EPIPE: the reader is gone, later lines are lost).",
+      labelNames: ["code"],
       registers,
     }),
   };

@@ -1,10 +1,11 @@
 // The hand-written audit serialiser must give exactly what JSON.stringify gives for the same record, for any
 // values a client or an authorization server could put into one.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { auditLine, BATCH_BYTES, createAuditSink, type AuditRecord } from "../../src/gateway/audit/audit.ts";
+import { auditLine, BATCH_BYTES, openAuditSink, type AuditRecord } from "../../src/gateway/audit/audit.ts";
 import { createRandom } from "../helpers/random.ts";
 
 const awkward = [
@@ -101,7 +102,7 @@ describe("auditLine", () => {
     const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
     try {
       const file = join(dir, "audit.log");
-      const sink = createAuditSink(file);
+      const sink = await openAuditSink(file);
       const random = createRandom(11);
       const records: AuditRecord[] = [];
       for (let i = 0; i < 3000; i++) {
@@ -139,6 +140,71 @@ describe("auditLine", () => {
       lines.forEach((line, i) => {
         expect(`${line}\n`).toBe(expected(records[i]!));
       });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function record(i: number): AuditRecord {
+  return {
+    time: new Date(1_700_000_000_000 + i).toISOString(),
+    requestId: `request-${i}`,
+    traceId: "0af7651916cd43dd8448eb211c80319c",
+    remoteAddress: "127.0.0.1",
+    host: "api.example.com",
+    method: "GET",
+    route: "default/invoices#0",
+    pathTemplate: "/invoices/**",
+    authMode: "phantom",
+    clientId: "web-app",
+    sub: `user-${i}`,
+    scopes: ["read_invoice"],
+    tokenFingerprint: "b5f3c2a1d4e6f708",
+    cache: "hit",
+    decision: "allow",
+    reason: "ok",
+    status: 200,
+    upstreamStatus: 200,
+    latencyMs: 1.25,
+  };
+}
+
+describe("audit targets that fail", () => {
+  it("refuses to open a path it cannot write, naming it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
+    try {
+      writeFileSync(join(dir, "a-file"), "");
+      // A directory where a file is, and a file where a directory is.
+      await expect(openAuditSink(dir)).rejects.toThrow(`cannot open the audit log ${dir}: EISDIR`);
+      await expect(openAuditSink(join(dir, "a-file", "audit.log"))).rejects.toThrow(/ENOTDIR|EEXIST/);
+      if (process.getuid?.() !== 0) {
+        chmodSync(dir, 0o500);
+        await expect(openAuditSink(join(dir, "audit.log"))).rejects.toThrow(/EACCES/);
+      }
+    } finally {
+      chmodSync(dir, 0o700);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("reports a reader that went away (EPIPE) instead of crashing, and still flushes at shutdown", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
+    try {
+      const fifo = join(dir, "audit.fifo");
+      expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+      const reader = spawn("head", ["-c", "1000", fifo], { stdio: ["ignore", "ignore", "inherit"] });
+      const errors: string[] = [];
+      const sink = await openAuditSink(fifo, { onError: (error) => errors.push(error.code ?? "") });
+      // The reader takes 1,000 bytes and exits: the writes after that hit a pipe with no reader.
+      for (let i = 0; i < 2000; i++) sink.write(record(i));
+      await new Promise<void>((resolve) => reader.once("exit", () => resolve()));
+      for (let i = 0; i < 200 && !errors.includes("EPIPE"); i++) {
+        for (let j = 0; j < 200; j++) sink.write(record(j));
+        await new Promise((resolve) => setTimeout(resolve, 120));
+      }
+      expect(errors).toContain("EPIPE");
+      await sink.flush();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -47,11 +47,14 @@ describe("gateway control-plane settings", () => {
     expect(loadGatewayConfig(["--config", "/tmp/manifests"], {}).configDir).toBe("/tmp/manifests");
   });
 
-  it("stops at start, naming --config, when the directory is missing or is not a directory", async () => {
+  it("stops at start, naming the flag, when --config is missing or not a directory, or --audit-log cannot be opened", async () => {
     const dir = mkdtempSync(join(tmpdir(), "phantomgate-config-"));
     const file = join(dir, "routes.yaml");
     writeFileSync(file, "");
-    const run = async (configDir: string): Promise<{ code: number; stderr: string }> => {
+    const run = async (
+      configDir: string,
+      extra: readonly string[] = [],
+    ): Promise<{ code: number; stderr: string }> => {
       let stderr = "";
       const sink = (append: (text: string) => void) =>
         new Writable({
@@ -61,7 +64,17 @@ describe("gateway control-plane settings", () => {
           },
         });
       const io = { stdout: sink(() => undefined), stderr: sink((text) => (stderr += text)), env: {} };
-      const argv = ["--config", configDir, "--host", "127.0.0.1", "--port", "0", "--admin-port", "0"];
+      const argv = [
+        "--config",
+        configDir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        ...extra,
+      ];
       return { code: await gatewayCommand.run(argv, io), stderr };
     };
     try {
@@ -75,6 +88,13 @@ describe("gateway control-plane settings", () => {
         code: 2,
         stderr: expect.stringContaining(
           `--config (PHANTOMGATE_CONFIG): ${file} is not a directory`,
+        ) as unknown,
+      });
+      // An audit log that cannot be opened stops the start the same way, before any listener is up.
+      expect(await run(dir, ["--audit-log", dir])).toEqual({
+        code: 2,
+        stderr: expect.stringContaining(
+          `--audit-log (PHANTOMGATE_AUDIT_LOG): cannot open the audit log ${dir}: EISDIR`,
         ) as unknown,
       });
     } finally {

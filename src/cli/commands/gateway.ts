@@ -43,6 +43,10 @@ export const gatewayCommand: Command = {
     try {
       gateway = await startGateway(config, logger);
     } catch (error) {
+      if (error instanceof ConfigError) {
+        io.stderr.write(`phantomgate gateway: ${error.message}\n`);
+        return 2;
+      }
       logger.fatal({ err: error }, "gateway failed to start");
       return 1;
     }

@@ -172,10 +172,31 @@ export function auditLine(r: AuditRecord): string {
 interface BufferWriter {
   write(data: Buffer): boolean;
   flush(callback: (error?: Error) => void): void;
+  once(event: "ready", listener: () => void): void;
+  once(event: "error", listener: (error: NodeJS.ErrnoException) => void): void;
+  on(event: "error", listener: (error: NodeJS.ErrnoException) => void): void;
+  off(event: "error", listener: (error: NodeJS.ErrnoException) => void): void;
 }
 
-/** `target`: "stdout", "off", or a file path (appended). */
-export function createAuditSink(target: string): AuditSink {
+export interface AuditSinkOptions {
+  /**
+   * Called for each failed write (disk full, the reading end of a pipe gone). The gateway keeps serving: a
+   * failing audit target must not take the data plane down, and the failure is logged and counted.
+   */
+  readonly onError?: (error: NodeJS.ErrnoException) => void;
+}
+
+function errorCode(error: NodeJS.ErrnoException): string {
+  return error.code ?? error.message;
+}
+
+/**
+ * Opens the audit target and resolves once it can be written: a path that cannot be opened (no such directory,
+ * no permission) fails here, at start, with a message naming it.
+ *
+ * @param target - "stdout", "off", or a file path (appended; a FIFO works too).
+ */
+export async function openAuditSink(target: string, options: AuditSinkOptions = {}): Promise<AuditSink> {
   if (target === "off") {
     return { write() {}, flush: () => Promise.resolve() };
   }
@@ -192,6 +213,23 @@ export function createAuditSink(target: string): AuditSink {
     maxWrite: 4 * BATCH_BYTES,
     contentMode: "buffer",
   }) as unknown as BufferWriter;
+  await new Promise<void>((resolve, reject) => {
+    const failed = (error: NodeJS.ErrnoException): void => {
+      reject(new Error(`cannot open the audit log ${target}: ${errorCode(error)}`));
+    };
+    destination.once("error", failed);
+    destination.once("ready", () => {
+      destination.off("error", failed);
+      resolve();
+    });
+  });
+  // After EPIPE (the reader of stdout or a FIFO is gone) the writer drops every later write: nothing is left to
+  // flush at shutdown.
+  let broken = false;
+  destination.on("error", (error) => {
+    if (error.code === "EPIPE") broken = true;
+    options.onError?.(error);
+  });
   let batch = Buffer.allocUnsafe(BATCH_BYTES);
   let used = 0;
   const handOver = (): void => {
@@ -221,6 +259,7 @@ export function createAuditSink(target: string): AuditSink {
     flush() {
       clearInterval(timer);
       handOver();
+      if (broken) return Promise.resolve();
       return new Promise((resolve) => {
         // Flushing can only fail when the destination is gone; there is nothing more to do at shutdown.
         destination.flush(() => resolve());
