@@ -6,8 +6,17 @@
 // interleaved (order rotated each round), and the table shows the median over rounds, so drift hits all alike.
 //
 //   node bench/gateway-bench.ts [--help]      (BENCH_QUICK=1 for a smoke run)
-import { fork } from "node:child_process";
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import {
+  closeSync,
+  copyFileSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -309,6 +318,21 @@ async function startGateway(
   const port = Number(spawned.ready["port"]);
   const adminPort = Number(spawned.ready["adminPort"]);
   return { process: spawned, port, adminUrl: `http://127.0.0.1:${adminPort}` };
+}
+
+/**
+ * A log collector, as a container runtime is for a gateway's stdout: `cat` on the load core, copying what the
+ * gateway writes into a pipe (the FIFO `fifo`, made here) to `file`.
+ */
+function startLogCollector(fifo: string, file: string): ChildProcess {
+  const made = spawnSync("mkfifo", [fifo], { encoding: "utf8" });
+  if (made.status !== 0) throw new Error(`mkfifo ${fifo} failed: ${made.stderr}`);
+  const fd = openSync(file, "a");
+  const child = spawn("cat", [fifo], { stdio: ["ignore", fd, "inherit"] });
+  closeSync(fd);
+  track(child);
+  if (child.pid !== undefined) pinProcess(child.pid, LOAD_CORE);
+  return child;
 }
 
 function startNodeServer(
@@ -984,10 +1008,13 @@ async function main(): Promise<void> {
     if (needGateways) {
       const configDir = writeBenchConfig({ issuer: asIssuer, upstream: upstreamUrl }, temp);
       const auditFile = join(temp, "audit.log");
+      const auditPipe = join(temp, "audit.fifo");
+      startLogCollector(auditPipe, join(temp, "audit-collected.log"));
       const tuned = options.tunedFlags.length > 0;
-      const [gatewayOff, gatewayFile, gatewayTuned, bareTunedProxy] = await Promise.all([
+      const [gatewayOff, gatewayFile, gatewayPipe, gatewayTuned, bareTunedProxy] = await Promise.all([
         startGateway("gateway-audit-off", configDir, "off"),
         startGateway("gateway-audit-file", configDir, auditFile),
+        startGateway("gateway-audit-pipe", configDir, auditPipe),
         tuned
           ? startGateway("gateway-tuned", configDir, join(temp, "audit-tuned.log"), options.tunedFlags)
           : undefined,
@@ -1045,6 +1072,13 @@ async function main(): Promise<void> {
         "/hit/hello",
         [hitToken],
       );
+      const hitPipe = gatewayVariant(
+        gatewayPipe,
+        "hit-pipe",
+        "gateway phantom, cache hit, audit to a pipe (as stdout in a container)",
+        "/hit/hello",
+        [hitToken],
+      );
       const jwtFile = gatewayVariant(
         gatewayFile,
         "jwt-file",
@@ -1075,7 +1109,17 @@ async function main(): Promise<void> {
               [hitToken],
             );
       const tunedVariants = [bareTuned, hitTuned].filter((variant) => variant !== undefined);
-      const mainVariants = [hello, bare, bareDispatch, hitOff, hitFile, jwtFile, missFile, ...tunedVariants];
+      const mainVariants = [
+        hello,
+        bare,
+        bareDispatch,
+        hitOff,
+        hitFile,
+        hitPipe,
+        jwtFile,
+        missFile,
+        ...tunedVariants,
+      ];
       log("checking every variant answers 200");
       for (const variant of mainVariants) {
         const token = variant.authorizations[0]?.slice("Bearer ".length);
@@ -1111,7 +1155,7 @@ async function main(): Promise<void> {
         const rate = Math.max(100, Math.round(gatewayMaxRps / 2 / 100) * 100);
         // node:http hello at the same rate is the floor: the latency the machine and the load generator add by
         // themselves, whatever serves the requests.
-        const halfVariants = [hello, bare, bareDispatch, hitFile, hitOff, ...tunedVariants];
+        const halfVariants = [hello, bare, bareDispatch, hitFile, hitPipe, hitOff, ...tunedVariants];
         log(
           `half: fixed rate ${rate} req/s, ${options.halfRounds} round(s) × ${halfVariants.length} variants, ${options.halfConnections} connections`,
         );
@@ -1127,6 +1171,7 @@ async function main(): Promise<void> {
       // Audit volume: bytes written per request by the audit-file gateway.
       const requestsServed = metricValue(await scrape(gatewayFile.adminUrl), "phantomgate_requests_total");
       await gatewayFile.process.stop();
+      await gatewayPipe.process.stop();
       await gatewayOff.process.stop();
       await gatewayTuned?.process.stop();
       await bareTunedProxy?.stop();
@@ -1165,8 +1210,10 @@ async function main(): Promise<void> {
 /** Gateway variant, baseline variant, and how to name the pair in the targets table. */
 const comparisons = [
   ["hit-file", "bare", "audit file"],
+  ["hit-pipe", "bare", "audit pipe"],
   ["hit-off", "bare", "audit off"],
   ["hit-file", "bare-dispatch", "audit file, vs dispatch baseline"],
+  ["hit-pipe", "bare-dispatch", "audit pipe, vs dispatch baseline"],
   ["hit-off", "bare-dispatch", "audit off, vs dispatch baseline"],
   ["hit-file-tuned", "bare-tuned", "audit file, both tuned, vs dispatch baseline"],
 ] as const;
