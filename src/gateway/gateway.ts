@@ -61,6 +61,13 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
           : "audit lines could not be written",
       );
     },
+    onDrop: (lines) => {
+      metrics.auditDropped.inc(lines);
+      const now = Date.now();
+      if (now - lastAuditErrorLog < 1_000) return;
+      lastAuditErrorLog = now;
+      logger.error({ target: config.auditLog }, "audit target is not keeping up: audit lines dropped");
+    },
   }).catch((error: unknown) => {
     throw new ConfigError(`--audit-log (PHANTOMGATE_AUDIT_LOG): ${(error as Error).message}`);
   });

@@ -21,6 +21,7 @@ export interface GatewayMetrics {
   readonly configErrors: Counter<"kind">;
   readonly configProblems: Gauge;
   readonly auditErrors: Counter<"code">;
+  readonly auditDropped: Counter;
 }
 
 type RequestLabels = Record<"route" | "method" | "status" | "decision", string>;
@@ -173,6 +174,11 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
       name: "phantomgate_audit_write_errors_total",
       help: "Failed writes of audit lines, by error code (e.g. ENOSPC; EPIPE: the reader is gone, later lines are lost).",
       labelNames: ["code"],
+      registers,
+    }),
+    auditDropped: new Counter({
+      name: "phantomgate_audit_lines_dropped_total",
+      help: "Audit lines dropped because the audit target fell too far behind (32 MiB waiting).",
       registers,
     }),
   };

@@ -98,7 +98,7 @@ describe("auditLine", () => {
     }
   });
 
-  it("writes every line whole and in order through the batches, also lines larger than a batch", async () => {
+  it("writes every line whole and in order through the batches (recycled ones too), also lines larger than a batch", async () => {
     const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
     try {
       const file = join(dir, "audit.log");
@@ -132,6 +132,8 @@ describe("auditLine", () => {
         };
         records.push(record);
         sink.write(record);
+        // Let writes complete now and then, so later batches go into recycled buffers while others still wait.
+        if (i % 400 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
       }
       await sink.flush();
       const lines = readFileSync(file, "utf8").split("\n");
@@ -206,6 +208,29 @@ describe("audit targets that fail", () => {
       expect(errors).toContain("EPIPE");
       await sink.flush();
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("drops and counts lines beyond the pending limit when the reader stalls, instead of growing memory", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
+    // A reader that opens the pipe and never reads: the pipe fills and every later write waits.
+    const fifo = join(dir, "audit.fifo");
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    const reader = spawn("sh", ["-c", `exec 3<"${fifo}"; sleep 60`], { stdio: "ignore" });
+    try {
+      let dropped = 0;
+      const sink = await openAuditSink(fifo, {
+        maxPendingBytes: 1024 * 1024,
+        onDrop: (lines) => (dropped += lines),
+      });
+      const total = 20_000; // ~9 MB of lines against 1 MiB allowed to wait
+      for (let i = 0; i < total; i++) sink.write(record(i));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(dropped).toBeGreaterThan(total * 0.8);
+      expect(dropped).toBeLessThan(total);
+    } finally {
+      reader.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -39,6 +39,13 @@ export interface AuditSink {
 export const BATCH_BYTES = 64 * 1024;
 /** … and at least this often, so an idle gateway's lines show promptly. */
 export const FLUSH_MS = 100;
+/**
+ * Audit bytes held for a target that does not keep up (a stalled reader of stdout, a full disk). Beyond this,
+ * batches are dropped and counted instead of growing the gateway's memory until it is killed.
+ */
+export const MAX_PENDING_BYTES = 32 * 1024 * 1024;
+/** Written batch buffers kept for the next batches: memory already mapped and warm in the CPU caches. */
+const SPARE_BATCHES = 4;
 
 // Bytes are stored from JavaScript: a short string costs less to copy byte by byte than to hand to Buffer#write,
 // whose call into C++ took most of the time of a line of ~25 pieces.
@@ -175,6 +182,7 @@ interface BufferWriter {
   once(event: "ready", listener: () => void): void;
   once(event: "error", listener: (error: NodeJS.ErrnoException) => void): void;
   on(event: "error", listener: (error: NodeJS.ErrnoException) => void): void;
+  on(event: "write", listener: (bytes: number) => void): void;
   off(event: "error", listener: (error: NodeJS.ErrnoException) => void): void;
 }
 
@@ -184,6 +192,10 @@ export interface AuditSinkOptions {
    * failing audit target must not take the data plane down, and the failure is logged and counted.
    */
   readonly onError?: (error: NodeJS.ErrnoException) => void;
+  /** Called with the number of lines dropped because `maxPendingBytes` were already waiting for the target. */
+  readonly onDrop?: (lines: number) => void;
+  /** Default MAX_PENDING_BYTES. */
+  readonly maxPendingBytes?: number;
 }
 
 function errorCode(error: NodeJS.ErrnoException): string {
@@ -230,14 +242,46 @@ export async function openAuditSink(target: string, options: AuditSinkOptions = 
     if (error.code === "EPIPE") broken = true;
     options.onError?.(error);
   });
-  let batch = Buffer.allocUnsafe(BATCH_BYTES);
+  // Batches handed to the writer and not yet written, oldest first. The writer writes them in order and reports
+  // each write's size, so a batch whose last byte is out can be filled again.
+  const pending: { buffer: Buffer; bytes: number; reusable: boolean }[] = [];
+  const maxPendingBytes = options.maxPendingBytes ?? MAX_PENDING_BYTES;
+  let pendingBytes = 0;
+  const spare: Buffer[] = [];
+  destination.on("write", (written) => {
+    pendingBytes -= written;
+    let left = written;
+    while (left > 0) {
+      const head = pending[0];
+      if (head === undefined) break;
+      const taken = Math.min(left, head.bytes);
+      head.bytes -= taken;
+      left -= taken;
+      if (head.bytes > 0) break;
+      pending.shift();
+      if (head.reusable && spare.length < SPARE_BATCHES) spare.push(head.buffer);
+    }
+  });
+  const send = (buffer: Buffer, bytes: number, lines: number, reusable: boolean): void => {
+    if (pendingBytes + bytes > maxPendingBytes) {
+      options.onDrop?.(lines);
+      if (reusable && spare.length < SPARE_BATCHES) spare.push(buffer);
+      return;
+    }
+    pendingBytes += bytes;
+    pending.push({ buffer, bytes, reusable });
+    destination.write(buffer.subarray(0, bytes));
+  };
+  let batch: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
   let used = 0;
+  let lines = 0;
   const handOver = (): void => {
     if (used === 0) return;
-    // The writer keeps the buffer it is given until written: the next lines go into a new one.
-    destination.write(batch.subarray(0, used));
-    batch = Buffer.allocUnsafe(BATCH_BYTES);
+    // The writer keeps the buffer it is given until written: the next lines go into another one.
+    send(batch, used, lines, true);
+    batch = spare.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
     used = 0;
+    lines = 0;
   };
   const timer = setInterval(handOver, FLUSH_MS);
   timer.unref();
@@ -249,11 +293,12 @@ export async function openAuditSink(target: string, options: AuditSinkOptions = 
         if (bound > batch.length) {
           // A line larger than a whole batch (huge subjects or scope lists) goes out on its own.
           const own = Buffer.allocUnsafe(bound);
-          destination.write(own.subarray(0, putLine(own, 0, record)));
+          send(own, putLine(own, 0, record), 1, false);
           return;
         }
       }
       used = putLine(batch, used, record);
+      lines += 1;
       if (used >= BATCH_BYTES - 1024) handOver();
     },
     flush() {
