@@ -44,6 +44,8 @@ export const FLUSH_MS = 100;
  * batches are dropped and counted instead of growing the gateway's memory until it is killed.
  */
 export const MAX_PENDING_BYTES = 32 * 1024 * 1024;
+/** How long a shutdown waits for the audit target to take the last lines. */
+export const FLUSH_DEADLINE_MS = 5_000;
 /** Written batch buffers kept for the next batches: memory already mapped and warm in the CPU caches. */
 const SPARE_BATCHES = 4;
 
@@ -238,8 +240,17 @@ export async function openAuditSink(target: string, options: AuditSinkOptions = 
   // After EPIPE (the reader of stdout or a FIFO is gone) the writer drops every later write: nothing is left to
   // flush at shutdown.
   let broken = false;
+  // After any other error (a full disk) the writer keeps the failed bytes and retries them only on its next
+  // write: `failing` makes the flush timer offer one, so the trail resumes once the target recovers, also when
+  // every new batch is being dropped meanwhile.
+  let failing = false;
+  let lastError: Error | undefined;
   destination.on("error", (error) => {
+    // pino's EPIPE filter emits each other error a second time; count it once.
+    if (error === lastError) return;
+    lastError = error;
     if (error.code === "EPIPE") broken = true;
+    else failing = true;
     options.onError?.(error);
   });
   // Batches handed to the writer and not yet written, oldest first. The writer writes them in order and reports
@@ -249,6 +260,7 @@ export async function openAuditSink(target: string, options: AuditSinkOptions = 
   let pendingBytes = 0;
   const spare: Buffer[] = [];
   destination.on("write", (written) => {
+    failing = false;
     pendingBytes -= written;
     let left = written;
     while (left > 0) {
@@ -283,7 +295,12 @@ export async function openAuditSink(target: string, options: AuditSinkOptions = 
     used = 0;
     lines = 0;
   };
-  const timer = setInterval(handOver, FLUSH_MS);
+  let ticks = 0;
+  const timer = setInterval(() => {
+    handOver();
+    // A retry about once a second while the target fails (an empty write restarts the writer).
+    if (failing && !broken && ++ticks % 10 === 0) destination.write(Buffer.alloc(0));
+  }, FLUSH_MS);
   timer.unref();
   return {
     write(record) {
@@ -306,8 +323,13 @@ export async function openAuditSink(target: string, options: AuditSinkOptions = 
       handOver();
       if (broken) return Promise.resolve();
       return new Promise((resolve) => {
-        // Flushing can only fail when the destination is gone; there is nothing more to do at shutdown.
-        destination.flush(() => resolve());
+        // Flushing can only fail when the destination is gone; there is nothing more to do at shutdown. A target
+        // that stopped reading gets FLUSH_DEADLINE_MS, so it cannot hold the shutdown forever.
+        const deadline = setTimeout(resolve, FLUSH_DEADLINE_MS);
+        destination.flush(() => {
+          clearTimeout(deadline);
+          resolve();
+        });
       });
     },
   };
