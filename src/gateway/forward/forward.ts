@@ -62,7 +62,8 @@ export function clientClosed(reason: string): GatewayError {
   return new GatewayError("PG_ERR_CLIENT_CLOSED", reason);
 }
 
-function requestHasBody(req: IncomingMessage): boolean {
+/** Whether the request declares a body (a length above 0, or chunked). */
+export function requestHasBody(req: IncomingMessage): boolean {
   const length = req.headers["content-length"];
   if (length !== undefined) return length !== "0";
   return req.headers["transfer-encoding"] !== undefined;
@@ -103,6 +104,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private ended = false;
   /** The client's connection is full: the upstream is paused until it drains. */
   private waitingForClient = false;
+  /** The client socket's bytesWritten when the timer last started counting the client's silence. */
+  private clientBytes = -1;
   private settled = false;
   /** The streamed request body and its source, when there is one. */
   private body: BodyLimit | null = null;
@@ -169,13 +172,14 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       // The client reads slower than the upstream sends: stop reading the upstream until the client caught up.
       // The timer now counts the client's silence.
       this.waitingForClient = true;
+      this.clientBytes = this.res.socket?.bytesWritten ?? -1;
       controller.pause();
       this.res.once("drain", this.onDrain);
     }
   }
 
   onResponseEnd(): void {
-    // The client gets the route's timeout to take what is still buffered for it.
+    // The client gets the route's timeout to take what is still buffered for it, renewed while it reads.
     this.timer.refresh();
     this.ended = true;
     this.res.once("finish", this.onFinish);
@@ -242,7 +246,22 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (!this.ended) this.controller?.resume();
   };
 
+  /**
+   * True when the client took bytes since the last look: a client reading slowly but steadily is not silent,
+   * even while the socket's buffer has not emptied enough for a `drain`.
+   */
+  private clientMadeProgress(): boolean {
+    const written = this.res.socket?.bytesWritten ?? -1;
+    const moved = written !== this.clientBytes;
+    this.clientBytes = written;
+    return moved && written >= 0;
+  }
+
   private readonly onTimeout = (): void => {
+    if ((this.ended || this.waitingForClient) && this.clientMadeProgress()) {
+      this.timer.refresh();
+      return;
+    }
     if (this.ended) {
       // The upstream is done, but the client has not taken the end of its response.
       this.outcome.cut = "PG_ERR_CLIENT_TIMEOUT";

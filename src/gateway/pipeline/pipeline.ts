@@ -17,7 +17,7 @@ import {
   type Firewall,
 } from "../firewall/firewall.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
-import { clientClosed, forwardRequest, type ForwardOutcome } from "../forward/forward.ts";
+import { clientClosed, forwardRequest, requestHasBody, type ForwardOutcome } from "../forward/forward.ts";
 import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import { randomRequestId, startTrace } from "./ids.ts";
@@ -143,9 +143,10 @@ class RequestContext implements ForwardOutcome {
   failed(error: unknown): void {
     try {
       const failure = toGatewayError(error, this.deps, this);
-      // A client still holding its body back may send it anyway or never: the connection cannot carry another
-      // request after this answer.
-      sendError(this.res, failure, this.requestId, this.awaitingContinue);
+      // A body not read to its end (held back for a 100 that never came, or cut off when forwarding failed)
+      // leaves the connection unable to carry another request: it is closed after this answer.
+      const close = this.awaitingContinue || (requestHasBody(this.req) && !this.req.complete);
+      sendError(this.res, failure, this.requestId, close);
       finish(this, failure.status, failure.status >= 500 ? "error" : "deny", failure.code);
     } catch (crash) {
       crashed(this, crash);
@@ -400,8 +401,14 @@ function finish(ctx: RequestContext, status: number, decision: Decision, reason:
 /** A bug in the error path itself: answer 500 if still possible, else cut the connection. */
 function crashed(ctx: RequestContext, error: unknown): void {
   ctx.deps.logger.error({ err: error, requestId: ctx.requestId }, "request handler crashed");
-  if (!ctx.res.headersSent) ctx.res.writeHead(500).end();
-  else ctx.res.destroy();
+  try {
+    if (!ctx.res.headersSent) ctx.res.writeHead(500).end();
+    else ctx.res.destroy();
+  } catch {
+    ctx.res.destroy();
+  }
+  // Still one audit line, and the in-flight count goes down.
+  finish(ctx, 500, "error", "PG_ERR_INTERNAL");
 }
 
 type Listener = (req: IncomingMessage, res: ServerResponse) => void;
