@@ -56,6 +56,11 @@ const pathValueSchema = z
     if (value.includes("%"))
       problems.push("must not contain percent-encodings ('%'); write the decoded path");
     if (value.includes("\\")) problems.push("must not contain '\\'");
+    if (value.includes(";")) {
+      problems.push(
+        "must not contain ';': requests with path parameters are refused, so it could never match",
+      );
+    }
     if (value.split("/").some((segment) => segment === "." || segment === "..")) {
       problems.push("must not contain '.' or '..' segments");
     }

@@ -112,6 +112,10 @@ const apiRouteAdditions: CrdSchemaAdditions = {
         message: "must not contain percent-encodings ('%'); write the decoded path",
       },
       { rule: "!self.contains('\\\\')", message: "must not contain '\\'" },
+      {
+        rule: "!self.contains(';')",
+        message: "must not contain ';': requests with path parameters are refused, so it could never match",
+      },
       { rule: "!self.matches('(^|/)[.][.]?(/|$)')", message: "must not contain '.' or '..' segments" },
       {
         rule: "!self.contains('?') && !self.contains('#')",

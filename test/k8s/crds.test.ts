@@ -212,6 +212,13 @@ const celCases: readonly RejectionCase[] = [
       "spec.rules[0].matches[0].path.value: must not contain percent-encodings ('%'); write the decoded path",
   },
   {
+    name: "a path with a path parameter",
+    object: routeWithPath("/app;jsessionid=1"),
+    server: `spec.rules[0].matches[0].path.value: Invalid value: "/app;jsessionid=1": must not contain ';': requests with path parameters are refused, so it could never match`,
+    compile:
+      "spec.rules[0].matches[0].path.value: must not contain ';': requests with path parameters are refused, so it could never match",
+  },
+  {
     name: "a wildcard path",
     object: routeWithPath("/api/*"),
     server: `spec.rules[0].matches[0].path.value: Invalid value: "/api/*": must not contain '*': paths are literal, use type PathPrefix to match everything below`,

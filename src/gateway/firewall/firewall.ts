@@ -6,6 +6,7 @@
 // and `Host` fields: a second one would otherwise be silently dropped here yet may be honoured by an upstream
 // or another proxy.
 import { GatewayError } from "../../errors/catalogue.ts";
+import { normalizeHost } from "../route/router.ts";
 import { normalizeRequestTarget } from "./normalize-path.ts";
 
 /** Per-gateway request limits. Sizes count bytes; node's latin1 strings hold one byte per character. */
@@ -204,8 +205,8 @@ export function createFirewall(limits: FirewallLimits): Firewall {
       const { path, query, authority } = normalizeRequestTarget(req.url);
       // RFC 9112 §3.2.2: an absolute-form target names the host, and a client sends the same in Host. The gateway
       // routes by Host; a target naming another host would be read differently by a proxy that honours the
-      // target, so the two must agree.
-      if (authority !== undefined && authority.toLowerCase() !== host.toLowerCase()) {
+      // target, so the two must name the same host as the router sees it (port, case and a final dot aside).
+      if (authority !== undefined && normalizeHost(authority) !== normalizeHost(host)) {
         throw new GatewayError("PG_ERR_BAD_REQUEST", "request-target authority differs from Host");
       }
       if (query !== "" && queryCarriesAccessToken(query)) {

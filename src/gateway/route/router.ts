@@ -161,7 +161,8 @@ function searchBucket(
 }
 
 /** Lower-cases the Host header value and drops its port and any trailing dot; allocates only when needed. */
-function normalizeHost(host: string): string {
+/** The host the router matches: port and a trailing dot dropped, lower case. */
+export function normalizeHost(host: string): string {
   let end = host.length;
   if (host.charCodeAt(0) === 0x5b) {
     // IPv6 literal: "[::1]:8080" → "[::1]".
