@@ -150,4 +150,22 @@ describe("a client that leaves", () => {
     expect(line).toMatchObject({ status: 413, reason: "PG_ERR_BODY_TOO_LARGE", decision: "deny" });
     expect(gateway.output()).not.toContain("request handler crashed");
   });
+
+  it("a chunked form body that grows over the route's limit gets its 413 too", async () => {
+    const before = auditLines().length;
+    const chunk = `${(1000).toString(16)}\r\n${"a".repeat(1000)}\r\n`;
+    const response = await rawRequest(
+      gateway.port,
+      [
+        "POST /public/form HTTP/1.1",
+        "Host: x",
+        "Content-Type: application/x-www-form-urlencoded",
+        "Transfer-Encoding: chunked",
+      ],
+      `${chunk}${chunk}0\r\n\r\n`,
+    );
+    expect(response.status).toBe(413);
+    const [line] = await newAuditLines(before, 1);
+    expect(line).toMatchObject({ status: 413, reason: "PG_ERR_BODY_TOO_LARGE" });
+  });
 });
