@@ -248,6 +248,22 @@ describe("requests", () => {
     expect(getAck.headers.allow).toBe("POST");
   });
 
+  it("answers a request-target that is no URL (//) with 404 and keeps serving", async () => {
+    for (const target of ["//", "///", "//%", "//v1/stream"]) {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(server.port, "127.0.0.1");
+        let data = "";
+        socket.setEncoding("utf8");
+        socket.on("data", (chunk: string) => (data += chunk));
+        socket.on("error", reject);
+        socket.on("close", () => resolve(data));
+        socket.end(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      });
+      expect(answer, target).toMatch(/^HTTP\/1\.1 404 /);
+    }
+    expect((await call("GET", "/v1/nothing", { token: tokens.gateway })).status).toBe(404);
+  });
+
   it("counts calls and connected gateways in its metrics", async () => {
     const text = await registry.metrics();
     expect(text).toMatch(

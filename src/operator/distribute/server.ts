@@ -303,6 +303,9 @@ export async function startDistributionServer(
   }
 
   function openStream(req: IncomingMessage, res: ServerResponse, url: URL, caller: Caller): void {
+    // The gateway may have gone while its token was being reviewed: its close event has passed, so a stream
+    // opened now would never be detached and would count as a connected gateway for good.
+    if (res.destroyed || req.socket.destroyed) return;
     const name = gatewayNameSchema.safeParse(url.searchParams.get("gateway") ?? "");
     if (!name.success)
       throw new DistributionProblem("PG_ERR_DIST_BAD_REQUEST", `gateway: ${describeIssues(name.error)}`);
@@ -454,8 +457,12 @@ export async function startDistributionServer(
   }
 
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
-    const url = new URL(req.url ?? "/", "http://distribution.invalid");
-    const endpoint = Object.hasOwn(endpoints, url.pathname) ? (url.pathname as Endpoint) : undefined;
+    // URL.parse, not new URL: a request-target such as "//" is no URL at all, and a throw here would escape the
+    // request event and end the process. It is answered 404 like any other unknown path.
+    const url =
+      URL.parse(req.url ?? "/", "http://distribution.invalid") ?? new URL("http://distribution.invalid/");
+    const known = req.url?.startsWith("/") === true && Object.hasOwn(endpoints, url.pathname);
+    const endpoint = known ? (url.pathname as Endpoint) : undefined;
     const label = endpoint ?? "other";
     res.once("finish", () => requests.labels(label, String(res.statusCode)).inc());
     let work: Promise<void>;
@@ -501,6 +508,8 @@ export async function startDistributionServer(
       resolve();
     });
   });
+  // After listening, a failing accept (out of file descriptors) is an 'error' event: logged, not a crash.
+  server.on("error", (error) => logger.error({ err: error }, "snapshot service listener error"));
   const port = (server.address() as AddressInfo).port;
   const ping = setInterval(() => internals.pingAll(), PING_INTERVAL_MS);
   ping.unref();
