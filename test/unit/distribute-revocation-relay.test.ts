@@ -113,6 +113,9 @@ describe("relay annotation and names", () => {
         { at: "soon", fingerprints: [fp(2)] },
         { at: 2, fingerprints: "nope" },
         { at: 3, fingerprints: ["not-a-fingerprint"] },
+        null,
+        7,
+        "batch",
       ],
     });
     expect(decodeRevocationBatches(hostile)).toEqual([{ at: 1, fingerprints: [fp(1)] }]);

@@ -68,7 +68,8 @@ export function decodeRevocationBatches(text: unknown): RevocationBatch[] {
   const batches = (parsed as { batches?: unknown } | null)?.batches;
   if (!Array.isArray(batches)) return [];
   const result: RevocationBatch[] = [];
-  for (const batch of batches as { at?: unknown; fingerprints?: unknown }[]) {
+  for (const batch of batches as ({ at?: unknown; fingerprints?: unknown } | null)[]) {
+    if (typeof batch !== "object" || batch === null) continue;
     if (typeof batch.at !== "number" || !Number.isFinite(batch.at) || !Array.isArray(batch.fingerprints))
       continue;
     const fingerprints = (batch.fingerprints as unknown[]).filter(

@@ -110,7 +110,13 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
   };
   const dispatcher = (): Promise<Dispatcher> => {
     if (options.dispatcher !== undefined) return Promise.resolve(options.dispatcher);
-    dispatcherPromise ??= resolveOptions().then((resolved) => buildDispatcher(cluster, resolved));
+    // A failure (an exec plugin or a credential file that fails once) is not kept: the next call tries again.
+    dispatcherPromise ??= resolveOptions()
+      .then((resolved) => buildDispatcher(cluster, resolved))
+      .catch((error: unknown) => {
+        dispatcherPromise = undefined;
+        throw error;
+      });
     return dispatcherPromise;
   };
   const headersFor = async (call: KubeRequest): Promise<Record<string, string>> => {
