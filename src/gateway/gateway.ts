@@ -182,7 +182,6 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     listeners.request,
   );
   server.on("checkContinue", listeners.checkContinue);
-  const port = await listen(server, config.port, config.host);
 
   // Admin listener.
   let draining = false;
@@ -194,8 +193,26 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     jwks: () => minter.jwks(),
     registry,
   });
-  await admin.listen({ port: config.adminPort, host: config.adminHost });
-  const adminPort = (admin.server.address() as AddressInfo).port;
+  let port: number;
+  let adminPort: number;
+  try {
+    port = await listen(server, config.port, config.host);
+    await admin.listen({ port: config.adminPort, host: config.adminHost });
+    adminPort = (admin.server.address() as AddressInfo).port;
+  } catch (error) {
+    // A port in use (or not allowed): stop what already runs (the snapshot source's watcher or stream, the
+    // public listener), or the process would stay alive half-started after reporting the failure.
+    source.close();
+    collector.close();
+    server.close();
+    await admin.close().catch(() => undefined);
+    await audit.flush();
+    await upstreamDispatcher.close();
+    authenticator.close();
+    throw error;
+  }
+  // After listening, a failing accept (out of file descriptors) is an 'error' event: logged, not a crash.
+  server.on("error", (error) => logger.error({ err: error }, "public listener error"));
   logger.info(
     {
       port,

@@ -18,7 +18,12 @@ import { afterEach, describe, expect, it } from "vitest";
 import { request } from "undici";
 import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
 import { startEchoApi } from "../../src/demo/echo-api.ts";
-import { makeConfigDir, startGatewayProcess, type GatewayProcess } from "../helpers/gateway-process.ts";
+import {
+  makeConfigDir,
+  spawnGateway,
+  startGatewayProcess,
+  type GatewayProcess,
+} from "../helpers/gateway-process.ts";
 import { getToken, rawRequest } from "../helpers/http.ts";
 import { allManifests, routesYaml, type TestManifestOptions } from "../helpers/manifests.ts";
 
@@ -572,6 +577,28 @@ spec:
     expect(await (await fetch(`${gateway.adminUrl}/metrics`)).text()).toMatch(
       new RegExp(`^phantomgate_config_problems ${ready.problemCount}$`, "m"),
     );
+  });
+});
+
+describe("a port that is taken", () => {
+  it("ends the gateway with exit 1 instead of leaving it half-started, for the public and the admin port", async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => busy.close(resolve)));
+    const taken = String((busy.address() as AddressInfo).port);
+    const dir = makeConfigDir(
+      allManifests({ issuer: "http://127.0.0.1:9", echoOrigin: "http://127.0.0.1:9" }),
+    );
+    for (const ports of [
+      ["--port", taken, "--admin-port", "0"],
+      ["--port", "0", "--admin-port", taken],
+    ]) {
+      const started = Date.now();
+      await expect(
+        spawnGateway(["--config", dir, "--host", "127.0.0.1", "--admin-host", "127.0.0.1", ...ports]),
+      ).rejects.toThrow(/exited with 1[\s\S]*EADDRINUSE/);
+      expect(Date.now() - started).toBeLessThan(15_000);
+    }
   });
 });
 
