@@ -24,6 +24,7 @@ const tokens = {
   wrongAudience: "wrong-audience-token-0123456789",
   revoker: "revoker-token-0123456789",
   user: "plain-user-token-0123456789",
+  slowGateway: "gw-slow-token-0123456789",
 };
 const reviewer = mockApiServerReviewer({
   [tokens.gateway]: { username: "system:serviceaccount:pg:gateway" },
@@ -34,6 +35,7 @@ const reviewer = mockApiServerReviewer({
   },
   [tokens.revoker]: { username: "system:serviceaccount:pg:revoker", mayRevoke: true },
   [tokens.user]: { username: "alice", mayRevoke: false },
+  [tokens.slowGateway]: { username: "system:serviceaccount:pg:gateway" },
 });
 const { logger, text: logText } = captureLogs("debug");
 const distributor = createDistributor({ logger });
@@ -262,6 +264,24 @@ describe("requests", () => {
       expect(answer, target).toMatch(/^HTTP\/1\.1 404 /);
     }
     expect((await call("GET", "/v1/nothing", { token: tokens.gateway })).status).toBe(404);
+  });
+
+  it("does not register a stream whose gateway left while its token was being reviewed", async () => {
+    reviewer.setDelayMs(300);
+    try {
+      const socket = connect(server.port, "127.0.0.1");
+      socket.on("error", () => undefined);
+      socket.write(
+        `GET /v1/stream?gateway=gw-gone HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.slowGateway}\r\n\r\n`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      socket.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 600));
+    } finally {
+      reviewer.setDelayMs(0);
+    }
+    expect(distributor.fleet().gateways.find((g) => g.name === "gw-gone")?.connected ?? false).toBe(false);
+    expect(distributorInternals(distributor).connectedCount()).toBe(0);
   });
 
   it("counts calls and connected gateways in its metrics", async () => {
