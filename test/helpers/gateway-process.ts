@@ -57,7 +57,11 @@ export async function spawnGateway(
     output += chunk.toString("utf8");
   });
   const ports = await new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${label} did not start:\n${output}`)), 20_000);
+    const timer = setTimeout(() => {
+      // A gateway that neither started nor exited must not outlive the test.
+      child.kill("SIGKILL");
+      reject(new Error(`${label} did not start:\n${output}`));
+    }, 20_000);
     child.once("exit", (code) => {
       clearTimeout(timer);
       reject(new Error(`${label} exited with ${code ?? "signal"}:\n${output}`));
