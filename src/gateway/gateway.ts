@@ -45,17 +45,20 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   collectDefaultMetrics({ register: registry, prefix: "phantomgate_process_" });
   const metrics = createGatewayMetrics(registry);
   // The audit target first: one that cannot be opened stops the start before anything else is running.
-  let lastAuditErrorLog = 0;
+  // Its troubles are counted every time and logged at most once a second (a full disk fails every batch).
+  let lastAuditLog = 0;
+  const logAuditTrouble = (fields: Record<string, unknown>, message: string): void => {
+    const now = Date.now();
+    if (now - lastAuditLog < 1_000) return;
+    lastAuditLog = now;
+    logger.error({ ...fields, target: config.auditLog }, message);
+  };
   const audit = await openAuditSink(config.auditLog, {
-    onError: (error: NodeJS.ErrnoException) => {
+    onError: (error) => {
       const code = error.code ?? "unknown";
       metrics.auditErrors.labels(code).inc();
-      // At most one log line a second: a full disk fails every batch.
-      const now = Date.now();
-      if (now - lastAuditErrorLog < 1_000) return;
-      lastAuditErrorLog = now;
-      logger.error(
-        { code, target: config.auditLog },
+      logAuditTrouble(
+        { code },
         code === "EPIPE"
           ? "audit target closed: audit lines are lost until the gateway restarts"
           : "audit lines could not be written",
@@ -63,10 +66,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     },
     onDrop: (lines) => {
       metrics.auditDropped.inc(lines);
-      const now = Date.now();
-      if (now - lastAuditErrorLog < 1_000) return;
-      lastAuditErrorLog = now;
-      logger.error({ target: config.auditLog }, "audit target is not keeping up: audit lines dropped");
+      logAuditTrouble({}, "audit target is not keeping up: audit lines dropped");
     },
   }).catch((error: unknown) => {
     throw new ConfigError(`--audit-log (PHANTOMGATE_AUDIT_LOG): ${(error as Error).message}`);
@@ -193,6 +193,17 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     jwks: () => minter.jwks(),
     registry,
   });
+  // Shutdown in two halves around the public listener's drain; a failed start uses them too.
+  const stopSources = (): void => {
+    source.close();
+    collector.close();
+  };
+  const stopTheRest = async (): Promise<void> => {
+    await admin.close().catch(() => undefined);
+    await audit.flush();
+    await upstreamDispatcher.close();
+    authenticator.close();
+  };
   let port: number;
   let adminPort: number;
   try {
@@ -202,13 +213,9 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   } catch (error) {
     // A port in use (or not allowed): stop what already runs (the snapshot source's watcher or stream, the
     // public listener), or the process would stay alive half-started after reporting the failure.
-    source.close();
-    collector.close();
+    stopSources();
     server.close();
-    await admin.close().catch(() => undefined);
-    await audit.flush();
-    await upstreamDispatcher.close();
-    authenticator.close();
+    await stopTheRest();
     throw error;
   }
   // After listening, a failing accept (out of file descriptors) is an 'error' event: logged, not a crash.
@@ -230,8 +237,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     snapshot: () => runtime.current?.snapshot,
     async close() {
       draining = true;
-      source.close();
-      collector.close();
+      stopSources();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Keep-alive connections become idle as their last response ends; close them as they do.
       server.closeIdleConnections();
@@ -240,10 +246,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       await closed;
       clearInterval(sweeper);
       clearTimeout(deadline);
-      await admin.close();
-      await audit.flush();
-      await upstreamDispatcher.close();
-      authenticator.close();
+      await stopTheRest();
       logger.info("gateway stopped");
     },
   };

@@ -507,11 +507,20 @@ export function createAuthServerClient(
     return { active: false, reason };
   }
 
-  function factsFromIntrospectionJson(response: AsResponse, document: unknown): IntrospectionResult {
+  /** An RFC 7662 answer, or the AS is answering something else. */
+  function introspectionDocument(
+    response: AsResponse,
+    document: unknown,
+  ): z.infer<typeof introspectionResponseSchema> {
     const parsed = introspectionResponseSchema.safeParse(document);
     if (!parsed.success) invalidResponse("introspection", response, "not an RFC 7662 response");
-    if (!parsed.data.active) return inactive(response, "inactive");
-    const checked = checkFactsTimes(factsFromClaims(parsed.data), clock.now(), server.clockSkewSeconds);
+    return parsed.data;
+  }
+
+  function factsFromIntrospectionJson(response: AsResponse, document: unknown): IntrospectionResult {
+    const parsed = introspectionDocument(response, document);
+    if (!parsed.active) return inactive(response, "inactive");
+    const checked = checkFactsTimes(factsFromClaims(parsed), clock.now(), server.clockSkewSeconds);
     if (!checked.active) return inactive(response, checked.reason);
     record("introspection", "ok", response.startedMs);
     return checked;
@@ -523,9 +532,7 @@ export function createAuthServerClient(
     // only ever say "inactive": facts of an active token are taken from a verified JWT and nothing else.
     if (response.mediaType === "application/json") {
       const document = parseJson("introspection", response);
-      const parsed = introspectionResponseSchema.safeParse(document);
-      if (!parsed.success) invalidResponse("introspection", response, "not an RFC 7662 response");
-      if (parsed.data.active)
+      if (introspectionDocument(response, document).active)
         invalidResponse("introspection", response, "an active token answered without a signed JWT");
       return inactive(response, "inactive");
     }

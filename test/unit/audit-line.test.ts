@@ -110,24 +110,9 @@ describe("auditLine", () => {
         const sub =
           i % 500 === 499 ? "s".repeat(BATCH_BYTES + 10) : i % 7 === 0 ? `user "${i}" \u00e9\n` : `user-${i}`;
         const record: AuditRecord = {
-          time: new Date(1_700_000_000_000 + i).toISOString(),
-          requestId: `request-${i}`,
+          ...auditRecord(i),
           traceId: Math.floor(random() * 1e16).toString(16),
-          remoteAddress: "127.0.0.1",
-          host: "api.example.com",
-          method: "GET",
-          route: "default/invoices#0",
-          pathTemplate: "/invoices/**",
-          authMode: "phantom",
-          clientId: "web-app",
           sub,
-          scopes: ["read_invoice"],
-          tokenFingerprint: "b5f3c2a1d4e6f708",
-          cache: "hit",
-          decision: "allow",
-          reason: "ok",
-          status: 200,
-          upstreamStatus: 200,
           latencyMs: Math.round(random() * 1e6) / 1000,
         };
         records.push(record);
@@ -148,7 +133,8 @@ describe("auditLine", () => {
   });
 });
 
-function record(i: number): AuditRecord {
+/** A typical cache-hit line, numbered `i`. */
+function auditRecord(i: number): AuditRecord {
   return {
     time: new Date(1_700_000_000_000 + i).toISOString(),
     requestId: `request-${i}`,
@@ -199,10 +185,10 @@ describe("audit targets that fail", () => {
       const errors: string[] = [];
       const sink = await openAuditSink(fifo, { onError: (error) => errors.push(error.code ?? "") });
       // The reader takes 1,000 bytes and exits: the writes after that hit a pipe with no reader.
-      for (let i = 0; i < 2000; i++) sink.write(record(i));
+      for (let i = 0; i < 2000; i++) sink.write(auditRecord(i));
       await new Promise<void>((resolve) => reader.once("exit", () => resolve()));
       for (let i = 0; i < 200 && !errors.includes("EPIPE"); i++) {
-        for (let j = 0; j < 200; j++) sink.write(record(j));
+        for (let j = 0; j < 200; j++) sink.write(auditRecord(j));
         await new Promise((resolve) => setTimeout(resolve, 120));
       }
       expect(errors).toContain("EPIPE");
@@ -225,7 +211,7 @@ describe("audit targets that fail", () => {
         onDrop: (lines) => (dropped += lines),
       });
       const total = 20_000; // ~9 MB of lines against 1 MiB allowed to wait
-      for (let i = 0; i < total; i++) sink.write(record(i));
+      for (let i = 0; i < total; i++) sink.write(auditRecord(i));
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(dropped).toBeGreaterThan(total * 0.8);
       expect(dropped).toBeLessThan(total);

@@ -15,6 +15,8 @@ export interface ForwardOutcome {
   forwarded(status: number): void;
   /** Nothing was sent to the client yet: the error is the client's answer. */
   failed(error: GatewayError): void;
+  /** The request body is about to be streamed (a client waiting for 100 Continue gets it now). */
+  release(): void;
 }
 
 export interface ForwardInput {
@@ -30,9 +32,7 @@ export interface ForwardInput {
   readonly requestId: string;
   /** The whole body when an earlier stage had to read it; otherwise the request is streamed. */
   readonly bufferedBody?: Buffer | undefined;
-  /** Sends 100 (Continue) to a client holding its body back for it; called once the body is wanted. */
-  readonly release?: (() => void) | undefined;
-  /** Receives the reason when the response is cut after its status line. */
+  /** Hears how the exchange ends, and when the body is wanted. */
   readonly outcome: ForwardOutcome;
 }
 
@@ -60,6 +60,14 @@ class BodyLimit extends Transform {
 /** The client went away: nothing to answer; audited as such, not as a failure of the gateway or the upstream. */
 export function clientClosed(reason: string): GatewayError {
   return new GatewayError("PG_ERR_CLIENT_CLOSED", reason);
+}
+
+/** Refuses a request whose declared Content-Length is over `limit`, before any of its body is read. */
+export function checkDeclaredLength(req: IncomingMessage, limit: number): void {
+  const declared = Number(req.headers["content-length"] ?? "0");
+  if (declared > limit) {
+    throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `content-length ${declared} over ${limit}`);
+  }
 }
 
 /** Whether the request declares a body (a length above 0, or chunked). */
@@ -206,15 +214,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.cleanUp();
     // request() destroyed the body stream on failure; with dispatch() that is the handler's job.
     this.body?.destroy();
+    const failure = this.reason instanceof GatewayError ? this.reason : mapUpstreamError(error);
     if (this.res.headersSent) {
       // The status line is out, so the connection is all we can end. The audit records the upstream status and
       // why the response was cut.
-      this.outcome.cut = (this.reason instanceof GatewayError ? this.reason : mapUpstreamError(error)).code;
+      this.outcome.cut = failure.code;
       this.res.destroy();
       this.outcome.forwarded(this.status);
       return;
     }
-    this.outcome.failed(this.reason instanceof GatewayError ? this.reason : mapUpstreamError(error));
+    this.outcome.failed(failure);
   }
 
   private cleanUp(): void {
@@ -299,17 +308,14 @@ export function forwardRequest(input: ForwardInput): void {
   // The client may have left while the request waited for authentication: its close event has passed, so the
   // exchange would never learn of it. Nothing is sent upstream for it.
   if (res.destroyed) throw clientClosed("client closed the connection before forwarding");
-  const declared = Number(req.headers["content-length"] ?? "0");
-  if (declared > input.maxBodyBytes) {
-    throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `content-length ${declared} over ${input.maxBodyBytes}`);
-  }
+  checkDeclaredLength(req, input.maxBodyBytes);
   const handler = new ForwardHandler(res, input.outcome, input.requestId, input.timeoutMs);
   let body: BodyLimit | Buffer | null = null;
   if (input.bufferedBody !== undefined) {
     body = input.bufferedBody;
     input.headers["content-length"] = String(input.bufferedBody.length);
   } else if (requestHasBody(req)) {
-    input.release?.();
+    input.outcome.release();
     body = handler.streamBody(req, input.maxBodyBytes);
   }
   try {

@@ -17,7 +17,13 @@ import {
   type Firewall,
 } from "../firewall/firewall.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
-import { clientClosed, forwardRequest, requestHasBody, type ForwardOutcome } from "../forward/forward.ts";
+import {
+  checkDeclaredLength,
+  clientClosed,
+  forwardRequest,
+  requestHasBody,
+  type ForwardOutcome,
+} from "../forward/forward.ts";
 import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import { randomRequestId, startTrace } from "./ids.ts";
@@ -152,6 +158,13 @@ class RequestContext implements ForwardOutcome {
       crashed(this, crash);
     }
   }
+
+  /** Sends the 100 (Continue) a client waits for before its body, once. */
+  release(): void {
+    if (!this.awaitingContinue) return;
+    this.awaitingContinue = false;
+    this.res.writeContinue();
+  }
 }
 
 type Stage = (ctx: RequestContext, deps: PipelineDeps) => void | Promise<void>;
@@ -214,11 +227,8 @@ const inspectFormBody: Stage = (ctx) => {
 };
 
 async function readFormBody(ctx: RequestContext, limit: number): Promise<void> {
-  const declared = Number(ctx.req.headers["content-length"] ?? "0");
-  if (declared > limit) {
-    throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `content-length ${declared} over ${limit}`);
-  }
-  releaseBody(ctx);
+  checkDeclaredLength(ctx.req, limit);
+  ctx.release();
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -278,13 +288,6 @@ const authorize: Stage = (ctx) => {
   authorizeScopes(matched.requiredScopes, ctx.scopes ?? []);
 };
 
-/** Sends the 100 (Continue) a client waits for before its body, once. */
-function releaseBody(ctx: RequestContext): void {
-  if (!ctx.awaitingContinue) return;
-  ctx.awaitingContinue = false;
-  ctx.res.writeContinue();
-}
-
 /**
  * Credential swap and streaming to the upstream. The exchange reports back to the context (`forwarded` or
  * `failed`).
@@ -316,7 +319,6 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
     maxBodyBytes: matched.limits.maxBodyBytes,
     requestId: ctx.requestId,
     bufferedBody: ctx.bufferedBody,
-    release: ctx.awaitingContinue ? () => releaseBody(ctx) : undefined,
     outcome: ctx,
   });
 }
@@ -398,16 +400,20 @@ function finish(ctx: RequestContext, status: number, decision: Decision, reason:
   }
 }
 
-/** A bug in the error path itself: answer 500 if still possible, else cut the connection. */
+/** Answers a request the handler itself failed on: 500 if still possible, else the connection is cut. */
+function answerCrash(res: ServerResponse): void {
+  try {
+    if (!res.headersSent) res.writeHead(500).end();
+    else res.destroy();
+  } catch {
+    res.destroy();
+  }
+}
+
+/** A bug in the error path itself: a bare 500, and still one audit line with the in-flight count going down. */
 function crashed(ctx: RequestContext, error: unknown): void {
   ctx.deps.logger.error({ err: error, requestId: ctx.requestId }, "request handler crashed");
-  try {
-    if (!ctx.res.headersSent) ctx.res.writeHead(500).end();
-    else ctx.res.destroy();
-  } catch {
-    ctx.res.destroy();
-  }
-  // Still one audit line, and the in-flight count goes down.
+  answerCrash(ctx.res);
   finish(ctx, 500, "error", "PG_ERR_INTERNAL");
 }
 
@@ -431,8 +437,7 @@ export function createRequestListener(deps: PipelineDeps): {
         ctx.run(0); // never throws: every failure becomes the request's answer
       } catch (error) {
         deps.logger.error({ err: error }, "request handler crashed");
-        if (!res.headersSent) res.writeHead(500).end();
-        else res.destroy();
+        answerCrash(res);
       }
     };
   return { request: listener(false), checkContinue: listener(true) };

@@ -160,8 +160,10 @@ function searchBucket(
   }
 }
 
-/** Lower-cases the Host header value and drops its port and any trailing dot; allocates only when needed. */
-/** The host the router matches: port and a trailing dot dropped, lower case. */
+/**
+ * The host the router matches: the Host header value lower-cased, without its port and any trailing dot;
+ * allocates only when needed.
+ */
 export function normalizeHost(host: string): string {
   let end = host.length;
   if (host.charCodeAt(0) === 0x5b) {
