@@ -70,6 +70,8 @@ interface Options {
   readonly connections: number;
   readonly halfConnections: number;
   readonly halfRounds: number;
+  /** Fixed rate for the latency runs instead of half the gateway's max (NaN: half the max). */
+  readonly halfRate: number;
   readonly singleFlightRequests: number;
   readonly rssTokens: readonly number[];
   readonly missTokens: number;
@@ -96,6 +98,8 @@ Flags (environment variable in brackets):
   --connections N       keep-alive connections for max-throughput runs [BENCH_CONNECTIONS] default 32
   --half-connections N  connections for the fixed-rate runs           [BENCH_HALF_CONNECTIONS] default 64
   --half-rounds N       rounds of the fixed-rate runs (p99 is noisy)  [BENCH_HALF_ROUNDS] default 7
+  --half-rate N         req/s of the fixed-rate runs                  [BENCH_HALF_RATE]   default half the
+                        gateway's max (audit file); another rate shows latency at another load
   --single-flight N     concurrent requests with one fresh token      [BENCH_SINGLE_FLIGHT] default 1000
   --rss-tokens LIST     cached-token counts to measure RSS at         [BENCH_RSS_TOKENS]  default 20000,100000
   --miss-tokens N       distinct tokens rotated in the cache-miss run [BENCH_MISS_TOKENS] default 512
@@ -115,6 +119,7 @@ Flags (environment variable in brackets):
   --retries N           … at most N times (least disturbed attempt kept) [BENCH_RETRIES] default 2 (quick: 0)
   BENCH_NO_INSTALL=1    never apt-get install wrk when it is missing
   BENCH_QUICK=1         smoke run: 1 round, 0.5 s warm-up, 1.5 s runs, 2,000 tokens for RSS
+  BENCH_CHILD_OUTPUT=DIR also keep every line each child process prints in DIR/<name>.log
 `;
 
 function parseOptions(): Options {
@@ -126,6 +131,7 @@ function parseOptions(): Options {
       connections: { type: "string" },
       "half-connections": { type: "string" },
       "half-rounds": { type: "string" },
+      "half-rate": { type: "string" },
       "single-flight": { type: "string" },
       "rss-tokens": { type: "string" },
       "miss-tokens": { type: "string" },
@@ -173,6 +179,7 @@ function parseOptions(): Options {
     connections: Math.round(number(values.connections, "BENCH_CONNECTIONS", 32, 1)),
     halfConnections: Math.round(number(values["half-connections"], "BENCH_HALF_CONNECTIONS", 64, 1)),
     halfRounds: Math.round(number(values["half-rounds"], "BENCH_HALF_ROUNDS", quick ? 1 : 7, 1)),
+    halfRate: Math.round(number(values["half-rate"], "BENCH_HALF_RATE", Number.NaN, 1)),
     singleFlightRequests: Math.round(number(values["single-flight"], "BENCH_SINGLE_FLIGHT", 1000, 1)),
     rssTokens: rssList,
     missTokens: Math.round(number(values["miss-tokens"], "BENCH_MISS_TOKENS", 512, 1)),
@@ -1141,7 +1148,7 @@ async function main(): Promise<void> {
         gatewayMaxRps = summaries.find((s) => s.key === "hit-file")?.rps ?? Number.NaN;
       }
       if (options.parts.has("half")) {
-        if (!Number.isFinite(gatewayMaxRps)) {
+        if (!Number.isFinite(gatewayMaxRps) && !Number.isFinite(options.halfRate)) {
           log("half: measuring the gateway's max rps first (main part not run)");
           gatewayMaxRps = (
             await measure(load, hitFile, {
@@ -1152,7 +1159,9 @@ async function main(): Promise<void> {
             })
           ).result.rps;
         }
-        const rate = Math.max(100, Math.round(gatewayMaxRps / 2 / 100) * 100);
+        const rate = Number.isFinite(options.halfRate)
+          ? options.halfRate
+          : Math.max(100, Math.round(gatewayMaxRps / 2 / 100) * 100);
         // node:http hello at the same rate is the floor: the latency the machine and the load generator add by
         // themselves, whatever serves the requests.
         const halfVariants = [hello, bare, bareDispatch, hitFile, hitPipe, hitOff, ...tunedVariants];

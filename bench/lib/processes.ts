@@ -1,7 +1,8 @@
 // Child processes of the benchmark: spawned pinned to a core with taskset, tracked so every one of them is
 // stopped on exit, Ctrl-C or a crash of the driver, and inspected through /proc (CPU time, RSS).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { createWriteStream, readFileSync, type WriteStream } from "node:fs";
+import { join } from "node:path";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
 
@@ -73,7 +74,16 @@ export function spawnPinned(options: SpawnOptions): Promise<Spawned> {
     if (lines.length > 40) lines.shift();
   };
   const tail = (): string => lines.join("\n");
-  createInterface({ input: child.stderr }).on("line", (line) => remember(`[stderr] ${line}`));
+  // BENCH_CHILD_OUTPUT=DIR keeps every line a child prints in DIR/<name>.log (e.g. with --tuned-flags=--trace-gc).
+  const outputDir = process.env["BENCH_CHILD_OUTPUT"];
+  const kept: WriteStream | undefined =
+    outputDir === undefined || outputDir === ""
+      ? undefined
+      : createWriteStream(join(outputDir, `${options.name}.log`));
+  createInterface({ input: child.stderr }).on("line", (line) => {
+    remember(`[stderr] ${line}`);
+    kept?.write(`[stderr] ${line}\n`);
+  });
   const exited = new Promise<number | null>((resolve) => {
     child.once("exit", (code) => {
       children.delete(child);
@@ -97,6 +107,7 @@ export function spawnPinned(options: SpawnOptions): Promise<Spawned> {
     });
     createInterface({ input: child.stdout }).on("line", (line) => {
       remember(line);
+      kept?.write(`${line}\n`);
       let parsed: unknown;
       try {
         parsed = JSON.parse(line);

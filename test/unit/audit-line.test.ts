@@ -5,7 +5,13 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { auditLine, BATCH_BYTES, openAuditSink, type AuditRecord } from "../../src/gateway/audit/audit.ts";
+import {
+  auditLine,
+  BATCH_BYTES,
+  isoTime,
+  openAuditSink,
+  type AuditRecord,
+} from "../../src/gateway/audit/audit.ts";
 import { createRandom } from "../helpers/random.ts";
 
 const awkward = [
@@ -98,6 +104,29 @@ describe("auditLine", () => {
     }
   });
 
+  it("matches JSON.stringify when routes and scope lists come back with the same or other values", () => {
+    // The route's and the token's fields are kept encoded per route id and per scopes array: a key seen before
+    // with other values must be encoded again.
+    const random = createRandom(19);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+    const scopeLists = [["read"], [], ["a b", "é"], ["read", "write", "admin"]].map((list) =>
+      Object.freeze(list),
+    );
+    for (let i = 0; i < 20_000; i++) {
+      const record: AuditRecord = {
+        ...auditRecord(i),
+        route: pick(["r1", "r2", undefined]),
+        pathTemplate: pick(["/a/**", "/b", undefined]),
+        authMode: pick(["phantom", "jwt", undefined]),
+        clientId: pick(["web", 'we"b', undefined]),
+        sub: pick(["alice", "bob\n", undefined]),
+        scopes: pick([...scopeLists, undefined]),
+        tokenFingerprint: pick(["fp1", "fp2", undefined]),
+      };
+      expect(auditLine(record)).toBe(expected(record));
+    }
+  });
+
   it("writes every line whole and in order through the batches (recycled ones too), also lines larger than a batch", async () => {
     const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
     try {
@@ -157,6 +186,31 @@ function auditRecord(i: number): AuditRecord {
     latencyMs: 1.25,
   };
 }
+
+describe("isoTime", () => {
+  const check = (ms: number): void => {
+    expect(isoTime(ms)).toBe(new Date(ms).toISOString());
+  };
+
+  it("gives Date#toISOString across millisecond, second, day and year boundaries, in any order", () => {
+    const start = Date.UTC(2026, 11, 31, 23, 59, 59, 990);
+    for (let ms = start; ms < start + 30; ms++) check(ms);
+    // The same millisecond twice, then back in time (the clock was set back), then forward again.
+    check(start + 29);
+    check(start);
+    check(start - 1_000);
+    check(start + 5_000);
+  });
+
+  it("gives Date#toISOString for random times, before 1970 and past year 9999 too", () => {
+    const random = createRandom(23);
+    for (let i = 0; i < 2_000; i++) check(Math.floor((random() * 2 - 1) * 8.64e15));
+    for (const ms of [
+      0, -1, 999, 1_000, -1_000, -1_001, 253_402_300_799_999, 253_402_300_800_000, 8.64e15, -8.64e15,
+    ])
+      check(ms);
+  });
+});
 
 describe("audit targets that fail", () => {
   it("refuses to open a path it cannot write, naming it", async () => {

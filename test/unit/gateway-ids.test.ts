@@ -8,12 +8,19 @@ const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]
 describe("request ids and trace context", () => {
   it("gives well-formed, distinct version 4 UUIDs across many refills of the pool", () => {
     const seen = new Set<string>();
+    const variants = new Set<string>();
+    const digits = new Set<string>();
     for (let i = 0; i < 20_000; i++) {
       const id = randomRequestId();
       expect(id).toMatch(uuidV4);
       seen.add(id);
+      variants.add(id.charAt(19));
+      digits.add(id.charAt(15));
     }
     expect(seen.size).toBe(20_000);
+    // The variant digit keeps its two random bits, and the digits around the fixed ones stay random.
+    expect([...variants].sort()).toEqual(["8", "9", "a", "b"]);
+    expect(digits.size).toBe(16);
   });
 
   it("keeps a client's valid trace id and sampled flag, and starts a new trace otherwise", () => {

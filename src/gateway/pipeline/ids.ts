@@ -4,13 +4,17 @@ import { randomFillSync } from "node:crypto";
 
 const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
 
+// The pool is turned into hex once per refill (one call into C++ per few hundred requests, not two or three
+// per request); ids are slices of that text.
 const randomPool = Buffer.alloc(8 * 1024);
+let poolHex = "";
 let randomOffset = randomPool.length;
 
 /** The offset of `bytes` fresh random bytes in the pool, refilling it when it runs out. */
 function take(bytes: number): number {
   if (randomOffset + bytes > randomPool.length) {
     randomFillSync(randomPool);
+    poolHex = randomPool.toString("hex");
     randomOffset = 0;
   }
   const at = randomOffset;
@@ -20,16 +24,18 @@ function take(bytes: number): number {
 
 function randomHex(bytes: number): string {
   const at = take(bytes);
-  return randomPool.toString("hex", at, at + bytes);
+  return poolHex.slice(2 * at, 2 * (at + bytes));
 }
+
+/** RFC 9562 variant digits: 10xx in binary. */
+const VARIANT = ["8", "9", "a", "b"];
 
 /** A random (version 4) UUID from the same pool: crypto.randomUUID() builds its string from 16 pieces. */
 export function randomRequestId(): string {
-  const at = take(16);
-  randomPool[at + 6] = ((randomPool[at + 6] ?? 0) & 0x0f) | 0x40;
-  randomPool[at + 8] = ((randomPool[at + 8] ?? 0) & 0x3f) | 0x80;
-  const hex = randomPool.toString("hex", at, at + 16);
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  const h = randomHex(16);
+  // The version digit (13th) is 4; the variant digit (17th) keeps two random bits.
+  const variant = VARIANT[Number.parseInt(h.charAt(16), 16) & 3] ?? "8";
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20)}`;
 }
 
 /**

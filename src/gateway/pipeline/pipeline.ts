@@ -8,7 +8,7 @@ import type { Dispatcher } from "undici";
 import { GatewayError, isGatewayError, type ErrorCode } from "../../errors/catalogue.ts";
 import type { CompiledRoute } from "../../snapshot/snapshot.ts";
 import { fingerprintToken } from "../../tokens/fingerprint.ts";
-import type { AuditSink } from "../audit/audit.ts";
+import { isoTime, type AuditSink } from "../audit/audit.ts";
 import { authorizeScopes } from "../authorize/authorize.ts";
 import {
   bodyMayCarryToken,
@@ -329,19 +329,6 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
  */
 const stages: readonly Stage[] = [firewall, route, authenticate, authorize, inspectFormBody];
 
-// The audit time, as an ISO string: a busy gateway logs many requests per millisecond, so the string is made
-// once per millisecond.
-let isoMs = 0;
-let isoText = "";
-function isoNow(): string {
-  const now = Date.now();
-  if (now !== isoMs) {
-    isoMs = now;
-    isoText = new Date(now).toISOString();
-  }
-  return isoText;
-}
-
 // A route's path template, made once per compiled route (a snapshot swap brings new route objects).
 const templates = new WeakMap<CompiledRoute, string>();
 
@@ -375,7 +362,7 @@ function finish(ctx: RequestContext, status: number, decision: Decision, reason:
       latencyMs / 1000,
     );
     deps.audit.write({
-      time: isoNow(),
+      time: isoTime(Date.now()),
       requestId: ctx.requestId,
       traceId: ctx.traceId,
       remoteAddress: ctx.remoteAddress,
