@@ -1,9 +1,12 @@
 // Smoke test of the Kubernetes test harness: a real etcd + kube-apiserver with the stamped version, RBAC on,
-// TokenRequest/TokenReview working for audience-bound ServiceAccount tokens, and a helm that talks to it.
+// TokenRequest/TokenReview working for audience-bound ServiceAccount tokens, and a helm that talks to it; and the
+// operator's own Kubernetes client loading its credentials from files.
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createKubeClient, KubeApiError } from "../../src/operator/kube/kube-client.ts";
 import { startTestCluster, type TestCluster } from "./harness/cluster.ts";
 
 // The first run may build the Go binaries (tens of minutes on 2 cores) when globalSetup did not.
@@ -126,6 +129,44 @@ describe("test cluster (real etcd + kube-apiserver)", () => {
       const { stdout } = await c.helm(["template", "smoke", chart]);
       const minor = c.tools.kubeVersion.split(".")[1];
       expect(stdout).toContain(`kube: "1.${minor}"`);
+    },
+    testTimeoutMs,
+  );
+
+  it(
+    "the operator's Kubernetes client fails a call clearly while a credential file is missing, and works once it is there",
+    async () => {
+      const c = cluster();
+      const dir = join(c.dataDir, "client-files");
+      await mkdir(dir, { recursive: true });
+      const certFile = join(dir, "admin.crt");
+      const keyFile = join(dir, "admin.key");
+      const kubeConfig = new KubeConfig();
+      kubeConfig.loadFromOptions({
+        clusters: [{ name: "test", server: c.server, caData: Buffer.from(c.caPem).toString("base64") }],
+        users: [{ name: "admin", certFile, keyFile }],
+        contexts: [{ name: "test", cluster: "test", user: "admin" }],
+        currentContext: "test",
+      });
+      const client = createKubeClient(kubeConfig);
+      try {
+        const call = { method: "GET", path: "/api/v1/namespaces/default" } as const;
+        const failure = await client.request(call).catch((error: unknown) => error);
+        expect(failure).toBeInstanceOf(KubeApiError);
+        expect((failure as KubeApiError).code).toBe("PG_ERR_KUBE_CREDENTIALS");
+        expect((failure as KubeApiError).message).toContain(
+          "GET /api/v1/namespaces/default: cannot load the credentials",
+        );
+        expect((failure as KubeApiError).message).toContain("admin.crt");
+
+        // The files appear (a mounted secret filled late): the next call loads them, nothing of the failure kept.
+        await writeFile(certFile, c.adminCert, { mode: 0o600 });
+        await writeFile(keyFile, c.adminKey, { mode: 0o600 });
+        const namespace = await client.request<{ metadata: { name: string } }>(call);
+        expect(namespace.metadata.name).toBe("default");
+      } finally {
+        await client.close();
+      }
     },
     testTimeoutMs,
   );

@@ -12,6 +12,8 @@ export type KubeErrorCode =
   | "PG_ERR_KUBE_STATUS"
   /** No answer: connection refused or reset, TLS failure, DNS. */
   | "PG_ERR_KUBE_NETWORK"
+  /** The kubeconfig's credentials or TLS files could not be loaded (a file missing, an exec plugin failing). */
+  | "PG_ERR_KUBE_CREDENTIALS"
   /** No answer within the request's time limit. */
   | "PG_ERR_KUBE_TIMEOUT"
   /** The caller aborted. */
@@ -98,29 +100,33 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
   if (cluster === null) throw new Error("the Kubernetes configuration has no current cluster");
   const server = cluster.server.replace(/\/+$/, "");
   const userAgent = options.userAgent ?? "phantomgate-operator";
-  let dispatcherPromise: Promise<Dispatcher> | undefined;
+  let built: Dispatcher | undefined;
   const ownDispatcher = options.dispatcher === undefined;
   const openStreams = new Set<AbortController>();
 
   // TLS settings and credentials as client-node resolves them (CA/cert files, exec and token-file plugins).
-  const resolveOptions = async (): Promise<HttpsRequestOptions> => {
+  const resolveOptions = async (what: string): Promise<HttpsRequestOptions> => {
     const resolved: HttpsRequestOptions = {};
-    await kubeConfig.applyToHTTPSOptions(resolved);
+    try {
+      await kubeConfig.applyToHTTPSOptions(resolved);
+    } catch (error) {
+      const detail = (error instanceof Error ? error.message : String(error)).slice(0, 300);
+      throw new KubeApiError(
+        "PG_ERR_KUBE_CREDENTIALS",
+        `${what}: cannot load the credentials of the Kubernetes configuration: ${detail}`,
+        { cause: error },
+      );
+    }
     return resolved;
   };
-  const dispatcher = (): Promise<Dispatcher> => {
-    if (options.dispatcher !== undefined) return Promise.resolve(options.dispatcher);
-    // A failure (an exec plugin or a credential file that fails once) is not kept: the next call tries again.
-    dispatcherPromise ??= resolveOptions()
-      .then((resolved) => buildDispatcher(cluster, resolved))
-      .catch((error: unknown) => {
-        dispatcherPromise = undefined;
-        throw error;
-      });
-    return dispatcherPromise;
+  // Built from the first call's resolved settings. Each call resolves the credentials first and fails on its own
+  // when that fails (an exec plugin or a credential file failing once): no failure is kept for later calls.
+  const dispatcherFor = (resolved: HttpsRequestOptions): Dispatcher => {
+    if (options.dispatcher !== undefined) return options.dispatcher;
+    built ??= buildDispatcher(cluster, resolved);
+    return built;
   };
-  const headersFor = async (call: KubeRequest): Promise<Record<string, string>> => {
-    const resolved = await resolveOptions();
+  const headersFor = (call: KubeRequest, resolved: HttpsRequestOptions): Record<string, string> => {
     const headers: Record<string, string> = { accept: "application/json", "user-agent": userAgent };
     for (const [name, value] of Object.entries(resolved.headers ?? {})) {
       if (typeof value === "string") headers[name.toLowerCase()] = value;
@@ -145,11 +151,12 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
       if (value !== undefined) url.searchParams.set(key, String(value));
     }
     try {
+      const resolved = await resolveOptions(describe(call));
       return await request(url, {
         method: call.method,
-        headers: await headersFor(call),
+        headers: headersFor(call, resolved),
         ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
-        dispatcher: await dispatcher(),
+        dispatcher: dispatcherFor(resolved),
         signal,
         headersTimeout: defaultTimeoutMs,
         // A watch may be quiet for minutes; its own stall watchdog decides when it is dead.
@@ -221,10 +228,7 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
     async close() {
       for (const controller of openStreams) controller.abort();
       openStreams.clear();
-      if (ownDispatcher && dispatcherPromise !== undefined) {
-        const built = await dispatcherPromise.catch(() => undefined);
-        await built?.close();
-      }
+      if (ownDispatcher) await built?.close();
     },
   };
 }
