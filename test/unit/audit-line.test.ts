@@ -1,7 +1,7 @@
 // The hand-written audit serialiser must give exactly what JSON.stringify gives for the same record, for any
 // values a client or an authorization server could put into one.
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -248,6 +248,71 @@ describe("audit targets that fail", () => {
       expect(errors).toContain("EPIPE");
       await sink.flush();
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps the lines of a failing disk and writes them, whole and in order, once it has room again", async () => {
+    // A full disk, simulated with the file size limit of a child process running the sink: writes past the limit
+    // fail with EFBIG (Node ignores SIGXFSZ), as they would with ENOSPC, until the limit is raised again.
+    const dir = mkdtempSync(join(tmpdir(), "phantomgate-audit-"));
+    const file = join(dir, "audit.log");
+    const audit = new URL("../../src/gateway/audit/audit.ts", import.meta.url).pathname;
+    const script = `
+      const { openAuditSink } = await import(${JSON.stringify(audit)});
+      const sink = await openAuditSink(${JSON.stringify(file)}, {
+        onError: (error) => process.stdout.write("error " + error.code + "\\n"),
+      });
+      let next = 0;
+      const base = ${JSON.stringify(auditRecord(0))};
+      process.stdin.setEncoding("utf8").on("data", (text) => {
+        for (let n = Number(text.trim()); n > 0; n--, next++) sink.write({ ...base, requestId: "request-" + next });
+      });
+      process.stdin.on("end", () => sink.flush().then(() => process.stdout.write("flushed\\n")));
+      process.stdout.write("ready\\n");
+    `;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    let output = "";
+    child.stdout.setEncoding("utf8").on("data", (text: string) => (output += text));
+    const waitFor = async (text: string): Promise<void> => {
+      for (let i = 0; i < 200 && !output.includes(text); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      expect(output).toContain(text);
+    };
+    const limit = (soft: string): void => {
+      const result = spawnSync("prlimit", ["--pid", String(child.pid), `--fsize=${soft}:`], {
+        encoding: "utf8",
+      });
+      expect(result.status, result.stderr).toBe(0);
+    };
+    try {
+      await waitFor("ready");
+      limit("100000");
+      child.stdin.write("2000\n"); // ~800 KB of lines against 100 KB of room
+      await waitFor("error EFBIG");
+      // Past the flush interval: every line has been handed to the writer, and no write is left to come.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(statSync(file).size).toBeLessThanOrEqual(100_000);
+      limit("unlimited");
+      // The sink offers the kept bytes again about once a second; then new lines follow.
+      for (let i = 0; i < 100 && statSync(file).size <= 100_000; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // Written by the sink's own retry: no new line was written since the limit was raised.
+      expect(statSync(file).size).toBeGreaterThan(100_000);
+      child.stdin.end("100\n");
+      await waitFor("flushed");
+      const lines = readFileSync(file, "utf8").split("\n");
+      expect(lines.pop()).toBe("");
+      expect(lines).toHaveLength(2100);
+      lines.forEach((line, i) => {
+        expect(`${line}\n`).toBe(expected({ ...auditRecord(0), requestId: `request-${i}` }));
+      });
+    } finally {
+      child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
     }
   });
