@@ -5,7 +5,7 @@ import { randomFillSync } from "node:crypto";
 const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
 
 // The pool is turned into hex once per refill (one call into C++ per few hundred requests, not two or three
-// per request); ids are slices of that text.
+// per request); ids are copied out of that text.
 const randomPool = Buffer.alloc(8 * 1024);
 let poolHex = "";
 let randomOffset = randomPool.length;
@@ -22,9 +22,17 @@ function take(bytes: number): number {
   return at;
 }
 
+/**
+ * `bytes` random bytes as hex, copied out of the pool's text in pieces of 8 characters: V8 makes a substring
+ * of 13 characters or more a view that keeps the whole 16 KiB text alive for as long as the id lives (a trace id
+ * of a long-lived request).
+ */
 function randomHex(bytes: number): string {
-  const at = take(bytes);
-  return poolHex.slice(2 * at, 2 * (at + bytes));
+  const from = 2 * take(bytes);
+  const to = from + 2 * bytes;
+  let hex = "";
+  for (let i = from; i < to; i += 8) hex += poolHex.slice(i, Math.min(i + 8, to));
+  return hex;
 }
 
 /** RFC 9562 variant digits: 10xx in binary. */
@@ -32,10 +40,12 @@ const VARIANT = ["8", "9", "a", "b"];
 
 /** A random (version 4) UUID from the same pool: crypto.randomUUID() builds its string from 16 pieces. */
 export function randomRequestId(): string {
-  const h = randomHex(16);
-  // The version digit (13th) is 4; the variant digit (17th) keeps two random bits.
-  const variant = VARIANT[Number.parseInt(h.charAt(16), 16) & 3] ?? "8";
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20)}`;
+  const at = 2 * take(16);
+  const hex = poolHex;
+  // The version digit (13th) is 4; the variant digit (17th) keeps two random bits. Every piece is short enough
+  // to be copied (see randomHex).
+  const variant = VARIANT[Number.parseInt(hex.charAt(at + 16), 16) & 3] ?? "8";
+  return `${hex.slice(at, at + 8)}-${hex.slice(at + 8, at + 12)}-4${hex.slice(at + 13, at + 16)}-${variant}${hex.slice(at + 17, at + 20)}-${hex.slice(at + 20, at + 32)}`;
 }
 
 /**
