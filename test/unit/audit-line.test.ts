@@ -104,9 +104,9 @@ describe("auditLine", () => {
     }
   });
 
-  it("matches JSON.stringify when routes and scope lists come back with the same or other values", () => {
-    // The route's and the token's fields are kept encoded per route id and per scopes array: a key seen before
-    // with other values must be encoded again.
+  it("matches JSON.stringify when route ids and scope lists come back with the same or other values", () => {
+    // The route's fields are kept encoded per route id: an id seen before with other values must be encoded
+    // again.
     const random = createRandom(19);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
     const scopeLists = [["read"], [], ["a b", "é"], ["read", "write", "admin"]].map((list) =>
