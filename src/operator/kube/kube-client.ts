@@ -101,6 +101,7 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
   const server = cluster.server.replace(/\/+$/, "");
   const userAgent = options.userAgent ?? "phantomgate-operator";
   let built: Dispatcher | undefined;
+  let closed = false;
   const ownDispatcher = options.dispatcher === undefined;
   const openStreams = new Set<AbortController>();
 
@@ -152,6 +153,8 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
     }
     try {
       const resolved = await resolveOptions(describe(call));
+      // Closed while the credentials were being loaded: no new connection pool that nothing would close.
+      if (closed) throw new KubeApiError("PG_ERR_KUBE_ABORTED", `${describe(call)}: the client was closed`);
       return await request(url, {
         method: call.method,
         headers: headersFor(call, resolved),
@@ -226,6 +229,7 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
     },
 
     async close() {
+      closed = true;
       for (const controller of openStreams) controller.abort();
       openStreams.clear();
       if (ownDispatcher) await built?.close();
