@@ -250,7 +250,8 @@ async function run(job: LoadJob): Promise<LoadResult> {
     // server.
     issueDue = (): void => {
       const now = performance.now();
-      if (now >= measureUntil) return;
+      // The end timer may fire a little before measureUntil: nothing goes out once the run is stopping.
+      if (stopping || now >= measureUntil) return;
       const due = Math.floor((now - startedAt) / interval);
       while (issued < due) {
         const at = startedAt + issued * interval;

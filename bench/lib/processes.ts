@@ -1,7 +1,7 @@
 // Child processes of the benchmark: spawned pinned to a core with taskset, tracked so every one of them is
 // stopped on exit, Ctrl-C or a crash of the driver, and inspected through /proc (CPU time, RSS).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createWriteStream, readFileSync, type WriteStream } from "node:fs";
+import { createWriteStream, mkdirSync, readFileSync, type WriteStream } from "node:fs";
 import { join } from "node:path";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
@@ -56,6 +56,22 @@ export interface SpawnOptions {
   readonly env?: Record<string, string>;
 }
 
+/** The file that keeps a child's output when BENCH_CHILD_OUTPUT names a directory (made when missing). */
+function keepOutput(name: string): WriteStream | undefined {
+  const dir = process.env["BENCH_CHILD_OUTPUT"];
+  if (dir === undefined || dir === "") return undefined;
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${name}.log`);
+  const stream = createWriteStream(file);
+  // A failing log file must not end the benchmark: say so once and stop keeping that output.
+  let reported = false;
+  stream.on("error", (error) => {
+    if (!reported) console.error(`BENCH_CHILD_OUTPUT: cannot write ${file}: ${error.message}`);
+    reported = true;
+  });
+  return stream;
+}
+
 /** Spawns `node …args` under `taskset -c core` and waits for its ready line on stdout. */
 export function spawnPinned(options: SpawnOptions): Promise<Spawned> {
   const command = pinningEnabled ? "taskset" : process.execPath;
@@ -75,17 +91,14 @@ export function spawnPinned(options: SpawnOptions): Promise<Spawned> {
   };
   const tail = (): string => lines.join("\n");
   // BENCH_CHILD_OUTPUT=DIR keeps every line a child prints in DIR/<name>.log (e.g. with --tuned-flags=--trace-gc).
-  const outputDir = process.env["BENCH_CHILD_OUTPUT"];
-  const kept: WriteStream | undefined =
-    outputDir === undefined || outputDir === ""
-      ? undefined
-      : createWriteStream(join(outputDir, `${options.name}.log`));
+  const kept = keepOutput(options.name);
   createInterface({ input: child.stderr }).on("line", (line) => {
     remember(`[stderr] ${line}`);
     kept?.write(`[stderr] ${line}\n`);
   });
   const exited = new Promise<number | null>((resolve) => {
     child.once("exit", (code) => {
+      kept?.end();
       children.delete(child);
       resolve(code);
     });
