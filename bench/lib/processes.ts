@@ -90,7 +90,6 @@ export function spawnPinned(options: SpawnOptions): Promise<Spawned> {
     if (lines.length > 40) lines.shift();
   };
   const tail = (): string => lines.join("\n");
-  // BENCH_CHILD_OUTPUT=DIR keeps every line a child prints in DIR/<name>.log (e.g. with --tuned-flags=--trace-gc).
   const kept = keepOutput(options.name);
   createInterface({ input: child.stderr }).on("line", (line) => {
     remember(`[stderr] ${line}`);

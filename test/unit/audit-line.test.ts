@@ -12,6 +12,7 @@ import {
   openAuditSink,
   type AuditRecord,
 } from "../../src/gateway/audit/audit.ts";
+import { eventually } from "../helpers/control-plane-gateway.ts";
 import { createRandom } from "../helpers/random.ts";
 
 const awkward = [
@@ -276,12 +277,7 @@ describe("audit targets that fail", () => {
     });
     let output = "";
     child.stdout.setEncoding("utf8").on("data", (text: string) => (output += text));
-    const waitFor = async (text: string): Promise<void> => {
-      for (let i = 0; i < 200 && !output.includes(text); i++) {
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-      expect(output).toContain(text);
-    };
+    const waitFor = (text: string): Promise<void> => eventually(() => output.includes(text), 5_000, text);
     const limit = (soft: string): void => {
       const result = spawnSync("prlimit", ["--pid", String(child.pid), `--fsize=${soft}:`], {
         encoding: "utf8",
@@ -298,11 +294,8 @@ describe("audit targets that fail", () => {
       expect(statSync(file).size).toBeLessThanOrEqual(100_000);
       limit("unlimited");
       // The sink offers the kept bytes again about once a second; then new lines follow.
-      for (let i = 0; i < 100 && statSync(file).size <= 100_000; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
       // Written by the sink's own retry: no new line was written since the limit was raised.
-      expect(statSync(file).size).toBeGreaterThan(100_000);
+      await eventually(() => statSync(file).size > 100_000, 5_000, "the kept lines written");
       child.stdin.end("100\n");
       await waitFor("flushed");
       const lines = readFileSync(file, "utf8").split("\n");

@@ -100,9 +100,9 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
   if (cluster === null) throw new Error("the Kubernetes configuration has no current cluster");
   const server = cluster.server.replace(/\/+$/, "");
   const userAgent = options.userAgent ?? "phantomgate-operator";
+  /** The pool built from the kubeconfig (never set when `options.dispatcher` is given, which is not ours to close). */
   let built: Dispatcher | undefined;
   let closed = false;
-  const ownDispatcher = options.dispatcher === undefined;
   const openStreams = new Set<AbortController>();
 
   // TLS settings and credentials as client-node resolves them (CA/cert files, exec and token-file plugins).
@@ -232,7 +232,7 @@ export function createKubeClient(kubeConfig: KubeConfig, options: KubeClientOpti
       closed = true;
       for (const controller of openStreams) controller.abort();
       openStreams.clear();
-      if (ownDispatcher) await built?.close();
+      await built?.close();
     },
   };
 }
