@@ -149,6 +149,9 @@ const discoverySchema = z.looseObject({
 
 const oauthErrorSchema = z.looseObject({ error: z.string() });
 
+/** RFC 6750 §2.1 b64token. */
+const b64token = /^[A-Za-z0-9\-._~+/]+=*$/;
+
 const exchangeResponseSchema = z.looseObject({
   access_token: z.string().min(1),
   token_type: z.string(),
@@ -631,6 +634,9 @@ export function createAuthServerClient(
       invalidResponse("token", response, `issued a ${issued}, not an access token`);
     if (parsed.data.token_type.toLowerCase() !== "bearer")
       invalidResponse("token", response, "token_type is not Bearer");
+    // Sent upstream as `Authorization: Bearer <token>`: RFC 6750 §2.1's b64token, nothing a header could split.
+    if (!b64token.test(parsed.data.access_token))
+      invalidResponse("token", response, "access_token is not an RFC 6750 b64token");
     const granted =
       parsed.data.scope === undefined ? [...request.scopes] : parsed.data.scope.split(" ").filter(Boolean);
     // The point of the exchange is narrowing: a token wider than asked for is not forwarded.

@@ -19,6 +19,7 @@ import { GatewayError } from "../errors/catalogue.ts";
 import type { CompiledAuthServer, CompiledRoute } from "../snapshot/snapshot.ts";
 import { createAuthServerClient, createAuthServerDispatcher, type AuthServerClient } from "./as-client.ts";
 import type { Clock } from "./clock.ts";
+import { bearerAuthorization, bearerToken } from "./bearer.ts";
 import { factsFromClaims, intersectScopes, tokenClaimsSchema, type TokenFacts } from "./facts.ts";
 import { fingerprintToken } from "./fingerprint.ts";
 import { describeJwtError, isAccessTokenTyp, verifyJwt } from "./jwks.ts";
@@ -39,6 +40,8 @@ export interface AuthenticationResult {
   readonly facts: TokenFacts;
   /** The credential the upstream receives instead of the client's. */
   readonly upstreamToken: string;
+  /** `Bearer <upstreamToken>`, the Authorization header value forwarded; `upstreamToken` is a view of it. */
+  readonly upstreamAuthorization: string;
   readonly cacheHit: boolean;
 }
 
@@ -135,6 +138,11 @@ function invalidToken(reason: string): GatewayError {
   return new GatewayError("PG_ERR_TOKEN_INVALID", reason);
 }
 
+/** A cached result: stored with cacheHit true, so a hit returns the stored object as is. */
+function authenticated(facts: TokenFacts, upstreamAuthorization: string): AuthenticationResult {
+  return { facts, upstreamToken: bearerToken(upstreamAuthorization), upstreamAuthorization, cacheHit: true };
+}
+
 /** Reuse an upstream token for at most half its lifetime (epoch seconds in, epoch ms out). */
 function halfLifeMs(issuedAt: number, expiresAt: number): number {
   return (issuedAt + (expiresAt - issuedAt) / 2) * 1000;
@@ -195,13 +203,12 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   function positiveFill(
     runtime: ServerRuntime,
     facts: TokenFacts,
-    upstreamToken: string,
+    upstreamAuthorization: string,
     notAfterMs: number,
   ): CacheFill<AuthenticationResult> {
     return {
       negative: false,
-      // Stored with cacheHit: true, so a hit returns the stored object as is.
-      value: { facts, upstreamToken, cacheHit: true },
+      value: authenticated(facts, upstreamAuthorization),
       expiresAtMs: notAfterMs,
       maxTtlSeconds: runtime.server.cache.maxTtlSeconds,
     };
@@ -258,7 +265,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         if (introspection.negative) return negativeFill(runtime, introspection.reason);
         const minted = await minter.mintInternalJwt(introspection.value, route);
         const notAfterMs = Math.min(introspection.expiresAtMs, halfLifeMs(minted.issuedAt, minted.expiresAt));
-        return positiveFill(runtime, introspection.value, minted.token, notAfterMs);
+        return positiveFill(runtime, introspection.value, bearerAuthorization(minted.token), notAfterMs);
       },
     };
   }
@@ -270,14 +277,14 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       async load(token, fingerprint) {
         const introspection = await introspectFacts(runtime, token, fingerprint);
         if (introspection.negative) return negativeFill(runtime, introspection.reason);
-        const jwt = introspection.value.upstreamJwt;
-        if (jwt === undefined) {
+        const authorization = introspection.value.upstreamAuthorization;
+        if (authorization === undefined) {
           throw new GatewayError(
             "PG_ERR_AS_UNAVAILABLE",
             "introspection returned facts, not the JWT phantom mode forwards",
           );
         }
-        return positiveFill(runtime, introspection.value, jwt, introspection.expiresAtMs);
+        return positiveFill(runtime, introspection.value, authorization, introspection.expiresAtMs);
       },
     };
   }
@@ -310,7 +317,12 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           exchanged.expiresAt === undefined
             ? introspection.expiresAtMs
             : Math.min(introspection.expiresAtMs, halfLifeMs(requestedAt, exchanged.expiresAt));
-        return positiveFill(runtime, introspection.value, exchanged.accessToken, notAfterMs);
+        return positiveFill(
+          runtime,
+          introspection.value,
+          bearerAuthorization(exchanged.accessToken),
+          notAfterMs,
+        );
       },
     };
   }
@@ -344,7 +356,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         const expiresAtMs = facts.expiresAt === undefined ? undefined : facts.expiresAt * 1000;
         return {
           negative: false,
-          value: { facts, upstreamToken: token, cacheHit: true },
+          value: authenticated(facts, bearerAuthorization(token)),
           expiresAtMs,
           maxTtlSeconds: server.cache.maxTtlSeconds,
         };

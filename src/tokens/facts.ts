@@ -1,6 +1,7 @@
 // Token facts: what the gateway knows about a token once the AS (or a local JWT check) vouched for it, and the
 // parsing of RFC 7662 / JWT claims into that shape. Scopes are checked against these facts on every request.
 import { z } from "zod";
+import { bearerAuthorization, bearerToken } from "./bearer.ts";
 
 /** Facts about an active token. Cached; never an authorization decision. */
 export interface TokenFacts {
@@ -19,6 +20,8 @@ export interface TokenFacts {
   readonly claims: Readonly<Record<string, unknown>>;
   /** The AS-signed JWT, verified, when the introspection returned one (`Accept: application/jwt`). */
   readonly upstreamJwt?: string;
+  /** `Bearer <upstreamJwt>`, what phantom mode forwards; `upstreamJwt` is a view of it, not a second copy. */
+  readonly upstreamAuthorization?: string;
 }
 
 /** The AS said the token is not active (or it is expired, not yet valid, revoked). Cached briefly. */
@@ -72,8 +75,13 @@ export function parseScopes(claims: { readonly scope?: unknown; readonly scp?: u
   return [];
 }
 
-/** Builds facts from already-validated claims (a verified JWT payload or an active introspection response). */
+/**
+ * Builds facts from already-validated claims (a verified JWT payload or an active introspection response).
+ *
+ * @throws GatewayError PG_ERR_AS_UNAVAILABLE when `upstreamJwt` could not be sent in a header.
+ */
 export function factsFromClaims(claims: TokenClaims, upstreamJwt?: string): TokenFacts {
+  const upstreamAuthorization = upstreamJwt === undefined ? undefined : bearerAuthorization(upstreamJwt);
   const audience =
     claims.aud === undefined ? undefined : typeof claims.aud === "string" ? [claims.aud] : claims.aud;
   return {
@@ -86,7 +94,9 @@ export function factsFromClaims(claims: TokenClaims, upstreamJwt?: string): Toke
     ...(claims.iss === undefined ? {} : { issuer: claims.iss }),
     ...(audience === undefined ? {} : { audience: Object.freeze([...audience]) }),
     claims: Object.freeze({ ...claims }),
-    ...(upstreamJwt === undefined ? {} : { upstreamJwt }),
+    ...(upstreamAuthorization === undefined
+      ? {}
+      : { upstreamJwt: bearerToken(upstreamAuthorization), upstreamAuthorization }),
   };
 }
 

@@ -335,6 +335,19 @@ describe("token exchange answers", () => {
       reason: "token response is invalid: token_type is not Bearer",
     });
 
+    // The token goes upstream in an Authorization header: a space, a comma or a line break could split it.
+    for (const accessToken of ["a b", "a,b", "a\r\nx-injected: 1", "a=b"]) {
+      answer = { status: 200, body: { access_token: accessToken, token_type: "Bearer" } };
+      await expect(client.exchangeToken("t", request)).rejects.toMatchObject({
+        code: "PG_ERR_AS_UNAVAILABLE",
+        reason: "token response is invalid: access_token is not an RFC 6750 b64token",
+      });
+    }
+    answer = { status: 200, body: { access_token: "AZaz09-._~+/==", token_type: "Bearer" } };
+    await expect(client.exchangeToken("t", request)).resolves.toMatchObject({
+      accessToken: "AZaz09-._~+/==",
+    });
+
     answer = { status: 400, body: { error: "invalid_grant" } };
     await expect(client.exchangeToken("t", request)).resolves.toEqual({
       active: false,

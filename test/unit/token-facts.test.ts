@@ -54,6 +54,7 @@ describe("factsFromClaims", () => {
       issuer: "https://as.example",
       audience: ["urn:api"],
       upstreamJwt: "the.jwt.here",
+      upstreamAuthorization: "Bearer the.jwt.here",
     });
     expect(facts.claims["tenant"]).toBe("acme");
     expect(Object.isFrozen(facts.claims)).toBe(true);

@@ -85,7 +85,8 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
 
 export interface UpstreamHeaderInput {
   readonly incoming: IncomingHttpHeaders;
-  readonly upstreamToken: string | undefined;
+  /** The Authorization value for the upstream (`Bearer <token>`), when the route authenticates. */
+  readonly upstreamAuthorization: string | undefined;
   readonly clientAddress: string;
   readonly protocol: "http" | "https";
   readonly host: string | undefined;
@@ -124,7 +125,7 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
   out.forwarded = forwarded;
   out["x-request-id"] = input.requestId;
   out.traceparent = input.traceparent;
-  if (input.upstreamToken !== undefined) out.authorization = `Bearer ${input.upstreamToken}`;
+  if (input.upstreamAuthorization !== undefined) out.authorization = input.upstreamAuthorization;
   return out;
 }
 

@@ -36,7 +36,8 @@ interface TokenResult {
     readonly clientId?: string | undefined;
     readonly scopes: readonly string[];
   };
-  readonly upstreamToken: string;
+  /** `Bearer <token>`, the Authorization value the upstream receives. */
+  readonly upstreamAuthorization: string;
   readonly cacheHit: boolean;
 }
 
@@ -84,7 +85,7 @@ class RequestContext implements ForwardOutcome {
   sub: string | undefined = undefined;
   clientId: string | undefined = undefined;
   scopes: readonly string[] | undefined = undefined;
-  upstreamToken: string | undefined = undefined;
+  upstreamAuthorization: string | undefined = undefined;
   upstreamStatus: number | undefined = undefined;
   /** Why the response was cut after its status line went out (upstream or client failure). */
   cut: ErrorCode | undefined = undefined;
@@ -277,7 +278,7 @@ function takeTokenResult(ctx: RequestContext, result: TokenResult): void {
   ctx.sub = result.facts.sub;
   ctx.clientId = result.facts.clientId;
   ctx.scopes = result.facts.scopes;
-  ctx.upstreamToken = result.upstreamToken;
+  ctx.upstreamAuthorization = result.upstreamAuthorization;
 }
 
 /** Coarse scopes, checked on every request from the (possibly cached) token facts. */
@@ -300,7 +301,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
   }
   const headers = buildUpstreamHeaders({
     incoming: ctx.req.headers,
-    upstreamToken: ctx.upstreamToken,
+    upstreamAuthorization: ctx.upstreamAuthorization,
     clientAddress: ctx.remoteAddress ?? "unknown",
     protocol: ctx.protocol,
     host: ctx.req.headers.host,
