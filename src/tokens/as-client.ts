@@ -20,6 +20,7 @@ import type { Clock } from "./clock.ts";
 import {
   checkFactsTimes,
   factsFromClaims,
+  notBearerReason,
   introspectionResponseSchema,
   tokenClaimsSchema,
   type InactiveToken,
@@ -523,6 +524,8 @@ export function createAuthServerClient(
   function factsFromIntrospectionJson(response: AsResponse, document: unknown): IntrospectionResult {
     const parsed = introspectionDocument(response, document);
     if (!parsed.active) return inactive(response, "inactive");
+    const notBearer = notBearerReason(parsed);
+    if (notBearer !== undefined) return inactive(response, notBearer);
     const checked = checkFactsTimes(factsFromClaims(parsed), clock.now(), server.clockSkewSeconds);
     if (!checked.active) return inactive(response, checked.reason);
     record("introspection", "ok", response.startedMs);
@@ -556,6 +559,8 @@ export function createAuthServerClient(
     const claims = tokenClaimsSchema.safeParse(verified.payload);
     if (!claims.success) invalidResponse("introspection", response, "JWT claims malformed");
     if (claims.data["active"] === false) return inactive(response, "inactive");
+    const notBearer = notBearerReason(claims.data);
+    if (notBearer !== undefined) return inactive(response, notBearer);
     const checked = checkFactsTimes(factsFromClaims(claims.data, jwt), clock.now(), server.clockSkewSeconds);
     if (!checked.active) return inactive(response, checked.reason);
     record("introspection", "ok", response.startedMs);
@@ -597,6 +602,13 @@ export function createAuthServerClient(
   ): Promise<IntrospectionResult> {
     const params = new URLSearchParams({ token, token_type_hint: "access_token" });
     const response = await post("introspection", params, ACCEPT[responseType]);
+    // Some servers refuse a token they do not introspect (oidc-provider: its own JWTs) instead of answering
+    // `active: false`: that is about the client's token, not the gateway, so it is a 401, cached negatively.
+    if (response.status === 400) {
+      const code = oauthErrorCode(response.text);
+      if (code === "unsupported_token_type" || code === "invalid_token")
+        return inactive(response, `introspection refused the token: ${code}`);
+    }
     if (response.status !== 200) failResponse("introspection", response);
     switch (responseType) {
       case "json":

@@ -20,7 +20,13 @@ import type { CompiledAuthServer, CompiledRoute } from "../snapshot/snapshot.ts"
 import { createAuthServerClient, createAuthServerDispatcher, type AuthServerClient } from "./as-client.ts";
 import type { Clock } from "./clock.ts";
 import { bearerAuthorization, bearerToken } from "./bearer.ts";
-import { factsFromClaims, intersectScopes, tokenClaimsSchema, type TokenFacts } from "./facts.ts";
+import {
+  factsFromClaims,
+  intersectScopes,
+  notBearerReason,
+  tokenClaimsSchema,
+  type TokenFacts,
+} from "./facts.ts";
 import { fingerprintToken } from "./fingerprint.ts";
 import { describeJwtError, isAccessTokenTyp, verifyJwt } from "./jwks.ts";
 import { createAuthServerMetrics, noAuthServerMetrics, type AuthServerMetrics } from "./metrics.ts";
@@ -143,6 +149,12 @@ function authenticated(facts: TokenFacts, upstreamAuthorization: string): Authen
   return { facts, upstreamToken: bearerToken(upstreamAuthorization), upstreamAuthorization, cacheHit: true };
 }
 
+/**
+ * The lifetime assumed for an exchanged token when the AS states none: it is then reused for half of this, at
+ * most (an upstream never gets a token past an end the gateway cannot know).
+ */
+export const UNSTATED_EXCHANGE_LIFETIME_SECONDS = 60;
+
 /** Reuse an upstream token for at most half its lifetime (epoch seconds in, epoch ms out). */
 function halfLifeMs(issuedAt: number, expiresAt: number): number {
   return (issuedAt + (expiresAt - issuedAt) / 2) * 1000;
@@ -256,8 +268,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         runtime.scope,
         "mint",
         audience ?? "",
-        upstreamScopes.join(" "),
-        forwardClaims.join(" "),
+        // As JSON: a claim name may hold a space, so joined names could make two routes' lists one key.
+        JSON.stringify(upstreamScopes),
+        JSON.stringify(forwardClaims),
         String(mintTtlSeconds),
       ),
       async load(token, fingerprint) {
@@ -294,7 +307,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     const { upstreamScopes } = route.auth;
     return {
       // For one token, scopes ∩ upstreamScopes is fixed by upstreamScopes: the key needs no per-token part.
-      purpose: cachePurpose(runtime.scope, "exchange", audience, upstreamScopes.join(" ")),
+      purpose: cachePurpose(runtime.scope, "exchange", audience, JSON.stringify(upstreamScopes)),
       async load(token, fingerprint) {
         const introspection = await introspectFacts(runtime, token, fingerprint);
         if (introspection.negative) return negativeFill(runtime, introspection.reason);
@@ -313,10 +326,10 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         const requestedAt = clock.now() / 1000;
         const exchanged = await runtime.client.exchangeToken(token, { audience, scopes });
         if (!exchanged.active) return negativeFill(runtime, exchanged.reason);
-        const notAfterMs =
-          exchanged.expiresAt === undefined
-            ? introspection.expiresAtMs
-            : Math.min(introspection.expiresAtMs, halfLifeMs(requestedAt, exchanged.expiresAt));
+        // A token whose lifetime the AS does not state (no expires_in, not a JWT with exp) could be near its end
+        // already: it is reused as if it lived UNSTATED_EXCHANGE_LIFETIME_SECONDS.
+        const expiresAt = exchanged.expiresAt ?? requestedAt + UNSTATED_EXCHANGE_LIFETIME_SECONDS;
+        const notAfterMs = Math.min(introspection.expiresAtMs, halfLifeMs(requestedAt, expiresAt));
         return positiveFill(
           runtime,
           introspection.value,
@@ -352,6 +365,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           throw invalidToken("JWT is not an access token (typ)");
         const claims = tokenClaimsSchema.safeParse(verified.payload);
         if (!claims.success) throw invalidToken("JWT claims malformed");
+        const notBearer = notBearerReason(claims.data);
+        if (notBearer !== undefined) return negativeFill(runtime, notBearer);
         const facts = factsFromClaims(claims.data);
         const expiresAtMs = facts.expiresAt === undefined ? undefined : facts.expiresAt * 1000;
         return {

@@ -101,6 +101,20 @@ export function factsFromClaims(claims: TokenClaims, upstreamJwt?: string): Toke
 }
 
 /**
+ * Why an active token still cannot be taken as a bearer token, or undefined when it can. The gateway checks no
+ * proof of possession, so a sender-constrained token (RFC 7800 `cnf`: DPoP, RFC 9449 §6; mutual TLS, RFC 8705
+ * §3) presented as a plain bearer token is refused, as is any `token_type` (RFC 7662 §2.2) other than Bearer.
+ * An AS that leaves `token_type` out for refresh tokens (oidc-provider does) makes them indistinguishable here.
+ */
+export function notBearerReason(claims: Readonly<Record<string, unknown>>): string | undefined {
+  if (claims["cnf"] !== undefined) return "sender-constrained token (cnf) without proof of possession";
+  const type = claims["token_type"];
+  if (type !== undefined && (typeof type !== "string" || type.toLowerCase() !== "bearer"))
+    return "token_type is not Bearer";
+  return undefined;
+}
+
+/**
  * Applies the time checks an AS's `active: true` does not make for us at cache time: a response whose `exp` has
  * passed or whose `nbf` is still ahead (beyond the allowed skew) is treated as inactive.
  */

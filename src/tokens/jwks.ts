@@ -6,6 +6,7 @@ import {
   errors as joseErrors,
   jwtVerify,
   type JWTVerifyGetKey,
+  type JWTVerifyOptions,
   type JWTVerifyResult,
 } from "jose";
 import { z } from "zod";
@@ -123,12 +124,12 @@ export interface VerifyJwtOptions {
  * `exp`/`nbf` against the injected clock with the given skew. Throws jose's errors (`code` `ERR_JWT_*`/`ERR_JWS_*`/
  * `ERR_JWKS_*`) or a `GatewayError` when the keys cannot be fetched.
  */
-export function verifyJwt(
+export async function verifyJwt(
   jwt: string,
   keys: JwksKeySource,
   options: VerifyJwtOptions,
 ): Promise<JWTVerifyResult> {
-  return jwtVerify(jwt, keys.getKey, {
+  const verifyOptions: JWTVerifyOptions = {
     issuer: options.issuer,
     ...(options.audience === undefined ? {} : { audience: options.audience }),
     algorithms: [...options.algorithms],
@@ -137,7 +138,22 @@ export function verifyJwt(
     ...(options.typ === undefined ? {} : { typ: options.typ }),
     ...(options.requiredClaims === undefined ? {} : { requiredClaims: [...options.requiredClaims] }),
     ...(options.maxAgeSeconds === undefined ? {} : { maxTokenAge: options.maxAgeSeconds }),
-  });
+  };
+  try {
+    return await jwtVerify(jwt, keys.getKey, verifyOptions);
+  } catch (error) {
+    if (!(error instanceof joseErrors.JWKSMultipleMatchingKeys)) throw error;
+    // A JWT without `kid` while the AS publishes more than one key for its algorithm (during a key rotation):
+    // jose does not pick one, so each candidate is tried; only a wrong signature moves on to the next.
+    for await (const key of error) {
+      try {
+        return await jwtVerify(jwt, key, verifyOptions);
+      } catch (attempt) {
+        if (!(attempt instanceof joseErrors.JWSSignatureVerificationFailed)) throw attempt;
+      }
+    }
+    throw new joseErrors.JWSSignatureVerificationFailed();
+  }
 }
 
 /** A safe one-line description of a verification failure (error code only, never token content). */

@@ -74,8 +74,16 @@ export interface Minter {
   jwks(): Promise<JSONWebKeySet>;
 }
 
+/**
+ * Members a published key must not carry besides the private ones: a key file exported by WebCrypto says
+ * `key_ops: ["sign"]` and `ext`, and a verifier (jose among them) skips a key whose `key_ops` lacks "verify".
+ */
+const PRIVATE_USE_MEMBERS: ReadonlySet<string> = new Set(["key_ops", "ext"]);
+
 function publicHalf(jwk: JWK): JWK {
-  return Object.fromEntries(Object.entries(jwk).filter(([name]) => !PRIVATE_JWK_MEMBERS.has(name)));
+  return Object.fromEntries(
+    Object.entries(jwk).filter(([name]) => !PRIVATE_JWK_MEMBERS.has(name) && !PRIVATE_USE_MEMBERS.has(name)),
+  );
 }
 
 async function readKey(

@@ -231,6 +231,20 @@ describe("phantom and mint modes, every introspection response type", () => {
     expect(payloadOf(b.upstreamToken)["aud"]).toBe("urn:b");
     expect(h.as.stats.introspections).toBe(1);
   });
+
+  it("mint routes whose claim lists differ only in how names split never share a minted JWT", async () => {
+    const h = await harness(await startAs());
+    const token = await getToken(h.as, "read_invoice");
+    const spaced = routeFor("mint", { forwardClaims: ["a b"] });
+    const split = routeFor("mint", { forwardClaims: ["a", "b"] });
+    const first = await h.authenticator.authenticate(token, spaced);
+    const second = await h.authenticator.authenticate(token, split);
+    expect(second.cacheHit).toBe(false);
+    expect(second.upstreamToken).not.toBe(first.upstreamToken);
+    const again = await h.authenticator.authenticate(token, routeFor("mint", { forwardClaims: ["a b"] }));
+    expect(again.cacheHit).toBe(true);
+    expect(again.upstreamToken).toBe(first.upstreamToken);
+  });
 });
 
 // ---- client authentication ------------------------------------------------------------------------------------
@@ -309,6 +323,20 @@ describe("inactive, expired and revoked tokens", () => {
         code: "PG_ERR_TOKEN_INVALID",
       });
       expect(h.as.stats.introspections).toBe(2);
+    });
+  }
+
+  for (const introspectionResponse of responseTypes) {
+    it(`a by-value JWT sent to a phantom route, which the AS refuses to introspect, is PG_ERR_TOKEN_INVALID and negatively cached (${introspectionResponse})`, async () => {
+      const h = await harness(await startAs(), { introspectionResponse });
+      const jwt = await getToken(h.as, "read_invoice", JWT_API);
+      for (let i = 0; i < 3; i += 1) {
+        await expect(h.authenticator.authenticate(jwt, routeFor("phantom"))).rejects.toMatchObject({
+          code: "PG_ERR_TOKEN_INVALID",
+          reason: "introspection refused the token: unsupported_token_type",
+        });
+      }
+      expect(h.as.stats.introspections).toBe(1);
     });
   }
 

@@ -1,73 +1,31 @@
 // AS client edge cases against a stub AS on a real socket (port 0). The stub exists because the demo AS cannot be
-// made to misbehave: oversized, malformed, 5xx and mix-up responses, exotic client credentials.
-import { once } from "node:events";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+// made to misbehave: oversized, malformed, 5xx and mix-up responses, exotic client credentials, tokens that are
+// not plain bearer tokens.
 import { Agent } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import type { CompiledAuthServer } from "../../src/snapshot/snapshot.ts";
 import { createAuthServerClient, MAX_AS_RESPONSE_BYTES } from "../../src/tokens/as-client.ts";
 import { createManualClock } from "../../src/tokens/clock.ts";
-
-type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
-
-interface StubAs {
-  readonly url: string;
-  readonly requests: { path: string; headers: IncomingMessage["headers"]; body: string }[];
-  handle: Handler;
-}
+import {
+  json,
+  startStubAs as startStub,
+  stubAuthServer,
+  type StubAs,
+  type StubHandler,
+} from "../helpers/stub-as.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** A stub authorization server: answers with whatever the test's handler writes. */
-async function startStubAs(handle: Handler): Promise<StubAs> {
-  const stub: StubAs = { url: "", requests: [], handle };
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (chunk: Buffer) => chunks.push(chunk));
-    req.on("end", () => {
-      const body = Buffer.concat(chunks).toString("utf8");
-      stub.requests.push({ path: req.url ?? "", headers: req.headers, body });
-      stub.handle(req, res, body);
-    });
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  cleanups.push(async () => {
-    server.closeAllConnections();
-    server.close();
-    await once(server, "close");
-  });
-  return Object.assign(stub, { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+async function startStubAs(handle: StubHandler): Promise<StubAs> {
+  const stub = await startStub(handle);
+  cleanups.push(() => stub.close());
+  return stub;
 }
 
-function json(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
-}
-
-function serverFor(stub: StubAs, overrides: Partial<CompiledAuthServer> = {}): CompiledAuthServer {
-  return {
-    id: "test/stub",
-    issuer: stub.url,
-    discovery: false,
-    endpoints: {
-      introspection: `${stub.url}/introspect`,
-      token: `${stub.url}/token`,
-      jwks: `${stub.url}/jwks`,
-    },
-    client: { id: "gateway", method: "client_secret_basic", secret: "gateway-secret" },
-    introspectionResponse: "json",
-    allowedAlgorithms: ["ES256"],
-    clockSkewSeconds: 0,
-    cache: { maxTtlSeconds: 300, negativeTtlSeconds: 30, maxEntries: 100 },
-    timeouts: { connectMs: 500, responseMs: 1_000 },
-    jwksCooldownMs: 30_000,
-    ...overrides,
-  };
-}
+const serverFor = stubAuthServer;
 
 function clientFor(server: CompiledAuthServer, clock = createManualClock(Date.now())) {
   const dispatcher = new Agent();
@@ -131,7 +89,7 @@ describe("responses that fail closed", () => {
 
   it("5xx, non-JSON and non-RFC 7662 bodies are PG_ERR_AS_UNAVAILABLE; no reason contains the token", async () => {
     const token = "secret-opaque-token";
-    const answers: Handler[] = [
+    const answers: StubHandler[] = [
       (_req, res) => json(res, 503, { error: "temporarily_unavailable" }),
       (_req, res) => res.writeHead(200, { "content-type": "application/json" }).end("<html>"),
       (_req, res) => json(res, 200, { active: "yes" }),
@@ -195,6 +153,55 @@ describe("introspection answers", () => {
       active: true,
       scopes: ["a", "b"],
       clientId: "c",
+    });
+  });
+});
+
+describe("tokens that are not plain bearer tokens", () => {
+  it("a sender-constrained token (cnf) or another token_type than Bearer is inactive", async () => {
+    let answer: Record<string, unknown> = {};
+    const stub = await startStubAs((_req, res) => json(res, 200, answer));
+    const client = clientFor(serverFor(stub));
+    const active = { active: true, scope: "a", exp: nowSeconds() + 60 };
+    answer = { ...active, token_type: "DPoP", cnf: { jkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" } };
+    await expect(client.introspectToken("t")).resolves.toEqual({
+      active: false,
+      reason: "sender-constrained token (cnf) without proof of possession",
+    });
+    answer = {
+      ...active,
+      token_type: "Bearer",
+      cnf: { "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" },
+    };
+    await expect(client.introspectToken("t")).resolves.toMatchObject({ active: false });
+    for (const tokenType of ["DPoP", "refresh_token", "N_A", 1]) {
+      answer = { ...active, token_type: tokenType };
+      await expect(client.introspectToken("t")).resolves.toEqual({
+        active: false,
+        reason: "token_type is not Bearer",
+      });
+    }
+    for (const tokenType of ["Bearer", "bearer", undefined]) {
+      answer = { ...active, token_type: tokenType };
+      await expect(client.introspectToken("t")).resolves.toMatchObject({ active: true, scopes: ["a"] });
+    }
+  });
+
+  it("400 unsupported_token_type or invalid_token is the token's problem (inactive); other 400s are the gateway's", async () => {
+    let error = "";
+    const stub = await startStubAs((_req, res) => json(res, 400, { error }));
+    const client = clientFor(serverFor(stub));
+    for (const code of ["unsupported_token_type", "invalid_token"]) {
+      error = code;
+      await expect(client.introspectToken("eyJhbGciOiJFUzI1NiJ9.e30.c2ln")).resolves.toEqual({
+        active: false,
+        reason: `introspection refused the token: ${code}`,
+      });
+    }
+    error = "invalid_request";
+    await expect(client.introspectToken("t")).rejects.toMatchObject({
+      code: "PG_ERR_AS_UNAVAILABLE",
+      reason: "introspection rejected the gateway's request: HTTP 400 invalid_request",
     });
   });
 });

@@ -19,7 +19,14 @@ async function signingKey(kid: string) {
       .setIssuedAt(Math.floor(nowMs / 1000))
       .setExpirationTime(Math.floor(nowMs / 1000) + 300)
       .sign(privateKey);
-  return { jwk, sign };
+  const signWithoutKid = (nowMs: number) =>
+    new SignJWT({ sub: "alice" })
+      .setProtectedHeader({ alg: "ES256", typ: "at+jwt" })
+      .setIssuer(ISSUER)
+      .setIssuedAt(Math.floor(nowMs / 1000))
+      .setExpirationTime(Math.floor(nowMs / 1000) + 300)
+      .sign(privateKey);
+  return { jwk, sign, signWithoutKid };
 }
 
 describe("JWKS key source", () => {
@@ -137,6 +144,33 @@ describe("JWKS key source", () => {
     await expect(verifyJwt(token, keys, options)).resolves.toBeDefined();
     clock.advance(2_000);
     await expect(verifyJwt(token, keys, options)).rejects.toMatchObject({ code: "ERR_JWT_EXPIRED" });
+  });
+});
+
+describe("verifyJwt with a JWT that names no kid", () => {
+  it("tries each key of the algorithm while the AS publishes two (a rotation); a wrong signature still fails", async () => {
+    const clock = createManualClock(Date.now());
+    const old = await signingKey("old");
+    const fresh = await signingKey("fresh");
+    const stranger = await signingKey("stranger");
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 30_000,
+      fetchJwks: () => Promise.resolve({ keys: [old.jwk, fresh.jwk] }),
+    });
+    const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 0, clock };
+    for (const key of [old, fresh]) {
+      const { payload, protectedHeader } = await verifyJwt(
+        await key.signWithoutKid(clock.now()),
+        keys,
+        options,
+      );
+      expect(protectedHeader.kid).toBeUndefined();
+      expect(payload.sub).toBe("alice");
+    }
+    await expect(verifyJwt(await stranger.signWithoutKid(clock.now()), keys, options)).rejects.toMatchObject({
+      code: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
+    });
   });
 });
 

@@ -152,6 +152,22 @@ describe("minter", () => {
         jwtVerify(rsaToken, rsa.publicKey, { currentDate: new Date(clock.now()) }),
       ).resolves.toBeDefined();
       expect((await fromPem.jwks()).keys[0]).not.toHaveProperty("d");
+
+      // A key file exported by WebCrypto says what the private key is for (`key_ops: ["sign"]`, `ext`): the
+      // published key must not, or verifiers skip it.
+      const webCrypto = await generateKeyPair("ES256", { extractable: true });
+      const exported = await crypto.subtle.exportKey("jwk", webCrypto.privateKey);
+      expect(exported.key_ops).toEqual(["sign"]);
+      const webCryptoFile = join(dir, "webcrypto.json");
+      await writeFile(webCryptoFile, JSON.stringify(exported));
+      const fromWebCrypto = await loadMinter({ clock, keyFile: webCryptoFile });
+      const published = await fromWebCrypto.jwks();
+      expect(published.keys[0]).not.toHaveProperty("key_ops");
+      expect(published.keys[0]).not.toHaveProperty("ext");
+      const minted = (await fromWebCrypto.mintInternalJwt(facts, route())).token;
+      await expect(
+        jwtVerify(minted, createLocalJWKSet(published), { currentDate: new Date(clock.now()) }),
+      ).resolves.toBeDefined();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,157 @@
+// The token layer against a stub AS, for answers the demo AS never gives: exchanged tokens without a stated
+// lifetime, sender-constrained (cnf) JWTs, signed introspection answers for bound tokens.
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { Agent } from "undici";
+import { afterEach, describe, expect, it } from "vitest";
+import type { CompiledAuthServer, CompiledRoute } from "../../src/snapshot/snapshot.ts";
+import { createAuthServerClient } from "../../src/tokens/as-client.ts";
+import { createAuthenticator, UNSTATED_EXCHANGE_LIFETIME_SECONDS } from "../../src/tokens/authenticate.ts";
+import { createManualClock, type ManualClock } from "../../src/tokens/clock.ts";
+import { loadMinter } from "../../src/tokens/minter.ts";
+import { createTokenCacheSet } from "../../src/tokens/token-cache.ts";
+import { json, startStubAs, stubAuthServer, type StubAs } from "../helpers/stub-as.ts";
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+const AUDIENCE = "urn:api";
+
+function route(mode: CompiledRoute["auth"]["mode"], authServer: string): CompiledRoute {
+  return {
+    id: `test/${mode}#0`,
+    source: { namespace: "test", name: mode, rule: 0 },
+    hostnames: [],
+    path: { type: "PathPrefix", value: "/" },
+    methods: [],
+    auth: {
+      mode,
+      authServer,
+      audience: AUDIENCE,
+      upstreamScopes: ["read"],
+      forwardClaims: [],
+      mintTtlSeconds: 60,
+    },
+    requiredScopes: { allOf: [], anyOf: [] },
+    backends: [{ origin: "http://127.0.0.1:1", weight: 1 }],
+    timeouts: { requestMs: 5_000 },
+    limits: { maxBodyBytes: 1024 },
+  };
+}
+
+/** The stub AS with an ES256 key at /jwks, and an authenticator in front of it on a manual clock. */
+async function setUp(): Promise<{
+  stub: StubAs;
+  server: CompiledAuthServer;
+  clock: ManualClock;
+  sign: (claims: Record<string, unknown>, typ?: string) => Promise<string>;
+  authenticator: ReturnType<typeof createAuthenticator>;
+}> {
+  const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "ES256", use: "sig" };
+  const stub = await startStubAs((_req, res) => json(res, 404, { error: "not_found" }));
+  cleanups.push(() => stub.close());
+  const server = stubAuthServer(stub);
+  const clock = createManualClock(Date.now());
+  const sign = (claims: Record<string, unknown>, typ = "at+jwt"): Promise<string> =>
+    new SignJWT(claims)
+      .setProtectedHeader({ alg: "ES256", kid: "k1", typ })
+      .setIssuer(stub.url)
+      .setIssuedAt(Math.floor(clock.now() / 1000))
+      .setExpirationTime(Math.floor(clock.now() / 1000) + 3600)
+      .sign(privateKey);
+  stub.handle = (req, res) => {
+    if (req.url === "/jwks") json(res, 200, { keys: [jwk] });
+    else json(res, 404, { error: "not_found" });
+  };
+  const dispatcher = new Agent();
+  cleanups.push(() => dispatcher.close());
+  const authenticator = createAuthenticator({
+    authServers: [server],
+    dispatcher,
+    clock,
+    caches: createTokenCacheSet({ clock }),
+    minter: await loadMinter({ clock }),
+  });
+  cleanups.push(() => authenticator.close());
+  return { stub, server, clock, sign, authenticator };
+}
+
+describe("exchange mode", () => {
+  it("reuses an exchanged token whose lifetime the AS does not state for half the assumed lifetime only", async () => {
+    const { stub, server, clock, authenticator } = await setUp();
+    let exchanges = 0;
+    stub.handle = (req, res) => {
+      if (req.url === "/introspect") {
+        json(res, 200, {
+          active: true,
+          scope: "read",
+          sub: "alice",
+          exp: Math.floor(clock.now() / 1000) + 3600,
+        });
+      } else if (req.url === "/token") {
+        exchanges += 1;
+        // Opaque, and no expires_in: nothing says when it ends.
+        json(res, 200, { access_token: `opaque-${exchanges}`, token_type: "Bearer" });
+      } else json(res, 404, {});
+    };
+    const exchange = route("exchange", server.id);
+    const first = await authenticator.authenticate("client-token", exchange);
+    expect(first.upstreamToken).toBe("opaque-1");
+    expect(first.upstreamAuthorization).toBe("Bearer opaque-1");
+    clock.advance((UNSTATED_EXCHANGE_LIFETIME_SECONDS / 2) * 1000 - 1_000);
+    await expect(authenticator.authenticate("client-token", exchange)).resolves.toMatchObject({
+      cacheHit: true,
+      upstreamToken: "opaque-1",
+    });
+    clock.advance(1_000);
+    await expect(authenticator.authenticate("client-token", exchange)).resolves.toMatchObject({
+      cacheHit: false,
+      upstreamToken: "opaque-2",
+    });
+    expect(exchanges).toBe(2);
+  });
+});
+
+describe("sender-constrained tokens (cnf)", () => {
+  it("jwt mode refuses a bound JWT presented as a bearer token, and caches the refusal", async () => {
+    const { stub, server, sign, authenticator } = await setUp();
+    const jwtRoute = route("jwt", server.id);
+    const bound = await sign({ sub: "alice", aud: AUDIENCE, scope: "read", cnf: { jkt: "thumbprint" } });
+    for (let i = 0; i < 2; i += 1) {
+      await expect(authenticator.authenticate(bound, jwtRoute)).rejects.toMatchObject({
+        code: "PG_ERR_TOKEN_INVALID",
+        reason: "sender-constrained token (cnf) without proof of possession",
+      });
+    }
+    const plain = await sign({ sub: "alice", aud: AUDIENCE, scope: "read" });
+    await expect(authenticator.authenticate(plain, jwtRoute)).resolves.toMatchObject({
+      upstreamToken: plain,
+    });
+    expect(stub.requests.filter((request) => request.path === "/jwks")).toHaveLength(1);
+  });
+
+  it("a signed introspection answer (application/jwt) for a bound token is inactive", async () => {
+    const { stub, server, clock, sign } = await setUp();
+    const jwksHandler = stub.handle;
+    let claims: Record<string, unknown> = {};
+    stub.handle = (req, res, body) => {
+      if (req.url !== "/introspect") {
+        jwksHandler(req, res, body);
+        return;
+      }
+      void sign(claims).then((jwt) => res.writeHead(200, { "content-type": "application/jwt" }).end(jwt));
+    };
+    const dispatcher = new Agent();
+    cleanups.push(() => dispatcher.close());
+    const client = createAuthServerClient({ ...server, introspectionResponse: "jwt" }, { dispatcher, clock });
+    claims = { sub: "alice", scope: "read", cnf: { jkt: "thumbprint" } };
+    await expect(client.introspectToken("t")).resolves.toEqual({
+      active: false,
+      reason: "sender-constrained token (cnf) without proof of possession",
+    });
+    claims = { sub: "alice", scope: "read" };
+    await expect(client.introspectToken("t")).resolves.toMatchObject({ active: true, sub: "alice" });
+  });
+});
