@@ -117,9 +117,11 @@ const authServerSpecSchema = z
     jwksCooldownMs: z
       .number()
       .int()
-      .min(0)
+      .min(1000)
       .default(10_000)
-      .describe("Minimum interval between JWKS refetches triggered by an unknown key id."),
+      .describe(
+        "Minimum interval between JWKS refetches triggered by an unknown key id; at least 1000, so tokens with made-up key ids cannot turn into a stream of calls to the server.",
+      ),
   })
   .strict()
   .superRefine((spec, ctx) => {
