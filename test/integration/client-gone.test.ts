@@ -21,6 +21,11 @@ beforeAll(async () => {
   as = await startDemoAuthServer({ port: 0 });
   upstream = createServer((req, res) => {
     upstreamPaths.push(req.url ?? "");
+    if (req.url?.includes("/early") === true) {
+      // Answers without reading the request body, as an API refusing an upload does.
+      res.writeHead(401, { "content-type": "text/plain" }).end("no");
+      return;
+    }
     req.resume();
     req.on("end", () => res.end("hello"));
   });
@@ -167,5 +172,26 @@ describe("a client that leaves", () => {
     expect(response.status).toBe(413);
     const [line] = await newAuditLines(before, 1);
     expect(line).toMatchObject({ status: 413, reason: "PG_ERR_BODY_TOO_LARGE" });
+  });
+});
+
+describe("an upstream that answers before it has read the request body", () => {
+  it("relays the answer with Connection: close and ends the connection, which nothing reads any more", async () => {
+    const socket = connect(gateway.port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    socket.setEncoding("utf8");
+    let received = "";
+    socket.on("data", (chunk: string) => (received += chunk));
+    const closed = new Promise<boolean>((resolve) => {
+      socket.on("close", () => resolve(true));
+      setTimeout(() => resolve(false), 3_000);
+    });
+    // 10 of the 1,000 declared bytes: the rest is never sent, as a client waiting on a slow upload would.
+    socket.write("POST /public/early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789");
+    const ended = await closed;
+    socket.destroy();
+    expect(received).toMatch(/^HTTP\/1\.1 401 /);
+    expect(received.toLowerCase()).toContain("\r\nconnection: close\r\n");
+    expect(ended).toBe(true);
   });
 });

@@ -167,7 +167,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     this.timer.refresh();
     try {
-      this.res.writeHead(statusCode, buildClientResponseHeaders(headers, this.requestId));
+      const out = buildClientResponseHeaders(headers, this.requestId);
+      // The upstream answered before it had the whole request body (an early 401 or 413): undici drops the rest,
+      // so nothing reads the client's remaining bytes and the connection cannot carry another request.
+      if (this.req !== null && !this.req.complete) out.connection = "close";
+      this.res.writeHead(statusCode, out);
     } catch (error) {
       // node:http refused a header the upstream sent (e.g. an invalid character): nothing went out yet.
       this.abort(error as Error);
