@@ -305,7 +305,7 @@ describe("forwarding", () => {
       "GET /echo/h HTTP/1.1",
       "Host: localhost",
       `Authorization: Bearer ${t}`,
-      "Connection: close, x-secret-hop",
+      "Connection: close, x-secret-hop, host",
       "x-secret-hop: 1",
       "Keep-Alive: timeout=5",
       "Proxy-Authorization: Basic Zm9vOmJhcg==",
@@ -333,6 +333,8 @@ describe("forwarding", () => {
     expect(seen.forwarded).toContain("for=127.0.0.1");
     expect(seen["x-forwarded-proto"]).toBe("http");
     expect(seen["x-keep-me"]).toBe("yes");
+    // Naming Host in Connection does not make the upstream get the gateway's idea of its address instead.
+    expect(seen.host).toBe("localhost");
     for (const name of [
       "true-client-ip",
       "cf-connecting-ip",

@@ -19,6 +19,13 @@ const hopByHop = new Set([
 ]);
 
 /**
+ * End-to-end fields a client's `Connection` header cannot make the gateway drop (RFC 9110 §7.6.1 forbids naming
+ * them there): without Host, undici would send the upstream's internal address instead, which upstreams that
+ * route by host or build redirects from it get wrong; without the content fields the body loses its meaning.
+ */
+const notConnectionOptions = new Set(["host", "content-length", "content-type", "content-encoding"]);
+
+/**
  * Headers a client could use to claim an identity or a network position the upstream might trust. They are
  * removed from every request; the gateway sets its own X-Forwarded-* and the identity travels only in the JWT.
  */
@@ -106,7 +113,7 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
     const value = incoming[name];
     if (value === undefined) continue;
     if (hopByHop.has(name) || isSpoofable(name)) continue;
-    if (named?.has(name) === true) continue;
+    if (named?.has(name) === true && !notConnectionOptions.has(name)) continue;
     out[name] = value;
   }
   let xff = input.clientAddress;
