@@ -107,6 +107,26 @@ export const errorCatalogue = {
     title: "Request Timeout",
     detail: "The client stopped reading its response; the connection was closed.",
   },
+  PG_ERR_REQUEST_TIMEOUT: {
+    status: 408,
+    title: "Request Timeout",
+    detail: "The request was not received in time; the connection was closed.",
+  },
+  PG_ERR_EXPECTATION_FAILED: {
+    status: 417,
+    title: "Expectation Failed",
+    detail: "The only expectation the gateway meets is Expect: 100-continue.",
+  },
+  PG_ERR_UNSUPPORTED_ENCODING: {
+    status: 415,
+    title: "Unsupported Media Type",
+    detail: "A form body must not be compressed: the gateway checks it for tokens.",
+  },
+  PG_ERR_NOT_IMPLEMENTED: {
+    status: 501,
+    title: "Not Implemented",
+    detail: "The request uses a transfer coding or a protocol upgrade the gateway does not support.",
+  },
   PG_ERR_INTERNAL: {
     status: 500,
     title: "Internal Server Error",

@@ -15,7 +15,12 @@ import { createAdminServer, MAX_LISTED_PROBLEMS } from "./admin/admin-server.ts"
 import { openAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
 import { createGatewayMetrics } from "./metrics.ts";
-import { createRequestListener } from "./pipeline/pipeline.ts";
+import {
+  createClientErrorListener,
+  createConnectListener,
+  createRequestListener,
+  type PipelineDeps,
+} from "./pipeline/pipeline.ts";
 import { createCollector } from "./runtime/memory.ts";
 import { RuntimeHolder } from "./runtime/runtime-state.ts";
 import type { ControlPlaneSource } from "./sources/control-plane-source.ts";
@@ -161,7 +166,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const problems = (): readonly ConfigProblem[] => controlPlane?.problems() ?? fileProblems;
 
   // Public listener.
-  const listeners = createRequestListener({
+  const pipelineDeps: PipelineDeps = {
     runtime,
     firewall: createFirewall({ maxUrlBytes: config.maxUrlBytes, maxHeaderBytes: config.maxHeaderBytes }),
     authenticator,
@@ -170,7 +175,8 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     audit,
     logger,
     trustForwarded: config.trustForwarded,
-  });
+  };
+  const listeners = createRequestListener(pipelineDeps);
   const server = createServer(
     {
       // Node's own header limit sits above ours so the firewall answers with a problem+json 431 first.
@@ -178,10 +184,16 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       requestTimeout: 300_000,
       headersTimeout: 30_000,
       keepAliveTimeout: 65_000,
+      // The firewall refuses a missing Host itself, with a problem+json body and an audit line.
+      requireHostHeader: false,
     },
     listeners.request,
   );
   server.on("checkContinue", listeners.checkContinue);
+  // Other expectations reach the pipeline, whose firewall answers 417 (node would answer an empty one).
+  server.on("checkExpectation", listeners.request);
+  server.on("clientError", createClientErrorListener(pipelineDeps));
+  server.on("connect", createConnectListener(pipelineDeps));
 
   // Admin listener.
   let draining = false;

@@ -298,6 +298,118 @@ describe("firewall", () => {
   });
 });
 
+describe("framing the gateway refuses, with a problem+json body and an audit line", () => {
+  function problemOf(response: { head: string; body: string }): Record<string, unknown> {
+    expect(response.head.toLowerCase()).toContain("content-type: application/problem+json");
+    expect(response.head.toLowerCase()).toContain("connection: close");
+    return JSON.parse(response.body) as Record<string, unknown>;
+  }
+
+  it("what node's HTTP parser refuses: conflicting framing, a folded header, headers over its limit", async () => {
+    const conflicting = await rawRequest(
+      gateway.port,
+      ["POST /public/x HTTP/1.1", "Host: localhost", "Content-Length: 5", "Transfer-Encoding: chunked"],
+      "0\r\n\r\n",
+    );
+    expect(conflicting.status).toBe(400);
+    expect(problemOf(conflicting)).toMatchObject({ code: "PG_ERR_BAD_REQUEST", status: 400 });
+    const folded = await rawRequest(gateway.port, [
+      "GET /public/x HTTP/1.1",
+      "Host: localhost",
+      "X-A: 1",
+      "  more",
+    ]);
+    expect(folded.status).toBe(400);
+    expect(problemOf(folded)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+    const huge = await rawRequest(gateway.port, [
+      "GET /public/x HTTP/1.1",
+      "Host: localhost",
+      `X-Big: ${"b".repeat(70_000)}`,
+    ]);
+    expect(huge.status).toBe(431);
+    expect(problemOf(huge)).toMatchObject({ code: "PG_ERR_HEADERS_TOO_LARGE" });
+    // Each is audited, without method or route (the parser never produced a request).
+    const requestIds = [conflicting, folded, huge].map((response) =>
+      String(problemOf(response)["requestId"]),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const lines = readFileSync(gateway.auditFile, "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    for (const requestId of requestIds) {
+      expect(lines.find((line) => line.requestId === requestId)).toMatchObject({
+        method: "",
+        decision: "deny",
+        status: requestId === requestIds[2] ? 431 : 400,
+      });
+    }
+  });
+
+  it("HTTP/1.1 without Host is 400; HTTP/1.0 without Host is served", async () => {
+    const missing = await rawRequest(gateway.port, ["GET /public/x HTTP/1.1"]);
+    expect(missing.status).toBe(400);
+    expect(problemOf(missing)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+    const old = await rawRequest(gateway.port, ["GET /public/x HTTP/1.0"]);
+    expect(old.head).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it("CONNECT, an expectation other than 100-continue, a gzip transfer coding and a WebSocket upgrade", async () => {
+    const connectRequest = await rawRequest(gateway.port, [
+      "CONNECT example.com:443 HTTP/1.1",
+      "Host: example.com:443",
+    ]);
+    expect(connectRequest.status).toBe(400);
+    expect(problemOf(connectRequest)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+    const expectation = await rawRequest(gateway.port, [
+      "GET /public/x HTTP/1.1",
+      "Host: localhost",
+      "Expect: teapot",
+    ]);
+    expect(expectation.status).toBe(417);
+    expect(problemOf(expectation)).toMatchObject({ code: "PG_ERR_EXPECTATION_FAILED" });
+    const gzipped = await rawRequest(
+      gateway.port,
+      ["POST /public/x HTTP/1.1", "Host: localhost", "Transfer-Encoding: gzip, chunked"],
+      "3\r\nabc\r\n0\r\n\r\n",
+    );
+    expect(gzipped.status).toBe(501);
+    expect(problemOf(gzipped)).toMatchObject({ code: "PG_ERR_NOT_IMPLEMENTED" });
+    const websocket = await rawRequest(gateway.port, [
+      "GET /public/ws HTTP/1.1",
+      "Host: localhost",
+      "Connection: Upgrade",
+      "Upgrade: websocket",
+      "Sec-WebSocket-Version: 13",
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ]);
+    expect(websocket.status).toBe(501);
+    expect(problemOf(websocket)).toMatchObject({ code: "PG_ERR_NOT_IMPLEMENTED" });
+    // An h2c upgrade may be ignored (RFC 9110 §7.8): served over HTTP/1.1, without the upgrade fields.
+    const h2c = await rawRequest(gateway.port, [
+      "GET /public/h2c HTTP/1.1",
+      "Host: localhost",
+      "Connection: Upgrade, HTTP2-Settings, close",
+      "Upgrade: h2c",
+      "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA",
+    ]);
+    expect(h2c.status).toBe(200);
+    expect((JSON.parse(h2c.body) as Echo).headers.upgrade).toBeUndefined();
+  });
+
+  it("a compressed form body is 415: its bytes could hide an access_token", async () => {
+    const t = await token("read_invoice");
+    const response = await call("/echo/form", {
+      token: t,
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", "content-encoding": "gzip" },
+      body: Buffer.from([0x1f, 0x8b, 0x08, 0x00]),
+    });
+    expect(response.status).toBe(415);
+    expect(JSON.parse(response.text)).toMatchObject({ code: "PG_ERR_UNSUPPORTED_ENCODING" });
+  });
+});
+
 describe("forwarding", () => {
   it("drops hop-by-hop and identity-spoofing headers and sets X-Forwarded-*, Forwarded and traceparent", async () => {
     const t = await token("read_invoice");

@@ -6,6 +6,8 @@ import {
   createFirewall,
   extractBearerToken,
   type FirewallRequest,
+  inspectFraming,
+  isEncodedBody,
 } from "../../src/gateway/firewall/firewall.ts";
 
 const firewall = createFirewall({ maxUrlBytes: 64, maxHeaderBytes: 256 });
@@ -286,5 +288,46 @@ describe("bodyMayCarryToken", () => {
     [undefined, false],
   ])("%j → %s", (contentType, expected) => {
     expect(bodyMayCarryToken(contentType)).toBe(expected);
+  });
+});
+
+describe("inspectFraming", () => {
+  const request = (headers: Record<string, string>, minor = 1) => ({
+    httpVersionMajor: 1,
+    httpVersionMinor: minor,
+    headers,
+  });
+  const codeOf = (headers: Record<string, string>, minor = 1): string | undefined => {
+    try {
+      inspectFraming(request(headers, minor));
+      return undefined;
+    } catch (error) {
+      return (error as GatewayError).code;
+    }
+  };
+
+  it("takes ordinary requests, chunked in any case, 100-continue and an h2c upgrade", () => {
+    expect(codeOf({ host: "a" })).toBeUndefined();
+    expect(codeOf({ host: "a", "transfer-encoding": "Chunked " })).toBeUndefined();
+    expect(codeOf({ host: "a", expect: "100-Continue" })).toBeUndefined();
+    expect(codeOf({ host: "a", upgrade: "h2c" })).toBeUndefined();
+    expect(codeOf({}, 0)).toBeUndefined();
+  });
+
+  it("refuses a missing Host (HTTP/1.1), other codings, other expectations and WebSocket upgrades", () => {
+    expect(codeOf({})).toBe("PG_ERR_BAD_REQUEST");
+    expect(codeOf({ host: "a", "transfer-encoding": "gzip, chunked" })).toBe("PG_ERR_NOT_IMPLEMENTED");
+    expect(codeOf({ host: "a", expect: "teapot" })).toBe("PG_ERR_EXPECTATION_FAILED");
+    for (const upgrade of ["websocket", "WebSocket", "h2c, websocket", "websocket/13"]) {
+      expect(codeOf({ host: "a", upgrade }), upgrade).toBe("PG_ERR_NOT_IMPLEMENTED");
+    }
+    expect(codeOf({ host: "a", upgrade: "notwebsocket" })).toBeUndefined();
+  });
+
+  it("isEncodedBody: anything but identity hides the bytes", () => {
+    expect(isEncodedBody(undefined)).toBe(false);
+    expect(isEncodedBody(" Identity")).toBe(false);
+    expect(isEncodedBody("gzip")).toBe(true);
+    expect(isEncodedBody("br, identity")).toBe(true);
   });
 });

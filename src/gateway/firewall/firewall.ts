@@ -5,6 +5,7 @@
 // Raw headers are read instead of `req.headers` because node keeps only the first of duplicate `Authorization`
 // and `Host` fields: a second one would otherwise be silently dropped here yet may be honoured by an upstream
 // or another proxy.
+import type { IncomingHttpHeaders } from "node:http";
 import { GatewayError } from "../../errors/catalogue.ts";
 import { normalizeHost } from "../route/router.ts";
 import { normalizeRequestTarget } from "./normalize-path.ts";
@@ -261,6 +262,46 @@ export function extractBearerToken(authorization: string | undefined): string | 
 }
 
 const FORM_URLENCODED = "application/x-www-form-urlencoded";
+
+/** Request fields of {@link inspectFraming}, as node:http parsed them. */
+export interface FramingRequest {
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  readonly headers: IncomingHttpHeaders;
+}
+
+const websocketUpgrade = /(?:^|[\s,])websocket(?:[\s,/]|$)/i;
+
+/**
+ * Framing node:http's parser lets through and the gateway refuses: an HTTP/1.1 request without Host (RFC 9112
+ * §3.2), a transfer coding other than chunked (§6.1: the parser removes the chunking and would leave a gzip
+ * coding on bytes forwarded as plain), an expectation other than 100-continue (RFC 9110 §10.1.1), and a
+ * WebSocket upgrade, which would otherwise reach the upstream as a plain GET. Other upgrades (h2c) are ignored,
+ * as RFC 9110 §7.8 allows.
+ */
+export function inspectFraming(req: FramingRequest): void {
+  const { headers } = req;
+  if (headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+    throw new GatewayError("PG_ERR_BAD_REQUEST", "HTTP/1.1 request without Host");
+  }
+  const coding = headers["transfer-encoding"];
+  if (coding !== undefined && coding.trim().toLowerCase() !== "chunked") {
+    throw new GatewayError("PG_ERR_NOT_IMPLEMENTED", "transfer coding other than chunked");
+  }
+  const expectation = headers.expect;
+  if (expectation !== undefined && expectation.trim().toLowerCase() !== "100-continue") {
+    throw new GatewayError("PG_ERR_EXPECTATION_FAILED", "expectation other than 100-continue");
+  }
+  const upgrade = headers.upgrade;
+  if (upgrade !== undefined && websocketUpgrade.test(upgrade)) {
+    throw new GatewayError("PG_ERR_NOT_IMPLEMENTED", "WebSocket upgrade");
+  }
+}
+
+/** Whether a form body's Content-Encoding hides its bytes from the token check (anything but identity). */
+export function isEncodedBody(contentEncoding: string | undefined): boolean {
+  return contentEncoding !== undefined && contentEncoding.trim().toLowerCase() !== "identity";
+}
 
 /**
  * Tells whether a request body may carry an RFC 6750 §2.2 form-encoded `access_token`, i.e. whether its media

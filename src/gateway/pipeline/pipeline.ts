@@ -2,6 +2,8 @@
 // forward, then audit.
 // Each stage fills the request context or throws a GatewayError; the error becomes the response.
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import type { Dispatcher } from "undici";
@@ -13,6 +15,8 @@ import { authorizeScopes } from "../authorize/authorize.ts";
 import {
   bodyMayCarryToken,
   extractBearerToken,
+  inspectFraming,
+  isEncodedBody,
   queryCarriesAccessToken,
   type Firewall,
 } from "../firewall/firewall.ts";
@@ -27,7 +31,7 @@ import {
 import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import { randomRequestId, startTrace } from "./ids.ts";
-import { sendError } from "./respond.ts";
+import { sendError, sendErrorToSocket } from "./respond.ts";
 
 /** What the authenticate stage gets from the token layer. */
 interface TokenResult {
@@ -180,6 +184,7 @@ const firewall: Stage = (ctx, deps) => {
     url: ctx.req.url ?? "/",
     rawHeaders: ctx.req.rawHeaders,
   });
+  inspectFraming(ctx.req);
   ctx.path = inspected.path;
   ctx.query = inspected.query;
   ctx.authorization = inspected.authorization;
@@ -224,6 +229,10 @@ const inspectFormBody: Stage = (ctx) => {
   const matched = ctx.route;
   if (matched === undefined) throw new Error("inspectFormBody stage ran before route");
   if (!bodyMayCarryToken(ctx.req.headers["content-type"])) return;
+  // A compressed form body would hide an access_token from the check below, and the upstream might decode it.
+  if (isEncodedBody(ctx.req.headers["content-encoding"])) {
+    throw new GatewayError("PG_ERR_UNSUPPORTED_ENCODING", "form body with a Content-Encoding");
+  }
   return readFormBody(ctx, matched.limits.maxBodyBytes);
 };
 
@@ -406,6 +415,98 @@ function crashed(ctx: RequestContext, error: unknown): void {
 }
 
 type Listener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** node:http's private reference from a connection to the response being written on it. */
+interface HttpConnection extends Duplex {
+  readonly _httpMessage?: object | null;
+}
+
+/**
+ * Answers a request node:http holds no response object for (its parser refused it, or a CONNECT) with the
+ * catalogue's problem+json, counted and audited like any other request, then closes the connection.
+ */
+function answerWithoutResponse(
+  deps: PipelineDeps,
+  socket: Duplex,
+  method: string,
+  error: GatewayError,
+): void {
+  const requestId = randomRequestId();
+  const trace = startTrace(undefined);
+  deps.metrics.requests.started();
+  try {
+    sendErrorToSocket(socket, error, requestId);
+  } catch {
+    socket.destroy();
+  }
+  deps.metrics.requests.finished("none", method, error.status, "deny", 0);
+  try {
+    deps.audit.write({
+      time: isoTime(Date.now()),
+      requestId,
+      traceId: trace.traceId,
+      remoteAddress: socket instanceof Socket ? socket.remoteAddress : undefined,
+      host: undefined,
+      method,
+      route: undefined,
+      pathTemplate: undefined,
+      authMode: undefined,
+      clientId: undefined,
+      sub: undefined,
+      scopes: undefined,
+      tokenFingerprint: undefined,
+      cache: undefined,
+      decision: "deny",
+      reason: error.code,
+      status: error.status,
+      upstreamStatus: undefined,
+      latencyMs: 0,
+    });
+  } catch (failure) {
+    deps.logger.error({ err: failure, requestId }, "request accounting failed");
+  }
+}
+
+/**
+ * node:http's `clientError`: what its parser refuses (conflicting Content-Length and Transfer-Encoding, a folded
+ * header, a bad chunk, a header section over its limit) and requests that time out. Node would answer with an
+ * empty 400/431/408; the gateway answers with its catalogue's problem+json and an audit line instead.
+ */
+export function createClientErrorListener(
+  deps: PipelineDeps,
+): (error: Error & { code?: string }, socket: Duplex) => void {
+  return (error, socket) => {
+    // The client reset the connection, or left or broke the framing in the middle of a request the pipeline is
+    // handling (which records it, as the client's doing): nothing more is answered on it.
+    const inFlight = (socket as HttpConnection)._httpMessage;
+    if (error.code === "ECONNRESET" || !socket.writable || (inFlight !== undefined && inFlight !== null)) {
+      socket.destroy();
+      return;
+    }
+    const refusal =
+      error.code === "HPE_HEADER_OVERFLOW"
+        ? new GatewayError("PG_ERR_HEADERS_TOO_LARGE", "header section over the parser's limit")
+        : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? new GatewayError("PG_ERR_REQUEST_TIMEOUT", "request not received in time")
+          : new GatewayError(
+              "PG_ERR_BAD_REQUEST",
+              `the HTTP parser refused the request (${error.code ?? "unknown"})`,
+            );
+    answerWithoutResponse(deps, socket, "", refusal);
+  };
+}
+
+/** node:http's `connect`: CONNECT is never proxied (without a listener node would drop the connection silently). */
+export function createConnectListener(deps: PipelineDeps): (req: IncomingMessage, socket: Duplex) => void {
+  return (_req, socket) => {
+    answerWithoutResponse(
+      deps,
+      socket,
+      "CONNECT",
+      new GatewayError("PG_ERR_BAD_REQUEST", "CONNECT is not proxied"),
+    );
+  };
+}
 
 /**
  * The node:http listeners for the public port: `request`, and `checkContinue` for requests with

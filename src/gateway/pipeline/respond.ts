@@ -1,29 +1,27 @@
 // Error responses: RFC 9457 problem+json bodies built only from the catalogue's safe text, with RFC 6750
 // `WWW-Authenticate` challenges, `Allow` on 405 and `Retry-After` on 503.
 import type { ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { errorCatalogue, type GatewayError } from "../../errors/catalogue.ts";
 
 const realm = "phantomgate";
 /** Seconds a client should wait before retrying when the authorization server is unavailable. */
 export const retryAfterSeconds = 5;
 
-const closeAfter = new Set([400, 413, 414, 431]);
+const closeAfter = new Set([400, 408, 413, 414, 417, 431, 501]);
 
 function quote(value: string): string {
   return `"${value.replace(/["\\]/g, "")}"`;
 }
 
-/**
- * Writes the error response for `error` unless headers already went out (then the connection is cut).
- * `close` ends the connection after the answer, as framing-level rejections always do.
- */
-export function sendError(res: ServerResponse, error: GatewayError, requestId: string, close = false): void {
-  // The client is gone (or its connection was cut): there is no one to answer.
-  if (res.destroyed) return;
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
+interface Problem {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  readonly payload: string;
+}
+
+/** The status, headers and problem+json body for `error`. `close` asks for `Connection: close`. */
+function problemFor(error: GatewayError, requestId: string, close: boolean): Problem {
   const spec = errorCatalogue[error.code];
   const headers: Record<string, string> = {
     "content-type": "application/problem+json",
@@ -55,6 +53,32 @@ export function sendError(res: ServerResponse, error: GatewayError, requestId: s
   headers["content-length"] = String(Buffer.byteLength(payload));
   // After a framing-level rejection the rest of the request cannot be trusted or is not worth reading.
   if (close || closeAfter.has(spec.status)) headers.connection = "close";
-  res.writeHead(spec.status, headers);
-  res.end(payload);
+  return { status: spec.status, headers, payload };
+}
+
+/**
+ * Writes the error response for `error` unless headers already went out (then the connection is cut).
+ * `close` ends the connection after the answer, as framing-level rejections always do.
+ */
+export function sendError(res: ServerResponse, error: GatewayError, requestId: string, close = false): void {
+  // The client is gone (or its connection was cut): there is no one to answer.
+  if (res.destroyed) return;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const problem = problemFor(error, requestId, close);
+  res.writeHead(problem.status, problem.headers);
+  res.end(problem.payload);
+}
+
+/**
+ * Writes the error response straight to a connection node:http holds no response object for (its parser
+ * refused the request, or a CONNECT), then closes the connection.
+ */
+export function sendErrorToSocket(socket: Duplex, error: GatewayError, requestId: string): void {
+  const { status, headers, payload } = problemFor(error, requestId, true);
+  let head = `HTTP/1.1 ${status} ${errorCatalogue[error.code].title}\r\n`;
+  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+  socket.end(`${head}\r\n${payload}`, () => socket.destroy());
 }
