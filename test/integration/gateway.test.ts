@@ -426,6 +426,7 @@ describe("forwarding", () => {
       "X-Authenticated-User: root",
       "Forwarded: for=6.6.6.6",
       "X-Keep-Me: yes",
+      "Via: 1.0 fred",
       "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
       "True-Client-IP: 6.6.6.6",
       "CF-Connecting-IP: 6.6.6.6",
@@ -445,6 +446,7 @@ describe("forwarding", () => {
     expect(seen.forwarded).toContain("for=127.0.0.1");
     expect(seen["x-forwarded-proto"]).toBe("http");
     expect(seen["x-keep-me"]).toBe("yes");
+    expect(seen.via).toBe("1.0 fred, 1.1 phantomgate");
     // Naming Host in Connection does not make the upstream get the gateway's idea of its address instead.
     expect(seen.host).toBe("localhost");
     for (const name of [

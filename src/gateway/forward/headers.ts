@@ -18,6 +18,9 @@ const hopByHop = new Set([
   "http2-settings",
 ]);
 
+/** This hop in `Via`: the protocol the upstream is spoken to with, and the product as a pseudonym. */
+const VIA = "1.1 phantomgate";
+
 /**
  * End-to-end fields a client's `Connection` header cannot make the gateway drop (RFC 9110 §7.6.1 forbids naming
  * them there): without Host, undici would send the upstream's internal address instead, which upstreams that
@@ -130,6 +133,9 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
   out["x-forwarded-proto"] = input.protocol;
   if (input.host !== undefined) out["x-forwarded-host"] = input.host;
   out.forwarded = forwarded;
+  // RFC 9110 §7.6.3: a gateway adds itself to Via on every request it forwards (loops become visible).
+  const priorVia = input.incoming.via;
+  out.via = typeof priorVia === "string" && priorVia !== "" ? `${priorVia}, ${VIA}` : VIA;
   out["x-request-id"] = input.requestId;
   out.traceparent = input.traceparent;
   if (input.upstreamAuthorization !== undefined) out.authorization = input.upstreamAuthorization;
