@@ -19,7 +19,7 @@ import { GatewayError } from "../errors/catalogue.ts";
 import type { CompiledAuthServer, CompiledRoute } from "../snapshot/snapshot.ts";
 import { createAuthServerClient, createAuthServerDispatcher, type AuthServerClient } from "./as-client.ts";
 import type { Clock } from "./clock.ts";
-import { bearerAuthorization, bearerToken } from "./bearer.ts";
+import { bearerAuthorization } from "./bearer.ts";
 import {
   factsFromClaims,
   intersectScopes,
@@ -44,9 +44,10 @@ import {
 export interface AuthenticationResult {
   /** Facts about the client's token (for exchange: the subject token's), checked by authorize on every request. */
   readonly facts: TokenFacts;
-  /** The credential the upstream receives instead of the client's. */
-  readonly upstreamToken: string;
-  /** `Bearer <upstreamToken>`, the Authorization header value forwarded; `upstreamToken` is a view of it. */
+  /**
+   * `Bearer <token>`: the Authorization value the upstream receives instead of the client's credential, kept in
+   * that form only (`bearerToken` gives the token).
+   */
   readonly upstreamAuthorization: string;
   readonly cacheHit: boolean;
 }
@@ -146,7 +147,7 @@ function invalidToken(reason: string): GatewayError {
 
 /** A cached result: stored with cacheHit true, so a hit returns the stored object as is. */
 function authenticated(facts: TokenFacts, upstreamAuthorization: string): AuthenticationResult {
-  return { facts, upstreamToken: bearerToken(upstreamAuthorization), upstreamAuthorization, cacheHit: true };
+  return { facts, upstreamAuthorization, cacheHit: true };
 }
 
 /**

@@ -1,7 +1,7 @@
 // Token facts: what the gateway knows about a token once the AS (or a local JWT check) vouched for it, and the
 // parsing of RFC 7662 / JWT claims into that shape. Scopes are checked against these facts on every request.
 import { z } from "zod";
-import { bearerAuthorization, bearerToken } from "./bearer.ts";
+import { bearerAuthorization } from "./bearer.ts";
 
 /** Facts about an active token. Cached; never an authorization decision. */
 export interface TokenFacts {
@@ -18,9 +18,11 @@ export interface TokenFacts {
   readonly audience?: readonly string[];
   /** Every claim the AS returned (frozen), for `forwardClaims`. */
   readonly claims: Readonly<Record<string, unknown>>;
-  /** The AS-signed JWT, verified, when the introspection returned one (`Accept: application/jwt`). */
-  readonly upstreamJwt?: string;
-  /** `Bearer <upstreamJwt>`, what phantom mode forwards; `upstreamJwt` is a view of it, not a second copy. */
+  /**
+   * `Bearer <JWT>` with the AS-signed JWT, verified, when the introspection returned one (`Accept:
+   * application/jwt`): the Authorization value phantom mode forwards, kept in that form only (`bearerToken`
+   * gives the JWT).
+   */
   readonly upstreamAuthorization?: string;
 }
 
@@ -94,9 +96,7 @@ export function factsFromClaims(claims: TokenClaims, upstreamJwt?: string): Toke
     ...(claims.iss === undefined ? {} : { issuer: claims.iss }),
     ...(audience === undefined ? {} : { audience: Object.freeze([...audience]) }),
     claims: Object.freeze({ ...claims }),
-    ...(upstreamAuthorization === undefined
-      ? {}
-      : { upstreamJwt: bearerToken(upstreamAuthorization), upstreamAuthorization }),
+    ...(upstreamAuthorization === undefined ? {} : { upstreamAuthorization }),
   };
 }
 

@@ -20,7 +20,12 @@ import type {
   CompiledRoute,
   IntrospectionResponse,
 } from "../../src/snapshot/snapshot.ts";
-import { createAuthenticator, type Authenticator } from "../../src/tokens/authenticate.ts";
+import {
+  createAuthenticator,
+  type AuthenticationResult,
+  type Authenticator,
+} from "../../src/tokens/authenticate.ts";
+import { bearerToken } from "../../src/tokens/bearer.ts";
 import { createManualClock, type ManualClock } from "../../src/tokens/clock.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
 import { DEFAULT_MINT_ISSUER, loadMinter, type Minter } from "../../src/tokens/minter.ts";
@@ -93,6 +98,11 @@ async function revokeToken(as: DemoAuthServer, token: string): Promise<void> {
     body: new URLSearchParams({ token, token_type_hint: "access_token" }),
   });
   expect(response.status).toBe(200);
+}
+
+/** The token the upstream receives (its Authorization value without `Bearer `). */
+function upstreamToken(result: AuthenticationResult): string {
+  return bearerToken(result.upstreamAuthorization);
 }
 
 function payloadOf(jwt: string): Record<string, unknown> {
@@ -173,17 +183,17 @@ describe("phantom and mint modes, every introspection response type", () => {
       expect(first.cacheHit).toBe(false);
       expect(first.facts).toMatchObject({ active: true, clientId: "demo-client", sub: "demo-client" });
       expect(first.facts.scopes).toEqual(["read_invoice", "high_video_stream"]);
-      expect(first.upstreamToken).not.toBe(token);
-      expect(first.upstreamToken).not.toContain(token);
+      expect(upstreamToken(first)).not.toBe(token);
+      expect(upstreamToken(first)).not.toContain(token);
 
       if (introspectionResponse === "jwt") {
         // The AS's own phantom JWT, verified by the gateway, forwarded as is.
-        const { payload, protectedHeader } = await verifyAsSigned(h.as, first.upstreamToken, h.as.issuer);
+        const { payload, protectedHeader } = await verifyAsSigned(h.as, upstreamToken(first), h.as.issuer);
         expect(protectedHeader.typ).toBe("at+jwt");
         expect(payload).toMatchObject({ client_id: "demo-client", scope: "read_invoice high_video_stream" });
       } else {
         // The AS gave facts only: phantom mints like mint mode.
-        const { payload } = await verifyMinted(h, first.upstreamToken);
+        const { payload } = await verifyMinted(h, upstreamToken(first));
         expect(payload).toMatchObject({
           sub: "demo-client",
           client_id: "demo-client",
@@ -193,12 +203,12 @@ describe("phantom and mint modes, every introspection response type", () => {
 
       const second = await h.authenticator.authenticate(token, route);
       expect(second.cacheHit).toBe(true);
-      expect(second.upstreamToken).toBe(first.upstreamToken);
+      expect(upstreamToken(second)).toBe(upstreamToken(first));
       // The pipeline's synchronous look-up sees the same entry.
       const cached = h.authenticator.cached(fingerprintToken(token), route);
       expect(cached).toMatchObject({
         cacheHit: true,
-        upstreamToken: first.upstreamToken,
+        upstreamAuthorization: first.upstreamAuthorization,
         facts: first.facts,
       });
       expect(h.as.stats.introspections).toBe(1);
@@ -212,7 +222,7 @@ describe("phantom and mint modes, every introspection response type", () => {
         forwardClaims: ["token_type", "iss"],
       });
       const result = await h.authenticator.authenticate(token, route);
-      const { payload, protectedHeader } = await verifyMinted(h, result.upstreamToken);
+      const { payload, protectedHeader } = await verifyMinted(h, upstreamToken(result));
       expect(protectedHeader.kid).toBe(h.minter.keyId);
       expect(payload["scope"]).toBe("write_invoice");
       expect(payload["iss"]).toBe(DEFAULT_MINT_ISSUER);
@@ -227,8 +237,8 @@ describe("phantom and mint modes, every introspection response type", () => {
     const token = await getToken(h.as, "read_invoice");
     const a = await h.authenticator.authenticate(token, routeFor("mint", { audience: "urn:a" }));
     const b = await h.authenticator.authenticate(token, routeFor("phantom", { audience: "urn:b" }));
-    expect(payloadOf(a.upstreamToken)["aud"]).toBe("urn:a");
-    expect(payloadOf(b.upstreamToken)["aud"]).toBe("urn:b");
+    expect(payloadOf(upstreamToken(a))["aud"]).toBe("urn:a");
+    expect(payloadOf(upstreamToken(b))["aud"]).toBe("urn:b");
     expect(h.as.stats.introspections).toBe(1);
   });
 
@@ -240,10 +250,10 @@ describe("phantom and mint modes, every introspection response type", () => {
     const first = await h.authenticator.authenticate(token, spaced);
     const second = await h.authenticator.authenticate(token, split);
     expect(second.cacheHit).toBe(false);
-    expect(second.upstreamToken).not.toBe(first.upstreamToken);
+    expect(upstreamToken(second)).not.toBe(upstreamToken(first));
     const again = await h.authenticator.authenticate(token, routeFor("mint", { forwardClaims: ["a b"] }));
     expect(again.cacheHit).toBe(true);
-    expect(again.upstreamToken).toBe(first.upstreamToken);
+    expect(upstreamToken(again)).toBe(upstreamToken(first));
   });
 });
 
@@ -283,7 +293,7 @@ describe("client authentication to the AS", () => {
       cacheHit: false,
     });
     const exchanged = await h.authenticator.authenticate(token, routeFor("exchange"));
-    expect(payloadOf(exchanged.upstreamToken)["aud"]).toBe("urn:invoices");
+    expect(payloadOf(upstreamToken(exchanged))["aud"]).toBe("urn:invoices");
   });
 
   it("wrong credentials fail closed with PG_ERR_AS_UNAVAILABLE, not as a client error", async () => {
@@ -486,7 +496,7 @@ describe("single-flight", () => {
       Array.from({ length: 1_000 }, () => h.authenticator.authenticate(token, routeFor("mint"))),
     );
     expect(h.as.stats.introspections).toBe(1);
-    expect(new Set(results.map((result) => result.upstreamToken)).size).toBe(1);
+    expect(new Set(results.map((result) => result.upstreamAuthorization)).size).toBe(1);
   });
 
   it("1,000 concurrent exchanges with one fresh token make one introspection and one exchange", async () => {
@@ -497,7 +507,7 @@ describe("single-flight", () => {
     );
     expect(h.as.stats.introspections).toBe(1);
     expect(h.as.stats.exchanges).toBe(1);
-    expect(new Set(results.map((result) => result.upstreamToken)).size).toBe(1);
+    expect(new Set(results.map((result) => result.upstreamAuthorization)).size).toBe(1);
   });
 });
 
@@ -525,7 +535,7 @@ describe("exchange mode", () => {
       upstreamScopes: ["read_invoice", "write_invoice"],
     });
     const result = await h.authenticator.authenticate(token, route);
-    const { payload } = await verifyAsSigned(h.as, result.upstreamToken, "urn:invoices");
+    const { payload } = await verifyAsSigned(h.as, upstreamToken(result), "urn:invoices");
     expect(payload).toMatchObject({
       aud: "urn:invoices",
       scope: "read_invoice",
@@ -535,7 +545,7 @@ describe("exchange mode", () => {
     expect(result.facts.scopes).toEqual(["read_invoice", "high_video_stream", "video_metadata"]);
     await expect(h.authenticator.authenticate(token, route)).resolves.toMatchObject({
       cacheHit: true,
-      upstreamToken: result.upstreamToken,
+      upstreamAuthorization: result.upstreamAuthorization,
     });
     expect(h.as.stats.exchanges).toBe(1);
 
@@ -545,7 +555,7 @@ describe("exchange mode", () => {
       upstreamScopes: ["high_video_stream", "low_video_stream"],
     });
     const other = await h.authenticator.authenticate(token, video);
-    expect(payloadOf(other.upstreamToken)).toMatchObject({ aud: "urn:video", scope: "high_video_stream" });
+    expect(payloadOf(upstreamToken(other))).toMatchObject({ aud: "urn:video", scope: "high_video_stream" });
     expect(h.as.stats.exchanges).toBe(2);
     expect(h.as.stats.introspections).toBe(1);
   });
@@ -575,7 +585,7 @@ describe("exchange mode", () => {
     h.clock.advance(61_000);
     const second = await h.authenticator.authenticate(token, routeFor("exchange"));
     expect(second.cacheHit).toBe(false);
-    expect(second.upstreamToken).not.toBe(first.upstreamToken);
+    expect(upstreamToken(second)).not.toBe(upstreamToken(first));
     expect(h.as.stats.exchanges).toBe(2);
   });
 });
@@ -587,7 +597,7 @@ describe("jwt mode", () => {
     const h = await harness(await startAs());
     const jwt = await getToken(h.as, "read_invoice", JWT_API);
     const result = await h.authenticator.authenticate(jwt, routeFor("jwt"));
-    expect(result.upstreamToken).toBe(jwt);
+    expect(upstreamToken(result)).toBe(jwt);
     expect(result.facts).toMatchObject({
       clientId: "demo-client",
       scopes: ["read_invoice"],
@@ -709,7 +719,7 @@ describe("jwt mode", () => {
       await getToken(as, "read_invoice"),
       routeFor("phantom"),
     );
-    expect(decodeProtectedHeader(result.upstreamToken).kid).not.toBeUndefined();
+    expect(decodeProtectedHeader(upstreamToken(result)).kid).not.toBeUndefined();
     expect(as.stats.jwksRequests).toBe(2);
   });
 });

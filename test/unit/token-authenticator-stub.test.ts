@@ -98,17 +98,16 @@ describe("exchange mode", () => {
     };
     const exchange = route("exchange", server.id);
     const first = await authenticator.authenticate("client-token", exchange);
-    expect(first.upstreamToken).toBe("opaque-1");
     expect(first.upstreamAuthorization).toBe("Bearer opaque-1");
     clock.advance((UNSTATED_EXCHANGE_LIFETIME_SECONDS / 2) * 1000 - 1_000);
     await expect(authenticator.authenticate("client-token", exchange)).resolves.toMatchObject({
       cacheHit: true,
-      upstreamToken: "opaque-1",
+      upstreamAuthorization: "Bearer opaque-1",
     });
     clock.advance(1_000);
     await expect(authenticator.authenticate("client-token", exchange)).resolves.toMatchObject({
       cacheHit: false,
-      upstreamToken: "opaque-2",
+      upstreamAuthorization: "Bearer opaque-2",
     });
     expect(exchanges).toBe(2);
   });
@@ -127,7 +126,7 @@ describe("sender-constrained tokens (cnf)", () => {
     }
     const plain = await sign({ sub: "alice", aud: AUDIENCE, scope: "read" });
     await expect(authenticator.authenticate(plain, jwtRoute)).resolves.toMatchObject({
-      upstreamToken: plain,
+      upstreamAuthorization: `Bearer ${plain}`,
     });
     expect(stub.requests.filter((request) => request.path === "/jwks")).toHaveLength(1);
   });

@@ -53,9 +53,9 @@ describe("factsFromClaims", () => {
       issuedAt: 1_999_999_000,
       issuer: "https://as.example",
       audience: ["urn:api"],
-      upstreamJwt: "the.jwt.here",
       upstreamAuthorization: "Bearer the.jwt.here",
     });
+    expect(facts).not.toHaveProperty("upstreamJwt");
     expect(facts.claims["tenant"]).toBe("acme");
     expect(Object.isFrozen(facts.claims)).toBe(true);
   });
