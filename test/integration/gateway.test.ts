@@ -480,6 +480,38 @@ describe("forwarding", () => {
     expect(received).toBe(48 * 1024 * 1024);
   });
 
+  it("OPTIONS with Max-Forwards: 0 is answered by the gateway; more is decremented; other methods pass it on", async () => {
+    const t = await token("read_invoice");
+    const own = await call("/echo/options", {
+      token: t,
+      method: "OPTIONS",
+      headers: { "max-forwards": "0" },
+    });
+    expect(own.status).toBe(200);
+    expect(own.headers.allow).toBe("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+    expect(own.text).toBe("");
+    // Still the route's checks first: without a token the answer is 401.
+    expect(
+      (await call("/echo/options", { method: "OPTIONS", headers: { "max-forwards": "0" } })).status,
+    ).toBe(401);
+    const onward = await call("/echo/options", {
+      token: t,
+      method: "OPTIONS",
+      headers: { "max-forwards": "3" },
+    });
+    expect(onward.status).toBe(200);
+    expect((JSON.parse(onward.text) as Echo).headers["max-forwards"]).toBe("2");
+    const get = await call("/echo/options", { token: t, headers: { "max-forwards": "0" } });
+    expect((JSON.parse(get.text) as Echo).headers["max-forwards"]).toBe("0");
+    const invalid = await call("/echo/options", {
+      token: t,
+      method: "OPTIONS",
+      headers: { "max-forwards": "-1" },
+    });
+    expect(invalid.status).toBe(400);
+    expect(JSON.parse(invalid.text)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+  });
+
   it("public routes never pass the client's Authorization header upstream", async () => {
     const response = await call("/public/p", { headers: { authorization: "Bearer leaked-credential" } });
     expect(response.status).toBe(200);

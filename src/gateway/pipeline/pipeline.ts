@@ -95,6 +95,8 @@ class RequestContext implements ForwardOutcome {
   cut: ErrorCode | undefined = undefined;
   /** A form body read in full by inspectFormBody; forwarded instead of the request stream. */
   bufferedBody: Buffer | undefined = undefined;
+  /** An OPTIONS request's Max-Forwards (RFC 9110 §7.6.2): 0 is answered by the gateway, more is decremented. */
+  maxForwards: number | undefined = undefined;
   /**
    * The client sent `Expect: 100-continue` and holds its body until it gets 100 (Continue). The gateway sends it
    * only once the request passed its checks and the body is about to be read, so a refused request costs no
@@ -138,7 +140,8 @@ class RequestContext implements ForwardOutcome {
           return;
         }
       }
-      forward(this, this.deps);
+      if (this.maxForwards === 0) answerOptions(this);
+      else forward(this, this.deps);
     } catch (error) {
       this.failed(error);
     }
@@ -205,13 +208,43 @@ const route: Stage = (ctx) => {
   // An upstream that echoes TRACE would hand the internal JWT back to the client: refused on every route,
   // with the methods the route does take.
   if (neverProxied.has(method)) {
-    const methods = result.route.methods.length > 0 ? result.route.methods : proxiedMethods;
     throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", `${method} is never proxied`, {
-      allow: methods.filter((allowed) => !neverProxied.has(allowed)).join(", "),
+      allow: allowedMethods(result.route),
     });
   }
   ctx.route = result.route;
+  if (method === "OPTIONS") {
+    const maxForwards = ctx.req.headers["max-forwards"];
+    if (maxForwards !== undefined) {
+      if (typeof maxForwards !== "string" || !/^\d{1,9}$/.test(maxForwards))
+        throw new GatewayError("PG_ERR_BAD_REQUEST", "invalid Max-Forwards");
+      ctx.maxForwards = Number(maxForwards);
+    }
+  }
 };
+
+/** The methods a route forwards, for `Allow`. */
+function allowedMethods(matched: CompiledRoute): string {
+  const methods = matched.methods.length > 0 ? matched.methods : proxiedMethods;
+  return methods.filter((allowed) => !neverProxied.has(allowed)).join(", ");
+}
+
+/**
+ * OPTIONS with `Max-Forwards: 0` (once the token and scopes passed): the gateway is the final recipient
+ * (RFC 9110 §7.6.2) and answers with the route's methods instead of forwarding.
+ */
+function answerOptions(ctx: RequestContext): void {
+  const matched = ctx.route;
+  if (matched === undefined) throw new Error("answerOptions ran before route");
+  ctx.res.writeHead(200, {
+    allow: allowedMethods(matched),
+    "content-length": "0",
+    "cache-control": "no-store",
+    "x-request-id": ctx.requestId,
+  });
+  ctx.res.end();
+  finish(ctx, 200, "allow", "ok");
+}
 
 /**
  * Methods the gateway never forwards, whatever a route says. (CONNECT is already refused by the firewall; TRACK
@@ -318,6 +351,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
     traceparent: ctx.traceparent,
     trustForwarded: deps.trustForwarded,
   });
+  if (ctx.maxForwards !== undefined) headers["max-forwards"] = String(ctx.maxForwards - 1);
   forwardRequest({
     req: ctx.req,
     res: ctx.res,
