@@ -521,15 +521,31 @@ export function createAuthServerClient(
     return parsed.data;
   }
 
-  function factsFromIntrospectionJson(response: AsResponse, document: unknown): IntrospectionResult {
-    const parsed = introspectionDocument(response, document);
-    if (!parsed.active) return inactive(response, "inactive");
-    const notBearer = notBearerReason(parsed);
+  /**
+   * The facts of a token the AS called active, after the checks its word does not cover: a bearer token, not a
+   * sender-constrained one, and within its times. `upstreamJwt` is the AS-signed JWT, when it sent one.
+   */
+  function activeFacts(
+    response: AsResponse,
+    claims: z.infer<typeof tokenClaimsSchema>,
+    upstreamJwt?: string,
+  ): IntrospectionResult {
+    const notBearer = notBearerReason(claims);
     if (notBearer !== undefined) return inactive(response, notBearer);
-    const checked = checkFactsTimes(factsFromClaims(parsed), clock.now(), server.clockSkewSeconds);
+    const checked = checkFactsTimes(
+      factsFromClaims(claims, upstreamJwt),
+      clock.now(),
+      server.clockSkewSeconds,
+    );
     if (!checked.active) return inactive(response, checked.reason);
     record("introspection", "ok", response.startedMs);
     return checked;
+  }
+
+  function factsFromIntrospectionJson(response: AsResponse, document: unknown): IntrospectionResult {
+    const parsed = introspectionDocument(response, document);
+    if (!parsed.active) return inactive(response, "inactive");
+    return activeFacts(response, parsed);
   }
 
   /** `Accept: application/jwt`: the body is the JWT for internal APIs, signed by the AS. */
@@ -559,12 +575,7 @@ export function createAuthServerClient(
     const claims = tokenClaimsSchema.safeParse(verified.payload);
     if (!claims.success) invalidResponse("introspection", response, "JWT claims malformed");
     if (claims.data["active"] === false) return inactive(response, "inactive");
-    const notBearer = notBearerReason(claims.data);
-    if (notBearer !== undefined) return inactive(response, notBearer);
-    const checked = checkFactsTimes(factsFromClaims(claims.data, jwt), clock.now(), server.clockSkewSeconds);
-    if (!checked.active) return inactive(response, checked.reason);
-    record("introspection", "ok", response.startedMs);
-    return checked;
+    return activeFacts(response, claims.data, jwt);
   }
 
   /**

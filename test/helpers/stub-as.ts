@@ -4,6 +4,7 @@ import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { CompiledAuthServer } from "../../src/snapshot/snapshot.ts";
+import { compiledAuthServer } from "./compiled.ts";
 
 export type StubHandler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
 
@@ -45,27 +46,22 @@ export function json(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
 }
 
-/** A compiled AuthServer for the stub: explicit endpoints, client_secret_basic, ES256. */
+/** A compiled AuthServer for the stub: explicit endpoints, client_secret_basic, ES256, no skew. */
 export function stubAuthServer(
   stub: StubAs,
   overrides: Partial<CompiledAuthServer> = {},
 ): CompiledAuthServer {
-  return {
+  return compiledAuthServer(stub.url, {
     id: "test/stub",
-    issuer: stub.url,
     discovery: false,
     endpoints: {
       introspection: `${stub.url}/introspect`,
       token: `${stub.url}/token`,
       jwks: `${stub.url}/jwks`,
     },
-    client: { id: "gateway", method: "client_secret_basic", secret: "gateway-secret" },
-    introspectionResponse: "json",
-    allowedAlgorithms: ["ES256"],
     clockSkewSeconds: 0,
     cache: { maxTtlSeconds: 300, negativeTtlSeconds: 30, maxEntries: 100 },
     timeouts: { connectMs: 500, responseMs: 1_000 },
-    jwksCooldownMs: 30_000,
     ...overrides,
-  };
+  });
 }

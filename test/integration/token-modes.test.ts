@@ -15,11 +15,7 @@ import { Registry } from "prom-client";
 import { Agent } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
-import type {
-  CompiledAuthServer,
-  CompiledRoute,
-  IntrospectionResponse,
-} from "../../src/snapshot/snapshot.ts";
+import type { CompiledAuthServer, IntrospectionResponse } from "../../src/snapshot/snapshot.ts";
 import {
   createAuthenticator,
   type AuthenticationResult,
@@ -30,53 +26,15 @@ import { createManualClock, type ManualClock } from "../../src/tokens/clock.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
 import { DEFAULT_MINT_ISSUER, loadMinter, type Minter } from "../../src/tokens/minter.ts";
 import { createTokenCacheSet, type TokenCacheSet } from "../../src/tokens/token-cache.ts";
-
-const JWT_API = "urn:phantomgate:jwt-api";
+import { compiledAuthServer, compiledRoute, JWT_API } from "../helpers/compiled.ts";
 
 // ---- fixtures -------------------------------------------------------------------------------------------------
 
 function authServerFor(as: DemoAuthServer, overrides: Partial<CompiledAuthServer> = {}): CompiledAuthServer {
-  return {
-    id: "demo/as",
-    issuer: as.issuer,
-    discovery: true,
-    endpoints: {},
-    client: { id: "gateway", method: "client_secret_basic", secret: "gateway-secret" },
-    introspectionResponse: "json",
-    allowedAlgorithms: ["ES256"],
-    clockSkewSeconds: 5,
-    cache: { maxTtlSeconds: 300, negativeTtlSeconds: 30, maxEntries: 10_000 },
-    timeouts: { connectMs: 1_000, responseMs: 2_000 },
-    jwksCooldownMs: 30_000,
-    ...overrides,
-  };
+  return compiledAuthServer(as.issuer, overrides);
 }
 
-function routeFor(
-  mode: CompiledRoute["auth"]["mode"],
-  auth: Partial<CompiledRoute["auth"]> = {},
-): CompiledRoute {
-  return {
-    id: `demo/${mode}#0`,
-    source: { namespace: "demo", name: mode, rule: 0 },
-    hostnames: [],
-    path: { type: "PathPrefix", value: "/api" },
-    methods: [],
-    auth: {
-      mode,
-      authServer: "demo/as",
-      audience: mode === "jwt" ? JWT_API : "urn:invoices",
-      upstreamScopes: ["read_invoice", "write_invoice"],
-      forwardClaims: [],
-      mintTtlSeconds: 60,
-      ...auth,
-    },
-    requiredScopes: { allOf: [], anyOf: [] },
-    backends: [{ origin: "http://127.0.0.1:1", weight: 1 }],
-    timeouts: { requestMs: 5_000 },
-    limits: { maxBodyBytes: 1024 },
-  };
-}
+const routeFor = compiledRoute;
 
 async function getToken(as: DemoAuthServer, scope: string, resource?: string): Promise<string> {
   const form = new URLSearchParams({ grant_type: "client_credentials", scope });

@@ -9,6 +9,7 @@ import { createAuthenticator, UNSTATED_EXCHANGE_LIFETIME_SECONDS } from "../../s
 import { createManualClock, type ManualClock } from "../../src/tokens/clock.ts";
 import { loadMinter } from "../../src/tokens/minter.ts";
 import { createTokenCacheSet } from "../../src/tokens/token-cache.ts";
+import { compiledRoute } from "../helpers/compiled.ts";
 import { json, startStubAs, stubAuthServer, type StubAs } from "../helpers/stub-as.ts";
 
 const cleanups: (() => unknown)[] = [];
@@ -19,25 +20,7 @@ afterEach(async () => {
 const AUDIENCE = "urn:api";
 
 function route(mode: CompiledRoute["auth"]["mode"], authServer: string): CompiledRoute {
-  return {
-    id: `test/${mode}#0`,
-    source: { namespace: "test", name: mode, rule: 0 },
-    hostnames: [],
-    path: { type: "PathPrefix", value: "/" },
-    methods: [],
-    auth: {
-      mode,
-      authServer,
-      audience: AUDIENCE,
-      upstreamScopes: ["read"],
-      forwardClaims: [],
-      mintTtlSeconds: 60,
-    },
-    requiredScopes: { allOf: [], anyOf: [] },
-    backends: [{ origin: "http://127.0.0.1:1", weight: 1 }],
-    timeouts: { requestMs: 5_000 },
-    limits: { maxBodyBytes: 1024 },
-  };
+  return compiledRoute(mode, { authServer, audience: AUDIENCE, upstreamScopes: ["read"] });
 }
 
 /** The stub AS with an ES256 key at /jwks, and an authenticator in front of it on a manual clock. */

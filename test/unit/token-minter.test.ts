@@ -15,28 +15,10 @@ import type { CompiledRoute } from "../../src/snapshot/snapshot.ts";
 import { createManualClock } from "../../src/tokens/clock.ts";
 import { factsFromClaims } from "../../src/tokens/facts.ts";
 import { DEFAULT_MINT_ISSUER, loadMinter } from "../../src/tokens/minter.ts";
+import { compiledRoute } from "../helpers/compiled.ts";
 
 function route(auth: Partial<CompiledRoute["auth"]> = {}): CompiledRoute {
-  return {
-    id: "demo/invoices#0",
-    source: { namespace: "demo", name: "invoices", rule: 0 },
-    hostnames: [],
-    path: { type: "PathPrefix", value: "/invoices" },
-    methods: [],
-    auth: {
-      mode: "mint",
-      authServer: "demo/as",
-      audience: "urn:invoices",
-      upstreamScopes: ["read_invoice", "write_invoice"],
-      forwardClaims: ["tenant", "exp", "scope"],
-      mintTtlSeconds: 60,
-      ...auth,
-    },
-    requiredScopes: { allOf: [], anyOf: [] },
-    backends: [{ origin: "http://127.0.0.1:1", weight: 1 }],
-    timeouts: { requestMs: 1000 },
-    limits: { maxBodyBytes: 1024 },
-  };
+  return compiledRoute("mint", { forwardClaims: ["tenant", "exp", "scope"], ...auth });
 }
 
 const clock = createManualClock(Date.UTC(2030, 0, 1));

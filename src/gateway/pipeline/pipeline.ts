@@ -247,8 +247,8 @@ function answerOptions(ctx: RequestContext): void {
 }
 
 /**
- * Methods the gateway never forwards, whatever a route says. (CONNECT is already refused by the firewall; TRACK
- * never gets past node:http's parser.)
+ * Methods the gateway never forwards, whatever a route says. (CONNECT never reaches the pipeline: node:http hands
+ * it to the `connect` listener; TRACK never gets past node:http's parser.)
  */
 const neverProxied: ReadonlySet<string> = new Set(["TRACE", "CONNECT"]);
 /** What a route without a method list takes (less the never-proxied ones). */
