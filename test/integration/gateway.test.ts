@@ -4,7 +4,7 @@ import type { Server } from "node:http";
 import { createHash } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { request } from "undici";
+import { Client, request } from "undici";
 import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
 import { startEchoApi } from "../../src/demo/echo-api.ts";
 import { startGatewayProcess, makeConfigDir, type GatewayProcess } from "../helpers/gateway-process.ts";
@@ -109,6 +109,67 @@ describe("phantom mode", () => {
       code: "PG_ERR_INSUFFICIENT_SCOPE",
       scope: "read_invoice",
     });
+  });
+
+  it("checks each request's own credential on a keep-alive connection that changes tokens", async () => {
+    const reader = await token("read_invoice");
+    const viewer = await token("video_metadata");
+    const fingerprint = (t: string): string => createHash("sha256").update(t).digest("base64url");
+    // One connection for every request: the gateway keeps the connection's last credential, and each request
+    // must still be judged by the credential it carries.
+    const client = new Client(gateway.url, { pipelining: 1 });
+    const sockets = new Set<unknown>();
+    client.on("connect", (_origin, targets) => sockets.add(targets));
+    try {
+      const send = async (authorization: string | undefined, path: string) => {
+        const response = await client.request({
+          path,
+          method: "GET",
+          headers: authorization === undefined ? {} : { authorization },
+        });
+        const text = await response.body.text();
+        return { status: response.statusCode, requestId: response.headers["x-request-id"], text };
+      };
+      const steps: [string | undefined, number][] = [
+        [`Bearer ${reader}`, 200],
+        [`Bearer ${viewer}`, 403],
+        [`Bearer ${reader}`, 200],
+        ["Bearer not-a-real-token-456", 401],
+        [undefined, 401],
+        [`Basic ${Buffer.from("a:b").toString("base64")}`, 400],
+        [`Bearer ${reader}`, 200],
+        [`Bearer ${reader} extra`, 400],
+        [`Bearer ${viewer}`, 403],
+      ];
+      const answers = [];
+      for (const [index, [authorization, status]] of steps.entries()) {
+        const answer = await send(authorization, `/echo/connection-${index}`);
+        expect({ index, status: answer.status }).toEqual({ index, status });
+        answers.push(answer);
+      }
+      // A 400 closes its connection (the gateway refuses a malformed Authorization header like bad framing), so
+      // the nine requests ran on three connections, the first six on one.
+      expect(sockets.size).toBe(3);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const lines = readFileSync(gateway.auditFile, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      const audited = answers.map((a) => lines.find((l) => l.requestId === a.requestId));
+      expect(audited.map((l) => l?.tokenFingerprint)).toEqual([
+        fingerprint(reader),
+        fingerprint(viewer),
+        fingerprint(reader),
+        fingerprint("not-a-real-token-456"),
+        undefined,
+        undefined,
+        fingerprint(reader),
+        undefined,
+        fingerprint(viewer),
+      ]);
+    } finally {
+      await client.close();
+    }
   });
 
   it("honours scope implications (write_invoice satisfies read_invoice)", async () => {

@@ -3,7 +3,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { randomRequestId, startTrace } from "../../src/gateway/pipeline/ids.ts";
+import { newRequestIds } from "../../src/gateway/pipeline/ids.ts";
 
 const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -13,7 +13,7 @@ describe("request ids and trace context", () => {
     const variants = new Set<string>();
     const digits = new Set<string>();
     for (let i = 0; i < 20_000; i++) {
-      const id = randomRequestId();
+      const id = newRequestIds(undefined).requestId;
       expect(id).toMatch(uuidV4);
       seen.add(id);
       variants.add(id.charAt(19));
@@ -27,18 +27,34 @@ describe("request ids and trace context", () => {
 
   it("keeps a client's valid trace id and sampled flag, and starts a new trace otherwise", () => {
     const incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
-    const kept = startTrace(incoming);
+    const kept = newRequestIds(incoming);
     expect(kept.traceId).toBe("0af7651916cd43dd8448eb211c80319c");
     expect(kept.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-00$/);
     expect(kept.traceparent).not.toContain("b7ad6b7169203331");
+    expect(kept.requestId).toMatch(uuidV4);
 
-    for (const bad of [undefined, "garbage", `00-${"0".repeat(32)}-b7ad6b7169203331-01`, "01-abc"]) {
-      const fresh = startTrace(bad);
+    const bad = [
+      undefined,
+      "garbage",
+      `00-${"0".repeat(32)}-b7ad6b7169203331-01`,
+      "01-abc",
+      "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+      "00-0af7651916cd43dd8448eb211c80319cxb7ad6b7169203331-01",
+      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331x01",
+      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
+      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0g",
+    ];
+    for (const value of bad) {
+      const fresh = newRequestIds(value);
       expect(fresh.traceId).toMatch(/^[0-9a-f]{32}$/);
       expect(fresh.traceId).not.toBe("0".repeat(32));
+      expect(fresh.traceId).not.toBe("0af7651916cd43dd8448eb211c80319c");
+      expect(fresh.requestId).toMatch(uuidV4);
       expect(fresh.traceparent).toBe(`00-${fresh.traceId}-${fresh.traceparent.slice(36, 52)}-01`);
     }
-    const spans = new Set(Array.from({ length: 2000 }, () => startTrace(incoming).traceparent));
+    const spans = new Set(Array.from({ length: 2000 }, () => newRequestIds(incoming).traceparent));
     expect(spans.size).toBe(2000);
   });
 
@@ -51,9 +67,8 @@ describe("request ids and trace context", () => {
     // One id of each kind kept per refill of the pool (~200 requests each): a view into the pool's 16 KiB text
     // would keep ~4,000 of those texts alive, about 64 MB.
     for (let i = 0; i < 4_000 * 200; i++) {
-      const trace = startTrace(undefined);
-      const id = randomRequestId();
-      if (i % 200 === 0) kept.push(trace.traceId, trace.traceparent, id);
+      const ids = newRequestIds(undefined);
+      if (i % 200 === 0) kept.push(ids.traceId, ids.traceparent, ids.requestId);
     }
     gc();
     const grown = process.memoryUsage().heapUsed - before;

@@ -194,7 +194,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     // The client gets the route's timeout to take what is still buffered for it, renewed while it reads.
     this.timer.refresh();
     this.ended = true;
-    this.res.once("finish", this.onFinish);
+    this.res.on("finish", this.onFinish);
     this.res.end();
   }
 

@@ -1,20 +1,23 @@
 // Request ids and W3C trace context for each request, from a pooled random buffer: one getrandom call per
-// few hundred requests instead of one or two per request.
+// couple of hundred requests instead of one or two per request.
 import { randomFillSync } from "node:crypto";
 
-const traceparentPattern = /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/;
+/** A request's id (a version 4 UUID) and the trace context sent upstream. */
+export interface RequestIds {
+  readonly requestId: string;
+  /** 32 lowercase hex digits: the client's trace id when it sent a valid `traceparent`, else a new one. */
+  readonly traceId: string;
+  /** `00-<traceId>-<new span id>-<flags>`. */
+  readonly traceparent: string;
+}
 
-// The pool is turned into hex once per refill (one call into C++ per few hundred requests, not two or three
-// per request); ids are copied out of that text.
 const randomPool = Buffer.alloc(8 * 1024);
-let poolHex = "";
 let randomOffset = randomPool.length;
 
 /** The offset of `bytes` fresh random bytes in the pool, refilling it when it runs out. */
 function take(bytes: number): number {
   if (randomOffset + bytes > randomPool.length) {
     randomFillSync(randomPool);
-    poolHex = randomPool.toString("hex");
     randomOffset = 0;
   }
   const at = randomOffset;
@@ -22,43 +25,92 @@ function take(bytes: number): number {
   return at;
 }
 
+const HEX = Buffer.from("0123456789abcdef", "latin1");
+const DASH = 0x2d;
+const UUID_LENGTH = 36;
+const TRACEPARENT_LENGTH = 55;
+/** Where the trace id starts in a traceparent ("00-"). */
+const TRACE_ID_AT = 3;
 /**
- * `bytes` random bytes as hex, copied out of the pool's text in pieces of 8 characters: V8 makes a substring
- * of 13 characters or more a view that keeps the whole 16 KiB text alive for as long as the id lives (a trace id
- * of a long-lived request).
+ * A request's ids are written here as bytes, then read as one string: the UUID, then the traceparent. Building
+ * them from pieces of hex text cost a dozen small strings and as many concatenations per request, which were
+ * copied flat again when written out.
  */
-function randomHex(bytes: number): string {
-  const from = 2 * take(bytes);
-  const to = from + 2 * bytes;
-  let hex = "";
-  for (let i = from; i < to; i += 8) hex += poolHex.slice(i, Math.min(i + 8, to));
-  return hex;
-}
+const text = Buffer.alloc(UUID_LENGTH + TRACEPARENT_LENGTH);
+text.write("00-", UUID_LENGTH, "latin1");
 
-/** RFC 9562 variant digits: 10xx in binary. */
-const VARIANT = ["8", "9", "a", "b"];
-
-/** A random (version 4) UUID from the same pool: crypto.randomUUID() builds its string from 16 pieces. */
-export function randomRequestId(): string {
-  const at = 2 * take(16);
-  const hex = poolHex;
-  // The version digit (13th) is 4; the variant digit (17th) keeps two random bits. Every piece is short enough
-  // to be copied (see randomHex).
-  const variant = VARIANT[Number.parseInt(hex.charAt(at + 16), 16) & 3] ?? "8";
-  return `${hex.slice(at, at + 8)}-${hex.slice(at + 8, at + 12)}-4${hex.slice(at + 13, at + 16)}-${variant}${hex.slice(at + 17, at + 20)}-${hex.slice(at + 20, at + 32)}`;
-}
-
-/**
- * The trace context for the upstream: the client's trace id when it sent a valid `traceparent` (its sampled
- * flag kept), else a new trace; always a new span id for the gateway's hop.
- */
-export function startTrace(incoming: string | undefined): { traceId: string; traceparent: string } {
-  const spanId = randomHex(8);
-  const match = incoming === undefined ? null : traceparentPattern.exec(incoming);
-  const traceId = match?.[1];
-  if (match !== null && traceId !== undefined && traceId !== "0".repeat(32)) {
-    return { traceId, traceparent: `00-${traceId}-${spanId}-${match[2] ?? "01"}` };
+/** Writes `bytes` random bytes of the pool, from `from`, as hex digits at `at`. */
+function putHex(at: number, from: number, bytes: number): void {
+  for (let i = 0; i < bytes; i++) {
+    const value = randomPool[from + i] ?? 0;
+    text[at + 2 * i] = HEX[value >> 4] ?? 0;
+    text[at + 2 * i + 1] = HEX[value & 15] ?? 0;
   }
-  const fresh = randomHex(16);
-  return { traceId: fresh, traceparent: `00-${fresh}-${spanId}-01` };
+}
+
+/** A version 4 UUID (RFC 9562) from 16 random bytes at `from`, written at offset 0. */
+function putUuid(from: number): void {
+  // 32 hex digits with dashes after the 8th, 12th, 16th and 20th.
+  let o = 0;
+  for (let i = 0; i < 16; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) text[o++] = DASH;
+    const value = randomPool[from + i] ?? 0;
+    text[o++] = HEX[value >> 4] ?? 0;
+    text[o++] = HEX[value & 15] ?? 0;
+  }
+  text[14] = 0x34; // the version digit (13th): 4
+  text[19] = HEX[8 | (((randomPool[from + 8] ?? 0) >> 4) & 3)] ?? 0; // the variant digit (17th): 10xx in binary
+}
+
+function isLowerHex(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66);
+}
+
+/**
+ * True for a version 00 traceparent with a trace id that is not all zeros (W3C Trace Context §3.2): the
+ * client's trace is continued only then.
+ */
+function isValidTraceparent(value: string): boolean {
+  if (value.length !== TRACEPARENT_LENGTH || !value.startsWith("00-")) return false;
+  let zeros = true;
+  for (let i = TRACE_ID_AT; i < TRACEPARENT_LENGTH; i++) {
+    const c = value.charCodeAt(i);
+    if (i === 35 || i === 52) {
+      if (c !== DASH) return false;
+    } else if (!isLowerHex(c)) return false;
+    else if (i < 35 && c !== 0x30) zeros = false;
+  }
+  return !zeros;
+}
+
+/**
+ * A new request id, and the trace context for the upstream: the client's trace id when it sent a valid
+ * `traceparent` (its flags kept), else a new trace; always a new span id for the gateway's hop.
+ *
+ * The three strings are views of one 91-character string made for the request, so none of them keeps anything
+ * larger alive (V8 makes a substring of 13 characters or more a view of its parent).
+ */
+export function newRequestIds(incomingTraceparent: string | undefined): RequestIds {
+  const kept = incomingTraceparent !== undefined && isValidTraceparent(incomingTraceparent);
+  const from = take(kept ? 24 : 40);
+  putUuid(from);
+  const traceAt = UUID_LENGTH + TRACE_ID_AT;
+  if (kept) {
+    for (let i = TRACE_ID_AT; i < 35; i++) text[UUID_LENGTH + i] = incomingTraceparent.charCodeAt(i);
+    text[UUID_LENGTH + 53] = incomingTraceparent.charCodeAt(53);
+    text[UUID_LENGTH + 54] = incomingTraceparent.charCodeAt(54);
+  } else {
+    putHex(traceAt, from + 24, 16);
+    text[UUID_LENGTH + 53] = 0x30; // flags 01: sampled
+    text[UUID_LENGTH + 54] = 0x31;
+  }
+  text[UUID_LENGTH + 35] = DASH;
+  putHex(UUID_LENGTH + 36, from + 16, 8);
+  text[UUID_LENGTH + 52] = DASH;
+  const all = text.toString("latin1");
+  return {
+    requestId: all.slice(0, UUID_LENGTH),
+    traceId: all.slice(traceAt, traceAt + 32),
+    traceparent: all.slice(UUID_LENGTH),
+  };
 }
