@@ -39,6 +39,7 @@ import {
   warmCompileCache,
   type Spawned,
 } from "./lib/processes.ts";
+import { formatAllocations, summariseAllocations, type SamplingHeapProfile } from "./lib/allocations.ts";
 import { formatProfile, summariseProfile } from "./lib/profile.ts";
 import type { GeneratorMessage, LoadJob, LoadResult } from "./lib/protocol.ts";
 import { commandLineFlags, mallocEnv, runTimeFlag } from "../bin/start-up-settings.js";
@@ -59,7 +60,7 @@ const RUNTIME_FLAGS = [...commandLineFlags, runTimeFlag];
 
 // ---- options ------------------------------------------------------------------------------------------------
 
-const PARTS = ["main", "half", "single-flight", "rss", "profile"] as const;
+const PARTS = ["main", "half", "single-flight", "rss", "profile", "alloc"] as const;
 type Part = (typeof PARTS)[number];
 
 interface Options {
@@ -92,7 +93,7 @@ interface Options {
 const usage = `Usage: node bench/gateway-bench.ts [flags]      (npm run bench -- [flags])
 
 Flags (environment variable in brackets):
-  --rounds N            rounds of every variant, median reported      [BENCH_ROUNDS]      default 3
+  --rounds N            rounds of every variant, median reported      [BENCH_ROUNDS]      default 5
   --duration S          measured seconds per run                      [BENCH_DURATION]    default 8
   --warmup S            unmeasured warm-up seconds before each run    [BENCH_WARMUP]      default 2
   --connections N       keep-alive connections for max-throughput runs [BENCH_CONNECTIONS] default 32
@@ -104,7 +105,8 @@ Flags (environment variable in brackets):
   --rss-tokens LIST     cached-token counts to measure RSS at         [BENCH_RSS_TOKENS]  default 20000,100000
   --miss-tokens N       distinct tokens rotated in the cache-miss run [BENCH_MISS_TOKENS] default 512
   --parts LIST          of ${PARTS.join(",")}                          [BENCH_PARTS]
-                        default main,half,single-flight,rss (profile: CPU profile of the gateway, cache hit)
+                        default main,half,single-flight,rss (profile: CPU profile of the gateway, cache hit;
+                        alloc: bytes allocated per cache-hit request, by function, gateway and dispatch proxy)
   --profile             same as adding "profile" to --parts           [BENCH_PROFILE=1]
                         (the profiled gateway writes its audit to a file; BENCH_PROFILE_AUDIT=off: none)
   --wait-quiet S        wait up to S seconds for 1-min load avg < 1   [BENCH_WAIT_QUIET]  default 0
@@ -173,7 +175,7 @@ function parseOptions(): Options {
     .sort((a, b) => a - b);
   return {
     quick,
-    rounds: Math.round(number(values.rounds, "BENCH_ROUNDS", quick ? 1 : 3, 1)),
+    rounds: Math.round(number(values.rounds, "BENCH_ROUNDS", quick ? 1 : 5, 1)),
     warmupMs: number(values.warmup, "BENCH_WARMUP", quick ? 0.5 : 2, 0) * 1000,
     durationMs: number(values.duration, "BENCH_DURATION", quick ? 1.5 : 8, 0.1) * 1000,
     connections: Math.round(number(values.connections, "BENCH_CONNECTIONS", 32, 1)),
@@ -587,6 +589,7 @@ interface Report {
   singleFlight?: Record<string, unknown>;
   rss?: Record<string, unknown>[];
   profile?: unknown;
+  alloc?: unknown;
   auditBytesPerRequest?: number;
   targets: { name: string; value: string; target: string; met: boolean | undefined }[];
 }
@@ -728,20 +731,54 @@ async function inspectorUrl(process: Spawned): Promise<string> {
   throw new Error(`${process.name}: no inspector URL on stderr:\n${process.tail()}`);
 }
 
-/** A full, synchronous garbage collection in the inspected process (HeapProfiler.collectGarbage). */
-async function forceGc(url: string): Promise<void> {
+interface InspectorSession {
+  /** Sends one DevTools protocol command and resolves with its result. */
+  post(method: string, params?: Record<string, unknown>): Promise<unknown>;
+  close(): void;
+}
+
+/** A DevTools protocol session with an inspected process. */
+async function inspectorSession(url: string): Promise<InspectorSession> {
   const socket = new WebSocket(url);
   await new Promise<void>((resolve, reject) => {
     socket.onopen = () => resolve();
     socket.onerror = () => reject(new Error(`inspector ${url}: connection failed`));
   });
-  await new Promise<void>((resolve) => {
-    socket.onmessage = (event) => {
-      if ((JSON.parse(String(event.data)) as { id?: number }).id === 1) resolve();
+  let nextId = 1;
+  const waiting = new Map<number, { resolve: (result: unknown) => void; reject: (error: Error) => void }>();
+  socket.onmessage = (event) => {
+    const message = JSON.parse(String(event.data)) as {
+      id?: number;
+      result?: unknown;
+      error?: { message?: string };
     };
-    socket.send(JSON.stringify({ id: 1, method: "HeapProfiler.collectGarbage" }));
-  });
-  socket.close();
+    const pending = message.id === undefined ? undefined : waiting.get(message.id);
+    if (pending === undefined || message.id === undefined) return;
+    waiting.delete(message.id);
+    if (message.error !== undefined)
+      pending.reject(new Error(`inspector: ${message.error.message ?? "error"}`));
+    else pending.resolve(message.result);
+  };
+  return {
+    post(method, params = {}) {
+      const id = nextId++;
+      return new Promise((resolve, reject) => {
+        waiting.set(id, { resolve, reject });
+        socket.send(JSON.stringify({ id, method, params }));
+      });
+    },
+    close: () => socket.close(),
+  };
+}
+
+/** A full, synchronous garbage collection in the inspected process (HeapProfiler.collectGarbage). */
+async function forceGc(url: string): Promise<void> {
+  const session = await inspectorSession(url);
+  try {
+    await session.post("HeapProfiler.collectGarbage");
+  } finally {
+    session.close();
+  }
 }
 
 async function rss(fixture: Fixture, options: Options): Promise<Record<string, unknown>[]> {
@@ -909,6 +946,103 @@ async function profile(fixture: Fixture, options: Options, hitToken: string): Pr
         "bare-proxy.ts",
         ["--upstream", fixture.upstreamUrl, "--mode", "dispatch"],
         [...RUNTIME_FLAGS, ...flags],
+      );
+      return { process: started, port: Number(started.ready["port"]) };
+    },
+    hitToken,
+  );
+  return { gateway, bare };
+}
+
+/** Average bytes between two samples of the heap profiler: fine enough for objects of tens of bytes per request. */
+const ALLOCATION_SAMPLING_BYTES = 4096;
+
+/**
+ * Runs a cache-hit load against a process started under the inspector while V8's sampling heap profiler records
+ * every allocation, also of objects collected since (includeObjectsCollectedByMinorGC/MajorGC), and summarises
+ * the bytes per request by the function that allocated them.
+ */
+async function allocationsOne(
+  fixture: Fixture,
+  options: Options,
+  what: string,
+  start: () => Promise<{ process: Spawned; port: number; adminUrl?: string }>,
+  hitToken: string,
+): Promise<Record<string, unknown>> {
+  const target = await start();
+  try {
+    const session = await inspectorSession(await inspectorUrl(target.process));
+    const variant: Variant = {
+      key: `alloc-${what}`,
+      label: `${what} under the heap profiler`,
+      port: target.port,
+      path: "/hit/hello",
+      authorizations: [`Bearer ${hitToken}`],
+      sut: target.process,
+      ...(target.adminUrl === undefined ? {} : { adminUrl: target.adminUrl }),
+    };
+    await expectOk(`http://127.0.0.1:${target.port}/hit/hello`, hitToken, `${what} warm-up`, target.process);
+    const job = { mode: "closed" as const, connections: options.connections, warmupMs: 0 };
+    // Warm-up first, unsampled: the JIT and the pools settle before the bytes are counted.
+    await measure(fixture.load, variant, { ...job, durationMs: options.warmupMs });
+    await session.post("HeapProfiler.enable");
+    await session.post("HeapProfiler.startSampling", {
+      samplingInterval: ALLOCATION_SAMPLING_BYTES,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+    const figures = await measure(fixture.load, variant, {
+      ...job,
+      durationMs: Math.max(options.durationMs, options.quick ? 1500 : 8_000),
+    });
+    const { profile } = (await session.post("HeapProfiler.stopSampling")) as { profile: SamplingHeapProfile };
+    session.close();
+    const summary = summariseAllocations(profile, figures.result.completedTotal, 25);
+    log(`allocations of ${what}: ${Math.round(summary.bytesPerRequest)} bytes per request`);
+    profileTexts.push(
+      `\nAllocations of the ${what} (cache hit, ${fixed(figures.result.rps)} rps under the heap profiler):\n\n${formatAllocations(summary)}`,
+    );
+    return { rps: figures.result.rps, ...summary };
+  } finally {
+    await target.process.stop(15_000);
+  }
+}
+
+/** Bytes allocated per cache-hit request: the gateway (audit file) and, for comparison, the bare dispatch proxy. */
+async function allocations(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
+  const configDir = writeBenchConfig(
+    { issuer: fixture.asIssuer, upstream: fixture.upstreamUrl },
+    fixture.temp,
+  );
+  const inspect = "--inspect=127.0.0.1:0";
+  const gateway = await allocationsOne(
+    fixture,
+    options,
+    "gateway",
+    async () => {
+      // Under --inspect the launcher does not re-execute itself: its start-up settings are given here.
+      const started = await startGateway(
+        "gateway-alloc",
+        configDir,
+        join(fixture.temp, "audit-alloc.log"),
+        [inspect, ...commandLineFlags],
+        mallocEnv,
+      );
+      return { process: started.process, port: started.port, adminUrl: started.adminUrl };
+    },
+    hitToken,
+  );
+  const bare = await allocationsOne(
+    fixture,
+    options,
+    "bare-proxy",
+    async () => {
+      const started = await startNodeServer(
+        "bare-proxy-alloc",
+        SUT_CORE,
+        "bare-proxy.ts",
+        ["--upstream", fixture.upstreamUrl, "--mode", "dispatch"],
+        [...RUNTIME_FLAGS, inspect],
       );
       return { process: started, port: Number(started.ready["port"]) };
     },
@@ -1202,6 +1336,9 @@ async function main(): Promise<void> {
     }
     if (options.parts.has("profile")) {
       report.profile = await profile(fixture, options, hitToken);
+    }
+    if (options.parts.has("alloc")) {
+      report.alloc = await allocations(fixture, options, hitToken);
     }
     await tokens.close();
     report.loadEnd = loadAverage();

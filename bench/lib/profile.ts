@@ -41,7 +41,7 @@ export interface ProfileSummary {
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
 /** A short place name: repo-relative path, `pkg:<package>` for dependencies, `node:<module>` for Node internals. */
-function placeOf(url: string): string {
+export function placeOf(url: string): string {
   if (url === "") return "(native/vm)";
   const path = url.startsWith("file://") ? fileURLToPath(url) : url;
   const nodeModules = path.lastIndexOf("/node_modules/");
