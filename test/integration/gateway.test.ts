@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Client, request } from "undici";
 import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
 import { startEchoApi } from "../../src/demo/echo-api.ts";
+import { eventually } from "../helpers/control-plane-gateway.ts";
 import { startGatewayProcess, makeConfigDir, type GatewayProcess } from "../helpers/gateway-process.ts";
 import { getToken, rawRequest } from "../helpers/http.ts";
 import { allManifests } from "../helpers/manifests.ts";
@@ -46,6 +47,26 @@ async function call(
     body: options.body ?? null,
   });
   return { status: response.statusCode, headers: response.headers, text: await response.body.text() };
+}
+
+/** The audit lines of these request ids, in their order, once all of them were written. */
+async function auditLinesOf(
+  requestIds: readonly (string | string[] | undefined)[],
+): Promise<(Record<string, unknown> | undefined)[]> {
+  let found: (Record<string, unknown> | undefined)[] = [];
+  await eventually(
+    () => {
+      const lines = readFileSync(gateway.auditFile, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      found = requestIds.map((id) => lines.find((l) => l.requestId === id));
+      return found.every((line) => line !== undefined);
+    },
+    5_000,
+    "audit lines",
+  );
+  return found;
 }
 
 beforeAll(async () => {
@@ -132,6 +153,8 @@ describe("phantom mode", () => {
       };
       const steps: [string | undefined, number][] = [
         [`Bearer ${reader}`, 200],
+        [`Bearer ${reader}`, 200],
+        [`Bearer ${viewer}`, 403],
         [`Bearer ${viewer}`, 403],
         [`Bearer ${reader}`, 200],
         ["Bearer not-a-real-token-456", 401],
@@ -148,16 +171,13 @@ describe("phantom mode", () => {
         answers.push(answer);
       }
       // A 400 closes its connection (the gateway refuses a malformed Authorization header like bad framing), so
-      // the nine requests ran on three connections, the first six on one.
+      // the eleven requests ran on three connections, the first eight on one.
       expect(sockets.size).toBe(3);
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const lines = readFileSync(gateway.auditFile, "utf8")
-        .trim()
-        .split("\n")
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      const audited = answers.map((a) => lines.find((l) => l.requestId === a.requestId));
+      const audited = await auditLinesOf(answers.map((a) => a.requestId));
       expect(audited.map((l) => l?.tokenFingerprint)).toEqual([
         fingerprint(reader),
+        fingerprint(reader),
+        fingerprint(viewer),
         fingerprint(viewer),
         fingerprint(reader),
         fingerprint("not-a-real-token-456"),

@@ -38,7 +38,10 @@ describe("request ids and trace context", () => {
       "garbage",
       `00-${"0".repeat(32)}-b7ad6b7169203331-01`,
       "01-abc",
-      "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+      "0g-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
       "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
       "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
       "00-0af7651916cd43dd8448eb211c80319cxb7ad6b7169203331-01",
@@ -53,6 +56,16 @@ describe("request ids and trace context", () => {
       expect(fresh.traceId).not.toBe("0af7651916cd43dd8448eb211c80319c");
       expect(fresh.requestId).toMatch(uuidV4);
       expect(fresh.traceparent).toBe(`00-${fresh.traceId}-${fresh.traceparent.slice(36, 52)}-01`);
+    }
+    // A later version is read as far as version 00 goes (W3C Trace Context §3.2.4): its trace id and flags are
+    // kept, and the traceparent sent on is version 00.
+    for (const later of [
+      "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds",
+    ]) {
+      const continued = newRequestIds(later);
+      expect(continued.traceId).toBe("0af7651916cd43dd8448eb211c80319c");
+      expect(continued.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
     }
     const spans = new Set(Array.from({ length: 2000 }, () => newRequestIds(incoming).traceparent));
     expect(spans.size).toBe(2000);

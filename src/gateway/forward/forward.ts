@@ -96,7 +96,7 @@ function mapUpstreamError(error: unknown): GatewayError {
 
 /** Where a response being forwarded keeps its exchange, for the listeners below. */
 const exchangeOf = Symbol("phantomgate.exchange");
-type ExchangeResponse = ServerResponse & { [exchangeOf]?: ForwardHandler };
+type ExchangeResponse = ServerResponse & { [exchangeOf]?: ForwardHandler | undefined };
 
 // The response's listeners and the timer's callback are shared by every exchange and find theirs through the
 // response (or the timer's argument): four closures fewer per request than one bound listener each.
@@ -261,6 +261,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.settled = true;
     clearTimeout(this.timer);
     this.res.off("close", onResponseClose).off("drain", onResponseDrain).off("finish", onResponseFinish);
+    (this.res as ExchangeResponse)[exchangeOf] = undefined;
     if (this.onBodyError !== null) this.req?.off("error", this.onBodyError);
   }
 

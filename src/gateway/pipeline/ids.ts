@@ -66,21 +66,43 @@ function isLowerHex(c: number): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66);
 }
 
-/**
- * True for a version 00 traceparent with a trace id that is not all zeros (W3C Trace Context §3.2): the
- * client's trace is continued only then.
- */
-function isValidTraceparent(value: string): boolean {
-  if (value.length !== TRACEPARENT_LENGTH || !value.startsWith("00-")) return false;
+/** True when `value` holds lowercase hex digits from `from` to `to`, not all of them zero. */
+function isNonZeroHex(value: string, from: number, to: number): boolean {
   let zeros = true;
-  for (let i = TRACE_ID_AT; i < TRACEPARENT_LENGTH; i++) {
+  for (let i = from; i < to; i++) {
     const c = value.charCodeAt(i);
-    if (i === 35 || i === 52) {
-      if (c !== DASH) return false;
-    } else if (!isLowerHex(c)) return false;
-    else if (i < 35 && c !== 0x30) zeros = false;
+    if (!isLowerHex(c)) return false;
+    if (c !== 0x30) zeros = false;
   }
   return !zeros;
+}
+
+/**
+ * True for a `traceparent` whose trace is continued (W3C Trace Context §3.2): version 00 is exactly 55
+ * characters; a later version (not ff) is read the same way as far as version 00 goes, and may only go on after
+ * a dash. The trace id and the parent id must not be all zeros.
+ */
+function isValidTraceparent(value: string): boolean {
+  if (value.length < TRACEPARENT_LENGTH) return false;
+  const v0 = value.charCodeAt(0);
+  const v1 = value.charCodeAt(1);
+  if (!isLowerHex(v0) || !isLowerHex(v1) || (v0 === 0x66 && v1 === 0x66)) return false;
+  if (
+    v0 === 0x30 && v1 === 0x30
+      ? value.length !== TRACEPARENT_LENGTH
+      : value.length > TRACEPARENT_LENGTH && value.charCodeAt(TRACEPARENT_LENGTH) !== DASH
+  ) {
+    return false;
+  }
+  return (
+    value.charCodeAt(2) === DASH &&
+    isNonZeroHex(value, TRACE_ID_AT, 35) &&
+    value.charCodeAt(35) === DASH &&
+    isNonZeroHex(value, 36, 52) &&
+    value.charCodeAt(52) === DASH &&
+    isLowerHex(value.charCodeAt(53)) &&
+    isLowerHex(value.charCodeAt(54))
+  );
 }
 
 /**
