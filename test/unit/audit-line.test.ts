@@ -9,6 +9,7 @@ import {
   auditLine,
   BATCH_BYTES,
   isoTime,
+  newAuditTokenMemo,
   openAuditSink,
   type AuditRecord,
 } from "../../src/gateway/audit/audit.ts";
@@ -126,6 +127,32 @@ describe("auditLine", () => {
       };
       expect(auditLine(record)).toBe(expected(record));
     }
+  });
+
+  it("matches JSON.stringify when a token memo sees the same, equal or other token fields", () => {
+    // A connection's memo keeps the last token fields encoded: equal values (also in another array) reuse them,
+    // any other value must be encoded again, and the line must never carry another request's fields.
+    const random = createRandom(23);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+    const memos = [newAuditTokenMemo(), newAuditTokenMemo()];
+    const shared = Object.freeze(["read", "write"]);
+    let reused = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const memo = pick(memos);
+      const before = memo.bytes;
+      const record: AuditRecord = {
+        ...auditRecord(i),
+        clientId: pick(["web", 'we"b', undefined]),
+        sub: pick(["alice", "bob\n", "alice ", undefined]),
+        scopes: pick([shared, ["read", "write"], ["read"], ["write", "read"], [], undefined]),
+        tokenFingerprint: pick(["fp1", "fp2", undefined]),
+      };
+      expect(auditLine(record, memo)).toBe(expected(record));
+      if (before !== undefined && memo.bytes === before) reused += 1;
+    }
+    // The memo was reused often enough for the comparison to be exercised both ways.
+    expect(reused).toBeGreaterThan(100);
+    expect(reused).toBeLessThan(19_000);
   });
 
   it("writes every line whole and in order through the batches (recycled ones too), also lines larger than a batch", async () => {

@@ -10,7 +10,7 @@ import type { Dispatcher } from "undici";
 import { GatewayError, isGatewayError, type ErrorCode } from "../../errors/catalogue.ts";
 import type { CompiledRoute } from "../../snapshot/snapshot.ts";
 import { fingerprintToken } from "../../tokens/fingerprint.ts";
-import { isoTime, type AuditSink } from "../audit/audit.ts";
+import { isoTime, newAuditTokenMemo, type AuditSink, type AuditTokenMemo } from "../audit/audit.ts";
 import { authorizeScopes } from "../authorize/authorize.ts";
 import {
   bodyMayCarryToken,
@@ -85,6 +85,8 @@ class RequestContext implements ForwardOutcome {
   authorization: string | undefined = undefined;
   route: CompiledRoute | undefined = undefined;
   tokenFingerprint: string | undefined = undefined;
+  /** The connection's credential the request carried (with its encoded audit fields). */
+  credential: Credential | undefined = undefined;
   cacheHit: boolean | undefined = undefined;
   sub: string | undefined = undefined;
   clientId: string | undefined = undefined;
@@ -304,6 +306,7 @@ const authenticate: Stage = (ctx, deps) => {
   const credential = credentialOf(ctx);
   if (credential === undefined) throw new GatewayError("PG_ERR_TOKEN_MISSING", "no bearer token");
   const fingerprint = credential.fingerprint;
+  ctx.credential = credential;
   ctx.tokenFingerprint = fingerprint;
   const hit = deps.authenticator.cached(fingerprint, matched);
   if (hit !== undefined) {
@@ -321,6 +324,8 @@ interface Credential {
   readonly authorization: string;
   readonly token: string;
   readonly fingerprint: string;
+  /** The audit line's token fields as last encoded on this connection. */
+  readonly audit: AuditTokenMemo;
 }
 
 /** Where a connection keeps the last credential it carried. */
@@ -343,7 +348,12 @@ function credentialOf(ctx: RequestContext): Credential | undefined {
   if (known !== undefined && known.authorization === authorization) return known;
   const token = extractBearerToken(authorization);
   if (token === undefined) return undefined;
-  const credential: Credential = { authorization, token, fingerprint: fingerprintToken(token) };
+  const credential: Credential = {
+    authorization,
+    token,
+    fingerprint: fingerprintToken(token),
+    audit: newAuditTokenMemo(),
+  };
   if (connection !== null) connection[lastCredential] = credential;
   return credential;
 }
@@ -438,27 +448,30 @@ function finish(ctx: RequestContext, status: number, decision: Decision, reason:
       decision,
       latencyMs / 1000,
     );
-    deps.audit.write({
-      time: isoTime(Date.now()),
-      requestId: ctx.requestId,
-      traceId: ctx.traceId,
-      remoteAddress: ctx.remoteAddress,
-      host: req.headers.host,
-      method: req.method ?? "",
-      route: ctx.route?.id,
-      pathTemplate: pathTemplate(ctx.route),
-      authMode: ctx.route?.auth.mode,
-      clientId: ctx.clientId,
-      sub: ctx.sub,
-      scopes: ctx.scopes,
-      tokenFingerprint: ctx.tokenFingerprint,
-      cache: ctx.cacheHit === undefined ? undefined : ctx.cacheHit ? "hit" : "miss",
-      decision,
-      reason,
-      status,
-      upstreamStatus: ctx.upstreamStatus,
-      latencyMs: Math.round(latencyMs * 1000) / 1000,
-    });
+    deps.audit.write(
+      {
+        time: isoTime(Date.now()),
+        requestId: ctx.requestId,
+        traceId: ctx.traceId,
+        remoteAddress: ctx.remoteAddress,
+        host: req.headers.host,
+        method: req.method ?? "",
+        route: ctx.route?.id,
+        pathTemplate: pathTemplate(ctx.route),
+        authMode: ctx.route?.auth.mode,
+        clientId: ctx.clientId,
+        sub: ctx.sub,
+        scopes: ctx.scopes,
+        tokenFingerprint: ctx.tokenFingerprint,
+        cache: ctx.cacheHit === undefined ? undefined : ctx.cacheHit ? "hit" : "miss",
+        decision,
+        reason,
+        status,
+        upstreamStatus: ctx.upstreamStatus,
+        latencyMs: Math.round(latencyMs * 1000) / 1000,
+      },
+      ctx.credential?.audit,
+    );
   } catch (error) {
     ctx.deps.logger.error({ err: error, requestId: ctx.requestId }, "request accounting failed");
   }
