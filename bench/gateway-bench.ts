@@ -866,189 +866,158 @@ async function rss(fixture: Fixture, options: Options): Promise<Record<string, u
 /** Profile summaries, printed after the tables. */
 const profileTexts: string[] = [];
 
-/** Runs a cache-hit load against a process started with --cpu-prof, stops it and summarises the profile. */
-async function profileOne(
-  fixture: Fixture,
-  options: Options,
-  what: string,
-  start: (flags: readonly string[]) => Promise<{ process: Spawned; port: number; adminUrl?: string }>,
-  hitToken: string,
-): Promise<Record<string, unknown>> {
-  const profileDir = join(fixture.temp, `cpu-profile-${what}`);
-  const target = await start(["--cpu-prof", `--cpu-prof-dir=${profileDir}`]);
-  const variant: Variant = {
-    key: `profile-${what}`,
-    label: `${what} under --cpu-prof`,
-    port: target.port,
-    path: "/hit/hello",
-    authorizations: [`Bearer ${hitToken}`],
-    sut: target.process,
-    ...(target.adminUrl === undefined ? {} : { adminUrl: target.adminUrl }),
-  };
-  await expectOk(
-    `http://127.0.0.1:${target.port}/hit/hello`,
-    hitToken,
-    `${what} profile warm-up`,
-    target.process,
-  );
-  const figures = await measure(fixture.load, variant, {
-    mode: "closed",
-    connections: options.connections,
-    warmupMs: options.warmupMs,
-    durationMs: Math.max(options.durationMs, options.quick ? 1500 : 10_000),
-  });
-  log(`profile of ${what}: ${fixed(figures.result.rps)} rps under --cpu-prof`);
-  await target.process.stop(15_000);
-  const file = readdirSync(profileDir).find((name) => name.endsWith(".cpuprofile"));
-  if (file === undefined) throw new Error(`${what} wrote no .cpuprofile`);
-  // Kept outside the repository and the bench's temporary directory, for a look in Chrome DevTools.
-  const kept = join(
-    tmpdir(),
-    `phantomgate-${what}-${new Date().toISOString().replaceAll(":", "")}.cpuprofile`,
-  );
-  copyFileSync(join(profileDir, file), kept);
-  const summary = summariseProfile(kept, 25);
-  profileTexts.push(
-    `\nCPU profile of the ${what} (cache hit, ${fixed(figures.result.rps)} rps under --cpu-prof), saved as ${kept}:\n\n${formatProfile(summary)}`,
-  );
-  return { file: kept, rps: figures.result.rps, ...summary };
+/** A process under a profiler: the cache-hit gateway or the bare dispatch proxy. */
+interface Subject {
+  readonly process: Spawned;
+  readonly port: number;
+  readonly adminUrl?: string;
 }
 
-/** CPU profiles of the gateway (cache hit, audit file) and, for comparison, of the bare dispatch proxy. */
-async function profile(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
+/**
+ * Runs `run` on the cache-hit gateway (audit to `audit`), then on the bare dispatch proxy, each started with the
+ * node flags `flags` and stopped afterwards. The gateway also gets the launcher's start-up settings: under
+ * --inspect the launcher does not re-execute itself to add them.
+ */
+async function eachSubject<T>(
+  fixture: Fixture,
+  name: string,
+  audit: string,
+  flags: (what: string) => readonly string[],
+  run: (what: string, subject: Subject) => Promise<T>,
+): Promise<{ gateway: T; bare: T }> {
   const configDir = writeBenchConfig(
     { issuer: fixture.asIssuer, upstream: fixture.upstreamUrl },
     fixture.temp,
   );
-  const gateway = await profileOne(
-    fixture,
-    options,
-    "gateway",
-    async (flags) => {
-      const started = await startGateway(
-        "gateway-profile",
-        configDir,
-        options.profileAudit === "off" ? "off" : join(fixture.temp, "audit-profile.log"),
-        flags,
-      );
-      return { process: started.process, port: started.port, adminUrl: started.adminUrl };
-    },
-    hitToken,
+  const runStopped = async (what: string, subject: Subject): Promise<T> => {
+    try {
+      return await run(what, subject);
+    } finally {
+      await subject.process.stop(15_000);
+    }
+  };
+  const started = await startGateway(
+    `gateway-${name}`,
+    configDir,
+    audit,
+    [...flags("gateway"), ...commandLineFlags],
+    mallocEnv,
   );
-  const bare = await profileOne(
-    fixture,
-    options,
-    "bare-proxy",
-    async (flags) => {
-      const started = await startNodeServer(
-        "bare-proxy-profile",
-        SUT_CORE,
-        "bare-proxy.ts",
-        ["--upstream", fixture.upstreamUrl, "--mode", "dispatch"],
-        [...RUNTIME_FLAGS, ...flags],
-      );
-      return { process: started, port: Number(started.ready["port"]) };
-    },
-    hitToken,
+  const gateway = await runStopped("gateway", started);
+  const bareProcess = await startNodeServer(
+    `bare-proxy-${name}`,
+    SUT_CORE,
+    "bare-proxy.ts",
+    ["--upstream", fixture.upstreamUrl, "--mode", "dispatch"],
+    [...RUNTIME_FLAGS, ...flags("bare-proxy")],
   );
+  const bare = await runStopped("bare-proxy", {
+    process: bareProcess,
+    port: Number(bareProcess.ready["port"]),
+  });
   return { gateway, bare };
+}
+
+/** The cache-hit variant for `subject`, once it answered 200. */
+async function hitVariant(subject: Subject, key: string, label: string, hitToken: string): Promise<Variant> {
+  await expectOk(`http://127.0.0.1:${subject.port}/hit/hello`, hitToken, `${label} warm-up`, subject.process);
+  return {
+    key,
+    label,
+    port: subject.port,
+    path: "/hit/hello",
+    authorizations: [`Bearer ${hitToken}`],
+    sut: subject.process,
+    ...(subject.adminUrl === undefined ? {} : { adminUrl: subject.adminUrl }),
+  };
+}
+
+/** CPU profiles of the gateway (cache hit, audit file) and, for comparison, of the bare dispatch proxy. */
+async function profile(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
+  const profileDir = (what: string): string => join(fixture.temp, `cpu-profile-${what}`);
+  return eachSubject(
+    fixture,
+    "profile",
+    options.profileAudit === "off" ? "off" : join(fixture.temp, "audit-profile.log"),
+    (what) => ["--cpu-prof", `--cpu-prof-dir=${profileDir(what)}`],
+    async (what, subject) => {
+      const variant = await hitVariant(subject, `profile-${what}`, `${what} under --cpu-prof`, hitToken);
+      const figures = await measure(fixture.load, variant, {
+        mode: "closed",
+        connections: options.connections,
+        warmupMs: options.warmupMs,
+        durationMs: Math.max(options.durationMs, options.quick ? 1500 : 10_000),
+      });
+      log(`profile of ${what}: ${fixed(figures.result.rps)} rps under --cpu-prof`);
+      // The profile is written when the process exits.
+      await subject.process.stop(15_000);
+      const file = readdirSync(profileDir(what)).find((name) => name.endsWith(".cpuprofile"));
+      if (file === undefined) throw new Error(`${what} wrote no .cpuprofile`);
+      // Kept outside the repository and the bench's temporary directory, for a look in Chrome DevTools.
+      const kept = join(
+        tmpdir(),
+        `phantomgate-${what}-${new Date().toISOString().replaceAll(":", "")}.cpuprofile`,
+      );
+      copyFileSync(join(profileDir(what), file), kept);
+      const summary = summariseProfile(kept, 25);
+      profileTexts.push(
+        `\nCPU profile of the ${what} (cache hit, ${fixed(figures.result.rps)} rps under --cpu-prof), saved as ${kept}:\n\n${formatProfile(summary)}`,
+      );
+      return { file: kept, rps: figures.result.rps, ...summary };
+    },
+  );
 }
 
 /** Average bytes between two samples of the heap profiler: fine enough for objects of tens of bytes per request. */
 const ALLOCATION_SAMPLING_BYTES = 4096;
 
 /**
- * Runs a cache-hit load against a process started under the inspector while V8's sampling heap profiler records
- * every allocation, also of objects collected since (includeObjectsCollectedByMinorGC/MajorGC), and summarises
- * the bytes per request by the function that allocated them.
+ * Bytes allocated per cache-hit request, by the function that allocated them: the gateway (audit file) and, for
+ * comparison, the bare dispatch proxy, each under the inspector while V8's sampling heap profiler records every
+ * allocation, also of objects collected since (includeObjectsCollectedByMinorGC/MajorGC).
  */
-async function allocationsOne(
-  fixture: Fixture,
-  options: Options,
-  what: string,
-  start: () => Promise<{ process: Spawned; port: number; adminUrl?: string }>,
-  hitToken: string,
-): Promise<Record<string, unknown>> {
-  const target = await start();
-  try {
-    const session = await inspectorSession(await inspectorUrl(target.process));
-    const variant: Variant = {
-      key: `alloc-${what}`,
-      label: `${what} under the heap profiler`,
-      port: target.port,
-      path: "/hit/hello",
-      authorizations: [`Bearer ${hitToken}`],
-      sut: target.process,
-      ...(target.adminUrl === undefined ? {} : { adminUrl: target.adminUrl }),
-    };
-    await expectOk(`http://127.0.0.1:${target.port}/hit/hello`, hitToken, `${what} warm-up`, target.process);
-    const job = { mode: "closed" as const, connections: options.connections, warmupMs: 0 };
-    // Warm-up first, unsampled: the JIT and the pools settle before the bytes are counted.
-    await measure(fixture.load, variant, { ...job, durationMs: options.warmupMs });
-    await session.post("HeapProfiler.enable");
-    await session.post("HeapProfiler.startSampling", {
-      samplingInterval: ALLOCATION_SAMPLING_BYTES,
-      includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
-    });
-    const figures = await measure(fixture.load, variant, {
-      ...job,
-      durationMs: Math.max(options.durationMs, options.quick ? 1500 : 8_000),
-    });
-    const { profile } = (await session.post("HeapProfiler.stopSampling")) as { profile: SamplingHeapProfile };
-    session.close();
-    const summary = summariseAllocations(profile, figures.result.completedTotal, 25);
-    log(`allocations of ${what}: ${Math.round(summary.bytesPerRequest)} bytes per request`);
-    profileTexts.push(
-      `\nAllocations of the ${what} (cache hit, ${fixed(figures.result.rps)} rps under the heap profiler):\n\n${formatAllocations(summary)}`,
-    );
-    return { rps: figures.result.rps, ...summary };
-  } finally {
-    await target.process.stop(15_000);
-  }
-}
-
-/** Bytes allocated per cache-hit request: the gateway (audit file) and, for comparison, the bare dispatch proxy. */
 async function allocations(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
-  const configDir = writeBenchConfig(
-    { issuer: fixture.asIssuer, upstream: fixture.upstreamUrl },
-    fixture.temp,
-  );
-  const inspect = "--inspect=127.0.0.1:0";
-  const gateway = await allocationsOne(
+  return eachSubject(
     fixture,
-    options,
-    "gateway",
-    async () => {
-      // Under --inspect the launcher does not re-execute itself: its start-up settings are given here.
-      const started = await startGateway(
-        "gateway-alloc",
-        configDir,
-        join(fixture.temp, "audit-alloc.log"),
-        [inspect, ...commandLineFlags],
-        mallocEnv,
-      );
-      return { process: started.process, port: started.port, adminUrl: started.adminUrl };
+    "alloc",
+    join(fixture.temp, "audit-alloc.log"),
+    () => ["--inspect=127.0.0.1:0"],
+    async (what, subject) => {
+      const session = await inspectorSession(await inspectorUrl(subject.process));
+      try {
+        const variant = await hitVariant(
+          subject,
+          `alloc-${what}`,
+          `${what} under the heap profiler`,
+          hitToken,
+        );
+        const job = { mode: "closed" as const, connections: options.connections, warmupMs: 0 };
+        // Warm-up first, unsampled: the JIT and the pools settle before the bytes are counted.
+        await measure(fixture.load, variant, { ...job, durationMs: options.warmupMs });
+        await session.post("HeapProfiler.enable");
+        await session.post("HeapProfiler.startSampling", {
+          samplingInterval: ALLOCATION_SAMPLING_BYTES,
+          includeObjectsCollectedByMajorGC: true,
+          includeObjectsCollectedByMinorGC: true,
+        });
+        const figures = await measure(fixture.load, variant, {
+          ...job,
+          durationMs: Math.max(options.durationMs, options.quick ? 1500 : 8_000),
+        });
+        const { profile: sampled } = (await session.post("HeapProfiler.stopSampling")) as {
+          profile: SamplingHeapProfile;
+        };
+        const summary = summariseAllocations(sampled, figures.result.completedTotal, 25);
+        log(`allocations of ${what}: ${Math.round(summary.bytesPerRequest)} bytes per request`);
+        profileTexts.push(
+          `\nAllocations of the ${what} (cache hit, ${fixed(figures.result.rps)} rps under the heap profiler):\n\n${formatAllocations(summary)}`,
+        );
+        return { rps: figures.result.rps, ...summary };
+      } finally {
+        session.close();
+      }
     },
-    hitToken,
   );
-  const bare = await allocationsOne(
-    fixture,
-    options,
-    "bare-proxy",
-    async () => {
-      const started = await startNodeServer(
-        "bare-proxy-alloc",
-        SUT_CORE,
-        "bare-proxy.ts",
-        ["--upstream", fixture.upstreamUrl, "--mode", "dispatch"],
-        [...RUNTIME_FLAGS, inspect],
-      );
-      return { process: started, port: Number(started.ready["port"]) };
-    },
-    hitToken,
-  );
-  return { gateway, bare };
 }
 
 // ---- driver -------------------------------------------------------------------------------------------------

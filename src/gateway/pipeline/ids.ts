@@ -48,16 +48,17 @@ function putHex(at: number, from: number, bytes: number): void {
   }
 }
 
-/** A version 4 UUID (RFC 9562) from 16 random bytes at `from`, written at offset 0. */
+/** A version 4 UUID (RFC 9562) from 16 random bytes at `from`, written at offset 0: 8-4-4-4-12 hex digits. */
 function putUuid(from: number): void {
-  // 32 hex digits with dashes after the 8th, 12th, 16th and 20th.
-  let o = 0;
-  for (let i = 0; i < 16; i++) {
-    if (i === 4 || i === 6 || i === 8 || i === 10) text[o++] = DASH;
-    const value = randomPool[from + i] ?? 0;
-    text[o++] = HEX[value >> 4] ?? 0;
-    text[o++] = HEX[value & 15] ?? 0;
-  }
+  putHex(0, from, 4);
+  text[8] = DASH;
+  putHex(9, from + 4, 2);
+  text[13] = DASH;
+  putHex(14, from + 6, 2);
+  text[18] = DASH;
+  putHex(19, from + 8, 2);
+  text[23] = DASH;
+  putHex(24, from + 10, 6);
   text[14] = 0x34; // the version digit (13th): 4
   text[19] = HEX[8 | (((randomPool[from + 8] ?? 0) >> 4) & 3)] ?? 0; // the variant digit (17th): 10xx in binary
 }

@@ -84,7 +84,6 @@ class RequestContext implements ForwardOutcome {
   query: string | undefined = undefined;
   authorization: string | undefined = undefined;
   route: CompiledRoute | undefined = undefined;
-  tokenFingerprint: string | undefined = undefined;
   /** The connection's credential the request carried (with its encoded audit fields). */
   credential: Credential | undefined = undefined;
   cacheHit: boolean | undefined = undefined;
@@ -307,7 +306,6 @@ const authenticate: Stage = (ctx, deps) => {
   if (credential === undefined) throw new GatewayError("PG_ERR_TOKEN_MISSING", "no bearer token");
   const fingerprint = credential.fingerprint;
   ctx.credential = credential;
-  ctx.tokenFingerprint = fingerprint;
   const hit = deps.authenticator.cached(fingerprint, matched);
   if (hit !== undefined) {
     takeTokenResult(ctx, hit);
@@ -462,7 +460,7 @@ function finish(ctx: RequestContext, status: number, decision: Decision, reason:
         clientId: ctx.clientId,
         sub: ctx.sub,
         scopes: ctx.scopes,
-        tokenFingerprint: ctx.tokenFingerprint,
+        tokenFingerprint: ctx.credential?.fingerprint,
         cache: ctx.cacheHit === undefined ? undefined : ctx.cacheHit ? "hit" : "miss",
         decision,
         reason,
