@@ -257,13 +257,14 @@ function compileAuthentication(
   context: RouteContext,
   problems: Problem[],
 ): Omit<CompiledRoute["auth"], "upstreamScopes"> {
-  const { mode, audience } = rule.authentication;
+  const { mode, audience, acceptedAudiences } = rule.authentication;
   const isMint = mode === "mint";
   // phantom mints too when its AuthServer answers with facts rather than a JWT: with mint's default claims.
   const mints = isMint || mode === "phantom";
   const auth = {
     mode,
     ...(audience === undefined ? {} : { audience }),
+    ...(acceptedAudiences === undefined ? {} : { acceptedAudiences: [...acceptedAudiences] }),
     // The schema allows forwardClaims on mint rules only, so phantom always gets the defaults.
     forwardClaims: mints ? [...new Set(rule.authentication.forwardClaims ?? defaultForwardClaims)] : [],
     mintTtlSeconds: (isMint ? rule.authentication.mintTtlSeconds : undefined) ?? defaultMintTtlSeconds,

@@ -15,6 +15,7 @@ import {
   DEMO_SCOPES,
   GATEWAY_CLIENT_IDS,
   JWT_API_RESOURCE,
+  OPAQUE_API_RESOURCES,
   TOKEN_EXCHANGE_GRANT,
   demoClients,
 } from "./as/clients.ts";
@@ -24,7 +25,7 @@ import { RequestGate } from "./as/request-gate.ts";
 import { SIGNING_ALG, SigningKeyRing } from "./as/signing-keys.ts";
 import { TOKEN_EXCHANGE_PARAMETERS, createTokenExchangeHandler } from "./as/token-exchange.ts";
 
-export { DEMO_SCOPES, JWT_API_RESOURCE, TOKEN_EXCHANGE_GRANT } from "./as/clients.ts";
+export { DEMO_SCOPES, JWT_API_RESOURCE, OPAQUE_API_RESOURCES, TOKEN_EXCHANGE_GRANT } from "./as/clients.ts";
 
 export interface DemoAuthServerOptions {
   /** Default 0 (ephemeral); the host is always 127.0.0.1. */
@@ -270,6 +271,15 @@ function providerConfiguration(settings: ProviderSettings): Configuration {
         defaultResource: async () => Promise.resolve(undefined),
         useGrantedResource: async () => Promise.resolve(false),
         getResourceServerInfo: async (_ctx, resource) => {
+          if (OPAQUE_API_RESOURCES.has(resource)) {
+            // Still the phantom token pattern, for one API's audience (for routes with acceptedAudiences).
+            return Promise.resolve({
+              scope: DEMO_SCOPES.join(" "),
+              audience: resource,
+              accessTokenFormat: "opaque",
+              accessTokenTTL: ttl,
+            });
+          }
           if (resource !== JWT_API_RESOURCE) throw new errors.InvalidTarget();
           return Promise.resolve({
             scope: DEMO_SCOPES.join(" "),

@@ -24,6 +24,12 @@ export const errorCatalogue = {
     bearerError: "invalid_token",
     detail: "The access token is invalid, expired or revoked.",
   },
+  PG_ERR_TOKEN_AUDIENCE: {
+    status: 401,
+    title: "Unauthorized",
+    bearerError: "invalid_token",
+    detail: "The access token was not issued for this API (audience).",
+  },
   PG_ERR_TOKEN_MALFORMED_HEADER: {
     status: 400,
     title: "Bad Request",

@@ -125,6 +125,16 @@ const authenticationSchema = z
           "phantom: the audience of the JWT the gateway mints when the AuthServer answers with facts " +
           "(responseType json or token-introspection+jwt); required then.",
       ),
+    acceptedAudiences: z
+      .array(z.string().min(1).max(253))
+      .min(1)
+      .max(16)
+      .optional()
+      .describe(
+        "phantom, exchange, mint: the client's token must name one of these in its `aud` (from introspection), " +
+          "else 401 PG_ERR_TOKEN_AUDIENCE; checked on every request, a token without `aud` is refused. " +
+          "Absent: any audience. (jwt checks `audience`.)",
+      ),
     forwardClaims: z
       .array(z.string().min(1).max(128))
       .max(32)
@@ -150,6 +160,29 @@ const authenticationSchema = z
         code: "custom",
         path: ["audience"],
         message: `not used by mode ${mode} (only exchange, mint, jwt and phantom)`,
+      });
+    }
+    if (authentication.acceptedAudiences !== undefined) {
+      if (mode === "none" || mode === "jwt") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["acceptedAudiences"],
+          message:
+            mode === "jwt"
+              ? "not used by mode jwt, which accepts the audience in `audience`"
+              : "not used by mode none (only phantom, exchange and mint)",
+        });
+      }
+      const seen = new Set<string>();
+      authentication.acceptedAudiences.forEach((audience, index) => {
+        if (seen.has(audience)) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["acceptedAudiences", index],
+            message: `duplicate audience '${audience}'`,
+          });
+        }
+        seen.add(audience);
       });
     }
     if (mode !== "mint") {

@@ -148,6 +148,15 @@ const apiRouteAdditions: CrdSchemaAdditions = {
         fieldPath: ".audience",
         reason: "FieldValueForbidden",
       },
+      {
+        rule: `!has(self.acceptedAudiences) || self.mode in ${celStringList(["phantom", "exchange", "mint"])}`,
+        message: "only used by modes phantom, exchange and mint",
+        messageExpression:
+          "self.mode == 'jwt' ? 'not used by mode jwt, which accepts the audience in `audience`' : " +
+          "'not used by mode ' + self.mode + ' (only phantom, exchange and mint)'",
+        fieldPath: ".acceptedAudiences",
+        reason: "FieldValueForbidden",
+      },
       ...(["forwardClaims", "mintTtlSeconds"] as const).map((field): CelRule => ({
         rule: `self.mode == 'mint' || !has(self.${field})`,
         message: "only used by mode mint",
@@ -162,6 +171,10 @@ const apiRouteAdditions: CrdSchemaAdditions = {
         reason: "FieldValueForbidden",
       },
     ],
+  },
+  // Duplicates are found by the API server's set check ("Duplicate value"), without CEL cost.
+  "spec.rules[].authentication.acceptedAudiences": {
+    keywords: { "x-kubernetes-list-type": "set" },
   },
   "spec.rules[].authentication.forwardClaims[]": {
     rules: [

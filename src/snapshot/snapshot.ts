@@ -134,6 +134,11 @@ export const compiledRouteSchema = z
         authServer: z.string().optional(),
         /** Audience of the upstream JWT (exchange, mint) or the accepted audience (jwt). */
         audience: z.string().optional(),
+        /**
+         * phantom, exchange, mint: the client token's `aud` must contain one of these (checked on every request);
+         * absent: any audience.
+         */
+        acceptedAudiences: z.array(z.string().min(1)).min(1).optional(),
         /** Scopes the route may pass upstream: the scopes of its ScopePolicies (exchange, mint). */
         upstreamScopes: z.array(z.string()),
         /** Claims copied from the introspection result into a minted JWT. */

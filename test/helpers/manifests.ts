@@ -62,7 +62,10 @@ spec:
     - name: video_metadata
 `;
 
-/** Routes over one echo upstream, one per token mode, plus public and admin-only paths. */
+/**
+ * Routes over one echo upstream, one per token mode, plus public and admin-only paths, and routes that accept only
+ * tokens meant for the billing (or payments) audience.
+ */
 export function routesYaml(o: TestManifestOptions): string {
   const common = `      backendRefs:
         - url: ${o.echoOrigin}
@@ -125,6 +128,32 @@ ${common}
       authentication:
         mode: exchange
         audience: urn:phantomgate:echo
+      requiredScopes:
+        allOf: [read_invoice]
+${common}
+    - matches:
+        - path: { type: PathPrefix, value: /billing-api }
+      authentication:
+        ${phantom}
+        acceptedAudiences: [urn:phantomgate:billing, urn:phantomgate:payments]
+      requiredScopes:
+        allOf: [read_invoice]
+${common}
+    - matches:
+        - path: { type: PathPrefix, value: /billing-minted }
+      authentication:
+        mode: mint
+        audience: echo-api
+        acceptedAudiences: [urn:phantomgate:billing]
+      requiredScopes:
+        allOf: [read_invoice]
+${common}
+    - matches:
+        - path: { type: PathPrefix, value: /billing-exchanged }
+      authentication:
+        mode: exchange
+        audience: urn:phantomgate:echo
+        acceptedAudiences: [urn:phantomgate:billing]
       requiredScopes:
         allOf: [read_invoice]
 ${common}

@@ -18,7 +18,12 @@ import {
 } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { JWT_API_RESOURCE, startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
+import {
+  JWT_API_RESOURCE,
+  OPAQUE_API_RESOURCES,
+  startDemoAuthServer,
+  type DemoAuthServer,
+} from "../../src/demo/auth-server.ts";
 
 const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
@@ -331,6 +336,21 @@ describe("demo authorization server", () => {
       await postForm(as.tokenEndpoint, { grant_type: "client_credentials", resource: "urn:nope" }, demoBasic),
     );
     expect(unknownResource.json["error"]).toBe("invalid_target");
+  });
+
+  it("issues an opaque token with that audience for a security domain's resource", async () => {
+    for (const resource of OPAQUE_API_RESOURCES) {
+      const token = await getToken(as, "read_invoice", demoBasic, { resource });
+      expect(isOpaque(token)).toBe(true);
+      expect((await introspect(as, token)).json).toMatchObject({
+        active: true,
+        aud: resource,
+        scope: "read_invoice",
+      });
+    }
+    // Without a resource, no audience: routes with acceptedAudiences refuse such a token.
+    const plain = await getToken(as, "read_invoice");
+    expect((await introspect(as, plain)).json["aud"]).toBeUndefined();
   });
 
   describe("token exchange", () => {

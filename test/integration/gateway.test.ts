@@ -631,6 +631,67 @@ describe("other token modes", () => {
   });
 });
 
+describe("accepted audiences", () => {
+  const billing = "urn:phantomgate:billing";
+  const payments = "urn:phantomgate:payments";
+
+  it("phantom: a token meant for an accepted audience passes; the upstream JWT names that audience", async () => {
+    const forBilling = await token("read_invoice", { resource: billing });
+    expect(forBilling.split(".")).toHaveLength(1);
+    const response = await call("/billing-api/x", { token: forBilling });
+    expect(response.status).toBe(200);
+    expect((JSON.parse(response.text) as Echo).jwtClaims).toMatchObject({ aud: billing, sub: "demo-client" });
+    // Any one of the listed audiences will do.
+    expect(
+      (await call("/billing-api/x", { token: await token("read_invoice", { resource: payments }) })).status,
+    ).toBe(200);
+  });
+
+  it("phantom: a token without an audience, or for another one, is 401 invalid_token, from the cached facts", async () => {
+    const noAudience = await token("read_invoice");
+    // The facts are cached by a route without the check; the audience is then checked on every request.
+    expect((await call("/echo/x", { token: noAudience })).status).toBe(200);
+    const introspections = as.stats.introspections;
+    const refused = await call("/billing-api/x", { token: noAudience });
+    expect(refused.status).toBe(401);
+    expect(refused.headers["www-authenticate"]).toContain('error="invalid_token"');
+    expect(JSON.parse(refused.text)).toMatchObject({ status: 401, code: "PG_ERR_TOKEN_AUDIENCE" });
+    expect(refused.text).not.toContain(noAudience);
+    expect(as.stats.introspections).toBe(introspections);
+    // Passing one route does not open the other: the same token again, same answers.
+    expect((await call("/echo/x", { token: noAudience })).status).toBe(200);
+    expect((await call("/billing-api/x", { token: noAudience })).status).toBe(401);
+
+    const [line] = await auditLinesOf([refused.headers["x-request-id"]]);
+    expect(line).toMatchObject({ decision: "deny", reason: "PG_ERR_TOKEN_AUDIENCE", status: 401 });
+  });
+
+  it("mint and exchange check the client token's audience before their upstream token is used", async () => {
+    const forBilling = await token("read_invoice", { resource: billing });
+    const forPayments = await token("read_invoice", { resource: payments });
+    const minted = await call("/billing-minted/x", { token: forBilling });
+    expect(minted.status).toBe(200);
+    expect((JSON.parse(minted.text) as Echo).jwtClaims).toMatchObject({ aud: "echo-api" });
+    const exchanged = await call("/billing-exchanged/x", { token: forBilling });
+    expect(exchanged.status).toBe(200);
+    expect((JSON.parse(exchanged.text) as Echo).jwtClaims).toMatchObject({ aud: "urn:phantomgate:echo" });
+    for (const path of ["/billing-minted/x", "/billing-exchanged/x"]) {
+      const refused = await call(path, { token: forPayments });
+      expect(refused.status, path).toBe(401);
+      expect(JSON.parse(refused.text)).toMatchObject({ code: "PG_ERR_TOKEN_AUDIENCE" });
+    }
+  });
+
+  it("the route catalogue lists a rule's accepted audiences", async () => {
+    const routes = (await (await fetch(`${gateway.adminUrl}/routes`)).json()) as {
+      routes: { path: { value: string }; acceptedAudiences?: string[] }[];
+    };
+    const billingApi = routes.routes.find((r) => r.path.value === "/billing-api");
+    expect(billingApi?.acceptedAudiences).toEqual([billing, payments]);
+    expect(routes.routes.find((r) => r.path.value === "/echo")?.acceptedAudiences).toBeUndefined();
+  });
+});
+
 /**
  * Sends a request head with `Expect: 100-continue` and collects what arrives before `waitMs` passes; sends `body`
  * only after a 100 (Continue), as a client does.

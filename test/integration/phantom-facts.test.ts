@@ -70,5 +70,24 @@ describe.each(["json", "token-introspection+jwt"] as const)(
       expect(payload).toMatchObject({ sub: "demo-client", client_id: "demo-client", scope: "read_invoice" });
       expect(payload.exp).toBeDefined();
     });
+
+    it("reads the token's audience from the answer for acceptedAudiences", async () => {
+      const { as, gateway } = await start(type);
+      const call = async (opaque: string): Promise<{ status: number; code: unknown }> => {
+        const response = await request(`${gateway.url}/billing-api/x`, {
+          headers: { authorization: `Bearer ${opaque}` },
+        });
+        const text = await response.body.text();
+        return { status: response.statusCode, code: (JSON.parse(text) as { code?: unknown }).code };
+      };
+      const forBilling = await getToken(as.tokenEndpoint, "read_invoice", {
+        resource: "urn:phantomgate:billing",
+      });
+      expect((await call(forBilling)).status).toBe(200);
+      expect(await call(await getToken(as.tokenEndpoint, "read_invoice"))).toEqual({
+        status: 401,
+        code: "PG_ERR_TOKEN_AUDIENCE",
+      });
+    });
   },
 );

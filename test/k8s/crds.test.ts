@@ -153,6 +153,22 @@ const celCases: readonly RejectionCase[] = [
       "spec.rules[1].authentication.authServerRef: required for mode phantom (or set spec.authServerRef)",
   },
   {
+    name: "acceptedAudiences on a jwt rule",
+    object: routeWithRule({ authentication: { mode: "jwt", audience: "api", acceptedAudiences: ["api"] } }),
+    server:
+      "spec.rules[0].authentication.acceptedAudiences: Forbidden: not used by mode jwt, which accepts the audience in `audience`",
+    compile:
+      "spec.rules[0].authentication.acceptedAudiences: not used by mode jwt, which accepts the audience in `audience`",
+  },
+  {
+    name: "acceptedAudiences on a public rule (mode none)",
+    object: apiRoute({ rules: [rule({ authentication: { mode: "none", acceptedAudiences: ["api"] } })] }),
+    server:
+      "spec.rules[0].authentication.acceptedAudiences: Forbidden: not used by mode none (only phantom, exchange and mint)",
+    compile:
+      "spec.rules[0].authentication.acceptedAudiences: not used by mode none (only phantom, exchange and mint)",
+  },
+  {
     name: "forwardClaims outside mode mint",
     object: routeWithRule({ authentication: { mode: "exchange", audience: "api", forwardClaims: ["sub"] } }),
     server: "spec.rules[0].authentication.forwardClaims: Forbidden: only used by mode mint, not exchange",
@@ -344,6 +360,12 @@ const schemaCases: readonly RejectionCase[] = [
     compile: "spec.scopes[2].name: duplicate scope 'read' (already defined at scopes[0])",
   },
   {
+    name: "a duplicate accepted audience",
+    object: routeWithRule({ authentication: { mode: "phantom", acceptedAudiences: ["a", "b", "a"] } }),
+    server: `spec.rules[0].authentication.acceptedAudiences[2]: Duplicate value: "a"`,
+    compile: "spec.rules[0].authentication.acceptedAudiences[2]: duplicate audience 'a'",
+  },
+  {
     name: "an unknown field (kubectl's strict field validation)",
     object: routeWithRule({ timeout: "5s" }),
     server: `unknown field "spec.rules[0].timeout"`,
@@ -422,6 +444,13 @@ describe("phantomgate CRDs on a real API server", () => {
             matches: [{ path: { value: "/mint" } }],
           }),
           rule({ authentication: { mode: "jwt", audience: "api" }, matches: [{ path: { value: "/jwt" } }] }),
+          rule({
+            authentication: {
+              mode: "phantom",
+              acceptedAudiences: ["urn:api:billing", "https://payments.example/"],
+            },
+            matches: [{ path: { value: "/billing" } }],
+          }),
         ],
       }),
       authServer({
@@ -584,6 +613,7 @@ describe("phantomgate CRDs on a real API server", () => {
         authentication: {
           mode: "mint",
           audience: "a".repeat(253),
+          acceptedAudiences: Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(253, "u")),
           forwardClaims: Array.from({ length: 32 }, (_, i) => `c${i}`),
         },
         requiredScopes: { allOf: scopeNames.slice(0, 32), anyOf: scopeNames.slice(32, 64) },

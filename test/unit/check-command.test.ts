@@ -86,6 +86,32 @@ describe("phantomgate check", () => {
     expect(stdout).toContain("default/echo#0");
   });
 
+  it("shows the audiences a rule accepts in its mode column", async () => {
+    await writeFile(
+      join(dir, "billing.yaml"),
+      `apiVersion: phantomgate.dev/v1alpha1
+kind: ApiRoute
+metadata: { name: billing, namespace: default }
+spec:
+  scopePolicyRefs: [{ name: billing }]
+  authServerRef: { name: demo }
+  rules:
+    - matches: [{ path: { value: /billing } }]
+      authentication: { mode: phantom, acceptedAudiences: [urn:a, urn:b] }
+      backendRefs: [{ url: "http://127.0.0.1:9101" }]
+    - matches: [{ path: { value: /billing-exchanged } }]
+      authentication: { mode: exchange, audience: ledger, acceptedAudiences: [urn:a] }
+      backendRefs: [{ url: "http://127.0.0.1:9101" }]
+`,
+    );
+
+    const { code, stdout } = await runCheck("-f", examples, "-f", dir);
+
+    expect(code).toBe(0);
+    expect(stdout).toContain("phantom (accepts aud urn:a | urn:b)");
+    expect(stdout).toContain("exchange (aud ledger; accepts aud urn:a)");
+  });
+
   it("checks a single file too", async () => {
     const file = join(dir, "typo.yaml");
     await writeFile(file, brokenRoute);

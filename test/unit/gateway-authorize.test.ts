@@ -1,7 +1,7 @@
-// The gateway's coarse scope check, run on every request against the (possibly cached) token facts.
+// The gateway's coarse scope and audience checks, run on every request against the (possibly cached) token facts.
 import { describe, expect, it } from "vitest";
 import { isGatewayError, type GatewayError } from "../../src/errors/catalogue.ts";
-import { authorizeScopes } from "../../src/gateway/authorize/authorize.ts";
+import { authorizeAudience, authorizeScopes } from "../../src/gateway/authorize/authorize.ts";
 import type { RequiredScopes } from "../../src/snapshot/snapshot.ts";
 
 /** The GatewayError thrown by `run`, or undefined when it passed. */
@@ -81,4 +81,36 @@ describe("coarse scope check", () => {
       });
     });
   }
+});
+
+describe("accepted audiences", () => {
+  const accepted = ["urn:api:billing", "urn:api:payments"];
+
+  it("passes any token, with or without aud, when the rule lists none", () => {
+    expect(refusal(() => authorizeAudience(undefined, undefined))).toBeUndefined();
+    expect(refusal(() => authorizeAudience(undefined, ["urn:api:other"]))).toBeUndefined();
+  });
+
+  it("passes a token naming any one of the accepted audiences, among others", () => {
+    expect(refusal(() => authorizeAudience(accepted, ["urn:api:billing"]))).toBeUndefined();
+    expect(refusal(() => authorizeAudience(accepted, ["urn:api:other", "urn:api:payments"]))).toBeUndefined();
+  });
+
+  it("refuses a token without aud, with an empty aud, or with other audiences only", () => {
+    for (const audience of [undefined, [], ["urn:api:other"], ["urn:api:billingx", "URN:API:BILLING"]]) {
+      const error = refusal(() => authorizeAudience(accepted, audience));
+      expect(error?.code, JSON.stringify(audience)).toBe("PG_ERR_TOKEN_AUDIENCE");
+      expect(error?.status).toBe(401);
+    }
+  });
+
+  it("says in its reason which audiences the token had, a few at most", () => {
+    expect(refusal(() => authorizeAudience(accepted, undefined))?.reason).toBe(
+      "the token has no audience; accepted: urn:api:billing urn:api:payments",
+    );
+    const many = Array.from({ length: 6 }, (_, i) => `a${i}`);
+    expect(refusal(() => authorizeAudience(accepted, many))?.reason).toBe(
+      "token audience a0 a1 a2 a3 (+2 more); accepted: urn:api:billing urn:api:payments",
+    );
+  });
 });

@@ -187,8 +187,12 @@ function writeJson(report: CheckReport, io: CommandIo): void {
 }
 
 function describeRouteRow(route: CompiledRoute): string[] {
-  const mode =
-    route.auth.audience === undefined ? route.auth.mode : `${route.auth.mode} (aud ${route.auth.audience})`;
+  const { audience, acceptedAudiences } = route.auth;
+  const details = [
+    ...(audience === undefined ? [] : [`aud ${audience}`]),
+    ...(acceptedAudiences === undefined ? [] : [`accepts aud ${acceptedAudiences.join(" | ")}`]),
+  ];
+  const mode = details.length === 0 ? route.auth.mode : `${route.auth.mode} (${details.join("; ")})`;
   const backends =
     route.backends.length === 1
       ? route.backends.map((backend) => backend.origin)

@@ -27,6 +27,12 @@ export const BILLING_AUDIENCE = "urn:phantomgate:billing";
 export const PAYMENTS_AUDIENCE = "urn:phantomgate:payments";
 
 /**
+ * Resource indicators (RFC 8707) for which client_credentials issues an opaque token with that `aud`: the demo's
+ * security domains. Without `resource` a token is opaque and has no audience.
+ */
+export const OPAQUE_API_RESOURCES: ReadonlySet<string> = new Set([BILLING_AUDIENCE, PAYMENTS_AUDIENCE]);
+
+/**
  * Internal APIs that may exchange tokens (API-to-API calls across security domains), and for which audiences
  * only: an API gets tokens for the services it calls, not for everything. Gateway clients may ask for any audience.
  */

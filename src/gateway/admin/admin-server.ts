@@ -24,6 +24,7 @@ function describeRoute(route: CompiledRoute): Record<string, unknown> {
     authMode: route.auth.mode,
     authServer: route.auth.authServer,
     audience: route.auth.audience,
+    acceptedAudiences: route.auth.acceptedAudiences,
     requiredScopes: {
       allOf: route.requiredScopes.allOf.map((r) => r.scope),
       anyOf: route.requiredScopes.anyOf.map((r) => r.scope),

@@ -11,7 +11,7 @@ import { GatewayError, isGatewayError, type ErrorCode } from "../../errors/catal
 import type { CompiledRoute } from "../../snapshot/snapshot.ts";
 import { fingerprintToken } from "../../tokens/fingerprint.ts";
 import { isoTime, newAuditTokenMemo, type AuditSink, type AuditTokenMemo } from "../audit/audit.ts";
-import { authorizeScopes } from "../authorize/authorize.ts";
+import { authorizeAudience, authorizeScopes } from "../authorize/authorize.ts";
 import {
   bodyMayCarryToken,
   extractBearerToken,
@@ -39,6 +39,7 @@ interface TokenResult {
     readonly sub?: string | undefined;
     readonly clientId?: string | undefined;
     readonly scopes: readonly string[];
+    readonly audience?: readonly string[] | undefined;
   };
   /** `Bearer <token>`, the Authorization value the upstream receives. */
   readonly upstreamAuthorization: string;
@@ -90,6 +91,8 @@ class RequestContext implements ForwardOutcome {
   sub: string | undefined = undefined;
   clientId: string | undefined = undefined;
   scopes: readonly string[] | undefined = undefined;
+  /** The token's `aud`, for a rule's `acceptedAudiences`. */
+  audience: readonly string[] | undefined = undefined;
   upstreamAuthorization: string | undefined = undefined;
   upstreamStatus: number | undefined = undefined;
   /** Why the response was cut after its status line went out (upstream or client failure). */
@@ -361,14 +364,16 @@ function takeTokenResult(ctx: RequestContext, result: TokenResult): void {
   ctx.sub = result.facts.sub;
   ctx.clientId = result.facts.clientId;
   ctx.scopes = result.facts.scopes;
+  ctx.audience = result.facts.audience;
   ctx.upstreamAuthorization = result.upstreamAuthorization;
 }
 
-/** Coarse scopes, checked on every request from the (possibly cached) token facts. */
+/** The token's audience and coarse scopes, checked on every request from the (possibly cached) token facts. */
 const authorize: Stage = (ctx) => {
   const matched = ctx.route;
   if (matched === undefined) throw new Error("authorize stage ran before route");
   if (matched.auth.mode === "none") return;
+  authorizeAudience(matched.auth.acceptedAudiences, ctx.audience);
   authorizeScopes(matched.requiredScopes, ctx.scopes ?? []);
 };
 
