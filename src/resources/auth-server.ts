@@ -82,6 +82,14 @@ const authServerSpecSchema = z
       .max(600)
       .default(30)
       .describe("Tolerance when checking exp, nbf and iat, in seconds."),
+    requireAccessTokenTyp: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Accept a JWT as an access token (jwt mode, and the JWT an introspection answer of responseType jwt " +
+          "carries) only with the header typ at+jwt (RFC 9068). Default false also accepts typ JWT or none, " +
+          "as many servers issue; other types (ID tokens marked as such, RFC 9701 answers) are refused either way.",
+      ),
     cache: z
       .object({
         maxTtlSeconds: z

@@ -44,6 +44,11 @@ export interface InternalJwtVerifierOptions<C extends object = Readonly<Record<s
   readonly jwksTimeoutMs?: number;
   /** Minimum interval between JWKS refetches caused by an unknown `kid`. Default 30000. */
   readonly jwksCooldownMs?: number;
+  /**
+   * Accept only `typ: at+jwt` (RFC 9068), refusing `JWT` and a missing `typ` too. Default false: those are
+   * accepted, explicit other types never. The gateway's minted JWTs are `at+jwt`; so are many servers' tokens.
+   */
+  readonly requireAccessTokenTyp?: boolean;
   /** Schema of the claims your API relies on beyond the registered ones; failing it is `PG_SDK_TOKEN_INVALID`. */
   readonly claims?: z.ZodType<C>;
 }
@@ -76,6 +81,7 @@ const optionsSchema = z
     clockSkewSeconds: z.number().int().min(0).max(600).optional(),
     jwksTimeoutMs: z.number().int().min(1).optional(),
     jwksCooldownMs: z.number().int().min(0).optional(),
+    requireAccessTokenTyp: z.boolean().optional(),
   })
   .refine((o) => (o.jwksUri === undefined) !== (o.jwks === undefined), {
     error: "give exactly one of jwksUri and jwks",
@@ -93,6 +99,7 @@ export function parseVerifierOptions(what: string, options: Record<string, unkno
       "clockSkewSeconds",
       "jwksTimeoutMs",
       "jwksCooldownMs",
+      "requireAccessTokenTyp",
     ]
       .filter((key) => options[key] !== undefined)
       .map((key) => [key, options[key]]),
@@ -166,7 +173,7 @@ export function createJwtChecker(
       throw new JwtCheckError("invalid", describeJwtError(error));
     }
     // RFC 8725 §3.11: an ID token or an introspection response signed by the same keys is not an access token.
-    if (!isAccessTokenTyp(verified.protectedHeader.typ))
+    if (!isAccessTokenTyp(verified.protectedHeader.typ, options.requireAccessTokenTyp === true))
       throw new JwtCheckError("invalid", "typ is not an access token");
     if (typeof verified.payload.sub !== "string") throw new JwtCheckError("invalid", "sub is not a string");
     return verified.payload;

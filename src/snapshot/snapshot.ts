@@ -65,6 +65,8 @@ export const compiledAuthServerSchema = z
     introspectionResponse: introspectionResponseSchema,
     allowedAlgorithms: z.array(jwsAlgorithmSchema).min(1),
     clockSkewSeconds: z.number().int().min(0).max(600),
+    /** Only `typ: at+jwt` JWTs are access tokens (absent: also `JWT` and none). */
+    requireAccessTokenTyp: z.literal(true).optional(),
     cache: z
       .object({
         maxTtlSeconds: z.number().int().min(0),

@@ -570,7 +570,7 @@ export function createAuthServerClient(
       if (error instanceof joseErrors.JWTExpired) return inactive(response, "expired");
       return invalidResponse("introspection", response, `JWT rejected (${describeJwtError(error)})`);
     }
-    if (!isAccessTokenTyp(verified.protectedHeader.typ))
+    if (!isAccessTokenTyp(verified.protectedHeader.typ, server.requireAccessTokenTyp === true))
       invalidResponse("introspection", response, "unexpected JWT typ");
     const claims = tokenClaimsSchema.safeParse(verified.payload);
     if (!claims.success) invalidResponse("introspection", response, "JWT claims malformed");

@@ -133,6 +133,7 @@ function factsScope(server: CompiledAuthServer): string {
     server.introspectionResponse,
     server.allowedAlgorithms,
     server.clockSkewSeconds,
+    server.requireAccessTokenTyp === true,
   ]);
   return `${server.id}#${createHash("sha256").update(identity).digest("base64url").slice(0, 16)}`;
 }
@@ -362,7 +363,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           // Not negatively cached: a token naming a key published a moment later must verify once it is.
           throw invalidToken(`JWT rejected: ${describeJwtError(error)}`);
         }
-        if (!isAccessTokenTyp(verified.protectedHeader.typ))
+        if (!isAccessTokenTyp(verified.protectedHeader.typ, server.requireAccessTokenTyp === true))
           throw invalidToken("JWT is not an access token (typ)");
         const claims = tokenClaimsSchema.safeParse(verified.payload);
         if (!claims.success) throw invalidToken("JWT claims malformed");

@@ -164,12 +164,15 @@ export function describeJwtError(error: unknown): string {
 }
 
 const ACCESS_TOKEN_TYPES = new Set(["jwt", "at+jwt", "application/jwt", "application/at+jwt"]);
+const RFC9068_TYPES = new Set(["at+jwt", "application/at+jwt"]);
 
 /**
- * Whether a JWT's `typ` header allows reading it as an access token: absent, `JWT` or RFC 9068 `at+jwt`. Other
- * explicit types (an RFC 9701 introspection response, a logout token…) are signed by the same keys but are not
- * access tokens, and RFC 8725 §3.11 says to tell them apart by `typ`.
+ * Whether a JWT's `typ` header allows reading it as an access token: absent, `JWT` or RFC 9068 `at+jwt`; with
+ * `strict`, only `at+jwt` (RFC 9068 §4), so an ID token or any other JWT without that type is refused even when
+ * it leaves `typ` out. Other explicit types (an RFC 9701 introspection response, a logout token…) are signed by
+ * the same keys but are not access tokens, and RFC 8725 §3.11 says to tell them apart by `typ`.
  */
-export function isAccessTokenTyp(typ: string | undefined): boolean {
-  return typ === undefined || ACCESS_TOKEN_TYPES.has(typ.toLowerCase());
+export function isAccessTokenTyp(typ: string | undefined, strict = false): boolean {
+  if (typ === undefined) return !strict;
+  return (strict ? RFC9068_TYPES : ACCESS_TOKEN_TYPES).has(typ.toLowerCase());
 }

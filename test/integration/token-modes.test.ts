@@ -720,6 +720,25 @@ describe("updateAuthServers", () => {
       cacheHit: false,
     });
   });
+
+  it("turning requireAccessTokenTyp on does not serve facts cached under the laxer rule", async () => {
+    const as = await startAs();
+    const h = await harness(as);
+    const jwt = await getToken(as, "read_invoice", JWT_API);
+    const opaque = await getToken(as, "read_invoice");
+    await h.authenticator.authenticate(jwt, routeFor("jwt"));
+    await h.authenticator.authenticate(opaque, routeFor("phantom"));
+    const introspections = as.stats.introspections;
+    h.authenticator.updateAuthServers([authServerFor(as, { requireAccessTokenTyp: true })]);
+    // The demo AS issues typ at+jwt (RFC 9068), so both still pass, after being verified again.
+    await expect(h.authenticator.authenticate(jwt, routeFor("jwt"))).resolves.toMatchObject({
+      cacheHit: false,
+    });
+    await expect(h.authenticator.authenticate(opaque, routeFor("phantom"))).resolves.toMatchObject({
+      cacheHit: false,
+    });
+    expect(as.stats.introspections).toBe(introspections + 1);
+  });
 });
 
 // ---- per-AuthServer cache bound -------------------------------------------------------------------------------

@@ -145,6 +145,20 @@ describe("internal JWT verifier", () => {
     await expect(verifier.verify(await sign({}, { typ: "JWT" }))).resolves.toBeDefined();
   });
 
+  it("with requireAccessTokenTyp takes only typ at+jwt (RFC 9068) for an access token", async () => {
+    const strict = createInternalJwtVerifier({
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      jwks: { keys: [esJwk] },
+      clock,
+      requireAccessTokenTyp: true,
+    });
+    await expect(strict.verify(await sign({}))).resolves.toMatchObject({ sub: "alice" });
+    for (const typ of ["JWT", "application/jwt"]) {
+      expect((await failure(strict.verify(await sign({}, { typ })))).code, typ).toBe("PG_SDK_TOKEN_INVALID");
+    }
+  });
+
   it("types and checks the claims an API declares", async () => {
     const typed = createInternalJwtVerifier({
       issuer: ISSUER,
@@ -192,6 +206,7 @@ describe("internal JWT verifier", () => {
       { ...base, jwks: { keys: [esJwk] }, audience: [] },
       { ...base, jwks: { keys: [esJwk] }, algorithms: ["HS256"] },
       { ...base, jwks: { keys: [esJwk] }, issuer: "" },
+      { ...base, jwks: { keys: [esJwk] }, requireAccessTokenTyp: "yes" },
     ];
     for (const options of invalid) {
       expect(() =>

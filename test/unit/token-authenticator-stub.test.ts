@@ -1,5 +1,6 @@
 // The token layer against a stub AS, for answers the demo AS never gives: exchanged tokens without a stated
-// lifetime, sender-constrained (cnf) JWTs, signed introspection answers for bound tokens.
+// lifetime, sender-constrained (cnf) JWTs, signed introspection answers for bound tokens, JWTs whose typ is JWT
+// or missing.
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { Agent } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
@@ -28,7 +29,8 @@ async function setUp(): Promise<{
   stub: StubAs;
   server: CompiledAuthServer;
   clock: ManualClock;
-  sign: (claims: Record<string, unknown>, typ?: string) => Promise<string>;
+  /** `typ` null: a header without typ. */
+  sign: (claims: Record<string, unknown>, typ?: string | null) => Promise<string>;
   authenticator: ReturnType<typeof createAuthenticator>;
 }> {
   const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
@@ -37,9 +39,9 @@ async function setUp(): Promise<{
   cleanups.push(() => stub.close());
   const server = stubAuthServer(stub);
   const clock = createManualClock(Date.now());
-  const sign = (claims: Record<string, unknown>, typ = "at+jwt"): Promise<string> =>
+  const sign = (claims: Record<string, unknown>, typ: string | null = "at+jwt"): Promise<string> =>
     new SignJWT(claims)
-      .setProtectedHeader({ alg: "ES256", kid: "k1", typ })
+      .setProtectedHeader({ alg: "ES256", kid: "k1", ...(typ === null ? {} : { typ }) })
       .setIssuer(stub.url)
       .setIssuedAt(Math.floor(clock.now() / 1000))
       .setExpirationTime(Math.floor(clock.now() / 1000) + 3600)
@@ -135,5 +137,64 @@ describe("sender-constrained tokens (cnf)", () => {
     });
     claims = { sub: "alice", scope: "read" };
     await expect(client.introspectToken("t")).resolves.toMatchObject({ active: true, sub: "alice" });
+  });
+});
+
+describe("requireAccessTokenTyp", () => {
+  it("jwt mode: with it only typ at+jwt is an access token; without it JWT and no typ are too", async () => {
+    const { server, sign, authenticator } = await setUp();
+    const strictServer: CompiledAuthServer = { ...server, id: "test/strict", requireAccessTokenTyp: true };
+    authenticator.updateAuthServers([server, strictServer]);
+    const claims = { sub: "alice", aud: AUDIENCE, scope: "read" };
+    const lax = route("jwt", server.id);
+    const strict = route("jwt", strictServer.id);
+    const atJwt = await sign(claims, "at+jwt");
+    await expect(authenticator.authenticate(atJwt, lax)).resolves.toMatchObject({ facts: { sub: "alice" } });
+    await expect(authenticator.authenticate(atJwt, strict)).resolves.toMatchObject({
+      facts: { sub: "alice" },
+    });
+    for (const typ of ["JWT", null]) {
+      const token = await sign(claims, typ);
+      await expect(authenticator.authenticate(token, lax), String(typ)).resolves.toMatchObject({
+        facts: { sub: "alice" },
+      });
+      await expect(authenticator.authenticate(token, strict), String(typ)).rejects.toMatchObject({
+        code: "PG_ERR_TOKEN_INVALID",
+        reason: "JWT is not an access token (typ)",
+      });
+    }
+    const answer = await sign(claims, "token-introspection+jwt");
+    for (const target of [lax, strict]) {
+      await expect(authenticator.authenticate(answer, target)).rejects.toMatchObject({
+        code: "PG_ERR_TOKEN_INVALID",
+      });
+    }
+  });
+
+  it("phantom with responseType jwt: with it an answer whose JWT is not typ at+jwt is an AS error", async () => {
+    const { stub, server, clock, sign } = await setUp();
+    const jwksHandler = stub.handle;
+    let typ: string | null = "JWT";
+    stub.handle = (req, res, body) => {
+      if (req.url !== "/introspect") {
+        jwksHandler(req, res, body);
+        return;
+      }
+      void sign({ sub: "alice", scope: "read" }, typ).then((jwt) =>
+        res.writeHead(200, { "content-type": "application/jwt" }).end(jwt),
+      );
+    };
+    const dispatcher = new Agent();
+    cleanups.push(() => dispatcher.close());
+    const options = { dispatcher, clock };
+    const lax = createAuthServerClient({ ...server, introspectionResponse: "jwt" }, options);
+    const strict = createAuthServerClient(
+      { ...server, introspectionResponse: "jwt", requireAccessTokenTyp: true },
+      options,
+    );
+    await expect(lax.introspectToken("t")).resolves.toMatchObject({ active: true, sub: "alice" });
+    await expect(strict.introspectToken("t")).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
+    typ = "at+jwt";
+    await expect(strict.introspectToken("t")).resolves.toMatchObject({ active: true, sub: "alice" });
   });
 });

@@ -181,4 +181,11 @@ describe("isAccessTokenTyp", () => {
     for (const typ of ["token-introspection+jwt", "logout+jwt", "dpop+jwt"])
       expect(isAccessTokenTyp(typ)).toBe(false);
   });
+
+  it("strict (requireAccessTokenTyp): only at+jwt, in either spelling", () => {
+    for (const typ of ["at+jwt", "AT+JWT", "application/at+jwt"])
+      expect(isAccessTokenTyp(typ, true)).toBe(true);
+    for (const typ of [undefined, "JWT", "application/jwt", "token-introspection+jwt", "at+jwtx"])
+      expect(isAccessTokenTyp(typ, true), String(typ)).toBe(false);
+  });
 });
