@@ -51,7 +51,7 @@ export function compileAuthServer(authServer: AuthServer, secrets: SecretIndex):
       allowedAlgorithms: [...new Set(spec.allowedAlgorithms)],
       clockSkewSeconds: spec.clockSkewSeconds,
       // Only when set: a snapshot without it means what it meant before the field existed.
-      ...(spec.requireAccessTokenTyp ? { requireAccessTokenTyp: true as const } : {}),
+      ...(spec.requireAccessTokenTyp === true ? { requireAccessTokenTyp: true as const } : {}),
       cache: { ...spec.cache },
       timeouts: { ...spec.timeouts },
       jwksCooldownMs: spec.jwksCooldownMs,

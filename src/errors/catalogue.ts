@@ -28,7 +28,7 @@ export const errorCatalogue = {
     status: 401,
     title: "Unauthorized",
     bearerError: "invalid_token",
-    detail: "The access token was not issued for this API (audience).",
+    detail: "The access token was not issued for this API (audience); request one for this API's resource.",
   },
   PG_ERR_TOKEN_MALFORMED_HEADER: {
     status: 400,

@@ -82,12 +82,14 @@ const authServerSpecSchema = z
       .max(600)
       .default(30)
       .describe("Tolerance when checking exp, nbf and iat, in seconds."),
+    // No default: a CRD default would write the field into every stored AuthServer, which an operator from before
+    // the field (strict schemas) would then refuse while the CRDs are upgraded ahead of it.
     requireAccessTokenTyp: z
       .boolean()
-      .default(false)
+      .optional()
       .describe(
         "Accept a JWT as an access token (jwt mode, and the JWT an introspection answer of responseType jwt " +
-          "carries) only with the header typ at+jwt (RFC 9068). Default false also accepts typ JWT or none, " +
+          "carries) only with the header typ at+jwt (RFC 9068). Absent or false also accepts typ JWT or none, " +
           "as many servers issue; other types (ID tokens marked as such, RFC 9701 answers) are refused either way.",
       ),
     cache: z

@@ -68,6 +68,8 @@ export interface ApiClientAuthServer {
   readonly algorithms?: readonly JwsAlgorithm[];
   /** Default 30. */
   readonly clockSkewSeconds?: number;
+  /** Embedded tokens only with `typ: at+jwt` (RFC 9068), not `JWT` or none. Default false. */
+  readonly requireAccessTokenTyp?: boolean;
   /** Deadline of one call to the AS. Default 2000. */
   readonly timeoutMs?: number;
 }
@@ -321,6 +323,9 @@ export function createApiClient<S extends string, D extends string>(
       ...(authServer.jwks === undefined ? { jwksUri: authServer.jwksUri ?? "" } : { jwks: authServer.jwks }),
       ...(authServer.algorithms === undefined ? {} : { algorithms: authServer.algorithms }),
       ...(authServer.clockSkewSeconds === undefined ? {} : { clockSkewSeconds: authServer.clockSkewSeconds }),
+      ...(authServer.requireAccessTokenTyp === undefined
+        ? {}
+        : { requireAccessTokenTyp: authServer.requireAccessTokenTyp }),
       clock,
       dispatcher,
     });

@@ -140,7 +140,7 @@ export const compiledRouteSchema = z
          * phantom, exchange, mint: the client token's `aud` must contain one of these (checked on every request);
          * absent: any audience.
          */
-        acceptedAudiences: z.array(z.string().min(1)).min(1).optional(),
+        acceptedAudiences: z.array(z.string().min(1).max(253)).min(1).max(16).optional(),
         /** Scopes the route may pass upstream: the scopes of its ScopePolicies (exchange, mint). */
         upstreamScopes: z.array(z.string()),
         /** Claims copied from the introspection result into a minted JWT. */

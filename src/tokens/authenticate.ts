@@ -19,6 +19,7 @@ import { GatewayError } from "../errors/catalogue.ts";
 import type { CompiledAuthServer, CompiledRoute } from "../snapshot/snapshot.ts";
 import { createAuthServerClient, createAuthServerDispatcher, type AuthServerClient } from "./as-client.ts";
 import type { Clock } from "./clock.ts";
+import { authorizeAudience } from "./audience.ts";
 import { bearerAuthorization } from "./bearer.ts";
 import {
   factsFromClaims,
@@ -263,9 +264,11 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
 
   function planMint(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {
     requireAudience(route);
-    const { audience, upstreamScopes, forwardClaims, mintTtlSeconds } = route.auth;
+    const { audience, acceptedAudiences, upstreamScopes, forwardClaims, mintTtlSeconds } = route.auth;
     return {
-      // Everything the minted JWT depends on, so routes that would mint the same JWT share it.
+      // Everything the minted JWT depends on, so routes that would mint the same JWT share it. The accepted
+      // audiences too: the load refuses a token for another audience, and a request of a route without that
+      // list must never wait for, and share, that refusal.
       purpose: cachePurpose(
         runtime.scope,
         "mint",
@@ -274,10 +277,13 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         JSON.stringify(upstreamScopes),
         JSON.stringify(forwardClaims),
         String(mintTtlSeconds),
+        JSON.stringify(acceptedAudiences ?? null),
       ),
       async load(token, fingerprint) {
         const introspection = await introspectFacts(runtime, token, fingerprint);
         if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        // Not negatively cached (thrown): the authorize stage also refuses it on every request.
+        authorizeAudience(acceptedAudiences, introspection.value.audience);
         const minted = await minter.mintInternalJwt(introspection.value, route);
         const notAfterMs = Math.min(introspection.expiresAtMs, halfLifeMs(minted.issuedAt, minted.expiresAt));
         return positiveFill(runtime, introspection.value, bearerAuthorization(minted.token), notAfterMs);
@@ -306,13 +312,22 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
 
   function planExchange(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {
     const audience = requireAudience(route);
-    const { upstreamScopes } = route.auth;
+    const { upstreamScopes, acceptedAudiences } = route.auth;
     return {
-      // For one token, scopes ∩ upstreamScopes is fixed by upstreamScopes: the key needs no per-token part.
-      purpose: cachePurpose(runtime.scope, "exchange", audience, JSON.stringify(upstreamScopes)),
+      // For one token, scopes ∩ upstreamScopes is fixed by upstreamScopes: the key needs no per-token part. The
+      // accepted audiences are in it for the reason given in planMint.
+      purpose: cachePurpose(
+        runtime.scope,
+        "exchange",
+        audience,
+        JSON.stringify(upstreamScopes),
+        JSON.stringify(acceptedAudiences ?? null),
+      ),
       async load(token, fingerprint) {
         const introspection = await introspectFacts(runtime, token, fingerprint);
         if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        // Before the exchange: a token meant for another API costs the AS no exchange and gets its 401.
+        authorizeAudience(acceptedAudiences, introspection.value.audience);
         const scopes = intersectScopes(introspection.value.scopes, upstreamScopes);
         // Asking without `scope` would get the subject's full scope: never widen to make a request pass. (compile
         // refuses exchange rules without ScopePolicies, so an empty upstreamScopes means no scope to pass.)

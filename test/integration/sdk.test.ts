@@ -21,6 +21,7 @@ import {
   fingerprintToken,
   SdkError,
   type ApiCallAuditRecord,
+  type ApiClientAuthServer,
   type ApiClient,
   type Clock,
   type Identity,
@@ -156,13 +157,13 @@ function invoicesClient(clock?: Clock): ApiClient<TestService> {
 }
 
 /** A payments-domain client that reaches the ledger with the embedded billing token. */
-function embeddingClient(clock?: Clock): ApiClient<"ledger"> {
+function embeddingClient(clock?: Clock, authServer?: ApiClientAuthServer): ApiClient<"ledger"> {
   const client = createApiClient({
     service: "test-payments",
     domain: "payments",
     domains: demoSecurityDomains(as.issuer),
     services: { ledger: { url: ledgerUrl, domain: "billing", embeddedTokenClaim: "ledger_token" } },
-    authServer: { issuer: as.issuer, jwksUri: as.jwksUri },
+    authServer: authServer ?? { issuer: as.issuer, jwksUri: as.jwksUri },
     audit: (record) => audit.push(record),
     ...(clock === undefined ? {} : { clock }),
   });
@@ -528,6 +529,7 @@ describe("embed", () => {
 
   describe("failure modes (outer tokens signed by a test issuer, nested tokens from the demo AS)", () => {
     let testKey: CryptoKey;
+    let testJwk: JWK;
     let outerVerifier: InternalJwtVerifier;
     let realNested: string;
 
@@ -544,6 +546,7 @@ describe("embed", () => {
       const pair = await generateKeyPair("ES256", { extractable: true });
       testKey = pair.privateKey;
       const jwk: JWK = { ...(await exportJWK(pair.publicKey)), kid: "outer", alg: "ES256" };
+      testJwk = jwk;
       outerVerifier = createInternalJwtVerifier({
         issuer: "urn:test:outer",
         audience: PAYMENTS,
@@ -600,6 +603,37 @@ describe("embed", () => {
         "PG_SDK_EMBEDDED_TOKEN_EXPIRED",
         embeddingClient(clock),
       );
+    });
+
+    it("typ JWT, when the client takes only at+jwt (requireAccessTokenTyp)", async () => {
+      // The demo AS signs every nested token at+jwt: this one comes from the test issuer, as the client is told.
+      const nested = await new SignJWT({ scope: "read_invoice" })
+        .setProtectedHeader({ alg: "ES256", kid: "outer", typ: "JWT" })
+        .setIssuer("urn:test:outer")
+        .setAudience(BILLING)
+        .setSubject("demo-client")
+        .setExpirationTime("5m")
+        .sign(testKey);
+      const testIssuer = { issuer: "urn:test:outer", jwks: { keys: [testJwk] } };
+      const error = await refused(
+        await outerToken({ ledger_token: nested }),
+        "PG_SDK_EMBEDDED_TOKEN_INVALID",
+        embeddingClient(undefined, { ...testIssuer, requireAccessTokenTyp: true }),
+      );
+      expect(error.reason).toContain("typ");
+      // Without the option the SDK passes it on; the ledger, which trusts the demo AS only, answers 401 itself.
+      const identity = await outerVerifier.verify(await outerToken({ ledger_token: nested }));
+      const response = await embeddingClient(undefined, testIssuer).embed(identity, "ledger", {
+        path: "/ledger/inv-1001",
+      });
+      expect(response.statusCode).toBe(401);
+      await response.body.dump();
+      expect(lastAudit()).toMatchObject({
+        pattern: "embed",
+        outcome: "ok",
+        status: 401,
+        sentTokenFingerprint: fingerprintToken(nested),
+      });
     });
 
     it("about another subject", async () => {

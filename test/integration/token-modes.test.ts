@@ -472,6 +472,31 @@ describe("single-flight", () => {
 // ---- exchange -------------------------------------------------------------------------------------------------
 
 describe("exchange mode", () => {
+  it("refuses a token for another audience before exchanging; routes without the list never share that refusal", async () => {
+    const as = await startAs();
+    const h = await harness(as);
+    const token = await getToken(as, "read_invoice");
+    const billing = await getToken(as, "read_invoice", "urn:phantomgate:billing");
+    const open = routeFor("exchange");
+    const closed = routeFor("exchange", { acceptedAudiences: ["urn:phantomgate:billing"] });
+    for (const mode of ["exchange", "mint"] as const) {
+      const closedRoute =
+        mode === "exchange" ? closed : routeFor("mint", { acceptedAudiences: ["urn:phantomgate:billing"] });
+      const openRoute = mode === "exchange" ? open : routeFor("mint");
+      // Concurrently: a load of the closed route must not answer the open route's request, nor the reverse.
+      const [refused, passed] = await Promise.allSettled([
+        h.authenticator.authenticate(token, closedRoute),
+        h.authenticator.authenticate(token, openRoute),
+      ]);
+      expect(refused, mode).toMatchObject({ status: "rejected", reason: { code: "PG_ERR_TOKEN_AUDIENCE" } });
+      expect(passed, mode).toMatchObject({ status: "fulfilled" });
+    }
+    // One exchange: the open route's. The closed route refused from the introspection alone.
+    expect(as.stats.exchanges).toBe(1);
+    await expect(h.authenticator.authenticate(billing, closed)).resolves.toMatchObject({ cacheHit: false });
+    expect(as.stats.exchanges).toBe(2);
+  });
+
   it("never asks for an exchange without scope, which would widen to all of the subject's scopes", async () => {
     const h = await harness(await startAs());
     const token = await getToken(h.as, "read_invoice high_video_stream");

@@ -37,25 +37,5 @@ export function authorizeScopes(required: RequiredScopes, granted: readonly stri
   }
 }
 
-/** How many of a token's audiences a refusal names in its (audit-only) reason. */
-const LISTED_AUDIENCES_MAX = 4;
-
-/**
- * Throws `PG_ERR_TOKEN_AUDIENCE` unless the token's audience (`aud` from its facts) names one of the route's
- * `accepted` audiences. No list accepts every audience; a token without `aud` is refused by any list.
- */
-export function authorizeAudience(
-  accepted: readonly string[] | undefined,
-  audience: readonly string[] | undefined,
-): void {
-  if (accepted === undefined) return;
-  if (audience !== undefined) {
-    for (const name of audience) if (accepted.includes(name)) return;
-  }
-  const named =
-    audience === undefined || audience.length === 0
-      ? "the token has no audience"
-      : `token audience ${audience.slice(0, LISTED_AUDIENCES_MAX).join(" ")}` +
-        (audience.length > LISTED_AUDIENCES_MAX ? ` (+${audience.length - LISTED_AUDIENCES_MAX} more)` : "");
-  throw new GatewayError("PG_ERR_TOKEN_AUDIENCE", `${named}; accepted: ${accepted.join(" ")}`);
-}
+// The audience check lives with the token layer, which also runs it before exchanging or minting.
+export { authorizeAudience } from "../../tokens/audience.ts";
