@@ -5,6 +5,7 @@
 #
 #   scripts/k8s-tools.sh ensure      build whatever is missing (idempotent; safe to run concurrently)
 #   scripts/k8s-tools.sh print-env   print KEY=path lines (KUBE_APISERVER, KUBECTL, ETCD, HELM, versions)
+#   scripts/k8s-tools.sh go          print the Go toolchain the builds use (fetching it first if needed)
 #   scripts/k8s-tools.sh tidy        maintainers: rewrite test/k8s/{tools,etcd}/go.mod from the versions
 #                                    below and refresh go.sum (run after changing a version)
 #
@@ -12,7 +13,10 @@
 # ../shared/KUBERNETES-NOTES.md for the wrapper-module trick. kubectl is built too because Debian's
 # kubernetes-client is 1.20 (no `kubectl create token`) and kubectl supports only ±1 minor of skew.
 #
-# Knobs: PHANTOMGATE_CACHE (cache root), K8S_TOOLS_GO (go binary), K8S_TOOLS_JOBS (go build -p, default 2).
+# Go: K8S_TOOLS_GO, else go on PATH or /usr/local/go/bin/go when >= 1.26, else Go fetched from the module proxy
+# into the cache (scripts/fetch-go.ts).
+# Knobs: PHANTOMGATE_CACHE (cache root), K8S_TOOLS_GO (go binary, or `fetch` for the pinned one from the module
+# proxy), K8S_TOOLS_JOBS (go build -p, default 2).
 set -euo pipefail
 
 # ---- the one place where versions are pinned -------------------------------------------------------
@@ -51,23 +55,49 @@ die() {
 }
 
 usage() { # exit-code
-  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
   exit "$1"
 }
 
-find_go() {
-  local go=${K8S_TOOLS_GO:-}
-  if [[ -z $go ]]; then
-    go=$(command -v go || true)
-    [[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
-  fi
-  [[ -n $go && -x $go ]] || die "no Go toolchain found (looked for \$K8S_TOOLS_GO, go on PATH, /usr/local/go/bin/go); Go >= 1.26 is needed"
+# Whether $1 is a Go toolchain of at least 1.26 (etcd 3.6.16's go.mod says go 1.26.0; with GOTOOLCHAIN=local an
+# older Go cannot build it).
+go_is_recent() {
   local v
-  v=$("$go" env GOVERSION) || die "'$go env GOVERSION' failed"
-  # etcd 3.6.16's go.mod says go 1.26.0; with GOTOOLCHAIN=local an older Go cannot build it.
-  if [[ ! $v =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < 26)); then
-    die "$go is $v; Go >= 1.26 is needed (etcd $ETCD_VERSION requires it)"
+  v=$(GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null) || return 1
+  [[ $v =~ ^go1\.([0-9]+) ]] && ((BASH_REMATCH[1] >= 26))
+}
+
+# Sets GO: $K8S_TOOLS_GO when given (it must do), else go on PATH or /usr/local/go/bin/go when recent enough,
+# else a toolchain fetched from the Go module proxy into the cache (scripts/fetch-go.ts, checksum pinned there).
+find_go() {
+  local go=${K8S_TOOLS_GO:-} candidate
+  if [[ $go == fetch ]]; then
+    fetch_go
+    return
   fi
+  if [[ -n $go ]]; then
+    [[ -x $go ]] || die "K8S_TOOLS_GO=$go is not an executable"
+    go_is_recent "$go" || die "K8S_TOOLS_GO=$go is not Go >= 1.26 (etcd $ETCD_VERSION requires it)"
+    GO=$go
+    return
+  fi
+  for candidate in "$(command -v go || true)" /usr/local/go/bin/go; do
+    if [[ -n $candidate && -x $candidate ]] && go_is_recent "$candidate"; then
+      GO=$candidate
+      return
+    fi
+  done
+  log "no Go >= 1.26 (looked for go on PATH and /usr/local/go/bin/go); fetching one from the Go module proxy"
+  fetch_go
+}
+
+# Sets GO to the toolchain pinned in scripts/fetch-go.ts, downloaded into the cache on first use.
+fetch_go() {
+  local go
+  command -v node >/dev/null || die "no node to fetch Go with; install Go >= 1.26 or set K8S_TOOLS_GO"
+  go=$(node "$ROOT/scripts/fetch-go.ts" "$CACHE/go-toolchain") ||
+    die "could not fetch a Go toolchain (error above); install Go >= 1.26 or set K8S_TOOLS_GO"
+  go_is_recent "$go" || die "the fetched toolchain $go does not run as Go >= 1.26"
   GO=$go
 }
 
@@ -247,6 +277,10 @@ case ${1:-ensure} in
   ensure) cmd_ensure ;;
   print-env) cmd_print_env ;;
   tidy) cmd_tidy ;;
+  go)
+    find_go
+    printf '%s\n' "$GO"
+    ;;
   -h | --help | help) usage 0 ;;
   *)
     printf 'k8s-tools: unknown command %q\n' "$1" >&2
