@@ -231,7 +231,10 @@ export function loadGatewayConfig(
   return Object.freeze(result.data);
 }
 
-/** The flags table for `phantomgate gateway --help` and the README. */
+/**
+ * The flags table for `phantomgate gateway --help`. The README's table is written by hand;
+ * test/unit/gateway-config-doc.test.ts keeps it in step with these specs.
+ */
 export function describeGatewayOptions(): string {
   return gatewayOptionSpecs
     .map(
