@@ -10,12 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
+import { request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   startControlPlaneSource,
   type ControlPlaneSource,
 } from "../../src/gateway/sources/control-plane-source.ts";
 import { loadLastKnownGood } from "../../src/gateway/state/last-known-good.ts";
+import { STREAM_PATH } from "../../src/operator/distribute/protocol.ts";
 import {
   createDistributor,
   startDistributionServer,
@@ -65,6 +67,8 @@ async function startSource(
     stallTimeoutMs?: number;
     caFile?: string;
     name?: string;
+    ackRefreshMs?: number;
+    random?: () => number;
   } = {},
 ): Promise<{ source: ControlPlaneSource; seen: Recorder; stateDir: string }> {
   const seen: Recorder = { applied: [], revoked: [] };
@@ -79,6 +83,8 @@ async function startSource(
       backoff: { baseMs: 20, capMs: 50 },
       ...(options.stallTimeoutMs === undefined ? {} : { stallTimeoutMs: options.stallTimeoutMs }),
       ...(options.caFile === undefined ? {} : { caFile: options.caFile }),
+      ...(options.ackRefreshMs === undefined ? {} : { ackRefreshMs: options.ackRefreshMs }),
+      ...(options.random === undefined ? {} : { random: options.random }),
     },
     {
       apply(snapshot) {
@@ -176,6 +182,81 @@ async function startBareServer(
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
 }
 
+/**
+ * Two operator replicas behind one Service, as the chart runs them: a front server passes the stream to A and
+ * every ACK to B, answering the first `refusals` ACKs itself with 503 (B's TokenReview failing, say).
+ */
+async function twoReplicas(refusals: number): Promise<{
+  a: Awaited<ReturnType<typeof startRealServer>>;
+  b: Awaited<ReturnType<typeof startRealServer>>;
+  acks: { status: number; revision: string }[];
+  url: string;
+}> {
+  const a = await startRealServer();
+  const b = await startRealServer();
+  a.distributor.publish(snapshotA);
+  b.distributor.publish(snapshotA);
+  const acks: { status: number; revision: string }[] = [];
+  const front = createServer((req, res) => {
+    if (req.url?.startsWith(STREAM_PATH) === true) {
+      // The stream is a POST whose body carries the gateway's heartbeats: passed through both ways.
+      const headers = Object.fromEntries(
+        Object.entries(req.headers).filter(
+          ([name]) => !["connection", "transfer-encoding", "keep-alive", "host"].includes(name),
+        ),
+      ) as Record<string, string>;
+      const method = req.method === "POST" ? "POST" : "GET";
+      void request(`${a.url}${req.url}`, {
+        method,
+        headers,
+        ...(method === "POST" ? { body: req } : {}),
+        bodyTimeout: 0,
+      }).then(
+        (upstream) => {
+          res.writeHead(upstream.statusCode, upstream.headers as Record<string, string>);
+          upstream.body.pipe(res);
+          res.on("close", () => upstream.body.destroy());
+        },
+        () => res.destroy(),
+      );
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      const revision = String((JSON.parse(body.toString()) as { revision?: unknown }).revision);
+      if (acks.length < refusals) {
+        acks.push({ status: 503, revision });
+        res.writeHead(503).end();
+        return;
+      }
+      const headers = {
+        authorization: req.headers.authorization ?? "",
+        "content-type": req.headers["content-type"] ?? "",
+      };
+      void request(`${b.url}${req.url ?? ""}`, { method: "POST", headers, body }).then(
+        async (answer) => {
+          await answer.body.dump();
+          acks.push({ status: answer.statusCode, revision });
+          res.writeHead(answer.statusCode).end();
+        },
+        () => res.destroy(),
+      );
+    });
+  });
+  await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        front.closeAllConnections();
+        front.close(() => resolve());
+      }),
+  );
+  const url = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
+  return { a, b, acks, url };
+}
+
 describe("control-plane source against the distribution server", () => {
   it("applies a snapshot, persists it as last-known-good and ACKs it", async () => {
     const { url, distributor } = await startRealServer();
@@ -194,6 +275,28 @@ describe("control-plane source against the distribution server", () => {
     expect(source.status().summary).toMatch(
       /^connected to http:\/\/127\.0\.0\.1:\d+ since .*; serving revision [0-9a-f]{16} since/,
     );
+  });
+
+  it("an ACK that reaches another replica is retried until that replica takes it", async () => {
+    const { a, b, acks, url } = await twoReplicas(6);
+    const { seen } = await startSource(url, { ackRefreshMs: 600_000, random: () => 0 });
+    // A holds the stream and sent the snapshot; the ACK can only be counted through B (the leader merges both).
+    await eventually(() => seen.applied.length === 1, 5_000, "snapshot applied");
+    expect(a.distributor.fleet().connected).toBe(1);
+    await eventually(
+      () => b.distributor.fleet().gateways.some((g) => g.name === "gw-test" && g.status === "ACK"),
+      5_000,
+      "B holds the ACK after six refusals",
+    );
+    expect(acks.map((ack) => ack.status)).toEqual([503, 503, 503, 503, 503, 503, 204]);
+  });
+
+  it("a connected gateway sends its latest ACK again, so a replica without its stream keeps it", async () => {
+    const { b, acks, url } = await twoReplicas(0);
+    await startSource(url, { ackRefreshMs: 300 });
+    await eventually(() => acks.length >= 3, 5_000, "the ACK sent twice more");
+    expect(acks.every((ack) => ack.status === 204 && ack.revision === snapshotA.revision)).toBe(true);
+    expect(b.distributor.fleet().gateways.find((g) => g.name === "gw-test")?.status).toBe("ACK");
   });
 
   it("NACKs an invalid snapshot with the reason, keeps serving, and recovers with the next good one", async () => {

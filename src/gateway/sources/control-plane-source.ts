@@ -6,7 +6,7 @@
 // this gateway's heartbeats, so the operator can tell a frozen or vanished gateway from a live one.
 import { readFile } from "node:fs/promises";
 import { PassThrough } from "node:stream";
-import type { Logger } from "pino";
+import type { LogFn, Logger } from "pino";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { Agent, request } from "undici";
 import {
@@ -66,6 +66,11 @@ export interface ControlPlaneSourceOptions {
   readonly stallTimeoutMs?: number;
   /** Bound on one snapshot line. Default 256 MiB. */
   readonly maxSnapshotBytes?: number;
+  /**
+   * While connected, the latest ACK or NACK is sent again this often. Default 2 min (the operator forgets an
+   * ACK-only record after 10 min; see `postAck`).
+   */
+  readonly ackRefreshMs?: number;
 }
 
 export interface ControlPlaneHandlers {
@@ -142,6 +147,9 @@ function describeError(error: unknown): string {
   }
   return String(error);
 }
+
+/** How often a connected gateway sends its latest ACK or NACK again (see postAck). */
+const ACK_REFRESH_MS = 120_000;
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -244,10 +252,18 @@ export async function startControlPlaneSource(
   };
 
   // ---- ACKs -----------------------------------------------------------------------------------------------
+  // An ACK is a request of its own, so behind the operator's Service it can reach another replica than the one
+  // holding this gateway's stream. That replica keeps it in a record without a stream and forgets it after a
+  // while, and only the replica holding the stream learns of a reconnect. So an ACK is retried until it is
+  // taken or a newer one replaces it, and the latest one is sent again every ackRefreshMs while connected.
+  let lastAck: AckBody | undefined;
+  // A function for the same reason as `stopped`: a newer ACK can be queued while this one waits.
+  const superseded = (): boolean => queuedAck !== undefined;
   async function postAck(ack: AckBody): Promise<void> {
-    for (let attempt = 0; attempt < 4 && !stopped(); attempt++) {
+    for (let attempt = 0; !stopped() && !superseded(); attempt++) {
       if (attempt > 0)
-        await sleep(backoffDelayMs(attempt, { baseMs: 250, capMs: 2_000 }, random) + 50, stopping.signal);
+        await sleep(backoffDelayMs(attempt, { baseMs: 250, capMs: 10_000 }, random) + 50, stopping.signal);
+      if (stopped() || superseded()) return;
       try {
         const response = await request(`${base}${ACKS_PATH}`, {
           method: "POST",
@@ -260,25 +276,35 @@ export async function startControlPlaneSource(
         });
         await response.body.dump();
         if (response.statusCode === 204) return;
-        log.warn(
-          { status: response.statusCode, revision: ack.revision },
+        ackLog(attempt)(
+          { status: response.statusCode, revision: ack.revision, attempt },
           `${ack.status} refused by the control plane`,
         );
         // A 4xx will not change on retry, except 401 (token rotated between read and use).
         if (response.statusCode >= 400 && response.statusCode < 500 && response.statusCode !== 401) return;
       } catch (error) {
         if (stopped()) return;
-        log.warn({ reason: describeError(error), revision: ack.revision }, `${ack.status} could not be sent`);
+        ackLog(attempt)(
+          { reason: describeError(error), revision: ack.revision, attempt },
+          `${ack.status} could not be sent`,
+        );
       }
     }
-    // Not fatal: the next connect reports the revision served, which the operator counts as programmed.
+    // Replaced by a newer ACK, or the source stopped.
   }
+  // The first failure and every tenth are warnings; the retries between them are debug lines.
+  const ackLog = (attempt: number): LogFn => (attempt % 10 === 0 ? log.warn.bind(log) : log.debug.bind(log));
 
   // ACKs go out one at a time and never hold up the next snapshot; an ACK still waiting when a newer one is
   // queued is dropped, since the operator keeps only the latest report per gateway anyway.
   let queuedAck: AckBody | undefined;
   let acking = false;
+  const refreshAcks = setInterval(() => {
+    if (state === "connected" && lastAck !== undefined && !acking) queueAck(lastAck);
+  }, options.ackRefreshMs ?? ACK_REFRESH_MS);
+  refreshAcks.unref();
   function queueAck(ack: AckBody): void {
+    lastAck = ack;
     queuedAck = ack;
     if (acking) return;
     acking = true;
@@ -541,6 +567,7 @@ export async function startControlPlaneSource(
     },
     problems: () => problems,
     close() {
+      clearInterval(refreshAcks);
       stopping.abort();
       void loop.finally(() => dispatcher.close().catch(() => undefined));
     },
