@@ -155,6 +155,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
         apply: (snapshot) => applyUpdate({ snapshot, problems: [], fileFailures: 0, rejectedObjects: 0 }),
         revoke: (fingerprints) =>
           fingerprints.reduce((dropped, f) => dropped + caches.evictFingerprint(f), 0),
+        forgetTokens: () => caches.clear(),
       },
       logger,
     );

@@ -17,7 +17,8 @@ import {
   type ControlPlaneSource,
 } from "../../src/gateway/sources/control-plane-source.ts";
 import { loadLastKnownGood } from "../../src/gateway/state/last-known-good.ts";
-import { STREAM_PATH } from "../../src/operator/distribute/protocol.ts";
+import { REVOCATION_REPLAY_MS, STREAM_PATH } from "../../src/operator/distribute/protocol.ts";
+import { createManualClock, type Clock } from "../../src/tokens/clock.ts";
 import {
   createDistributor,
   startDistributionServer,
@@ -56,6 +57,8 @@ function stateDir(): string {
 interface Recorder {
   applied: Snapshot[];
   revoked: string[][];
+  /** Calls of forgetTokens. */
+  forgotten: number;
 }
 
 async function startSource(
@@ -69,9 +72,10 @@ async function startSource(
     name?: string;
     ackRefreshMs?: number;
     random?: () => number;
+    clock?: Clock;
   } = {},
 ): Promise<{ source: ControlPlaneSource; seen: Recorder; stateDir: string }> {
-  const seen: Recorder = { applied: [], revoked: [] };
+  const seen: Recorder = { applied: [], revoked: [], forgotten: 0 };
   const dir = options.stateDir ?? stateDir();
   const source = await startControlPlaneSource(
     {
@@ -85,6 +89,7 @@ async function startSource(
       ...(options.caFile === undefined ? {} : { caFile: options.caFile }),
       ...(options.ackRefreshMs === undefined ? {} : { ackRefreshMs: options.ackRefreshMs }),
       ...(options.random === undefined ? {} : { random: options.random }),
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
     },
     {
       apply(snapshot) {
@@ -94,6 +99,9 @@ async function startSource(
       revoke(fingerprints) {
         seen.revoked.push([...fingerprints]);
         return fingerprints.length;
+      },
+      forgetTokens() {
+        seen.forgotten += 1;
       },
     },
     logger,
@@ -449,6 +457,38 @@ describe("control-plane source against misbehaving servers", () => {
     await new Promise((r) => setTimeout(r, 1_200));
     expect(connections).toBe(1);
     expect(source.status().state).toBe("connected");
+  });
+
+  it("drops its cached token facts on a reconnect after longer than the operator replays revocations", async () => {
+    const clock = createManualClock(Date.now());
+    let down = false;
+    let stream: ServerResponse | undefined;
+    const { url } = await startBareServer((_req, res) => {
+      if (down) {
+        res.writeHead(503).end();
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      const timer = setInterval(() => res.write('{"type":"ping"}\n'), 50);
+      res.on("close", () => clearInterval(timer));
+      stream = res;
+    });
+    const { source, seen } = await startSource(url, { clock });
+    const outage = async (minutes: number): Promise<void> => {
+      await eventually(() => source.status().state === "connected", 5_000, "connected");
+      down = true;
+      stream?.destroy();
+      await eventually(() => source.status().state !== "connected", 5_000, "stream lost");
+      clock.advance(minutes * 60_000);
+      down = false;
+      await eventually(() => source.status().state === "connected", 5_000, "reconnected");
+    };
+    await outage(5);
+    expect(seen.forgotten).toBe(0);
+    await outage(REVOCATION_REPLAY_MS / 60_000);
+    expect(seen.forgotten).toBe(1);
+    await outage(1);
+    expect(seen.forgotten).toBe(1);
   });
 
   it("reads the token file again on every connect (the kubelet rotates it)", async () => {

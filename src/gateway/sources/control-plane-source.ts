@@ -14,6 +14,7 @@ import {
   HEARTBEAT_HEADER,
   HEARTBEAT_LINE,
   NDJSON_CONTENT_TYPE,
+  REVOCATION_REPLAY_MS,
   STALL_TIMEOUT_MS,
   STREAM_PATH,
   createLineSplitter,
@@ -78,6 +79,11 @@ export interface ControlPlaneHandlers {
   apply(snapshot: Snapshot): void;
   /** Evicts token fingerprints from the cache; returns the entries dropped. */
   revoke(fingerprints: readonly string[]): number;
+  /**
+   * Drops every cached token fact: called on a reconnect after a disconnection longer than the operator replays
+   * revocations for (REVOCATION_REPLAY_MS), when some may have been missed.
+   */
+  forgetTokens(): void;
 }
 
 export type ConnectionState = "connecting" | "connected" | "disconnected";
@@ -110,6 +116,7 @@ interface Metrics {
   readonly connects: Counter<"result">;
   readonly snapshots: Counter<"result">;
   readonly revocations: Counter;
+  readonly tokenCacheResets: Counter;
 }
 
 function createMetrics(registry: Registry): Metrics {
@@ -137,6 +144,11 @@ function createMetrics(registry: Registry): Metrics {
       help: "Token fingerprints received for eviction.",
       registers,
     }),
+    tokenCacheResets: new Counter({
+      name: "phantomgate_control_plane_token_cache_resets_total",
+      help: "Token caches dropped on a reconnect after a disconnection longer than revocations are replayed.",
+      registers,
+    }),
   };
 }
 
@@ -147,6 +159,9 @@ function describeError(error: unknown): string {
   }
   return String(error);
 }
+
+/** Reconnecting within this much of the replay window's end counts as too late (stall detection, timers). */
+const REPLAY_MARGIN_MS = 60_000;
 
 /** How often a connected gateway sends its latest ACK or NACK again (see postAck). */
 const ACK_REFRESH_MS = 120_000;
@@ -224,8 +239,25 @@ export async function startControlPlaneSource(
   let lastError: string | undefined;
   let problems: readonly ConfigProblem[] = [];
 
+  // When the stream was last lost: revocations sent since then are replayed on the next stream only for
+  // REVOCATION_REPLAY_MS, so a longer gap means the token cache cannot be trusted to hold none of them.
+  let lostAtMs: number | undefined;
   const setState = (next: ConnectionState): void => {
     if (next === state) return;
+    const nowMs = clock.now();
+    if (state === "connected") lostAtMs = nowMs;
+    if (
+      next === "connected" &&
+      lostAtMs !== undefined &&
+      nowMs - lostAtMs > REVOCATION_REPLAY_MS - REPLAY_MARGIN_MS
+    ) {
+      handlers.forgetTokens();
+      metrics?.tokenCacheResets.inc();
+      log.warn(
+        { disconnectedSeconds: Math.round((nowMs - lostAtMs) / 1000) },
+        "reconnected after longer than the operator replays revocations: cached token facts dropped",
+      );
+    }
     state = next;
     stateSinceMs = clock.now();
     metrics?.connected.set(next === "connected" ? 1 : 0);

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { Counter, Histogram } from "prom-client";
 import type { Snapshot } from "../../snapshot/snapshot.ts";
 import { systemClock, type Clock } from "../../tokens/clock.ts";
-import { encodeStreamMessage, type AckBody } from "./protocol.ts";
+import { encodeStreamMessage, REVOCATION_REPLAY_MS, type AckBody } from "./protocol.ts";
 
 export interface GatewayState {
   readonly name: string;
@@ -152,7 +152,7 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
   const clock = options.clock ?? systemClock;
   const logger = options.logger;
   const forgetAfterMs = options.forgetAfterMs ?? 10 * 60_000;
-  const retentionMs = options.revocationRetentionMs ?? 15 * 60_000;
+  const retentionMs = options.revocationRetentionMs ?? REVOCATION_REPLAY_MS;
   const maxRetained = options.maxRetainedRevocations ?? 100_000;
   const maxBufferedBytes = options.maxBufferedBytes ?? 256 * 1024 * 1024;
   const gateways = new Map<string, GatewayRecord>();

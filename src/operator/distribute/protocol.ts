@@ -16,6 +16,11 @@ export const NDJSON_CONTENT_TYPE = "application/x-ndjson";
 export const PING_INTERVAL_MS = 10_000;
 /** A gateway that has received nothing for this long treats the stream as stalled and reconnects. */
 export const STALL_TIMEOUT_MS = 30_000;
+/**
+ * How long the operator keeps revocations to replay them to every stream that opens. A gateway that was
+ * disconnected for longer may have missed some, so it drops its cached token facts when it reconnects.
+ */
+export const REVOCATION_REPLAY_MS = 15 * 60_000;
 
 /**
  * The other direction: a stream opened with `POST` carries a request body that is itself NDJSON, one

@@ -21,7 +21,7 @@ import { describeError, startListWatch, type KubeObject, type ListWatch } from "
 import { sleep, systemTimers, type TimerHandle, type Timers } from "../kube/timers.ts";
 import { microTime } from "../status/events.ts";
 import { distributorInternals, type Distributor, type DistributorInternals } from "./distributor.ts";
-import { fingerprintSchema } from "./protocol.ts";
+import { fingerprintSchema, REVOCATION_REPLAY_MS } from "./protocol.ts";
 
 /** Label on every relay Lease; its value is the election Lease's name (one operator install). */
 export const revocationRelayLabel = "phantomgate.dev/revocations";
@@ -265,7 +265,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   const { client, namespace, leaseName, identity, logger } = options;
   const clock = options.clock ?? systemClock;
   const timers = options.timers ?? systemTimers;
-  const retentionMs = options.retentionMs ?? 15 * 60_000;
+  const retentionMs = options.retentionMs ?? REVOCATION_REPLAY_MS;
   const capacity = options.capacity ?? defaultRelayCapacity;
   const cleanupIntervalMs = options.cleanupIntervalMs ?? 60_000;
   const internals: DistributorInternals = distributorInternals(options.distributor);
