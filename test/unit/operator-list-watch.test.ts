@@ -65,14 +65,17 @@ class ScriptedApi implements KubeClient {
   readonly listAnswers: ({ items: KubeObject[]; resourceVersion: string } | Error)[] = [];
   readonly listCalls: Readonly<Record<string, unknown>>[] = [];
   readonly streams: ScriptedStream[] = [];
-  request<T>(call: KubeRequest): Promise<T> {
+  /** While set, lists wait for it before they answer (a list still in progress). */
+  hold: Promise<void> | undefined;
+  async request<T>(call: KubeRequest): Promise<T> {
     this.listCalls.push(call.query ?? {});
+    if (this.hold !== undefined) await this.hold;
     const answer = this.listAnswers.shift() ?? new KubeApiError("PG_ERR_KUBE_NETWORK", "no scripted answer");
-    if (answer instanceof Error) return Promise.reject(answer);
-    return Promise.resolve({
+    if (answer instanceof Error) throw answer;
+    return {
       metadata: { resourceVersion: answer.resourceVersion },
       items: answer.items,
-    } as T);
+    } as T;
   }
   stream(call: KubeRequest): Promise<KubeStream> {
     const stream = new ScriptedStream(call.query ?? {});
@@ -119,8 +122,8 @@ type ListAnswer = ScriptedApi["listAnswers"][number];
 function startHarness(
   lists: ListAnswer[],
   options: { relistIntervalMs?: number; stallTimeoutMs?: number } = {},
+  api: ScriptedApi = new ScriptedApi(),
 ): Harness {
-  const api = new ScriptedApi();
   api.listAnswers.push(...lists);
   const timers = createManualTimers();
   const store = new Map<string, KubeObject>();
@@ -286,6 +289,26 @@ describe("list+watch loop", () => {
     await relisted;
     expect(done).toBe(true);
     expect(h.names()).toEqual(["new"]);
+  });
+
+  it("relist() during a list is answered by a second list before the watch starts", async () => {
+    const api = new ScriptedApi();
+    let release = (): void => undefined;
+    api.hold = new Promise<void>((resolve) => (release = resolve));
+    const h = startHarness([{ items: [], resourceVersion: "10" }], {}, api);
+    await settle();
+    expect(h.api.listCalls).toHaveLength(1);
+    let done = false;
+    const relisted = h.loop.relist().then(() => (done = true));
+    h.api.listAnswers.push({ items: [route("new", "11")], resourceVersion: "11" });
+    api.hold = undefined;
+    release();
+    await settle();
+    expect(done).toBe(true);
+    await relisted;
+    expect(h.api.listCalls).toHaveLength(2);
+    expect(h.names()).toEqual(["new"]);
+    expect(h.api.lastStream().query).toMatchObject({ resourceVersion: "11" });
   });
 
   it("a throwing handler does not stop the loop", async () => {

@@ -291,6 +291,9 @@ export function startListWatch(options: ListWatchOptions): ListWatch {
         if (listNeeded || listRequested || state.resourceVersion === "") {
           state.resourceVersion = await list();
           listNeeded = false;
+          // relist() called while that list ran had no watch to end: it gets a list of its own now, not when
+          // the next watch ends.
+          if (listRequested) continue;
         }
         reason = await watch(state);
       } catch (error) {
