@@ -20,19 +20,23 @@ const IDENTITY = "system:serviceaccount:pg:gateway";
 
 interface Sink {
   readonly lines: { type: string; snapshot?: Snapshot; fingerprints?: string[] }[];
+  /** What write() was handed, as handed. */
+  readonly raw: (string | Buffer)[];
   closed: boolean;
   buffered: number;
-  write(line: string): number;
+  write(line: string | Buffer): number;
   close(): void;
 }
 
 function sink(): Sink {
   const s: Sink = {
     lines: [],
+    raw: [],
     closed: false,
     buffered: 0,
     write(line) {
-      s.lines.push(JSON.parse(line) as Sink["lines"][number]);
+      s.raw.push(line);
+      s.lines.push(JSON.parse(line.toString()) as Sink["lines"][number]);
       return s.buffered;
     },
     close() {
@@ -239,6 +243,17 @@ describe("distributor", () => {
     expect(text).toContain("ack_count 2");
     expect(text).toContain("ack_sum 2.05");
     expect(text).toContain('ack_bucket{le="0.1"} 1');
+  });
+
+  it("encodes a snapshot once: every stream queues the same bytes, not a copy of its own", () => {
+    const { distributor, connect } = setup();
+    const streams = ["gw-a", "gw-b", "gw-c"].map((name) => connect(name).sink);
+    distributor.publish(snap(R1));
+    const [first, ...others] = streams.map((stream) => stream.raw.at(-1));
+    expect(Buffer.isBuffer(first)).toBe(true);
+    for (const other of others) expect(other).toBe(first);
+    // A gateway connecting later gets the same bytes too.
+    expect(connect("gw-d").sink.raw.at(-1)).toBe(first);
   });
 
   it("drops a stream that falls too far behind", () => {

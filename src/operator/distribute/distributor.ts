@@ -57,8 +57,11 @@ export interface DistributorOptions {
 
 /** One open stream, as the distribution server hands it over. */
 export interface StreamSink {
-  /** Queues a line; returns the bytes buffered and not yet sent. */
-  write(line: string): number;
+  /**
+   * Queues a line; returns the bytes buffered and not yet sent. A snapshot comes as one Buffer shared by every
+   * stream, so slow streams queue references to it rather than copies of their own.
+   */
+  write(line: string | Buffer): number;
   /** Ends the stream (a newer stream for the same gateway, or shutdown). */
   close(): void;
 }
@@ -135,7 +138,8 @@ interface GatewayRecord {
 
 interface Current {
   readonly revision: string;
-  readonly line: string;
+  /** The snapshot line, encoded once for every stream. */
+  readonly line: Buffer;
 }
 
 const internalsOf = new WeakMap<Distributor, DistributorInternals>();
@@ -173,7 +177,7 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
     }
   }
 
-  function send(record: GatewayRecord, line: string): boolean {
+  function send(record: GatewayRecord, line: string | Buffer): boolean {
     const stream = record.stream;
     if (stream === undefined) return false;
     const buffered = stream.sink.write(line);
@@ -243,7 +247,10 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
   const distributor: Distributor = {
     publish(snapshot) {
       if (current?.revision === snapshot.revision) return;
-      current = { revision: snapshot.revision, line: encodeStreamMessage({ type: "snapshot", snapshot }) };
+      current = {
+        revision: snapshot.revision,
+        line: Buffer.from(encodeStreamMessage({ type: "snapshot", snapshot })),
+      };
       let sent = 0;
       for (const record of gateways.values()) {
         record.sentAtMs = undefined;
