@@ -80,8 +80,14 @@ export function startStatusWriter(options: StatusWriterOptions): StatusWriter {
   const timers = options.timers ?? systemTimers;
   const concurrency = options.concurrency ?? 8;
   const ledger = new RevisionLedger();
-  /** Per object: what we last wrote, and the resourceVersion the store held then (its watch event is pending). */
-  const lastWritten = new Map<string, { json: string; basedOn: string | undefined }>();
+  /**
+   * Per object: what we last wrote, its Accepted condition, and the resourceVersion the store held then (its watch
+   * event is pending).
+   */
+  const lastWritten = new Map<
+    string,
+    { json: string; basedOn: string | undefined; accepted: ObjectStatus["conditions"][number] | undefined }
+  >();
   const retryBackoff = createBackoff({ initialMs: 1_000, maxMs: 60_000 });
   let retryTimer: TimerHandle | undefined;
   let closed = false;
@@ -158,14 +164,16 @@ export function startStatusWriter(options: StatusWriterOptions): StatusWriter {
       { object: `${kind} ${stored.namespace}/${stored.name}`, generation: result.generation },
       "status written",
     );
-    lastWritten.set(objectKey(kind, stored.namespace, stored.name), {
-      json: entry.desiredJson,
-      basedOn: stored.resourceVersion,
-    });
-    const before = readConditions(stored.status).find(
-      (condition) => condition.type === acceptedConditionType,
-    );
+    const key = objectKey(kind, stored.namespace, stored.name);
+    const previous = lastWritten.get(key);
     const after = desired.conditions.find((condition) => condition.type === acceptedConditionType);
+    lastWritten.set(key, { json: entry.desiredJson, basedOn: stored.resourceVersion, accepted: after });
+    // Compared with what the object says now: our previous write when the watch has not brought it back yet
+    // (the store still holds the version it was based on), else the stored status.
+    const before =
+      previous !== undefined && previous.basedOn === stored.resourceVersion
+        ? previous.accepted
+        : readConditions(stored.status).find((condition) => condition.type === acceptedConditionType);
     const changed =
       before === undefined ||
       before.status !== after?.status ||
