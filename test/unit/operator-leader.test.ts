@@ -21,10 +21,16 @@ interface Lease {
 class LeaseApi {
   lease: Lease | undefined;
   #version = 0;
-  clientFor(isPartitioned: () => boolean): KubeClient {
+  clientFor(isPartitioned: () => boolean, isHung: () => boolean = () => false): KubeClient {
     return {
       server: "https://leases",
       request: <T>(call: KubeRequest): Promise<T> => {
+        // A request that gets no answer at all (the client's own timeout aside).
+        if (isHung()) {
+          return new Promise<T>((_resolve, reject) =>
+            call.signal?.addEventListener("abort", () => reject(new Error("aborted"))),
+          );
+        }
         if (isPartitioned()) return Promise.reject(new KubeApiError("PG_ERR_KUBE_NETWORK", "ETIMEDOUT"));
         return Promise.resolve(this.#handle(call) as T);
       },
@@ -70,9 +76,10 @@ function elect(
   timers: ManualTimers,
   identity: string,
   partitioned: () => boolean = () => false,
+  hung: () => boolean = () => false,
 ): LeaderElector {
   const elector = startLeaderElection({
-    client: api.clientFor(partitioned),
+    client: api.clientFor(partitioned, hung),
     namespace: "pg",
     name: "phantomgate-operator",
     identity,
@@ -147,6 +154,29 @@ describe("lease election", () => {
     await run(timers, 10_000, [a, b]);
     expect(a.isLeader()).toBe(false);
     expect(a.holder()).toBe("b");
+  });
+
+  it("a leader whose renewal hangs stops leading at its renew deadline, before the other takes over", async () => {
+    const api = new LeaseApi();
+    const timers = createManualTimers();
+    let hung = false;
+    const a = elect(api, timers, "a", undefined, () => hung);
+    await settle();
+    const b = elect(api, timers, "b");
+    await run(timers, 5_000, [a, b]);
+    expect(a.isLeader()).toBe(true);
+    const cutAt = timers.now();
+    hung = true;
+    let aStoppedAt: number | undefined;
+    let bStartedAt: number | undefined;
+    await run(timers, 20_000, [a, b], () => {
+      if (!a.isLeader()) aStoppedAt ??= timers.now();
+      if (b.isLeader()) bStartedAt ??= timers.now();
+    });
+    if (aStoppedAt === undefined || bStartedAt === undefined) throw new Error("no handover");
+    // a's last renewal started at most 2 s before the cut; its deadline is two thirds of the lease duration.
+    expect(aStoppedAt - cutAt).toBeLessThanOrEqual(6_667 + 100);
+    expect(aStoppedAt).toBeLessThan(bStartedAt);
   });
 
   it("stop() hands the Lease back, so the other replica leads within one retry period", async () => {

@@ -8,7 +8,7 @@ import { systemClock, type Clock } from "../../tokens/clock.ts";
 import { leases, resourcePath } from "../kube/api-resources.ts";
 import { isKubeStatus, type KubeClient } from "../kube/kube-client.ts";
 import { describeError } from "../kube/list-watch.ts";
-import { sleep, systemTimers, type Timers } from "../kube/timers.ts";
+import { sleep, systemTimers, type TimerHandle, type Timers } from "../kube/timers.ts";
 import { microTime } from "../status/events.ts";
 
 export interface LeaderElectionOptions {
@@ -171,9 +171,27 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
     }
   };
 
+  // The renew deadline counts from when the last successful renewal was sent, and a timer enforces it: an
+  // attempt that hangs (each of its requests may take requestTimeoutMs) must not keep this replica leading past
+  // it, while another may take the Lease once the lease duration has passed since that renewal.
+  let deadlineTimer: TimerHandle | undefined;
+  const armDeadline = (): void => {
+    timers.clearTimeout(deadlineTimer);
+    deadlineTimer = timers.setTimeout(() => {
+      if (leading && clock.now() - lastRenewMs > renewDeadlineMs) {
+        log.warn(
+          { sinceRenewalMs: clock.now() - lastRenewMs },
+          "lease not renewed within the renew deadline",
+        );
+        setLeading(false);
+      }
+    }, renewDeadlineMs + 1);
+  };
+
   const run = async (): Promise<void> => {
     while (!stopped()) {
       let outcome: Attempt;
+      const startedMs = clock.now();
       try {
         outcome = await attempt();
       } catch (error) {
@@ -187,7 +205,8 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
       if (stopped()) break;
       const nowMs = clock.now();
       if (outcome === "leading") {
-        lastRenewMs = nowMs;
+        lastRenewMs = startedMs;
+        armDeadline();
         setLeading(true);
       } else if (leading && (outcome === "held-by-other" || nowMs - lastRenewMs > renewDeadlineMs)) {
         // Someone else holds it now, or we could not renew in time: stop acting before they start.
@@ -203,10 +222,11 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
   );
 
   return {
-    isLeader: () => leading,
+    isLeader: () => leading && clock.now() - lastRenewMs <= renewDeadlineMs,
     holder: () => (leading ? identity : observedHolder),
     async stop() {
       stopController.abort();
+      timers.clearTimeout(deadlineTimer);
       await done;
       if (!leading) return;
       setLeading(false);
