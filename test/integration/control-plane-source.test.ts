@@ -175,10 +175,16 @@ function selfSignedCertificate(): { cert: string; key: string; certFile: string 
 async function startBareServer(
   onStream: (req: IncomingMessage, res: ServerResponse) => void,
 ): Promise<{ url: string; server: Server }> {
-  const server = createServer((req, res) => {
-    if (req.url?.startsWith("/v1/stream") === true) onStream(req, res);
-    else res.writeHead(204).end();
-  });
+  return listenForTest(
+    createServer((req, res) => {
+      if (req.url?.startsWith("/v1/stream") === true) onStream(req, res);
+      else res.writeHead(204).end();
+    }),
+  );
+}
+
+/** Listens on a free port of 127.0.0.1 until the test ends. */
+async function listenForTest(server: Server): Promise<{ url: string; server: Server }> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   cleanups.push(
     () =>
@@ -253,15 +259,7 @@ async function twoReplicas(refusals: number): Promise<{
       );
     });
   });
-  await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        front.closeAllConnections();
-        front.close(() => resolve());
-      }),
-  );
-  const url = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
+  const { url } = await listenForTest(front);
   return { a, b, acks, url };
 }
 

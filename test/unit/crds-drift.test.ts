@@ -41,15 +41,11 @@ describe("crds/", () => {
         spec: { names: { kind: string }; versions: { schema: { openAPIV3Schema: SchemaNode } }[] };
       };
       const paths: string[] = [];
-      const walk = (node: SchemaNode, path: string): void => {
-        if ("default" in node) paths.push(path);
-        const properties = (node["properties"] ?? {}) as Record<string, SchemaNode>;
-        for (const [name, child] of Object.entries(properties))
-          walk(child, path === "" ? name : `${path}.${name}`);
-        const items = node["items"] as SchemaNode | undefined;
-        if (items !== undefined) walk(items, `${path}[]`);
-      };
-      for (const version of crd.spec.versions) walk(version.schema.openAPIV3Schema, "");
+      for (const version of crd.spec.versions) {
+        eachSchemaNode(version.schema.openAPIV3Schema, (node, path) => {
+          if ("default" in node) paths.push(path);
+        });
+      }
       defaulted[crd.spec.names.kind] = paths;
     }
     expect(defaulted).toEqual({
@@ -90,7 +86,7 @@ describe("crds/", () => {
     };
     for (const version of crd.spec.versions) {
       const schema = version.schema.openAPIV3Schema;
-      expect(structuralProblems(schema, "")).toEqual([]);
+      expect(structuralProblems(schema)).toEqual([]);
       expect((schema["properties"] as Record<string, SchemaNode>)["metadata"]).toEqual({ type: "object" });
     }
   });
@@ -155,8 +151,25 @@ function readOrUndefined(path: string): string | undefined {
   }
 }
 
+/** Calls `visit` on a schema node and every node below it through `properties` and `items`, with its path. */
+function eachSchemaNode(node: SchemaNode, visit: (node: SchemaNode, path: string) => void, path = ""): void {
+  visit(node, path);
+  for (const [name, child] of Object.entries(
+    (node["properties"] as Record<string, SchemaNode> | undefined) ?? {},
+  )) {
+    eachSchemaNode(child, visit, path === "" ? name : `${path}.${name}`);
+  }
+  if (node["items"] !== undefined) eachSchemaNode(node["items"] as SchemaNode, visit, `${path}[]`);
+}
+
 /** The structural-schema rules of apiextensions.k8s.io/v1 that a generator could break. */
-function structuralProblems(node: SchemaNode, path: string): string[] {
+function structuralProblems(root: SchemaNode): string[] {
+  const problems: string[] = [];
+  eachSchemaNode(root, (node, path) => problems.push(...nodeProblems(node, path)));
+  return problems;
+}
+
+function nodeProblems(node: SchemaNode, path: string): string[] {
   const problems: string[] = [];
   const at = path === "" ? "<root>" : path;
   for (const key of [
@@ -183,12 +196,5 @@ function structuralProblems(node: SchemaNode, path: string): string[] {
       }
     }
   }
-  for (const [name, child] of Object.entries(
-    (node["properties"] as Record<string, SchemaNode> | undefined) ?? {},
-  )) {
-    problems.push(...structuralProblems(child, path === "" ? name : `${path}.${name}`));
-  }
-  if (node["items"] !== undefined)
-    problems.push(...structuralProblems(node["items"] as SchemaNode, `${path}[]`));
   return problems;
 }

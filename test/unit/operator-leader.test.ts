@@ -127,17 +127,24 @@ describe("lease election", () => {
     });
   });
 
-  it("a partitioned leader steps down before the other takes over, which happens within the lease duration", async () => {
+  /**
+   * a leads, then `fault` cuts it off from the Lease API; returns when a stopped leading and b started, within 20 s
+   * of the cut (never both at once).
+   */
+  async function handover(fault: "partitioned" | "hung") {
     const api = new LeaseApi();
     const timers = createManualTimers();
-    let partitioned = false;
-    const a = elect(api, timers, "a", () => partitioned);
+    let cut = false;
+    const a =
+      fault === "partitioned"
+        ? elect(api, timers, "a", () => cut)
+        : elect(api, timers, "a", undefined, () => cut);
     await settle();
     const b = elect(api, timers, "b");
     await run(timers, 5_000, [a, b]);
     expect(a.isLeader()).toBe(true);
     const cutAt = timers.now();
-    partitioned = true;
+    cut = true;
     let aStoppedAt: number | undefined;
     let bStartedAt: number | undefined;
     await run(timers, 20_000, [a, b], () => {
@@ -146,37 +153,28 @@ describe("lease election", () => {
     });
     if (aStoppedAt === undefined || bStartedAt === undefined) throw new Error("no handover");
     expect(aStoppedAt).toBeLessThan(bStartedAt);
+    const heal = (): void => {
+      cut = false;
+    };
+    return { api, timers, a, b, cutAt, aStoppedAt, bStartedAt, heal };
+  }
+
+  it("a partitioned leader steps down before the other takes over, which happens within the lease duration", async () => {
+    const { api, timers, a, b, cutAt, bStartedAt, heal } = await handover("partitioned");
     // a renewed at most 2 s before the cut; b waits 10 s from the last change it saw, plus one retry (2.2 s).
     expect(bStartedAt - cutAt).toBeLessThanOrEqual(10_000 + 2_200 + 100);
     expect(api.lease?.spec).toMatchObject({ holderIdentity: "b", leaseTransitions: 1 });
     // Healed, a sees b holding it and stays a follower.
-    partitioned = false;
+    heal();
     await run(timers, 10_000, [a, b]);
     expect(a.isLeader()).toBe(false);
     expect(a.holder()).toBe("b");
   });
 
   it("a leader whose renewal hangs stops leading at its renew deadline, before the other takes over", async () => {
-    const api = new LeaseApi();
-    const timers = createManualTimers();
-    let hung = false;
-    const a = elect(api, timers, "a", undefined, () => hung);
-    await settle();
-    const b = elect(api, timers, "b");
-    await run(timers, 5_000, [a, b]);
-    expect(a.isLeader()).toBe(true);
-    const cutAt = timers.now();
-    hung = true;
-    let aStoppedAt: number | undefined;
-    let bStartedAt: number | undefined;
-    await run(timers, 20_000, [a, b], () => {
-      if (!a.isLeader()) aStoppedAt ??= timers.now();
-      if (b.isLeader()) bStartedAt ??= timers.now();
-    });
-    if (aStoppedAt === undefined || bStartedAt === undefined) throw new Error("no handover");
+    const { cutAt, aStoppedAt } = await handover("hung");
     // a's last renewal started at most 2 s before the cut; its deadline is two thirds of the lease duration.
     expect(aStoppedAt - cutAt).toBeLessThanOrEqual(6_667 + 100);
-    expect(aStoppedAt).toBeLessThan(bStartedAt);
   });
 
   it("stop() hands the Lease back, so the other replica leads within one retry period", async () => {

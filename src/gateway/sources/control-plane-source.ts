@@ -259,7 +259,7 @@ export async function startControlPlaneSource(
       );
     }
     state = next;
-    stateSinceMs = clock.now();
+    stateSinceMs = nowMs;
     metrics?.connected.set(next === "connected" ? 1 : 0);
   };
 
@@ -288,6 +288,10 @@ export async function startControlPlaneSource(
   // holding this gateway's stream. That replica keeps it in a record without a stream and forgets it after a
   // while, and only the replica holding the stream learns of a reconnect. So an ACK is retried until it is
   // taken or a newer one replaces it, and the latest one is sent again every ackRefreshMs while connected.
+  // ACKs go out one at a time and never hold up the next snapshot; an ACK still waiting when a newer one is
+  // queued is dropped, since the operator keeps only the latest report per gateway anyway.
+  let queuedAck: AckBody | undefined;
+  let acking = false;
   let lastAck: AckBody | undefined;
   // A function for the same reason as `stopped`: a newer ACK can be queued while this one waits.
   const superseded = (): boolean => queuedAck !== undefined;
@@ -327,10 +331,6 @@ export async function startControlPlaneSource(
   // The first failure and every tenth are warnings; the retries between them are debug lines.
   const ackLog = (attempt: number): LogFn => (attempt % 10 === 0 ? log.warn.bind(log) : log.debug.bind(log));
 
-  // ACKs go out one at a time and never hold up the next snapshot; an ACK still waiting when a newer one is
-  // queued is dropped, since the operator keeps only the latest report per gateway anyway.
-  let queuedAck: AckBody | undefined;
-  let acking = false;
   const refreshAcks = setInterval(() => {
     if (state === "connected" && lastAck !== undefined && !acking) queueAck(lastAck);
   }, options.ackRefreshMs ?? ACK_REFRESH_MS);
