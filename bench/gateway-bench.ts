@@ -60,7 +60,7 @@ const RUNTIME_FLAGS = [...commandLineFlags, runTimeFlag];
 
 // ---- options ------------------------------------------------------------------------------------------------
 
-const PARTS = ["main", "half", "single-flight", "rss", "profile", "alloc"] as const;
+const PARTS = ["main", "half", "single-flight", "rss", "profile", "alloc", "survivors"] as const;
 type Part = (typeof PARTS)[number];
 
 interface Options {
@@ -106,7 +106,8 @@ Flags (environment variable in brackets):
   --miss-tokens N       distinct tokens rotated in the cache-miss run [BENCH_MISS_TOKENS] default 512
   --parts LIST          of ${PARTS.join(",")}                          [BENCH_PARTS]
                         default main,half,single-flight,rss (profile: CPU profile of the gateway, cache hit;
-                        alloc: bytes allocated per cache-hit request, by function, gateway and dispatch proxy)
+                        alloc: bytes allocated per cache-hit request, by function, gateway and dispatch proxy;
+                        survivors: bytes per request that outlive the young generation at the fixed rate)
   --profile             same as adding "profile" to --parts           [BENCH_PROFILE=1]
                         (the profiled gateway writes its audit to a file; BENCH_PROFILE_AUDIT=off: none)
   --wait-quiet S        wait up to S seconds for 1-min load avg < 1   [BENCH_WAIT_QUIET]  default 0
@@ -590,6 +591,7 @@ interface Report {
   rss?: Record<string, unknown>[];
   profile?: unknown;
   alloc?: unknown;
+  survivors?: unknown;
   auditBytesPerRequest?: number;
   targets: { name: string; value: string; target: string; met: boolean | undefined }[];
 }
@@ -1020,6 +1022,68 @@ async function allocations(fixture: Fixture, options: Options, hitToken: string)
   );
 }
 
+/** The fixed rate of the survivors part when neither --half-rate nor a measured max gives one. */
+const SURVIVORS_DEFAULT_RATE = 8_000;
+
+/**
+ * Bytes per cache-hit request that outlive the young generation, at a fixed rate: V8's sampling heap profiler
+ * with the objects a minor (young-generation) collection freed left out, so what remains was promoted to the
+ * old generation (and is garbage there until an old-space collection, whose pause is the half-load p99's tail)
+ * or is still alive at the end.
+ */
+async function survivors(
+  fixture: Fixture,
+  options: Options,
+  hitToken: string,
+  rate: number,
+): Promise<unknown> {
+  return eachSubject(
+    fixture,
+    "survivors",
+    join(fixture.temp, "audit-survivors.log"),
+    () => ["--inspect=127.0.0.1:0"],
+    async (what, subject) => {
+      const session = await inspectorSession(await inspectorUrl(subject.process));
+      try {
+        const variant = await hitVariant(
+          subject,
+          `survivors-${what}`,
+          `${what} under the heap profiler`,
+          hitToken,
+        );
+        const job = {
+          mode: "rate" as const,
+          rate,
+          connections: options.halfConnections,
+          warmupMs: 0,
+        };
+        await measure(fixture.load, variant, { ...job, durationMs: options.warmupMs });
+        await session.post("HeapProfiler.enable");
+        await session.post("HeapProfiler.startSampling", {
+          samplingInterval: ALLOCATION_SAMPLING_BYTES,
+          includeObjectsCollectedByMajorGC: true,
+          includeObjectsCollectedByMinorGC: false,
+        });
+        const figures = await measure(fixture.load, variant, {
+          ...job,
+          durationMs: options.quick ? 3_000 : 20_000,
+        });
+        const { profile: sampled } = (await session.post("HeapProfiler.stopSampling")) as {
+          profile: SamplingHeapProfile;
+        };
+        const summary = summariseAllocations(sampled, figures.result.completedTotal, 25);
+        log(`survivors of ${what}: ${Math.round(summary.bytesPerRequest)} bytes per request`);
+        profileTexts.push(
+          `\nBytes that outlived the young generation, ${what} (cache hit, ${rate} req/s under the heap profiler):\n\n${formatAllocations(summary)}`,
+        );
+        return { rate, ...summary };
+      } finally {
+        session.close();
+      }
+    },
+  );
+}
+
 // ---- driver -------------------------------------------------------------------------------------------------
 
 async function waitQuiet(seconds: number): Promise<void> {
@@ -1308,6 +1372,12 @@ async function main(): Promise<void> {
     }
     if (options.parts.has("alloc")) {
       report.alloc = await allocations(fixture, options, hitToken);
+    }
+    if (options.parts.has("survivors")) {
+      const rate = Number.isFinite(options.halfRate)
+        ? options.halfRate
+        : (report.half?.rate ?? SURVIVORS_DEFAULT_RATE);
+      report.survivors = await survivors(fixture, options, hitToken, rate);
     }
     await tokens.close();
     report.loadEnd = loadAverage();
