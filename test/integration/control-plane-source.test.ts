@@ -19,6 +19,7 @@ import {
 import { loadLastKnownGood } from "../../src/gateway/state/last-known-good.ts";
 import { REVOCATION_REPLAY_MS, STREAM_PATH } from "../../src/operator/distribute/protocol.ts";
 import { createManualClock, type Clock } from "../../src/tokens/clock.ts";
+import { distributorInternals } from "../../src/operator/distribute/distributor.ts";
 import {
   createDistributor,
   startDistributionServer,
@@ -343,6 +344,37 @@ describe("control-plane source against the distribution server", () => {
     expect(distributor.revoke([fingerprintToken("a"), "not-a-fingerprint"])).toBe(1);
     await eventually(() => seen.revoked.length === 1, 5_000, "revocation received");
     expect(seen.revoked).toEqual([[fingerprintToken("a")]]);
+  });
+
+  it("drops its cached token facts when the operator says it missed revocations, counted in the reset metric", async () => {
+    const { url, distributor } = await startRealServer();
+    const registry = new Registry();
+    const seen: Recorder = { applied: [], revoked: [], forgotten: 0 };
+    const source = await startControlPlaneSource(
+      {
+        url,
+        tokenFile: tokenFile(GATEWAY_TOKEN),
+        gatewayName: "gw-forget",
+        stateDir: stateDir(),
+        registry,
+        backoff: { baseMs: 20, capMs: 50 },
+      },
+      {
+        apply: (snapshot) => void seen.applied.push(snapshot),
+        revoke: (fingerprints) => fingerprints.length,
+        forgetTokens: () => void (seen.forgotten += 1),
+      },
+      logger,
+    );
+    cleanups.push(() => source.close());
+    await eventually(() => distributor.fleet().connected === 1, 5_000, "connected");
+    expect(seen.forgotten).toBe(0);
+    expect(distributorInternals(distributor).revocationsMissed()).toBe(1);
+    await eventually(() => seen.forgotten === 1, 5_000, "token caches dropped");
+    const metrics = await registry.getSingleMetricAsString(
+      "phantomgate_control_plane_token_cache_resets_total",
+    );
+    expect(metrics).toMatch(/^phantomgate_control_plane_token_cache_resets_total 1$/m);
   });
 
   it("serves its last-known-good snapshot at once, and reports it with the connect so nothing is resent", async () => {

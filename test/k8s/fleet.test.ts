@@ -30,6 +30,7 @@ import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-se
 import { startEchoApi } from "../../src/demo/echo-api.ts";
 import { loadOperatorConfig } from "../../src/operator/config.ts";
 import { revocationRelayName } from "../../src/operator/distribute/revocation-relay.ts";
+import { microTime } from "../../src/operator/status/events.ts";
 import { permissionOptionsOf, renderRbacYaml } from "../../src/operator/permissions.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
 import {
@@ -943,6 +944,79 @@ describe("a fleet of two operator replicas and three gateways on a real API serv
         30_000,
         "op-d taking its earlier Lease over",
       );
+    },
+    testTimeoutMs,
+  );
+
+  it(
+    "a replica that sees another's relay Lease skip entries has its gateways drop their cached token facts",
+    async () => {
+      const live = (identity: string): OperatorProcess => {
+        const operator = operators.filter((o) => o.identity === identity).at(-1);
+        if (operator === undefined) throw new Error(`${identity} not started`);
+        return operator;
+      };
+      const replicas = [live("op-c"), live("op-d")];
+      await allAnswer("/echo-v3/hello", await newToken("read_invoice"), 200, "all three gateways serving");
+      // Cached everywhere, then revoked at the AS only: no replica hears of it, so the gateways keep serving it.
+      const token = await newToken("read_invoice");
+      expect(await statusesAt("/echo-v3/hello", token)).toEqual([200, 200, 200]);
+      await revokeAtAuthServer(token);
+      expect(await statusesAt("/echo-v3/hello", token)).toEqual([200, 200, 200]);
+
+      // A third replica's relay Lease, written here as that replica would: first a version both replicas read…
+      const name = revocationRelayName(leaseName, "op-gone");
+      const relayLease = (since: number, upTo: number, fingerprint: string): string => {
+        const annotation = JSON.stringify({
+          run: "0f1e2d3c4b5a6978",
+          since,
+          upTo,
+          batches: [{ at: Date.now(), fingerprints: [fingerprint] }],
+        });
+        return `apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: ${name}
+  namespace: ${systemNamespace}
+  labels: { "phantomgate.dev/revocations": ${leaseName} }
+  annotations:
+    phantomgate.dev/revocations: '${annotation}'
+spec:
+  holderIdentity: op-gone
+  leaseDurationSeconds: 900
+  renewTime: ${microTime(Date.now())}
+`;
+      };
+      const received = await Promise.all(
+        replicas.map((r) => metric(r, "phantomgate_operator_revocation_relay_received_total")),
+      );
+      const gaps = await Promise.all(
+        replicas.map((r) => metric(r, "phantomgate_operator_revocation_relay_gaps_total")),
+      );
+      await kubectlApply(relayLease(0, 1, fingerprintToken("relay-gap-1")));
+      await waitFor(
+        async () =>
+          (
+            await Promise.all(
+              replicas.map((r) => metric(r, "phantomgate_operator_revocation_relay_received_total")),
+            )
+          ).every((value, i) => value === (received[i] ?? 0) + 1),
+        30_000,
+        "both replicas reading the first version",
+      );
+      expect(await statusesAt("/echo-v3/hello", token)).toEqual([200, 200, 200]);
+      // …then one that no longer holds entries 2 to 5: their fingerprints cannot be known here.
+      await kubectlApply(relayLease(5, 6, fingerprintToken("relay-gap-6")));
+      await allAnswer("/echo-v3/hello", token, 401, "every gateway asking the AS again");
+      for (const [i, replica] of replicas.entries()) {
+        expect(await metric(replica, "phantomgate_operator_revocation_relay_gaps_total")).toBe(
+          (gaps[i] ?? 0) + 1,
+        );
+        expect(readFileSync(replica.logFile, "utf8")).toContain(
+          "revocations of another replica were missed; gateways told to drop their cached token facts",
+        );
+      }
+      await c().kubectl(["delete", "lease", name, "-n", systemNamespace]);
     },
     testTimeoutMs,
   );

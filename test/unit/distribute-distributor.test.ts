@@ -228,6 +228,54 @@ describe("distributor", () => {
     expect(recorded).toHaveLength(1);
   });
 
+  it("tells every gateway to drop its cached token facts when revocations were missed, and those connecting within the replay window too", () => {
+    const { connect, clock, distributor } = setup();
+    const internals = distributorInternals(distributor);
+    const a = connect("gw-a");
+    const gone = connect("gw-b");
+    gone.detach();
+    const t1 = fingerprintToken("t1");
+    internals.revokeRelayed([t1]);
+    expect(internals.revocationsMissed()).toBe(1);
+    expect(a.sink.lines).toEqual([{ type: "revoke", fingerprints: [t1] }, { type: "forget-tokens" }]);
+    expect(gone.sink.lines).toEqual([]);
+    // A gateway connecting later gets the replay and, since the replay is incomplete, the same instruction.
+    clock.advance(14 * 60_000);
+    expect(connect("gw-b").sink.lines).toEqual([
+      { type: "revoke", fingerprints: [t1] },
+      { type: "forget-tokens" },
+    ]);
+    // Once the window has passed, everything missed has expired too.
+    clock.advance(60_000);
+    expect(connect("gw-c").sink.lines).toEqual([]);
+  });
+
+  it("counts the replay as incomplete when more revocations came in than it retains", () => {
+    const clock = createManualClock();
+    const distributor = createDistributor({ clock, maxRetainedRevocations: 3 });
+    const internals = distributorInternals(distributor);
+    const connect = (name: string): Sink => {
+      const s = sink();
+      internals.attach(name, IDENTITY, undefined, s);
+      return s;
+    };
+    const fps = ["a", "b", "c"].map((t) => fingerprintToken(t));
+    distributor.revoke(fps);
+    expect(connect("gw-a").lines).toEqual([{ type: "revoke", fingerprints: fps }]);
+    // A fourth within the window pushes the first out of the replay: a later gateway cannot be told about it.
+    clock.advance(1_000);
+    const d = fingerprintToken("d");
+    distributor.revoke([d]);
+    expect(connect("gw-b").lines).toEqual([
+      { type: "revoke", fingerprints: [...fps.slice(1), d] },
+      { type: "forget-tokens" },
+    ]);
+    // Expiry alone is not a loss.
+    clock.advance(15 * 60_000);
+    distributor.revoke([fingerprintToken("e")]);
+    expect(connect("gw-c").lines).toEqual([{ type: "revoke", fingerprints: [fingerprintToken("e")] }]);
+  });
+
   it("times ACKs from the moment the revision was sent", async () => {
     const { distributor, connect, ack, clock, registry } = setup();
     connect("gw-a");

@@ -4,10 +4,13 @@
 import { describe, expect, it } from "vitest";
 import {
   createRevocationLog,
+  decodeRelayPosition,
   decodeRevocationBatches,
   encodeRevocationBatches,
   maxRelayCapacity,
+  missedEntries,
   revocationRelayName,
+  type RelayPosition,
   type RelayWrite,
 } from "../../src/operator/distribute/revocation-relay.ts";
 import { fingerprintToken } from "../../src/tokens/fingerprint.ts";
@@ -17,6 +20,21 @@ const fps = (from: number, to: number): string[] => Array.from({ length: to - fr
 const flat = (write: RelayWrite | undefined): string[] =>
   write?.batches.flatMap((batch) => batch.fingerprints) ?? [];
 const minute = 60_000;
+const RUN = "0123456789abcdef";
+const at = (write: RelayWrite | undefined, run = RUN): RelayPosition | undefined =>
+  write === undefined ? undefined : { run, since: write.since, upTo: write.upTo };
+
+/** A small deterministic generator (mulberry32), so a failing sequence can be replayed. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
 
 describe("revocation log", () => {
   it("writes new fingerprints grouped by time, then nothing until more arrive", () => {
@@ -103,7 +121,127 @@ describe("revocation log", () => {
   });
 });
 
+describe("relay positions: a reader learns that it missed entries", () => {
+  it("numbers the versions of a burst so that skipping one shows, and reading each in turn does not", () => {
+    const log = createRevocationLog({ retentionMs: 15 * minute, capacity: 4 });
+    log.add(fps(0, 10), 1_000);
+    const writes: RelayWrite[] = [];
+    for (let write = log.next(); write !== undefined; write = log.next()) {
+      writes.push(write);
+      log.written(write.upTo);
+    }
+    expect(writes.map((w) => [w.since, w.upTo])).toEqual([
+      [0, 4],
+      [4, 8],
+      [6, 10],
+    ]);
+    expect(missedEntries(at(writes[0]), at(writes[1]))).toBe(false);
+    expect(missedEntries(at(writes[1]), at(writes[2]))).toBe(false);
+    // A reader whose watch restarted during the burst sees the first version, then only the last.
+    expect(missedEntries(at(writes[0]), at(writes[2]))).toBe(true);
+  });
+
+  it("does not call a fingerprint revoked again, or one that expired after the reader saw it, a gap", () => {
+    const log = createRevocationLog({ retentionMs: 15 * minute, capacity: 3 });
+    log.add(fps(0, 3), 0);
+    const first = log.next();
+    log.written(first?.upTo ?? 0);
+    log.add([fp(0)], 1_000); // revoked again: moves to the end with a new number
+    const second = log.next();
+    log.written(second?.upTo ?? 0);
+    expect(missedEntries(at(first), at(second))).toBe(false);
+    log.add([fp(7)], 20 * minute);
+    log.prune(20 * minute); // the first three expire
+    const third = log.next();
+    expect(flat(third)).toEqual([fp(7)]);
+    expect(missedEntries(at(second), at(third))).toBe(false);
+    // A reader that last saw the first version missed fp(0)'s second revocation.
+    expect(missedEntries(at(first), at(third))).toBe(true);
+  });
+
+  it("shows entries lost while the API server was away (more than the log holds unwritten)", () => {
+    const log = createRevocationLog({ retentionMs: 15 * minute, capacity: 2, maxUnwritten: 2 });
+    log.add([fp(0)], 0);
+    const seen = log.next();
+    log.written(seen?.upTo ?? 0);
+    log.add(fps(1, 8), 1_000); // nothing can be written for a while; the oldest unwritten go
+    log.prune(1_000);
+    const next = log.next();
+    expect(flat(next)).not.toContain(fp(1));
+    expect(missedEntries(at(seen), at(next))).toBe(true);
+  });
+
+  it("judges a new run (the writer restarted) by whether its first versions went by unseen", () => {
+    const old = { run: RUN, since: 10, upTo: 40 };
+    expect(missedEntries(old, { run: "fedcba9876543210", since: 0, upTo: 3 })).toBe(false);
+    expect(missedEntries(old, { run: "fedcba9876543210", since: 2, upTo: 5 })).toBe(true);
+    // Nothing can be said of a Lease seen for the first time, or written without positions (an older writer).
+    expect(missedEntries(undefined, { run: RUN, since: 500, upTo: 600 })).toBe(false);
+    expect(missedEntries(old, undefined)).toBe(false);
+    expect(missedEntries(undefined, undefined)).toBe(false);
+  });
+
+  it("holds in random histories: when no gap is reported, the versions a reader saw hold every recent revocation", () => {
+    for (let seed = 1; seed <= 300; seed++) {
+      const random = seeded(seed);
+      const capacity = 1 + Math.floor(random() * 6);
+      const retentionMs = 15 * minute;
+      const log = createRevocationLog({ retentionMs, capacity, maxUnwritten: 1 + Math.floor(random() * 8) });
+      /** fingerprint → when it was last revoked, and its number in the writer's sequence */
+      const revoked = new Map<string, { when: number; seq: number }>();
+      const known = new Set<string>(); // what the reader's gateways have been told
+      let last: RelayPosition | undefined;
+      let now = 0;
+      for (let step = 0; step < 60; step++) {
+        now += Math.floor(random() * 4 * minute);
+        const added = Array.from({ length: Math.floor(random() * 5) }, () => fp(Math.floor(random() * 30)));
+        const lastSeq = log.add(added, now);
+        added.forEach((f, i) => revoked.set(f, { when: now, seq: lastSeq - (added.length - 1 - i) }));
+        log.prune(now);
+        const write = log.next();
+        if (write === undefined) continue;
+        if (random() < 0.2) continue; // the API server was away: not written this time
+        log.written(write.upTo);
+        if (random() < 0.4) continue; // the reader's watch missed this version
+        const position = at(write);
+        // The first version seen is where the reader starts: what went before it is outside any guarantee
+        // (a replica that starts later knows the newest `capacity` entries of each other replica).
+        const first = last === undefined;
+        const gap = missedEntries(last, position);
+        last = position;
+        for (const f of flat(write)) known.add(f);
+        for (const [f, { when, seq }] of revoked) {
+          if (when <= now - retentionMs || seq > write.upTo || known.has(f)) continue;
+          // A gap makes the gateways drop every cached token fact: whatever was revoked is refused again.
+          if (gap || first) known.add(f);
+          else throw new Error(`seed ${seed}: ${f.slice(0, 8)} (revoked at ${when}) silently missed`);
+        }
+      }
+    }
+  });
+});
+
 describe("relay annotation and names", () => {
+  it("round-trips a position and refuses a malformed one", () => {
+    const position = { run: RUN, since: 3, upTo: 9 };
+    const text = encodeRevocationBatches([{ at: 1, fingerprints: [fp(1)] }], position);
+    expect(decodeRelayPosition(text)).toEqual(position);
+    expect(decodeRevocationBatches(text)).toEqual([{ at: 1, fingerprints: [fp(1)] }]);
+    expect(decodeRelayPosition(encodeRevocationBatches([]))).toBeUndefined();
+    for (const junk of [
+      undefined,
+      "{",
+      "null",
+      JSON.stringify({ run: "NOT-HEX!", since: 0, upTo: 1 }),
+      JSON.stringify({ run: RUN, since: -1, upTo: 1 }),
+      JSON.stringify({ run: RUN, since: 5, upTo: 1 }),
+      JSON.stringify({ run: RUN, since: 1.5, upTo: 3 }),
+      JSON.stringify({ run: RUN, since: "0", upTo: 3 }),
+    ]) {
+      expect(decodeRelayPosition(junk)).toBeUndefined();
+    }
+  });
+
   it("round-trips batches and drops anything that is not a fingerprint", () => {
     const batches = [{ at: 1_000, fingerprints: [fp(1), fp(2)] }];
     expect(decodeRevocationBatches(encodeRevocationBatches(batches))).toEqual(batches);

@@ -81,7 +81,7 @@ export interface ControlPlaneHandlers {
   revoke(fingerprints: readonly string[]): number;
   /**
    * Drops every cached token fact: called on a reconnect after a disconnection longer than the operator replays
-   * revocations for (REVOCATION_REPLAY_MS), when some may have been missed.
+   * revocations for (REVOCATION_REPLAY_MS), and when the operator says it missed some (`forget-tokens`).
    */
   forgetTokens(): void;
 }
@@ -146,7 +146,7 @@ function createMetrics(registry: Registry): Metrics {
     }),
     tokenCacheResets: new Counter({
       name: "phantomgate_control_plane_token_cache_resets_total",
-      help: "Token caches dropped on a reconnect after a disconnection longer than revocations are replayed.",
+      help: "Token caches dropped: on a reconnect after a disconnection longer than revocations are replayed, or when the operator missed revocations.",
       registers,
     }),
   };
@@ -448,6 +448,11 @@ export async function startControlPlaneSource(
         log.info({ fingerprints: fingerprints.length, entriesDropped: dropped }, "revoked tokens evicted");
         return;
       }
+      case "forget-tokens":
+        handlers.forgetTokens();
+        metrics?.tokenCacheResets.inc();
+        log.warn("the operator missed some revocations: cached token facts dropped");
+        return;
     }
   }
 

@@ -116,6 +116,12 @@ export interface DistributorInternals {
   revokeRelayed(fingerprints: readonly string[]): number;
   /** Sets (or, with undefined, clears) where local revocations are recorded for the other replicas. */
   setRecorder(recorder: RevocationRecorder | undefined): void;
+  /**
+   * Some recent revocations never reached this replica (the relay found a gap): every connected gateway, and
+   * every gateway that connects within the replay window, is told to drop its cached token facts. Returns how
+   * many streams were told now.
+   */
+  revocationsMissed(): number;
 }
 
 interface Stream {
@@ -166,6 +172,13 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
   let current: Current | undefined;
   let metrics: DistributorMetrics | undefined;
   let recorder: RevocationRecorder | undefined;
+  /**
+   * When the replay set last became incomplete: revocations this replica missed (a relay gap), or retained ones
+   * dropped before their time (more than `maxRetained` within the window). A gateway connecting within the
+   * window after that is told to drop its cached token facts, since the replay cannot be trusted to cover it.
+   */
+  let replayIncompleteAtMs: number | undefined;
+  const forgetLine = encodeStreamMessage({ type: "forget-tokens" });
 
   function changed(): void {
     for (const listener of listeners) {
@@ -209,8 +222,10 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
 
   function pruneRetained(nowMs: number): void {
     for (const [fingerprint, atMs] of retained) {
-      if (atMs > nowMs - retentionMs && retained.size <= maxRetained) break;
+      const expired = atMs <= nowMs - retentionMs;
+      if (!expired && retained.size <= maxRetained) break;
       retained.delete(fingerprint);
+      if (!expired) replayIncompleteAtMs = nowMs;
     }
   }
 
@@ -323,6 +338,9 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
       if (retained.size > 0) {
         send(record, encodeStreamMessage({ type: "revoke", fingerprints: [...retained.keys()] }));
       }
+      if (replayIncompleteAtMs !== undefined && nowMs - replayIncompleteAtMs < retentionMs) {
+        send(record, forgetLine);
+      }
       logger?.info(
         { gateway, identity, revision: revision ?? null, current: current?.revision ?? null },
         "gateway connected",
@@ -407,6 +425,13 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
       logger?.info({ fingerprints: unique.length, gateways: reached }, "revocations fanned out");
       const recorded = recorder === undefined ? Promise.resolve(true) : recorder.record(unique, nowMs);
       return { revoked: unique.length, gateways: reached, recorded };
+    },
+
+    revocationsMissed() {
+      replayIncompleteAtMs = clock.now();
+      let told = 0;
+      for (const record of gateways.values()) if (send(record, forgetLine)) told += 1;
+      return told;
     },
 
     revokeRelayed(fingerprints) {

@@ -72,6 +72,7 @@ export const streamMessageSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("snapshot"), snapshot: z.unknown() }),
   z.object({ type: z.literal("revoke"), fingerprints: z.array(z.string()) }),
   z.object({ type: z.literal("ping") }),
+  z.object({ type: z.literal("forget-tokens") }),
 ]);
 export type StreamMessage = z.infer<typeof streamMessageSchema>;
 
@@ -79,7 +80,12 @@ export type StreamMessage = z.infer<typeof streamMessageSchema>;
 export type OutboundStreamMessage =
   | { readonly type: "snapshot"; readonly snapshot: Snapshot }
   | { readonly type: "revoke"; readonly fingerprints: readonly string[] }
-  | { readonly type: "ping" };
+  | { readonly type: "ping" }
+  /**
+   * The operator cannot vouch that this gateway got every recent revocation (it missed some itself): drop every
+   * cached token fact. A gateway that does not know the type ignores it.
+   */
+  | { readonly type: "forget-tokens" };
 
 export const ackBodySchema = z
   .object({

@@ -11,6 +11,13 @@
 // successive versions, each of which the watching replicas see. Entries older than the retention are pruned
 // on the next write and ignored by readers; a Lease unchanged for longer than the retention is deleted (by its
 // owner, or by the leader for a replica that is gone).
+//
+// Gaps: a reader whose watch restarts during a burst sees only the newest version, and the entries of the
+// versions in between are no longer in it. So every version also says where it stands in its writer's
+// sequence (`run`, `since`, `upTo`: it holds every entry of that run numbered above `since`). A reader that
+// last saw the same run up to a number below `since` missed some, cannot know which, and has its gateways drop
+// every cached token fact instead (they introspect again): a revocation is never silently lost.
+import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import { systemClock, type Clock } from "../../tokens/clock.ts";
@@ -25,7 +32,10 @@ import { fingerprintSchema, REVOCATION_REPLAY_MS } from "./protocol.ts";
 
 /** Label on every relay Lease; its value is the election Lease's name (one operator install). */
 export const revocationRelayLabel = "phantomgate.dev/revocations";
-/** Annotation holding a replica's recent revocations: `{"batches":[{"at":<epoch ms>,"fingerprints":[…]}]}`. */
+/**
+ * Annotation holding a replica's recent revocations:
+ * `{"run":"<hex>","since":<n>,"upTo":<n>,"batches":[{"at":<epoch ms>,"fingerprints":[…]}]}`.
+ */
 export const revocationRelayAnnotation = "phantomgate.dev/revocations";
 /** Default bound of fingerprints per Lease. */
 export const defaultRelayCapacity = 2_000;
@@ -52,8 +62,55 @@ export function revocationRelayName(leaseName: string, identity: string): string
     .replace(/[^a-z0-9]+$/, "");
 }
 
-export function encodeRevocationBatches(batches: readonly RevocationBatch[]): string {
-  return JSON.stringify({ batches });
+/**
+ * Where a version of a relay Lease stands in its writer's sequence: the writer's run (a random id per process)
+ * and the numbers of its entries. The version holds every entry of the run numbered above `since` and up to
+ * `upTo` that is still within the retention (an entry revoked again moves to a higher number).
+ */
+export interface RelayPosition {
+  readonly run: string;
+  readonly since: number;
+  readonly upTo: number;
+}
+
+const runPattern = /^[0-9a-f]{8,64}$/;
+
+export function encodeRevocationBatches(
+  batches: readonly RevocationBatch[],
+  position?: RelayPosition,
+): string {
+  return JSON.stringify(position === undefined ? { batches } : { ...position, batches });
+}
+
+/** The position an annotation states; undefined for one without (an older writer) or with a malformed one. */
+export function decodeRelayPosition(text: unknown): RelayPosition | undefined {
+  if (typeof text !== "string") return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== "object" || parsed === null) return undefined;
+  const { run, since, upTo } = parsed as { run?: unknown; since?: unknown; upTo?: unknown };
+  if (typeof run !== "string" || !runPattern.test(run)) return undefined;
+  if (!Number.isSafeInteger(since) || !Number.isSafeInteger(upTo)) return undefined;
+  const from = since as number;
+  const to = upTo as number;
+  if (from < 0 || to < from) return undefined;
+  return { run, since: from, upTo: to };
+}
+
+/**
+ * Whether a reader that last saw `previous` of a replica's Lease missed entries by now seeing `next`: the same
+ * run, with entries between what it saw and what `next` still holds; or a new run (the replica restarted)
+ * whose earlier versions it did not see. Nothing can be said about a Lease seen for the first time (this
+ * replica just started, or the Lease was deleted as stale meanwhile) or written without positions.
+ */
+export function missedEntries(previous: RelayPosition | undefined, next: RelayPosition | undefined): boolean {
+  if (previous === undefined || next === undefined) return false;
+  if (previous.run !== next.run) return next.since > 0;
+  return next.since > previous.upTo;
 }
 
 /** Reads an annotation; malformed parts are dropped (a hostile or broken writer cannot inject non-fingerprints). */
@@ -80,9 +137,13 @@ export function decodeRevocationBatches(text: unknown): RevocationBatch[] {
   return result;
 }
 
-/** The next version of a replica's Lease content: `batches`, covering local entries up to sequence `upTo`. */
+/**
+ * The next version of a replica's Lease content: `batches`, covering local entries up to sequence `upTo`, and
+ * every entry still kept above `since` (the newest number of an entry left out below them).
+ */
 export interface RelayWrite {
   readonly batches: RevocationBatch[];
+  readonly since: number;
   readonly upTo: number;
 }
 
@@ -122,6 +183,8 @@ export function createRevocationLog(options: {
   let entries = new Map<string, { at: number; seq: number }>();
   let sequence = 0;
   let publishedSeq = 0;
+  /** The newest number of an entry pruned or trimmed away: a later version no longer holds it. */
+  let droppedSeq = 0;
 
   const group = (items: readonly (readonly [string, { at: number }])[]): RevocationBatch[] => {
     const batches: { at: number; fingerprints: string[] }[] = [];
@@ -154,6 +217,7 @@ export function createRevocationLog(options: {
       for (const [fingerprint, entry] of entries) {
         if (entry.at > nowMs - retentionMs && entries.size <= maxEntries) break;
         entries.delete(fingerprint);
+        droppedSeq = Math.max(droppedSeq, entry.seq);
       }
     },
     next() {
@@ -161,8 +225,15 @@ export function createRevocationLog(options: {
       const firstUnwritten = items.findIndex(([, entry]) => entry.seq > publishedSeq);
       if (firstUnwritten === -1) return undefined;
       const end = Math.min(items.length, firstUnwritten + capacity);
-      const window = items.slice(Math.max(0, end - capacity), end);
-      return { batches: group(window), upTo: window.at(-1)?.[1].seq ?? publishedSeq };
+      const start = Math.max(0, end - capacity);
+      const window = items.slice(start, end);
+      // Entries are in sequence order, so everything before the window is numbered below it.
+      const before = start > 0 ? (items[start - 1]?.[1].seq ?? 0) : 0;
+      return {
+        batches: group(window),
+        since: Math.max(droppedSeq, before),
+        upTo: window.at(-1)?.[1].seq ?? publishedSeq,
+      };
     },
     written(upTo) {
       publishedSeq = Math.max(publishedSeq, upTo);
@@ -172,6 +243,7 @@ export function createRevocationLog(options: {
       for (const [fingerprint, entry] of entries) {
         if (written <= capacity || entry.seq > publishedSeq) break;
         entries.delete(fingerprint);
+        droppedSeq = Math.max(droppedSeq, entry.seq);
         written -= 1;
       }
     },
@@ -224,6 +296,8 @@ interface KnownLease {
   resourceVersion: string | undefined;
   /** When this replica last saw it change (its own clock). */
   seenMs: number;
+  /** Where the version seen last stood in its writer's sequence (undefined: written without positions). */
+  position: RelayPosition | undefined;
 }
 
 function metricOnce<T>(registry: Registry | undefined, name: string, make: () => T): T {
@@ -234,6 +308,7 @@ function metricOnce<T>(registry: Registry | undefined, name: string, make: () =>
 function relayMetrics(registry: Registry | undefined): {
   writes: Counter<"result">;
   received: Counter;
+  gaps: Counter;
 } {
   const registers = registry === undefined ? [] : [registry];
   const writes = metricOnce(
@@ -257,7 +332,17 @@ function relayMetrics(registry: Registry | undefined): {
         registers,
       }),
   );
-  return { writes, received };
+  const gaps = metricOnce(
+    registry,
+    "phantomgate_operator_revocation_relay_gaps_total",
+    () =>
+      new Counter({
+        name: "phantomgate_operator_revocation_relay_gaps_total",
+        help: "Versions of another replica's relay Lease that showed entries this replica never saw (its gateways were told to drop their cached token facts).",
+        registers,
+      }),
+  );
+  return { writes, received, gaps };
 }
 
 /** Starts relaying: this replica's revocations out through its Lease, the others' in through theirs. */
@@ -276,6 +361,8 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   const log = logger.child({ revocationRelay: `${namespace}/${ownName}` });
   const backoff = createBackoff({ initialMs: 250, maxMs: 10_000 }, options.random);
   const book = createRevocationLog({ retentionMs, capacity });
+  /** This run's id in the Lease: the sequence numbers start over with every process. */
+  const run = randomBytes(8).toString("hex");
   const known = new Map<string, KnownLease>();
   const waiters: { seq: number; resolve: (recorded: boolean) => void }[] = [];
   const stopping = new AbortController();
@@ -322,9 +409,11 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     const resourceVersion = object.metadata?.resourceVersion;
     const previous = known.get(name);
     if (previous !== undefined && previous.resourceVersion === resourceVersion) return;
-    known.set(name, { resourceVersion, seenMs: clock.now() });
     const annotations = object.metadata?.annotations as Record<string, unknown> | undefined;
-    const batches = decodeRevocationBatches(annotations?.[revocationRelayAnnotation]);
+    const text = annotations?.[revocationRelayAnnotation];
+    const position = decodeRelayPosition(text);
+    known.set(name, { resourceVersion, seenMs: clock.now(), position });
+    const batches = decodeRevocationBatches(text);
     const writtenAtMs = renewTimeOf(object);
     if (name === ownName) {
       // Written by this replica; only the copy left by an earlier run (same identity) is news.
@@ -338,6 +427,16 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     }
     const fresh = take(batches, writtenAtMs);
     if (fresh > 0) log.debug({ fingerprints: fresh, from: name }, "revocations relayed from another replica");
+    if (missedEntries(previous?.position, position)) {
+      // Versions went by unseen (this replica's watch restarted during a burst larger than a Lease holds, or the
+      // writer lost entries while the API server was away): some revocations are unknown here.
+      metrics.gaps.inc();
+      const told = internals.revocationsMissed();
+      log.warn(
+        { from: name, lastSeen: previous?.position?.upTo, since: position?.since, gateways: told },
+        "revocations of another replica were missed; gateways told to drop their cached token facts",
+      );
+    }
   };
 
   const collector: ListWatch = startListWatch({
@@ -365,14 +464,18 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     },
   });
 
-  const leaseBody = (batches: readonly RevocationBatch[], nowMs: number): Record<string, unknown> => ({
+  const leaseBody = (
+    batches: readonly RevocationBatch[],
+    position: RelayPosition,
+    nowMs: number,
+  ): Record<string, unknown> => ({
     apiVersion: "coordination.k8s.io/v1",
     kind: "Lease",
     metadata: {
       name: ownName,
       namespace,
       labels: { [revocationRelayLabel]: leaseName, "app.kubernetes.io/managed-by": "phantomgate" },
-      annotations: { [revocationRelayAnnotation]: encodeRevocationBatches(batches) },
+      annotations: { [revocationRelayAnnotation]: encodeRevocationBatches(batches, position) },
       ...(ownResourceVersion === undefined ? {} : { resourceVersion: ownResourceVersion }),
     },
     spec: {
@@ -382,6 +485,8 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
       renewTime: microTime(nowMs),
     },
   });
+
+  const positionOf = (write: RelayWrite): RelayPosition => ({ run, since: write.since, upTo: write.upTo });
 
   const call = <T>(request: { method: "GET" | "POST" | "PUT"; path: string; body?: unknown }): Promise<T> =>
     client.request<T>({ ...request, signal: stopping.signal, timeoutMs: 10_000 });
@@ -398,7 +503,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
         written = await call<KubeObject>({
           method: "POST",
           path: collectionPath,
-          body: leaseBody(write.batches, nowMs),
+          body: leaseBody(write.batches, positionOf(write), nowMs),
         });
       } catch (error) {
         if (!isKubeStatus(error, 409)) throw error;
@@ -417,7 +522,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
         written = await call<KubeObject>({
           method: "PUT",
           path: ownPath,
-          body: leaseBody(write.batches, nowMs),
+          body: leaseBody(write.batches, positionOf(write), nowMs),
         });
       }
     } else {
@@ -425,7 +530,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
         written = await call<KubeObject>({
           method: "PUT",
           path: ownPath,
-          body: leaseBody(write.batches, nowMs),
+          body: leaseBody(write.batches, positionOf(write), nowMs),
         });
       } catch (error) {
         // 404: deleted as stale meanwhile; 409: changed by someone else. Start over from the API's copy.
@@ -439,7 +544,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     }
     ownSettled = true;
     ownResourceVersion = written.metadata?.resourceVersion;
-    known.set(ownName, { resourceVersion: ownResourceVersion, seenMs: clock.now() });
+    known.set(ownName, { resourceVersion: ownResourceVersion, seenMs: clock.now(), position: undefined });
     book.written(write.upTo);
     metrics.writes.labels("ok").inc();
     log.debug(
