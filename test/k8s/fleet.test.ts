@@ -949,7 +949,7 @@ describe("a fleet of two operator replicas and three gateways on a real API serv
   );
 
   it(
-    "a replica that sees another's relay Lease skip entries has its gateways drop their cached token facts",
+    "a replica that sees another's relay Lease skip entries has its gateways drop their cached token facts, also across a deletion of that Lease",
     async () => {
       const live = (identity: string): OperatorProcess => {
         const operator = operators.filter((o) => o.identity === identity).at(-1);
@@ -993,30 +993,52 @@ spec:
       const gaps = await Promise.all(
         replicas.map((r) => metric(r, "phantomgate_operator_revocation_relay_gaps_total")),
       );
-      await kubectlApply(relayLease(0, 1, fingerprintToken("relay-gap-1")));
-      await waitFor(
-        async () =>
-          (
-            await Promise.all(
-              replicas.map((r) => metric(r, "phantomgate_operator_revocation_relay_received_total")),
-            )
-          ).every((value, i) => value === (received[i] ?? 0) + 1),
-        30_000,
-        "both replicas reading the first version",
-      );
-      expect(await statusesAt("/echo-v3/hello", token)).toEqual([200, 200, 200]);
-      // …then one that no longer holds entries 2 to 5: their fingerprints cannot be known here.
-      await kubectlApply(relayLease(5, 6, fingerprintToken("relay-gap-6")));
-      await allAnswer("/echo-v3/hello", token, 401, "every gateway asking the AS again");
-      for (const [i, replica] of replicas.entries()) {
-        expect(await metric(replica, "phantomgate_operator_revocation_relay_gaps_total")).toBe(
-          (gaps[i] ?? 0) + 1,
+      try {
+        await kubectlApply(relayLease(0, 1, fingerprintToken("relay-gap-1")));
+        await waitFor(
+          async () =>
+            (
+              await Promise.all(
+                replicas.map((r) => metric(r, "phantomgate_operator_revocation_relay_received_total")),
+              )
+            ).every((value, i) => value === (received[i] ?? 0) + 1),
+          30_000,
+          "both replicas reading the first version",
         );
-        expect(readFileSync(replica.logFile, "utf8")).toContain(
-          "revocations of another replica were missed; gateways told to drop their cached token facts",
+        expect(await statusesAt("/echo-v3/hello", token)).toEqual([200, 200, 200]);
+        // …then one that no longer holds entries 2 to 5: their fingerprints cannot be known here.
+        await kubectlApply(relayLease(5, 6, fingerprintToken("relay-gap-6")));
+        await allAnswer("/echo-v3/hello", token, 401, "every gateway asking the AS again");
+        for (const [i, replica] of replicas.entries()) {
+          expect(await metric(replica, "phantomgate_operator_revocation_relay_gaps_total")).toBe(
+            (gaps[i] ?? 0) + 1,
+          );
+          expect(readFileSync(replica.logFile, "utf8")).toContain(
+            "revocations of another replica were missed; gateways told to drop their cached token facts",
+          );
+        }
+
+        // The Lease is deleted (as stale) and written again by the same run, numbering on: the replicas still
+        // know where they left it, so entries 7 to 9 are missed too.
+        const second = await newToken("read_invoice");
+        expect(await statusesAt("/echo-v3/hello", second)).toEqual([200, 200, 200]);
+        await revokeAtAuthServer(second);
+        await c().kubectl(["delete", "lease", name, "-n", systemNamespace]);
+        await kubectlApply(relayLease(9, 10, fingerprintToken("relay-gap-10")));
+        await allAnswer(
+          "/echo-v3/hello",
+          second,
+          401,
+          "every gateway asking the AS again after the re-creation",
         );
+        for (const [i, replica] of replicas.entries()) {
+          expect(await metric(replica, "phantomgate_operator_revocation_relay_gaps_total")).toBe(
+            (gaps[i] ?? 0) + 2,
+          );
+        }
+      } finally {
+        await c().kubectl(["delete", "lease", name, "-n", systemNamespace, "--ignore-not-found"]);
       }
-      await c().kubectl(["delete", "lease", name, "-n", systemNamespace]);
     },
     testTimeoutMs,
   );

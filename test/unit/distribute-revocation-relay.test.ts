@@ -22,7 +22,7 @@ const flat = (write: RelayWrite | undefined): string[] =>
 const minute = 60_000;
 const RUN = "0123456789abcdef";
 const at = (write: RelayWrite | undefined, run = RUN): RelayPosition | undefined =>
-  write === undefined ? undefined : { run, since: write.since, upTo: write.upTo };
+  write === undefined ? undefined : { run, since: write.since, upTo: write.upTo, prior: write.prior };
 
 /** A small deterministic generator (mulberry32), so a failing sequence can be replayed. */
 function seeded(seed: number): () => number {
@@ -182,42 +182,138 @@ describe("relay positions: a reader learns that it missed entries", () => {
   });
 
   it("holds in random histories: when no gap is reported, the versions a reader saw hold every recent revocation", () => {
-    for (let seed = 1; seed <= 300; seed++) {
+    const retentionMs = 15 * minute;
+    let reads = 0;
+    let gaps = 0;
+    for (let seed = 1; seed <= 400; seed++) {
       const random = seeded(seed);
       const capacity = 1 + Math.floor(random() * 6);
-      const retentionMs = 15 * minute;
-      const log = createRevocationLog({ retentionMs, capacity, maxUnwritten: 1 + Math.floor(random() * 8) });
-      /** fingerprint → when it was last revoked, and its number in the writer's sequence */
-      const revoked = new Map<string, { when: number; seq: number }>();
-      const known = new Set<string>(); // what the reader's gateways have been told
+      // Half the histories can lose unwritten entries to the log's bound; the others only to expiry.
+      const tight = random() < 0.5;
+      const options = {
+        retentionMs,
+        capacity,
+        ...(tight ? { maxUnwritten: 1 + Math.floor(random() * 8) } : {}),
+      };
+      let run = 1;
+      const runId = (n: number): string => n.toString(16).padStart(16, "0");
+      let log = createRevocationLog(options);
+      /** The writer's Lease: the last version written, and the run that wrote it. */
+      let lease: { write: RelayWrite; run: string } | undefined;
+      /** fingerprint → the newest revocation time a written version carried */
+      const published = new Map<string, number>();
+      const known = new Set<string>(); // what the reader's gateways were told
+      /** fingerprint → the number of its newest revocation in the writer's current run */
+      const numbered = new Map<string, number>();
       let last: RelayPosition | undefined;
+      /** Since the reader's last read, every version was read and the API server was never away. */
+      let clean = true;
       let now = 0;
-      for (let step = 0; step < 60; step++) {
+      for (let step = 0; step < 80; step++) {
         now += Math.floor(random() * 4 * minute);
+        if (random() < 0.1) {
+          // The writer restarts under its identity: a new run takes over what its Lease holds.
+          run += 1;
+          numbered.clear();
+          log = createRevocationLog(options);
+          if (lease !== undefined) {
+            log.adopt(lease.write.batches, {
+              run: lease.run,
+              since: lease.write.since,
+              upTo: lease.write.upTo,
+              prior: lease.write.prior,
+            });
+          }
+        }
         const added = Array.from({ length: Math.floor(random() * 5) }, () => fp(Math.floor(random() * 30)));
         const lastSeq = log.add(added, now);
-        added.forEach((f, i) => revoked.set(f, { when: now, seq: lastSeq - (added.length - 1 - i) }));
+        added.forEach((f, i) => numbered.set(f, lastSeq - (added.length - 1 - i)));
         log.prune(now);
-        const write = log.next();
-        if (write === undefined) continue;
-        if (random() < 0.2) continue; // the API server was away: not written this time
-        log.written(write.upTo);
-        if (random() < 0.4) continue; // the reader's watch missed this version
-        const position = at(write);
-        // The first version seen is where the reader starts: what went before it is outside any guarantee
-        // (a replica that starts later knows the newest `capacity` entries of each other replica).
-        const first = last === undefined;
-        const gap = missedEntries(last, position);
-        last = position;
-        for (const f of flat(write)) known.add(f);
-        for (const [f, { when, seq }] of revoked) {
-          if (when <= now - retentionMs || seq > write.upTo || known.has(f)) continue;
-          // A gap makes the gateways drop every cached token fact: whatever was revoked is refused again.
-          if (gap || first) known.add(f);
-          else throw new Error(`seed ${seed}: ${f.slice(0, 8)} (revoked at ${when}) silently missed`);
+        if (random() < 0.2) {
+          clean = false; // the API server was away: nothing written this time
+          continue;
+        }
+        // Written until everything is published, as the relay's writer does.
+        for (let write = log.next(); write !== undefined; write = log.next()) {
+          log.written(write.upTo);
+          lease = { write, run: runId(run) };
+          for (const batch of write.batches) {
+            for (const f of batch.fingerprints) published.set(f, Math.max(published.get(f) ?? 0, batch.at));
+          }
+          if (random() < 0.4) {
+            clean = false; // the reader's watch missed this version
+            continue;
+          }
+          const position: RelayPosition = {
+            run: runId(run),
+            since: write.since,
+            upTo: write.upTo,
+            prior: write.prior,
+          };
+          // The first version seen is where the reader starts: what went before it is outside any guarantee
+          // (a replica that starts later knows the newest `capacity` entries of each other replica).
+          const first = last === undefined;
+          const gap = missedEntries(last, position);
+          if (!first && clean && !tight && gap) {
+            throw new Error(`seed ${seed}: a gap reported to a reader that saw every version`);
+          }
+          reads += 1;
+          if (gap) gaps += 1;
+          last = position;
+          clean = true;
+          for (const f of flat(write)) known.add(f);
+          for (const [f, when] of published) {
+            if (when <= now - retentionMs || known.has(f)) continue;
+            // Revoked again since: it moved to a later number and is due with the version that reaches it.
+            if ((numbered.get(f) ?? 0) > write.upTo) continue;
+            // A gap makes the gateways drop every cached token fact: whatever was revoked is refused again.
+            if (gap || first) known.add(f);
+            else throw new Error(`seed ${seed}: ${f.slice(0, 8)} (revoked at ${when}) silently missed`);
+          }
         }
       }
     }
+    // The histories exercise both outcomes.
+    expect(reads).toBeGreaterThan(5_000);
+    expect(gaps).toBeGreaterThan(100);
+    expect(gaps).toBeLessThan(reads / 2);
+  });
+
+  it("carries what a restarted writer took over: readers behind the earlier run learn that they missed entries", () => {
+    const earlier = createRevocationLog({ retentionMs: 15 * minute, capacity: 3 });
+    earlier.add(fps(0, 8), 1_000);
+    const versions: RelayWrite[] = [];
+    for (let write = earlier.next(); write !== undefined; write = earlier.next()) {
+      versions.push(write);
+      earlier.written(write.upTo);
+    }
+    const lastOfEarlier = versions.at(-1);
+    if (lastOfEarlier === undefined) throw new Error("nothing written");
+    const earlierRun = "aaaaaaaaaaaaaaaa";
+    const restarted = createRevocationLog({ retentionMs: 15 * minute, capacity: 4 });
+    restarted.adopt(lastOfEarlier.batches, { run: earlierRun, ...lastOfEarlier });
+    restarted.add([fp(10)], 2_000);
+    const first = restarted.next();
+    expect(first?.since).toBe(0);
+    expect(first?.prior).toEqual({ run: earlierRun, since: lastOfEarlier.since });
+    const newRun = (write: RelayWrite | undefined): RelayPosition | undefined =>
+      write === undefined ? undefined : { run: "bbbbbbbbbbbbbbbb", ...write };
+    const sawAll = { run: earlierRun, since: 0, upTo: lastOfEarlier.upTo };
+    const sawFirst = { run: earlierRun, since: 0, upTo: versions[0]?.upTo ?? 0 };
+    expect(missedEntries(sawAll, newRun(first))).toBe(false);
+    expect(missedEntries(sawFirst, newRun(first))).toBe(true);
+    // Once the taken-over entries are pushed out, even a reader just behind the earlier run's end missed some.
+    restarted.written(first?.upTo ?? 0);
+    restarted.add(fps(20, 24), 3_000);
+    let later: RelayWrite | undefined;
+    for (let write = restarted.next(); write !== undefined; write = restarted.next()) {
+      later = write;
+      restarted.written(write.upTo);
+    }
+    expect(later?.prior).toEqual({ run: earlierRun, since: lastOfEarlier.upTo });
+    expect(missedEntries({ ...sawAll, upTo: lastOfEarlier.upTo - 1 }, newRun(later))).toBe(true);
+    // A reader that knew a run the new one did not take over (two restarts unseen) missed some too.
+    expect(missedEntries({ run: "cccccccccccccccc", since: 0, upTo: 99 }, newRun(first))).toBe(true);
   });
 });
 
@@ -228,6 +324,8 @@ describe("relay annotation and names", () => {
     expect(decodeRelayPosition(text)).toEqual(position);
     expect(decodeRevocationBatches(text)).toEqual([{ at: 1, fingerprints: [fp(1)] }]);
     expect(decodeRelayPosition(encodeRevocationBatches([]))).toBeUndefined();
+    const restarted = { ...position, prior: { run: "fedcba9876543210", since: 4 } };
+    expect(decodeRelayPosition(encodeRevocationBatches([], restarted))).toEqual(restarted);
     for (const junk of [
       undefined,
       "{",
@@ -237,6 +335,9 @@ describe("relay annotation and names", () => {
       JSON.stringify({ run: RUN, since: 5, upTo: 1 }),
       JSON.stringify({ run: RUN, since: 1.5, upTo: 3 }),
       JSON.stringify({ run: RUN, since: "0", upTo: 3 }),
+      JSON.stringify({ run: RUN, since: 0, upTo: 3, prior: { run: "x", since: 0 } }),
+      JSON.stringify({ run: RUN, since: 0, upTo: 3, prior: { run: RUN, since: -2 } }),
+      JSON.stringify({ run: RUN, since: 0, upTo: 3, prior: null }),
     ]) {
       expect(decodeRelayPosition(junk)).toBeUndefined();
     }

@@ -451,7 +451,9 @@ export async function startControlPlaneSource(
       case "forget-tokens":
         handlers.forgetTokens();
         metrics?.tokenCacheResets.inc();
-        log.warn("the operator missed some revocations: cached token facts dropped");
+        log.warn(
+          "the operator cannot vouch that every recent revocation reached this gateway: cached token facts dropped",
+        );
         return;
     }
   }

@@ -14,9 +14,11 @@
 //
 // Gaps: a reader whose watch restarts during a burst sees only the newest version, and the entries of the
 // versions in between are no longer in it. So every version also says where it stands in its writer's
-// sequence (`run`, `since`, `upTo`: it holds every entry of that run numbered above `since`). A reader that
-// last saw the same run up to a number below `since` missed some, cannot know which, and has its gateways drop
-// every cached token fact instead (they introspect again): a revocation is never silently lost.
+// sequence (`run`, `since`, `upTo`: it holds every entry of that run numbered above `since`; `prior`: what a
+// restarted replica took over from its earlier run). A reader that last saw the same run up to a number below
+// `since` (or the earlier run below `prior.since`) missed some, cannot know which, and has its gateways drop
+// every cached token fact instead (they introspect again). What stays outside: a replica that starts knows
+// only what the Leases hold at that moment, and gateways of a release before this message ignore it.
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
@@ -37,6 +39,8 @@ export const revocationRelayLabel = "phantomgate.dev/revocations";
  * `{"run":"<hex>","since":<n>,"upTo":<n>,"batches":[{"at":<epoch ms>,"fingerprints":[…]}]}`.
  */
 export const revocationRelayAnnotation = "phantomgate.dev/revocations";
+/** How long the position of a relay Lease that went away is remembered. */
+const POSITION_MEMORY_MS = 24 * 60 * 60_000;
 /** Default bound of fingerprints per Lease. */
 export const defaultRelayCapacity = 2_000;
 /**
@@ -71,6 +75,12 @@ export interface RelayPosition {
   readonly run: string;
   readonly since: number;
   readonly upTo: number;
+  /**
+   * The run whose Lease this run took over at start (the replica restarted under its identity), and from which
+   * of that run's entries on this version still holds what it took over (that run's `since`, or its `upTo` once
+   * some of them are gone).
+   */
+  readonly prior?: { readonly run: string; readonly since: number } | undefined;
 }
 
 const runPattern = /^[0-9a-f]{8,64}$/;
@@ -92,25 +102,46 @@ export function decodeRelayPosition(text: unknown): RelayPosition | undefined {
     return undefined;
   }
   if (typeof parsed !== "object" || parsed === null) return undefined;
-  const { run, since, upTo } = parsed as { run?: unknown; since?: unknown; upTo?: unknown };
+  const { run, since, upTo, prior } = parsed as {
+    run?: unknown;
+    since?: unknown;
+    upTo?: unknown;
+    prior?: { run?: unknown; since?: unknown } | null;
+  };
   if (typeof run !== "string" || !runPattern.test(run)) return undefined;
   if (!Number.isSafeInteger(since) || !Number.isSafeInteger(upTo)) return undefined;
   const from = since as number;
   const to = upTo as number;
   if (from < 0 || to < from) return undefined;
-  return { run, since: from, upTo: to };
+  if (prior === undefined) return { run, since: from, upTo: to };
+  if (
+    typeof prior !== "object" ||
+    prior === null ||
+    typeof prior.run !== "string" ||
+    !runPattern.test(prior.run) ||
+    !Number.isSafeInteger(prior.since) ||
+    (prior.since as number) < 0
+  )
+    return undefined;
+  return { run, since: from, upTo: to, prior: { run: prior.run, since: prior.since as number } };
 }
 
 /**
- * Whether a reader that last saw `previous` of a replica's Lease missed entries by now seeing `next`: the same
- * run, with entries between what it saw and what `next` still holds; or a new run (the replica restarted)
- * whose earlier versions it did not see. Nothing can be said about a Lease seen for the first time (this
- * replica just started, or the Lease was deleted as stale meanwhile) or written without positions.
+ * Whether a reader that last saw `previous` of a replica's Lease missed entries by now seeing `next`:
+ * - the same run, with entries between what it saw and what `next` still holds;
+ * - a new run (the replica restarted) whose earlier versions it did not see (`since` above 0), or that took
+ *   over entries of the run the reader knew beyond what the reader saw of it, or took over a run the reader
+ *   never saw at all.
+ * Nothing can be said about a Lease seen for the first time (this replica just started) or written without
+ * positions (an older release).
  */
 export function missedEntries(previous: RelayPosition | undefined, next: RelayPosition | undefined): boolean {
   if (previous === undefined || next === undefined) return false;
-  if (previous.run !== next.run) return next.since > 0;
-  return next.since > previous.upTo;
+  if (previous.run === next.run) return next.since > previous.upTo;
+  if (next.since > 0) return true;
+  if (next.prior === undefined) return false;
+  if (next.prior.run !== previous.run) return true;
+  return next.prior.since > previous.upTo;
 }
 
 /** Reads an annotation; malformed parts are dropped (a hostile or broken writer cannot inject non-fingerprints). */
@@ -145,6 +176,8 @@ export interface RelayWrite {
   readonly batches: RevocationBatch[];
   readonly since: number;
   readonly upTo: number;
+  /** See {@link RelayPosition.prior}. */
+  readonly prior?: { readonly run: string; readonly since: number } | undefined;
 }
 
 /**
@@ -154,8 +187,11 @@ export interface RelayWrite {
 export interface RevocationLog {
   /** Adds fingerprints revoked at `atMs`; returns the sequence number a write must reach to carry them. */
   add(fingerprints: readonly string[], atMs: number): number;
-  /** Takes in entries found in this replica's Lease from an earlier run (older than anything added since). */
-  adopt(batches: readonly RevocationBatch[]): void;
+  /**
+   * Takes in entries found in this replica's Lease from an earlier run (older than anything added since), with
+   * that Lease's position when it had one.
+   */
+  adopt(batches: readonly RevocationBatch[], position?: RelayPosition): void;
   /** Drops entries older than the retention (and the oldest beyond `maxEntries`). */
   prune(nowMs: number): void;
   /** The next write: the oldest unwritten entries (at most `capacity`) and the newest written ones before them. */
@@ -185,6 +221,14 @@ export function createRevocationLog(options: {
   let publishedSeq = 0;
   /** The newest number of an entry pruned or trimmed away: a later version no longer holds it. */
   let droppedSeq = 0;
+  /** The earlier run whose entries were adopted (number 0), and whether some of them went before expiring. */
+  let prior: RelayPosition | undefined;
+  let priorIncomplete = false;
+  const drop = (fingerprint: string, seq: number, expired: boolean): void => {
+    entries.delete(fingerprint);
+    droppedSeq = Math.max(droppedSeq, seq);
+    if (seq === 0 && !expired) priorIncomplete = true;
+  };
 
   const group = (items: readonly (readonly [string, { at: number }])[]): RevocationBatch[] => {
     const batches: { at: number; fingerprints: string[] }[] = [];
@@ -204,7 +248,8 @@ export function createRevocationLog(options: {
       }
       return sequence;
     },
-    adopt(batches) {
+    adopt(batches, position) {
+      prior = position;
       const older = new Map<string, { at: number; seq: number }>();
       for (const batch of batches) {
         for (const fingerprint of batch.fingerprints) {
@@ -215,9 +260,9 @@ export function createRevocationLog(options: {
     },
     prune(nowMs) {
       for (const [fingerprint, entry] of entries) {
-        if (entry.at > nowMs - retentionMs && entries.size <= maxEntries) break;
-        entries.delete(fingerprint);
-        droppedSeq = Math.max(droppedSeq, entry.seq);
+        const expired = entry.at <= nowMs - retentionMs;
+        if (!expired && entries.size <= maxEntries) break;
+        drop(fingerprint, entry.seq, expired);
       }
     },
     next() {
@@ -229,10 +274,16 @@ export function createRevocationLog(options: {
       const window = items.slice(start, end);
       // Entries are in sequence order, so everything before the window is numbered below it.
       const before = start > 0 ? (items[start - 1]?.[1].seq ?? 0) : 0;
+      // Adopted entries (number 0, at the front) left out of the window are not held by this version.
+      const priorHeld = !priorIncomplete && !(start > 0 && items[0]?.[1].seq === 0);
       return {
         batches: group(window),
         since: Math.max(droppedSeq, before),
         upTo: window.at(-1)?.[1].seq ?? publishedSeq,
+        prior:
+          prior === undefined
+            ? undefined
+            : { run: prior.run, since: priorHeld ? prior.since : Math.max(prior.since, prior.upTo) },
       };
     },
     written(upTo) {
@@ -242,8 +293,7 @@ export function createRevocationLog(options: {
       for (const entry of entries.values()) if (entry.seq <= publishedSeq) written += 1;
       for (const [fingerprint, entry] of entries) {
         if (written <= capacity || entry.seq > publishedSeq) break;
-        entries.delete(fingerprint);
-        droppedSeq = Math.max(droppedSeq, entry.seq);
+        drop(fingerprint, entry.seq, false);
         written -= 1;
       }
     },
@@ -296,8 +346,12 @@ interface KnownLease {
   resourceVersion: string | undefined;
   /** When this replica last saw it change (its own clock). */
   seenMs: number;
-  /** Where the version seen last stood in its writer's sequence (undefined: written without positions). */
-  position: RelayPosition | undefined;
+}
+
+/** Where the version of a relay Lease seen last stood in its writer's sequence, and when it was seen. */
+interface SeenPosition {
+  readonly position: RelayPosition | undefined;
+  readonly seenMs: number;
 }
 
 function metricOnce<T>(registry: Registry | undefined, name: string, make: () => T): T {
@@ -364,6 +418,25 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   /** This run's id in the Lease: the sequence numbers start over with every process. */
   const run = randomBytes(8).toString("hex");
   const known = new Map<string, KnownLease>();
+  /**
+   * Per relay Lease name, the position seen last. Kept for a day after the Lease is gone: a writer whose idle
+   * Lease was deleted as stale numbers on in the same run when it writes again.
+   */
+  const positions = new Map<string, SeenPosition>();
+  /** When a relay Lease went away (deleted, or missing from a list), for forgetting its position later. */
+  const gone = new Map<string, number>();
+  let forgetQueued = false;
+  /** Tells the gateways once, however many Leases showed a gap in one list or event. */
+  const forgetSoon = (): void => {
+    if (forgetQueued) return;
+    forgetQueued = true;
+    queueMicrotask(() => {
+      forgetQueued = false;
+      if (stopped) return;
+      const told = internals.revocationsMissed();
+      log.warn({ gateways: told }, "gateways told to drop their cached token facts");
+    });
+  };
   const waiters: { seq: number; resolve: (recorded: boolean) => void }[] = [];
   const stopping = new AbortController();
   let ownResourceVersion: string | undefined;
@@ -412,7 +485,11 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     const annotations = object.metadata?.annotations as Record<string, unknown> | undefined;
     const text = annotations?.[revocationRelayAnnotation];
     const position = decodeRelayPosition(text);
-    known.set(name, { resourceVersion, seenMs: clock.now(), position });
+    const nowMs = clock.now();
+    known.set(name, { resourceVersion, seenMs: nowMs });
+    const last = positions.get(name);
+    positions.set(name, { position, seenMs: nowMs });
+    gone.delete(name);
     const batches = decodeRevocationBatches(text);
     const writtenAtMs = renewTimeOf(object);
     if (name === ownName) {
@@ -420,23 +497,29 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
       if (ownSettled) return;
       ownSettled = true;
       ownResourceVersion = resourceVersion;
-      book.adopt(batches);
+      book.adopt(batches, position);
       const fresh = take(batches, writtenAtMs);
       if (fresh > 0) log.info({ fingerprints: fresh }, "revocations of an earlier run taken over");
       return;
     }
     const fresh = take(batches, writtenAtMs);
     if (fresh > 0) log.debug({ fingerprints: fresh, from: name }, "revocations relayed from another replica");
-    if (missedEntries(previous?.position, position)) {
+    if (missedEntries(last?.position, position)) {
       // Versions went by unseen (this replica's watch restarted during a burst larger than a Lease holds, or the
       // writer lost entries while the API server was away): some revocations are unknown here.
       metrics.gaps.inc();
-      const told = internals.revocationsMissed();
       log.warn(
-        { from: name, lastSeen: previous?.position?.upTo, since: position?.since, gateways: told },
+        { from: name, lastSeen: last?.position?.upTo, since: position?.since },
         "revocations of another replica were missed; gateways told to drop their cached token facts",
       );
+      forgetSoon();
     }
+  };
+
+  /** A relay Lease went away: its content is forgotten, its position kept for a while. */
+  const forget = (name: string): void => {
+    known.delete(name);
+    if (positions.has(name) && !gone.has(name)) gone.set(name, clock.now());
   };
 
   const collector: ListWatch = startListWatch({
@@ -452,13 +535,13 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     handler: {
       replace(items) {
         const names = new Set(items.map((item) => item.metadata?.name));
-        for (const name of known.keys()) if (!names.has(name)) known.delete(name);
+        for (const name of known.keys()) if (!names.has(name)) forget(name);
         for (const item of items) observe(item);
       },
       apply(type, object) {
         const name = object.metadata?.name;
         if (typeof name !== "string") return;
-        if (type === "DELETED") known.delete(name);
+        if (type === "DELETED") forget(name);
         else observe(object);
       },
     },
@@ -486,7 +569,12 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     },
   });
 
-  const positionOf = (write: RelayWrite): RelayPosition => ({ run, since: write.since, upTo: write.upTo });
+  const positionOf = (write: RelayWrite): RelayPosition => ({
+    run,
+    since: write.since,
+    upTo: write.upTo,
+    ...(write.prior === undefined ? {} : { prior: write.prior }),
+  });
 
   const call = <T>(request: { method: "GET" | "POST" | "PUT"; path: string; body?: unknown }): Promise<T> =>
     client.request<T>({ ...request, signal: stopping.signal, timeoutMs: 10_000 });
@@ -513,8 +601,9 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
         if (!ownSettled) {
           ownSettled = true;
           const annotations = existing.metadata?.annotations as Record<string, unknown> | undefined;
-          const batches = decodeRevocationBatches(annotations?.[revocationRelayAnnotation]);
-          book.adopt(batches);
+          const text = annotations?.[revocationRelayAnnotation];
+          const batches = decodeRevocationBatches(text);
+          book.adopt(batches, decodeRelayPosition(text));
           take(batches, renewTimeOf(existing));
           book.prune(nowMs);
           write = book.next() ?? write;
@@ -544,7 +633,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     }
     ownSettled = true;
     ownResourceVersion = written.metadata?.resourceVersion;
-    known.set(ownName, { resourceVersion: ownResourceVersion, seenMs: clock.now(), position: undefined });
+    known.set(ownName, { resourceVersion: ownResourceVersion, seenMs: clock.now() });
     book.written(write.upTo);
     metrics.writes.labels("ok").inc();
     log.debug(
@@ -588,6 +677,11 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   /** Deletes relay Leases nobody changed for longer than the retention: everything in them has expired. */
   const cleanup = async (): Promise<void> => {
     const nowMs = clock.now();
+    for (const [name, goneMs] of gone) {
+      if (nowMs - goneMs <= POSITION_MEMORY_MS) continue;
+      gone.delete(name);
+      positions.delete(name);
+    }
     for (const [name, lease] of [...known]) {
       if (nowMs - lease.seenMs <= retentionMs + cleanupIntervalMs) continue;
       const own = name === ownName;
@@ -610,7 +704,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
         if (!isKubeStatus(error, 404) && !isKubeStatus(error, 409))
           log.warn({ err: describeError(error), lease: name }, "could not delete a stale relay Lease");
       }
-      if (known.get(name) === lease) known.delete(name);
+      if (known.get(name) === lease) forget(name);
       if (own) ownResourceVersion = undefined;
     }
   };
