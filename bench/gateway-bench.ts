@@ -73,6 +73,8 @@ interface Options {
   readonly halfRounds: number;
   /** Fixed rate for the latency runs instead of half the gateway's max (NaN: half the max). */
   readonly halfRate: number;
+  /** Unmeasured load before each fixed-rate run. */
+  readonly halfWarmupMs: number;
   readonly singleFlightRequests: number;
   readonly rssTokens: readonly number[];
   readonly missTokens: number;
@@ -99,6 +101,9 @@ Flags (environment variable in brackets):
   --connections N       keep-alive connections for max-throughput runs [BENCH_CONNECTIONS] default 32
   --half-connections N  connections for the fixed-rate runs           [BENCH_HALF_CONNECTIONS] default 64
   --half-rounds N       rounds of the fixed-rate runs (p99 is noisy)  [BENCH_HALF_ROUNDS] default 7
+  --half-warmup S       warm-up seconds before each fixed-rate run    [BENCH_HALF_WARMUP] default 6 (each
+                        variant sat idle while the others ran, and V8 collects its old generation once or
+                        twice in the first seconds of load after that: not the steady state measured)
   --half-rate N         req/s of the fixed-rate runs                  [BENCH_HALF_RATE]   default half the
                         gateway's max (audit file); another rate shows latency at another load
   --single-flight N     concurrent requests with one fresh token      [BENCH_SINGLE_FLIGHT] default 1000
@@ -135,6 +140,7 @@ function parseOptions(): Options {
       "half-connections": { type: "string" },
       "half-rounds": { type: "string" },
       "half-rate": { type: "string" },
+      "half-warmup": { type: "string" },
       "single-flight": { type: "string" },
       "rss-tokens": { type: "string" },
       "miss-tokens": { type: "string" },
@@ -183,6 +189,7 @@ function parseOptions(): Options {
     halfConnections: Math.round(number(values["half-connections"], "BENCH_HALF_CONNECTIONS", 64, 1)),
     halfRounds: Math.round(number(values["half-rounds"], "BENCH_HALF_ROUNDS", quick ? 1 : 7, 1)),
     halfRate: Math.round(number(values["half-rate"], "BENCH_HALF_RATE", Number.NaN, 1)),
+    halfWarmupMs: number(values["half-warmup"], "BENCH_HALF_WARMUP", quick ? 0.5 : 6, 0) * 1000,
     singleFlightRequests: Math.round(number(values["single-flight"], "BENCH_SINGLE_FLIGHT", 1000, 1)),
     rssTokens: rssList,
     missTokens: Math.round(number(values["miss-tokens"], "BENCH_MISS_TOKENS", 512, 1)),
@@ -1339,7 +1346,7 @@ async function main(): Promise<void> {
           mode: "rate",
           rate,
           connections: options.halfConnections,
-          warmupMs: options.warmupMs,
+          warmupMs: options.halfWarmupMs,
           durationMs: options.durationMs,
         });
         report.half = { rate, variants };
