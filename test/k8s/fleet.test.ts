@@ -949,7 +949,7 @@ describe("a fleet of two operator replicas and three gateways on a real API serv
   );
 
   it(
-    "a replica that sees another's relay Lease skip entries has its gateways drop their cached token facts, also across a deletion of that Lease",
+    "a replica that sees another's relay Lease skip entries has its gateways drop their cached token facts, also across a deletion of that Lease and for a replica first seen after its first versions",
     async () => {
       const live = (identity: string): OperatorProcess => {
         const operator = operators.filter((o) => o.identity === identity).at(-1);
@@ -966,7 +966,8 @@ describe("a fleet of two operator replicas and three gateways on a real API serv
 
       // A third replica's relay Lease, written here as that replica would: first a version both replicas read…
       const name = revocationRelayName(leaseName, "op-gone");
-      const relayLease = (since: number, upTo: number, fingerprint: string): string => {
+      const newcomer = revocationRelayName(leaseName, "op-new");
+      const relayLease = (since: number, upTo: number, fingerprint: string, lease = name): string => {
         const annotation = JSON.stringify({
           run: "0f1e2d3c4b5a6978",
           since,
@@ -976,7 +977,7 @@ describe("a fleet of two operator replicas and three gateways on a real API serv
         return `apiVersion: coordination.k8s.io/v1
 kind: Lease
 metadata:
-  name: ${name}
+  name: ${lease}
   namespace: ${systemNamespace}
   labels: { "phantomgate.dev/revocations": ${leaseName} }
   annotations:
@@ -1014,7 +1015,7 @@ spec:
             (gaps[i] ?? 0) + 1,
           );
           expect(readFileSync(replica.logFile, "utf8")).toContain(
-            "revocations of another replica were missed; gateways told to drop their cached token facts",
+            "revocations of another replica were missed; telling the gateways to drop their cached token facts",
           );
         }
 
@@ -1036,8 +1037,27 @@ spec:
             (gaps[i] ?? 0) + 2,
           );
         }
+
+        // A replica the others never saw before, whose first versions went by unseen: judged from its start.
+        const third = await newToken("read_invoice");
+        expect(await statusesAt("/echo-v3/hello", third)).toEqual([200, 200, 200]);
+        await revokeAtAuthServer(third);
+        await kubectlApply(relayLease(3, 4, fingerprintToken("relay-gap-new-4"), newcomer));
+        await allAnswer(
+          "/echo-v3/hello",
+          third,
+          401,
+          "every gateway asking the AS again for a new replica's gap",
+        );
+        for (const [i, replica] of replicas.entries()) {
+          expect(await metric(replica, "phantomgate_operator_revocation_relay_gaps_total")).toBe(
+            (gaps[i] ?? 0) + 3,
+          );
+        }
       } finally {
-        await c().kubectl(["delete", "lease", name, "-n", systemNamespace, "--ignore-not-found"]);
+        for (const lease of [name, newcomer]) {
+          await c().kubectl(["delete", "lease", lease, "-n", systemNamespace, "--ignore-not-found"]);
+        }
       }
     },
     testTimeoutMs,

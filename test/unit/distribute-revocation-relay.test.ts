@@ -155,8 +155,31 @@ describe("relay positions: a reader learns that it missed entries", () => {
     const third = log.next();
     expect(flat(third)).toEqual([fp(7)]);
     expect(missedEntries(at(second), at(third))).toBe(false);
-    // A reader that last saw the first version missed fp(0)'s second revocation.
-    expect(missedEntries(at(first), at(third))).toBe(true);
+    // A reader that last saw the first version missed fp(0)'s second revocation, which has expired as well.
+    expect(missedEntries(at(first), at(third))).toBe(false);
+  });
+
+  it("counts entries trimmed away as missed only until they would have expired", () => {
+    const log = createRevocationLog({ retentionMs: 15 * minute, capacity: 2 });
+    log.add(fps(0, 6), 0);
+    const versions: RelayWrite[] = [];
+    for (let write = log.next(); write !== undefined; write = log.next()) {
+      versions.push(write);
+      log.written(write.upTo);
+    }
+    log.add([fp(9)], 10 * minute);
+    log.prune(10 * minute);
+    const soon = log.next();
+    expect(missedEntries(at(versions[0]), at(soon))).toBe(true);
+    log.add([fp(10)], 16 * minute);
+    log.prune(16 * minute); // everything of the burst has expired: nothing missed is still due
+    const later = log.next();
+    expect(later?.since).toBe(0);
+    expect(missedEntries(at(versions[0]), at(later))).toBe(false);
+    // A Lease appearing after a reader's first list is judged from its start.
+    const unseen = { run: "", since: 0, upTo: 0 };
+    expect(missedEntries(unseen, at(versions[0]))).toBe(false);
+    expect(missedEntries(unseen, at(soon))).toBe(true);
   });
 
   it("shows entries lost while the API server was away (more than the log holds unwritten)", () => {
@@ -175,7 +198,7 @@ describe("relay positions: a reader learns that it missed entries", () => {
     const old = { run: RUN, since: 10, upTo: 40 };
     expect(missedEntries(old, { run: "fedcba9876543210", since: 0, upTo: 3 })).toBe(false);
     expect(missedEntries(old, { run: "fedcba9876543210", since: 2, upTo: 5 })).toBe(true);
-    // Nothing can be said of a Lease seen for the first time, or written without positions (an older writer).
+    // Nothing can be said without a previous position, or of a version written without one (an older writer).
     expect(missedEntries(undefined, { run: RUN, since: 500, upTo: 600 })).toBe(false);
     expect(missedEntries(old, undefined)).toBe(false);
     expect(missedEntries(undefined, undefined)).toBe(false);
@@ -250,11 +273,10 @@ describe("relay positions: a reader learns that it missed entries", () => {
             upTo: write.upTo,
             prior: write.prior,
           };
-          // The first version seen is where the reader starts: what went before it is outside any guarantee
-          // (a replica that starts later knows the newest `capacity` entries of each other replica).
-          const first = last === undefined;
-          const gap = missedEntries(last, position);
-          if (!first && clean && !tight && gap) {
+          // The reader listed before the writer's first version: the relay judges a Lease it sees for the first
+          // time from its start.
+          const gap = missedEntries(last ?? { run: "", since: 0, upTo: 0 }, position);
+          if (clean && !tight && gap) {
             throw new Error(`seed ${seed}: a gap reported to a reader that saw every version`);
           }
           reads += 1;
@@ -267,7 +289,7 @@ describe("relay positions: a reader learns that it missed entries", () => {
             // Revoked again since: it moved to a later number and is due with the version that reaches it.
             if ((numbered.get(f) ?? 0) > write.upTo) continue;
             // A gap makes the gateways drop every cached token fact: whatever was revoked is refused again.
-            if (gap || first) known.add(f);
+            if (gap) known.add(f);
             else throw new Error(`seed ${seed}: ${f.slice(0, 8)} (revoked at ${when}) silently missed`);
           }
         }

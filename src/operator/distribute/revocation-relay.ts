@@ -14,11 +14,13 @@
 //
 // Gaps: a reader whose watch restarts during a burst sees only the newest version, and the entries of the
 // versions in between are no longer in it. So every version also says where it stands in its writer's
-// sequence (`run`, `since`, `upTo`: it holds every entry of that run numbered above `since`; `prior`: what a
-// restarted replica took over from its earlier run). A reader that last saw the same run up to a number below
-// `since` (or the earlier run below `prior.since`) missed some, cannot know which, and has its gateways drop
-// every cached token fact instead (they introspect again). What stays outside: a replica that starts knows
-// only what the Leases hold at that moment, and gateways of a release before this message ignore it.
+// sequence: `run` (a random id per process), `since` and `upTo` (it holds every entry of that run numbered
+// above `since` that has not expired), and `prior` (what a replica restarted under the same identity took over
+// from its earlier run's Lease). A reader that last saw the same run up to a number below `since`, or sees a
+// new run with `since` above 0 or whose `prior` it is behind on or never saw, missed some; it cannot know which,
+// so its gateways drop every cached token fact instead (they introspect again). A Lease first seen after the
+// reader's first list is judged from its start. What stays outside: what a replica that starts has missed
+// before its first list, and gateways of a release before `forget-tokens`, which ignore it.
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
@@ -39,6 +41,9 @@ export const revocationRelayLabel = "phantomgate.dev/revocations";
  * `{"run":"<hex>","since":<n>,"upTo":<n>,"batches":[{"at":<epoch ms>,"fingerprints":[…]}]}`.
  */
 export const revocationRelayAnnotation = "phantomgate.dev/revocations";
+/** Where a reader stands with a relay Lease it has not seen before: nothing of any run. */
+const unseenRelay: RelayPosition = { run: "", since: 0, upTo: 0 };
+
 /** How long the position of a relay Lease that went away is remembered. */
 const POSITION_MEMORY_MS = 24 * 60 * 60_000;
 /** Default bound of fingerprints per Lease. */
@@ -132,8 +137,8 @@ export function decodeRelayPosition(text: unknown): RelayPosition | undefined {
  * - a new run (the replica restarted) whose earlier versions it did not see (`since` above 0), or that took
  *   over entries of the run the reader knew beyond what the reader saw of it, or took over a run the reader
  *   never saw at all.
- * Nothing can be said about a Lease seen for the first time (this replica just started) or written without
- * positions (an older release).
+ * Nothing can be said without a previous position (the relay passes one meaning "nothing seen" for a Lease first
+ * seen after its first list) or of a version written without positions (an older release).
  */
 export function missedEntries(previous: RelayPosition | undefined, next: RelayPosition | undefined): boolean {
   if (previous === undefined || next === undefined) return false;
@@ -219,15 +224,27 @@ export function createRevocationLog(options: {
   let entries = new Map<string, { at: number; seq: number }>();
   let sequence = 0;
   let publishedSeq = 0;
-  /** The newest number of an entry pruned or trimmed away: a later version no longer holds it. */
+  /**
+   * The newest number of an entry trimmed away or pushed out by the bound before it expired (a later version no
+   * longer holds it), and when that entry was revoked: once that is older than the retention, nothing lost is
+   * still due and versions start from 0 again. Entries that simply expired are not losses.
+   */
   let droppedSeq = 0;
+  let droppedAt = Number.NEGATIVE_INFINITY;
   /** The earlier run whose entries were adopted (number 0), and whether some of them went before expiring. */
   let prior: RelayPosition | undefined;
-  let priorIncomplete = false;
-  const drop = (fingerprint: string, seq: number, expired: boolean): void => {
+  /** When the newest adopted entry that went before expiring was revoked. */
+  let priorLostAt = Number.NEGATIVE_INFINITY;
+  let adopted = false;
+  let lastPruneMs = Number.NEGATIVE_INFINITY;
+  const drop = (fingerprint: string, entry: { at: number; seq: number }, expired: boolean): void => {
     entries.delete(fingerprint);
-    droppedSeq = Math.max(droppedSeq, seq);
-    if (seq === 0 && !expired) priorIncomplete = true;
+    if (expired) return;
+    if (entry.seq === 0) priorLostAt = Math.max(priorLostAt, entry.at);
+    else if (entry.seq > droppedSeq) {
+      droppedSeq = entry.seq;
+      droppedAt = entry.at;
+    }
   };
 
   const group = (items: readonly (readonly [string, { at: number }])[]): RevocationBatch[] => {
@@ -249,6 +266,9 @@ export function createRevocationLog(options: {
       return sequence;
     },
     adopt(batches, position) {
+      // Only what the Lease held when this run started is an earlier run's.
+      if (adopted) return;
+      adopted = true;
       prior = position;
       const older = new Map<string, { at: number; seq: number }>();
       for (const batch of batches) {
@@ -259,11 +279,13 @@ export function createRevocationLog(options: {
       entries = new Map([...older, ...entries]);
     },
     prune(nowMs) {
+      lastPruneMs = nowMs;
       for (const [fingerprint, entry] of entries) {
         const expired = entry.at <= nowMs - retentionMs;
         if (!expired && entries.size <= maxEntries) break;
-        drop(fingerprint, entry.seq, expired);
+        drop(fingerprint, entry, expired);
       }
+      if (droppedAt <= nowMs - retentionMs) droppedSeq = 0;
     },
     next() {
       const items = [...entries];
@@ -275,7 +297,7 @@ export function createRevocationLog(options: {
       // Entries are in sequence order, so everything before the window is numbered below it.
       const before = start > 0 ? (items[start - 1]?.[1].seq ?? 0) : 0;
       // Adopted entries (number 0, at the front) left out of the window are not held by this version.
-      const priorHeld = !priorIncomplete && !(start > 0 && items[0]?.[1].seq === 0);
+      const priorHeld = priorLostAt <= lastPruneMs - retentionMs && !(start > 0 && items[0]?.[1].seq === 0);
       return {
         batches: group(window),
         since: Math.max(droppedSeq, before),
@@ -293,7 +315,7 @@ export function createRevocationLog(options: {
       for (const entry of entries.values()) if (entry.seq <= publishedSeq) written += 1;
       for (const [fingerprint, entry] of entries) {
         if (written <= capacity || entry.seq > publishedSeq) break;
-        drop(fingerprint, entry.seq, false);
+        drop(fingerprint, entry, false);
         written -= 1;
       }
     },
@@ -426,6 +448,8 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   /** When a relay Lease went away (deleted, or missing from a list), for forgetting its position later. */
   const gone = new Map<string, number>();
   let forgetQueued = false;
+  /** The first list was taken in: Leases seen from now on were created (or written again) since. */
+  let listed = false;
   /** Tells the gateways once, however many Leases showed a gap in one list or event. */
   const forgetSoon = (): void => {
     if (forgetQueued) return;
@@ -442,6 +466,8 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   let ownResourceVersion: string | undefined;
   /** Whether this replica's Lease from an earlier run was taken in (or this run wrote its own). */
   let ownSettled = false;
+  /** The run of the earlier Lease this run took over, if any. */
+  let adoptedRun: string | undefined;
   let writing: Promise<void> | undefined;
   let stopped = false;
   // A function, not a variable read, so flow analysis does not assume it stays false across awaits.
@@ -478,7 +504,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
 
   const observe = (object: KubeObject): void => {
     const name = object.metadata?.name;
-    if (typeof name !== "string") return;
+    if (typeof name !== "string" || stopped) return;
     const resourceVersion = object.metadata?.resourceVersion;
     const previous = known.get(name);
     if (previous !== undefined && previous.resourceVersion === resourceVersion) return;
@@ -494,9 +520,19 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     const writtenAtMs = renewTimeOf(object);
     if (name === ownName) {
       // Written by this replica; only the copy left by an earlier run (same identity) is news.
-      if (ownSettled) return;
+      if (ownSettled) {
+        // The earlier run's copy may still arrive after this run took it over through the create conflict.
+        if (position !== undefined && position.run !== run && position.run !== adoptedRun) {
+          log.warn(
+            { lease: name },
+            "another process writes this replica's relay Lease: do two operator replicas share one identity?",
+          );
+        }
+        return;
+      }
       ownSettled = true;
       ownResourceVersion = resourceVersion;
+      adoptedRun = position?.run;
       book.adopt(batches, position);
       const fresh = take(batches, writtenAtMs);
       if (fresh > 0) log.info({ fingerprints: fresh }, "revocations of an earlier run taken over");
@@ -504,13 +540,16 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     }
     const fresh = take(batches, writtenAtMs);
     if (fresh > 0) log.debug({ fingerprints: fresh, from: name }, "revocations relayed from another replica");
-    if (missedEntries(last?.position, position)) {
+    // A Lease first seen after the first list was written since, so it is judged from its start: a new
+    // replica's Lease whose first versions went by unseen has missed entries too.
+    const from = last?.position ?? (listed ? unseenRelay : undefined);
+    if (missedEntries(from, position)) {
       // Versions went by unseen (this replica's watch restarted during a burst larger than a Lease holds, or the
       // writer lost entries while the API server was away): some revocations are unknown here.
       metrics.gaps.inc();
       log.warn(
-        { from: name, lastSeen: last?.position?.upTo, since: position?.since },
-        "revocations of another replica were missed; gateways told to drop their cached token facts",
+        { from: name, lastSeen: from?.upTo, since: position?.since },
+        "revocations of another replica were missed; telling the gateways to drop their cached token facts",
       );
       forgetSoon();
     }
@@ -537,6 +576,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
         const names = new Set(items.map((item) => item.metadata?.name));
         for (const name of known.keys()) if (!names.has(name)) forget(name);
         for (const item of items) observe(item);
+        listed = true;
       },
       apply(type, object) {
         const name = object.metadata?.name;
@@ -603,11 +643,15 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
           const annotations = existing.metadata?.annotations as Record<string, unknown> | undefined;
           const text = annotations?.[revocationRelayAnnotation];
           const batches = decodeRevocationBatches(text);
-          book.adopt(batches, decodeRelayPosition(text));
+          const adoptedPosition = decodeRelayPosition(text);
+          adoptedRun = adoptedPosition?.run;
+          book.adopt(batches, adoptedPosition);
           take(batches, renewTimeOf(existing));
-          book.prune(nowMs);
-          write = book.next() ?? write;
         }
+        // The watch may have taken the earlier run's Lease in while the create was under way: write what the
+        // log holds now, with what was adopted.
+        book.prune(nowMs);
+        write = book.next() ?? write;
         written = await call<KubeObject>({
           method: "PUT",
           path: ownPath,
