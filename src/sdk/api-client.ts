@@ -93,7 +93,10 @@ export interface ApiClientOptions<S extends string, D extends string> {
   readonly clock?: Clock;
   /** Where audit records go; default JSON lines on stdout; `false` turns auditing off. */
   readonly audit?: AuditSink | false;
-  /** Deadline of one call to a service (to the response headers). Default 10000. */
+  /**
+   * Deadline of one call to a service, to the response headers; after them, the longest pause between two chunks
+   * of the body (undici's `BodyTimeoutError` while you read it). Default 10000.
+   */
   readonly requestTimeoutMs?: number;
   /** An exchanged token is reused until this many seconds before it expires. Default 30. */
   readonly refreshBeforeExpirySeconds?: number;
@@ -105,7 +108,10 @@ export interface ApiClientOptions<S extends string, D extends string> {
 export interface ApiRequest {
   /** Default GET. */
   readonly method?: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
-  /** Absolute path (with query, if any) under the service's URL. */
+  /**
+   * Absolute path (with query, if any) under the service's URL, percent-encoded. Refused before anything is
+   * sent: `.` or `..` segments (also as `%2e`), an encoded slash or backslash, a backslash, a fragment.
+   */
   readonly path: string;
   /** Extra headers; `authorization` and `host` are set by the client and cannot be overridden. */
   readonly headers?: Readonly<Record<string, string>>;
@@ -259,6 +265,42 @@ function createExchangeClient(
 function firstValue(value: string | readonly string[] | undefined): string | undefined {
   if (value === undefined) return undefined;
   return typeof value === "string" ? value : value[0];
+}
+
+/** Header names as RFC 9110 defines them (tokens). */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * Refuses a request the SDK must not send (`PG_SDK_CONFIG_INVALID`, audited as refused): a path that does not
+ * start with `/`; one that could leave the service's base path once something on the way normalises it (`.` or
+ * `..` segments, also as `%2e`, an encoded `/` or `\`, a backslash); a fragment; characters that are not
+ * printable ASCII; and header names or values that could not be sent as they are (CR, LF, NUL). The service's
+ * security domain is chosen by name, so a path that climbs into another service behind the same host would hand
+ * that service a token of the wrong domain.
+ */
+function checkRequest(request: ApiRequest, serviceName: string): void {
+  const refuse = (what: string): never => {
+    throw new SdkError("PG_SDK_CONFIG_INVALID", `${what} (service ${serviceName})`);
+  };
+  const { path } = request;
+  if (!path.startsWith("/")) refuse("request path must start with '/'");
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) refuse("request path must be printable ASCII (percent-encode the rest)");
+  }
+  if (path.includes("#")) refuse("request path must not carry a fragment");
+  const query = path.indexOf("?");
+  const pathPart = query === -1 ? path : path.slice(0, query);
+  if (pathPart.includes("\\")) refuse("request path must not contain a backslash");
+  if (/%(2f|5c)/i.test(pathPart)) refuse("request path must not contain an encoded '/' or '\\'");
+  for (const segment of pathPart.split("/")) {
+    const plain = segment.replace(/%2e/gi, ".");
+    if (plain === "." || plain === "..") refuse("request path must not contain '.' or '..' segments");
+  }
+  for (const [name, value] of Object.entries(request.headers ?? {})) {
+    if (!HEADER_NAME.test(name)) refuse(`header name '${name.slice(0, 40)}' is not a token`);
+    if (/[\r\n\0]/.test(value)) refuse(`header '${name}' holds CR, LF or NUL`);
+  }
 }
 
 /**
@@ -422,7 +464,10 @@ export function createApiClient<S extends string, D extends string>(
     const base = new URL(service.url);
     const path = `${base.pathname.replace(/\/+$/, "")}${request.path}`;
     const body = request.json === undefined ? request.body : JSON.stringify(request.json);
-    const signal = AbortSignal.timeout(requestTimeoutMs);
+    // Only until the response head: a body read later (after another call, or streamed slowly) is not cut by it.
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), requestTimeoutMs);
+    const signal = deadline.signal;
     let response: ApiResponse;
     try {
       response = await dispatcher.request({
@@ -433,6 +478,7 @@ export function createApiClient<S extends string, D extends string>(
         ...(body === undefined ? {} : { body }),
         signal,
         headersTimeout: requestTimeoutMs,
+        bodyTimeout: requestTimeoutMs,
       });
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code;
@@ -450,6 +496,8 @@ export function createApiClient<S extends string, D extends string>(
           );
       record(context, "failed", { outbound, error: failure });
       throw failure;
+    } finally {
+      clearTimeout(timer);
     }
     record(context, "ok", { outbound, status: response.statusCode });
     return response;
@@ -465,16 +513,11 @@ export function createApiClient<S extends string, D extends string>(
   ): Promise<ApiResponse> {
     const startedMs = performance.now();
     const service = serviceOf(serviceName);
-    if (!request.path.startsWith("/")) {
-      throw new SdkError(
-        "PG_SDK_CONFIG_INVALID",
-        `request path must start with '/' (service ${serviceName})`,
-      );
-    }
-
     const context: CallContext = { identity, serviceName, service, pattern, request, startedMs };
     let outbound: Outbound;
     try {
+      // Before any token is chosen, so a bad request costs no exchange at the AS.
+      checkRequest(request, serviceName);
       outbound = await prepare(context);
     } catch (error) {
       if (error instanceof SdkError) record(context, "refused", { error });

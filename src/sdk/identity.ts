@@ -14,7 +14,8 @@ export interface Actor {
 
 /**
  * Who is calling and with which rights, read from a verified internal JWT. Safe to log and to serialise: it holds
- * the token's fingerprint, never the token.
+ * the token's fingerprint, never the token, and a claim that carries a token of its own (an embedded token such
+ * as `ledger_token`) is readable by name but left out of JSON, pino and util.inspect.
  *
  * `C` types the claims you declared with the verifier's `claims` schema.
  *

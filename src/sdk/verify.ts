@@ -1,7 +1,7 @@
 // Verifies the internal JWT an API receives (from the gateway, or from another API) into a typed Identity:
 // signature by an allow-listed asymmetric algorithm against the gateway's or the authorization server's JWKS,
 // exact issuer, audience, access-token `typ`, `exp`/`nbf` against an injected clock.
-import { errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
+import { errors as joseErrors, type JSONWebKeySet, type JWTPayload } from "jose";
 import type { Dispatcher } from "undici";
 import { z } from "zod";
 import { GatewayError } from "../errors/catalogue.ts";
@@ -9,7 +9,7 @@ import { jwsAlgorithmSchema, type JwsAlgorithm } from "../snapshot/snapshot.ts";
 import { systemClock, type Clock } from "../tokens/clock.ts";
 import { parseScopes } from "../tokens/facts.ts";
 import { fingerprintToken } from "../tokens/fingerprint.ts";
-import { describeJwtError, isAccessTokenTyp } from "../tokens/jwks.ts";
+import { describeJwtError, isAccessTokenTyp, verifyJwt } from "../tokens/jwks.ts";
 import { SdkError } from "./errors.ts";
 import { bindToken, parseActor, type Identity } from "./identity.ts";
 import { createKeyResolver, dispatcherOrOwn } from "./keys.ts";
@@ -154,14 +154,20 @@ export function createJwtChecker(
   async function check(jwt: string, audience: readonly string[]): Promise<JWTPayload> {
     let verified;
     try {
-      verified = await jwtVerify(jwt, getKey, {
-        issuer: options.issuer,
-        audience: [...audience],
-        algorithms,
-        clockTolerance,
-        currentDate: new Date(clock.now()),
-        requiredClaims: ["exp", "sub"],
-      });
+      // The token layer's verification: it also tries each candidate key for a JWT without `kid` while the AS
+      // publishes several keys for its algorithm (a key rotation), where jose alone refuses to pick one.
+      verified = await verifyJwt(
+        jwt,
+        { getKey },
+        {
+          issuer: options.issuer,
+          audience,
+          algorithms,
+          clockSkewSeconds: clockTolerance,
+          clock,
+          requiredClaims: ["exp", "sub"],
+        },
+      );
     } catch (error) {
       if (error instanceof SdkError || error instanceof GatewayError) {
         throw new JwtCheckError("keys", error.reason);
@@ -217,6 +223,31 @@ const INBOUND_CODES = {
   keys: "PG_SDK_KEYS_UNAVAILABLE",
 } as const;
 
+/**
+ * A compact JWS (three parts) or JWE (five parts): a JOSE header is a JSON object, so its base64url starts with
+ * `eyJ`. Dotted strings of other kinds (versions, host names) do not.
+ */
+const TOKEN_SHAPED = /^eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){2}(?:(?:\.[A-Za-z0-9_-]*){2})?$/;
+
+/**
+ * The claims as an identity carries them: every claim readable by name, but a claim whose value is a token (an
+ * embedded token for another API, e.g. `ledger_token`) is not enumerable, so JSON.stringify, pino and
+ * util.inspect leave it out and an identity stays safe to log. (A token nested deeper, inside an object claim, is
+ * not looked for.)
+ */
+function claimsOf<T extends object>(all: T): T {
+  const claims = {} as T;
+  for (const [name, value] of Object.entries(all)) {
+    Object.defineProperty(claims, name, {
+      value,
+      enumerable: !(typeof value === "string" && TOKEN_SHAPED.test(value)),
+      writable: false,
+      configurable: false,
+    });
+  }
+  return Object.freeze(claims);
+}
+
 /** Builds an {@link Identity} from a verified payload; binds the token for API-to-API calls. */
 export function identityFromPayload<C extends object>(
   jwt: string,
@@ -236,7 +267,7 @@ export function identityFromPayload<C extends object>(
     issuedAt: payload.iat,
     actor: parseActor(payload["act"]),
     tokenFingerprint: fingerprintToken(jwt),
-    claims: Object.freeze({ ...payload, ...typed }),
+    claims: claimsOf({ ...payload, ...typed }),
   });
   bindToken(identity, jwt);
   return identity;

@@ -105,8 +105,8 @@ export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySourc
 
 export interface VerifyJwtOptions {
   readonly issuer: string;
-  /** Required `aud` value, when the caller's mode demands one. */
-  readonly audience?: string | undefined;
+  /** Required `aud` value (or one of several), when the caller's mode demands one. */
+  readonly audience?: string | readonly string[] | undefined;
   readonly algorithms: readonly JwsAlgorithm[];
   readonly clockSkewSeconds: number;
   readonly clock: Clock;
@@ -126,12 +126,14 @@ export interface VerifyJwtOptions {
  */
 export async function verifyJwt(
   jwt: string,
-  keys: JwksKeySource,
+  keys: Pick<JwksKeySource, "getKey">,
   options: VerifyJwtOptions,
 ): Promise<JWTVerifyResult> {
   const verifyOptions: JWTVerifyOptions = {
     issuer: options.issuer,
-    ...(options.audience === undefined ? {} : { audience: options.audience }),
+    ...(options.audience === undefined
+      ? {}
+      : { audience: typeof options.audience === "string" ? options.audience : [...options.audience] }),
     algorithms: [...options.algorithms],
     clockTolerance: options.clockSkewSeconds,
     currentDate: new Date(options.clock.now()),

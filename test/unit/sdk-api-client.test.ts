@@ -159,6 +159,50 @@ describe("API client options", () => {
   });
 });
 
+describe("request checks", () => {
+  it("refuses, before anything is sent or exchanged, a path that could leave the service's base path, and unsendable headers", async () => {
+    const records: ApiCallAuditRecord[] = [];
+    const c = client({ audit: (record) => records.push(record) });
+    const before = seen.length;
+    const refused = [
+      "/entries/../../payments/x",
+      "/entries/%2e%2e/%2E%2E/payments/x",
+      "/entries/..%2F..%2Fpayments%2Fx",
+      "/entries/..%5c..%5cpayments",
+      "/entries\\..\\payments",
+      "/./entries",
+      "/entries/.",
+      "/entries#frag",
+      "/entries/with space",
+      "/entries/ünïcode",
+      "/entries\r\nx-injected: 1",
+    ];
+    for (const path of refused) {
+      const error = await failure(c.share(identity, "ledger", { path }));
+      expect(error.code, path).toBe("PG_SDK_CONFIG_INVALID");
+    }
+    for (const headers of [{ "x-a": "1\r\nx-injected: 2" }, { "bad name": "1" }, { "x-a": "nul\0" }]) {
+      expect((await failure(c.share(identity, "ledger", { path: "/x", headers }))).code).toBe(
+        "PG_SDK_CONFIG_INVALID",
+      );
+    }
+    expect(seen.length).toBe(before);
+    expect(records.every((record) => record.outcome === "refused")).toBe(true);
+    expect(records).toHaveLength(refused.length + 3);
+    // Dots inside a segment, encoded characters other than slashes, and dots in the query are fine.
+    for (const path of ["/entries/v1.2..3", "/entries/a%20b", "/entries?next=../x&q=%2F"]) {
+      const response = await c.share(identity, "ledger", { path });
+      expect(response.statusCode, path).toBe(200);
+      await response.body.dump();
+    }
+    expect(seen.slice(before).map((request) => request.url)).toEqual([
+      "/base/entries/v1.2..3",
+      "/base/entries/a%20b",
+      "/base/entries?next=../x&q=%2F",
+    ]);
+  });
+});
+
 describe("a shared call", () => {
   it("sends the caller's token, the request id and the body; callers cannot override authorization or host", async () => {
     const response = await client().share(identity, "ledger", {
@@ -180,6 +224,14 @@ describe("a shared call", () => {
       accept: "application/json",
     });
     expect(last.headers.host).not.toBe("evil.example");
+  });
+
+  it("times the call to the response head: a body read later than requestTimeoutMs is still whole", async () => {
+    const quick = client({ requestTimeoutMs: 100 });
+    const response = await quick.share(identity, "ledger", { path: "/entries" });
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(await response.body.json()).toEqual({ ok: true });
+    await quick.close();
   });
 
   it("does not follow redirects", async () => {

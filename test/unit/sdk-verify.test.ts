@@ -3,7 +3,9 @@
 // exposes the token. Keys are local; the integration suite uses the real authorization server's JWKS.
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { inspect } from "node:util";
 import { exportJWK, generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey, type JWK } from "jose";
+import pino from "pino";
 import { z } from "zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -84,6 +86,59 @@ describe("internal JWT verifier", () => {
     });
     expect(JSON.stringify(identity)).not.toContain(jwt);
     expect(Object.isFrozen(identity)).toBe(true);
+  });
+
+  it("keeps a token carried in a claim readable by name but out of JSON, pino and util.inspect", async () => {
+    const ledgerToken = await sign({ sub: "alice" }, { aud: "urn:phantomgate:billing" });
+    const jwe = "eyJhbGciOiJSU0EtT0FFUCJ9.a2V5.aXY.Y2lwaGVy.dGFn";
+    const identity = await verifier.verify(
+      await sign({ ledger_token: ledgerToken, sealed: jwe, version: "1.2.3", region: "eu.west.1" }),
+    );
+    expect(identity.claims["ledger_token"]).toBe(ledgerToken);
+    expect(identity.claims["sealed"]).toBe(jwe);
+    expect(Object.keys(identity.claims)).not.toContain("ledger_token");
+    const lines: string[] = [];
+    const log = pino({ level: "info" }, { write: (line: string) => void lines.push(line) });
+    log.info({ identity }, "caller");
+    for (const text of [JSON.stringify(identity), inspect(identity, { depth: 10 }), lines.join("")]) {
+      expect(text).not.toContain(ledgerToken);
+      expect(text).not.toContain(jwe);
+      expect(text).toContain("eu.west.1"); // other dotted values stay
+      expect(text).toContain("1.2.3");
+    }
+  });
+
+  it("tries each key for a JWT without kid while the AS publishes two keys for its algorithm", async () => {
+    const older = await generateKeyPair("ES256", { extractable: true });
+    const newer = await generateKeyPair("ES256", { extractable: true });
+    const rotating = createInternalJwtVerifier({
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      jwks: {
+        keys: [
+          { ...(await exportJWK(older.publicKey)), alg: "ES256", use: "sig" },
+          { ...(await exportJWK(newer.publicKey)), alg: "ES256", use: "sig" },
+        ],
+      },
+    });
+    for (const pair of [older, newer]) {
+      const jwt = await new SignJWT({ sub: "alice" })
+        .setProtectedHeader({ alg: "ES256", typ: "at+jwt" })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setExpirationTime(nowSeconds() + 300)
+        .sign(pair.privateKey);
+      expect((await rotating.verify(jwt)).sub).toBe("alice");
+    }
+    const stranger = await generateKeyPair("ES256");
+    const forged = await new SignJWT({ sub: "alice" })
+      .setProtectedHeader({ alg: "ES256", typ: "at+jwt" })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setExpirationTime(nowSeconds() + 300)
+      .sign(stranger.privateKey);
+    expect((await failure(rotating.verify(forged))).code).toBe("PG_SDK_TOKEN_INVALID");
+    await rotating.close();
   });
 
   it("reads scopes from a list or from scp", async () => {
