@@ -643,9 +643,12 @@ export function createAuthServerClient(
     });
     if (request.scopes.length > 0) params.set("scope", request.scopes.join(" "));
     const response = await post("token", params, "application/json");
-    if (response.status === 400 && oauthErrorCode(response.text) === "invalid_grant") {
+    // RFC 8693 §2.2.2: a subject_token that is invalid or refused by policy is `invalid_request`; many ASes say
+    // `invalid_grant`. Either way the caller asks introspection whether the token itself is still active.
+    const refusal = response.status === 400 ? oauthErrorCode(response.text) : undefined;
+    if (refusal === "invalid_grant" || refusal === "invalid_request") {
       record("token", "inactive", response.startedMs);
-      return { active: false, reason: "exchange refused: invalid_grant" };
+      return { active: false, reason: `exchange refused: ${refusal}` };
     }
     if (response.status !== 200) failResponse("token", response);
     const parsed = exchangeResponseSchema.safeParse(parseJson("token", response));

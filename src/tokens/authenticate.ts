@@ -342,7 +342,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         }
         const requestedAt = clock.now() / 1000;
         const exchanged = await runtime.client.exchangeToken(token, { audience, scopes });
-        if (!exchanged.active) return negativeFill(runtime, exchanged.reason);
+        if (!exchanged.active) return refusedExchange(runtime, token, fingerprint, exchanged.reason);
         // A token whose lifetime the AS does not state (no expires_in, not a JWT with exp) could be near its end
         // already: it is reused as if it lived UNSTATED_EXCHANGE_LIFETIME_SECONDS.
         const expiresAt = exchanged.expiresAt ?? requestedAt + UNSTATED_EXCHANGE_LIFETIME_SECONDS;
@@ -355,6 +355,34 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         );
       },
     };
+  }
+
+  /**
+   * The AS refused to exchange a token whose introspection was cached as active: it asks introspection again,
+   * uncached. An inactive token is refused (401) for every route of this AS, its cached facts and derived tokens
+   * dropped; an active one means the AS refuses the exchange itself (its policy, the route's audience), which no
+   * retry by the client changes: 503 naming that.
+   */
+  async function refusedExchange(
+    runtime: ServerRuntime,
+    token: string,
+    fingerprint: string,
+    reason: string,
+  ): Promise<CacheFill<AuthenticationResult>> {
+    const fresh = await runtime.client.introspectToken(token);
+    if (!fresh.active) {
+      runtime.cache.evictFingerprint(fingerprint);
+      runtime.cache.set(fingerprint, runtime.introspectPurpose, {
+        negative: true,
+        reason: fresh.reason,
+        negativeTtlSeconds: runtime.server.cache.negativeTtlSeconds,
+      });
+      return negativeFill(runtime, `${reason}; ${fresh.reason}`);
+    }
+    throw new GatewayError(
+      "PG_ERR_AS_UNAVAILABLE",
+      `the AS refused to exchange a token its introspection says is active (${reason})`,
+    );
   }
 
   function planJwt(runtime: ServerRuntime, route: CompiledRoute): RoutePlan {

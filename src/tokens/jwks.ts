@@ -46,6 +46,8 @@ export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySourc
   let attemptedAtMs = Number.NEGATIVE_INFINITY;
   let fetches = 0;
   let pending: Promise<void> | undefined;
+  /** The last fetch failed: within the cooldown an unknown `kid` cannot be judged, so the AS is unavailable. */
+  let lastFetchFailed = false;
 
   function refetch(): Promise<void> {
     // Concurrent verifications that all miss the same new `kid` share one fetch.
@@ -61,6 +63,10 @@ export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySourc
           throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "JWKS document is malformed");
         }
         fetchedAtMs = clock.now();
+        lastFetchFailed = false;
+      } catch (error) {
+        lastFetchFailed = true;
+        throw error;
       } finally {
         pending = undefined;
       }
@@ -91,7 +97,16 @@ export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySourc
       // Join a refetch already under way, or use keys that arrived since; otherwise fetch, unless cooling down.
       if (pending !== undefined) await pending;
       else if (keys === current) {
-        if (coolingDown()) throw error;
+        if (coolingDown()) {
+          // After a failed fetch the key may well exist at the AS: that is an outage (503), not a bad token (401).
+          if (lastFetchFailed) {
+            throw new GatewayError(
+              "PG_ERR_AS_UNAVAILABLE",
+              "JWKS unavailable for a new key (retry after cooldown)",
+            );
+          }
+          throw error;
+        }
         await refetch();
       }
       const refreshed: typeof keys = keys;

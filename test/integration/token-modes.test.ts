@@ -561,6 +561,30 @@ describe("exchange mode", () => {
     });
   });
 
+  it("a token revoked at the AS while its facts are cached: the refused exchange asks introspection again, and every route of the AS refuses it from then on", async () => {
+    const h = await harness(await startAs());
+    const token = await getToken(h.as, "read_invoice");
+    const phantom = routeFor("phantom");
+    await h.authenticator.authenticate(token, phantom); // introspection cached as active
+    await revokeToken(h.as, token);
+    expect(h.as.stats.introspections).toBe(1);
+    await expect(h.authenticator.authenticate(token, routeFor("exchange"))).rejects.toMatchObject({
+      code: "PG_ERR_TOKEN_INVALID",
+    });
+    // One exchange refused, one introspection to learn why; no 503 for the client to retry into.
+    expect(h.as.stats.exchanges).toBe(1);
+    expect(h.as.stats.introspections).toBe(2);
+    // The cached active facts are gone: the phantom route refuses it too, without asking the AS again.
+    await expect(h.authenticator.authenticate(token, phantom)).rejects.toMatchObject({
+      code: "PG_ERR_TOKEN_INVALID",
+    });
+    await expect(h.authenticator.authenticate(token, routeFor("exchange"))).rejects.toMatchObject({
+      code: "PG_ERR_TOKEN_INVALID",
+    });
+    expect(h.as.stats.introspections).toBe(2);
+    expect(h.as.stats.exchanges).toBe(1);
+  });
+
   it("re-exchanges once the exchanged token is past half its lifetime", async () => {
     const h = await harness(await startAs({ accessTokenTtlSeconds: 120 }));
     const token = await getToken(h.as, "read_invoice");

@@ -361,6 +361,13 @@ describe("token exchange answers", () => {
       reason: "exchange refused: invalid_grant",
     });
 
+    // RFC 8693 §2.2.2 names invalid_request for a subject token that is invalid or refused by policy.
+    answer = { status: 400, body: { error: "invalid_request" } };
+    await expect(client.exchangeToken("t", request)).resolves.toEqual({
+      active: false,
+      reason: "exchange refused: invalid_request",
+    });
+
     answer = { status: 400, body: { error: "invalid_target" } };
     await expect(client.exchangeToken("t", request)).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
   });

@@ -69,6 +69,44 @@ describe("JWKS key source", () => {
     expect(keys.fetchCount()).toBe(2);
   });
 
+  it("answers an unknown kid while the AS is down as the AS being unavailable, also within the cooldown", async () => {
+    const clock = createManualClock(Date.now());
+    const first = await signingKey("k1");
+    const rotated = await signingKey("k2");
+    let up = true;
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 10_000,
+      fetchJwks: () =>
+        up
+          ? Promise.resolve({ keys: [first.jwk, rotated.jwk] })
+          : Promise.reject(new GatewayError("PG_ERR_AS_UNAVAILABLE", "down")),
+    });
+    const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 0, clock };
+    const stranger = await signingKey("k3");
+    await verifyJwt(await first.sign(clock.now()), keys, options);
+    // The AS rotated to k3 and went down: the refetch fails, and so does every new-kid token until it is back.
+    up = false;
+    clock.advance(10_000);
+    for (let i = 0; i < 3; i++) {
+      await expect(verifyJwt(await stranger.sign(clock.now()), keys, options)).rejects.toMatchObject({
+        code: "PG_ERR_AS_UNAVAILABLE",
+      });
+      clock.advance(1_000);
+    }
+    // Known keys keep working meanwhile.
+    await expect(verifyJwt(await first.sign(clock.now()), keys, options)).resolves.toBeDefined();
+    // Back up (and past the cooldown): a kid it really does not publish is a bad token again.
+    up = true;
+    clock.advance(10_000);
+    await expect(verifyJwt(await stranger.sign(clock.now()), keys, options)).rejects.toMatchObject({
+      code: "ERR_JWKS_NO_MATCHING_KEY",
+    });
+    await expect(verifyJwt(await stranger.sign(clock.now()), keys, options)).rejects.toMatchObject({
+      code: "ERR_JWKS_NO_MATCHING_KEY",
+    });
+  });
+
   it("keeps verifying with cached keys when a refresh of stale keys fails", async () => {
     const clock = createManualClock(Date.now());
     const key = await signingKey("k1");
