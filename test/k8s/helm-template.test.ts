@@ -6,8 +6,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadGatewayConfig } from "../../src/config/gateway-config.ts";
-import { loadOperatorConfig, type OperatorConfig } from "../../src/operator/config.ts";
-import { renderRbacObjects } from "../../src/operator/permissions.ts";
+import { loadOperatorConfig } from "../../src/operator/config.ts";
+import { permissionOptionsOf, renderRbacObjects } from "../../src/operator/permissions.ts";
 import {
   canonicalRule,
   chartDir,
@@ -118,6 +118,16 @@ describe("values.schema.json and template checks reject bad values with a clear 
       /operator\.webhook\.certificate\.secretName is required when operator\.webhook\.certificate\.mode is secret/,
     ],
     [
+      "secret certificate mode with nothing that gives the webhook its caBundle",
+      [
+        "--set",
+        "operator.webhook.certificate.mode=secret",
+        "--set",
+        "operator.webhook.certificate.secretName=tls",
+      ],
+      /needs operator\.webhook\.certificate\.caBundle or operator\.webhook\.certificate\.annotations/,
+    ],
+    [
       "an HPA whose maximum is below its minimum",
       [
         "--set",
@@ -174,6 +184,7 @@ describe("rendered flags are what the programs accept, and the pieces agree", ()
       "plain-HTTP snapshot stream, no webhook",
       ["--set", "operator.snapshotTls=false", "--set", "operator.webhook.enabled=false"],
     ],
+    ["TLS snapshot stream, no webhook", ["--set", "operator.webhook.enabled=false"]],
   ] as const)("%s", async (_what, args) => {
     const { objects, gatewayDeployment, operatorDeployment, gateway, operator } = await renderedConfigs(args);
     const operatorService = findService(objects, "phantomgate-operator");
@@ -198,8 +209,9 @@ describe("rendered flags are what the programs accept, and the pieces agree", ()
     expect(operator.podNamespace).toBe("phantomgate");
     expect(operator.identity).toBe("op-0");
     expect(operator.leaseName).toBe("phantomgate-operator");
+    // The operator serves admission reviews exactly when the chart registers its webhook.
+    expect(operator.webhook).toBe(objects.some((o) => o.kind === "ValidatingWebhookConfiguration"));
     if (operator.snapshotTls) {
-      expect(operator.webhook).toBe(true);
       expect(gateway.controlPlaneCaFile).toBe("/etc/phantomgate/control-plane-ca/ca.crt");
       const caVolume = gatewayPod.volumes?.find((v) => v.name === "control-plane-ca") as
         { secret: { secretName: string; items: { key: string }[] } } | undefined;
@@ -375,6 +387,8 @@ describe("RBAC is exactly src/operator/permissions.ts, and nothing for the gatew
         "operator.webhook.certificate.mode=secret",
         "--set",
         "operator.webhook.certificate.secretName=tls",
+        "--set",
+        "operator.webhook.certificate.annotations.cert-manager\\.io/inject-ca-from=phantomgate/tls",
       ],
     ],
     [
@@ -397,7 +411,7 @@ describe("RBAC is exactly src/operator/permissions.ts, and nothing for the gatew
     );
     const name = "phantomgate-phantomgate-operator";
     const expected = renderRbacObjects({
-      ...permissionOptions(operator),
+      ...permissionOptionsOf(operator),
       name,
       serviceAccount: operatorSubject,
       namespaces: operator.namespaces,
@@ -434,12 +448,29 @@ describe("RBAC is exactly src/operator/permissions.ts, and nothing for the gatew
 });
 
 /** PermissionOptions as the operator itself derives them from its settings. */
-function permissionOptions(config: OperatorConfig) {
-  return {
-    leaseName: config.leaseName,
-    webhook: config.webhook,
-    webhookCertificate: config.webhookCertificate,
-    webhookConfigurationName: config.webhookConfigurationName,
-    webhookSecretName: config.webhookSecretName,
-  };
-}
+
+describe("disruption budgets and shutdown", () => {
+  it("keeps a gateway maxUnavailable of 0 (no voluntary evictions) and defaults an unset one to 1", async () => {
+    const budget = async (args: readonly string[]) =>
+      (await render(args)).find(
+        (o) => o.kind === "PodDisruptionBudget" && o.metadata.name === "phantomgate-gateway",
+      ) as unknown as { spec: { maxUnavailable?: number | string; minAvailable?: number | string } };
+    expect((await budget(["--set", "gateway.podDisruptionBudget.maxUnavailable=0"])).spec).toEqual(
+      expect.objectContaining({ maxUnavailable: 0 }),
+    );
+    expect((await budget(["--set", "gateway.podDisruptionBudget.maxUnavailable=null"])).spec).toEqual(
+      expect.objectContaining({ maxUnavailable: 1 }),
+    );
+  });
+
+  it("gives the operator a preStop sleep, so the webhook and the streams leave the Service before SIGTERM", async () => {
+    const operatorOf = async (args: readonly string[]) =>
+      (await render(args)).find(
+        (o) => o.kind === "Deployment" && o.metadata.name === "phantomgate-operator",
+      ) as unknown as Deployment;
+    const lifecycle = (deployment: Deployment) =>
+      (containerOf(deployment) as { lifecycle?: { preStop?: { sleep?: { seconds: number } } } }).lifecycle;
+    expect(lifecycle(await operatorOf([]))?.preStop?.sleep?.seconds).toBe(5);
+    expect(lifecycle(await operatorOf(["--set", "operator.preStopSleepSeconds=0"]))).toBeUndefined();
+  });
+});

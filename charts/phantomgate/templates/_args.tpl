@@ -21,9 +21,9 @@ these with the programs' own flag parsers, so a renamed or removed flag fails th
 - --admin-host=0.0.0.0
 - --admin-port={{ $g.ports.admin }}
 - --shutdown-grace-ms={{ $g.shutdownGraceMs }}
-- --audit-log={{ $g.auditLog }}
+- {{ printf "--audit-log=%s" $g.auditLog | quote }}
 - --log-level={{ .Values.logLevel }}
-- --mint-issuer={{ $g.mintIssuer }}
+- {{ printf "--mint-issuer=%s" $g.mintIssuer | quote }}
 {{- if $g.mintKey.existingSecret }}
 - --mint-key-file=/etc/phantomgate/mint-key/{{ $g.mintKey.key }}
 {{- end }}
@@ -44,7 +44,8 @@ these with the programs' own flag parsers, so a renamed or removed flag fails th
 {{- else }}
 - --no-snapshot-tls
 {{- end }}
-{{- if and (not $o.webhook.enabled) (not $o.snapshotTls) }}
+{{- if not $o.webhook.enabled }}
+{{- /* The serving certificate is still managed for the TLS snapshot stream; only the webhook server is off. */}}
 - --no-webhook
 {{- end }}
 - --webhook-port={{ $o.ports.webhook }}
@@ -60,7 +61,7 @@ these with the programs' own flag parsers, so a renamed or removed flag fails th
 - --gateway-audience={{ .Values.gateway.controlPlaneToken.audience }}
 - --gateway-service-accounts={{ join "," (prepend $o.extraGatewayServiceAccounts (printf "%s:%s" .Release.Namespace (include "phantomgate.gateway.serviceAccountName" .))) }}
 {{- with $o.secretLabelSelector }}
-- --secret-label-selector={{ . }}
+- {{ printf "--secret-label-selector=%s" . | quote }}
 {{- end }}
 - --log-level={{ .Values.logLevel }}
 {{- end }}

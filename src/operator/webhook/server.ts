@@ -16,6 +16,9 @@ import {
 import { createWebhookMetrics, type WebhookMetrics } from "./metrics.ts";
 import { crossObjectReasons, reviewAdmission } from "./review-admission.ts";
 
+/** How long a closing webhook server lets reviews under way finish. */
+const CLOSE_GRACE_MS = 5_000;
+
 /** Where the API server sends AdmissionReviews (`clientConfig.service.path`, or the path of `url`). */
 export const webhookPath = "/validate";
 
@@ -109,10 +112,14 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
   return {
     port: address.port,
     close: async () => {
+      // Reviews under way are answered (the API server would otherwise see a reset and, with failurePolicy
+      // Fail, refuse the write); idle keep-alive connections close now, and anything left after a short grace.
       const closed = once(server, "close");
       server.close();
-      server.closeAllConnections();
+      server.closeIdleConnections();
+      const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
       await closed;
+      clearTimeout(cut);
     },
   };
 }
