@@ -178,6 +178,26 @@ describe("webhook server", () => {
     expect(Date.now() - deniedAt).toBeGreaterThanOrEqual(550);
   });
 
+  it("answers a review under way before it closes (a rollout does not cut the API server off)", async () => {
+    const closing = await startWebhookServer({
+      host: "127.0.0.1",
+      port: 0,
+      tls: () => first,
+      world: () => [], // the route's ScopePolicy is missing: the denial is re-checked for 600 ms first
+      logger,
+      staleWorldGraceMs: 600,
+    });
+    const answer = call(closing.port, first.ca, { body: JSON.stringify(review(route, "uid-closing")) });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const closed = closing.close();
+    const reply = await answer;
+    expect(reply.status).toBe(200);
+    expect(JSON.parse(reply.body)).toMatchObject({ response: { uid: "uid-closing", allowed: false } });
+    await closed;
+    // Closed: nothing new is taken.
+    await expect(call(closing.port, first.ca, { body: "{}" })).rejects.toThrow();
+  });
+
   it("serves a rotated certificate on new connections", async () => {
     world = [{ object: policy }];
     const before = await call(server.port, first.ca, { body: JSON.stringify(review(route)) });
