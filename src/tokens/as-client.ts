@@ -537,7 +537,12 @@ export function createAuthServerClient(
       clock.now(),
       server.clockSkewSeconds,
     );
-    if (!checked.active) return inactive(response, checked.reason);
+    if (!checked.active) {
+      return {
+        ...inactive(response, checked.reason),
+        ...(checked.validFromMs === undefined ? {} : { validFromMs: checked.validFromMs }),
+      };
+    }
     record("introspection", "ok", response.startedMs);
     return checked;
   }
@@ -568,6 +573,14 @@ export function createAuthServerClient(
       if (error instanceof GatewayError) throw error;
       // An expired JWT is the AS telling us the token is expired, not a broken AS.
       if (error instanceof joseErrors.JWTExpired) return inactive(response, "expired");
+      // Likewise a signed answer for a token whose `nbf` is still ahead: refused as in a JSON answer, until then.
+      if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === "nbf") {
+        const nbf = error.payload["nbf"];
+        return {
+          ...inactive(response, "not yet valid"),
+          ...(typeof nbf === "number" ? { validFromMs: (nbf - server.clockSkewSeconds) * 1000 } : {}),
+        };
+      }
       return invalidResponse("introspection", response, `JWT rejected (${describeJwtError(error)})`);
     }
     if (!isAccessTokenTyp(verified.protectedHeader.typ, server.requireAccessTokenTyp === true))

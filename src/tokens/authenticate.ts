@@ -120,10 +120,11 @@ interface ServerRuntime {
 }
 
 /**
- * Cache entries are scoped by the settings that decide what a token's facts are. Changing a timeout or a secret
- * keeps the cache warm; changing the issuer, endpoints, client or verification rules starts a fresh scope (old
- * entries are never read again and age out of the AS's LRU partition). Changing `cache.maxEntries` replaces
- * the partition itself, which empties it.
+ * Cache entries are scoped by the settings that decide what a token's facts are and how long they hold. Changing a
+ * timeout or a secret keeps the cache warm; changing the issuer, endpoints, client, verification rules or the
+ * cache's TTLs starts a fresh scope (old entries are never read again and age out of the AS's LRU partition), so
+ * a TTL lowered during an incident applies at once. Changing `cache.maxEntries` replaces the partition itself,
+ * which empties it.
  */
 function factsScope(server: CompiledAuthServer): string {
   const identity = JSON.stringify([
@@ -135,6 +136,8 @@ function factsScope(server: CompiledAuthServer): string {
     server.allowedAlgorithms,
     server.clockSkewSeconds,
     server.requireAccessTokenTyp === true,
+    server.cache.maxTtlSeconds,
+    server.cache.negativeTtlSeconds,
   ]);
   return `${server.id}#${createHash("sha256").update(identity).digest("base64url").slice(0, 16)}`;
 }
@@ -215,6 +218,21 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     return { negative: true, reason, negativeTtlSeconds: runtime.server.cache.negativeTtlSeconds };
   }
 
+  /** A route's refusal from the token's cached (or just made) refusal: it ends when that one does, not later. */
+  function refusedAsIntrospected(
+    runtime: ServerRuntime,
+    introspection: { readonly reason: string; readonly expiresAtMs: number },
+  ): CacheFill<AuthenticationResult> {
+    return {
+      negative: true,
+      reason: introspection.reason,
+      negativeTtlSeconds: Math.min(
+        runtime.server.cache.negativeTtlSeconds,
+        Math.max(0, (introspection.expiresAtMs - clock.now()) / 1000),
+      ),
+    };
+  }
+
   function positiveFill(
     runtime: ServerRuntime,
     facts: TokenFacts,
@@ -240,10 +258,15 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     return runtime.cache.load(fingerprint, runtime.introspectPurpose, async () => {
       const result = await runtime.client.introspectToken(token);
       if (!result.active) {
+        // A token that is only not valid yet is refused until then, not for the whole negative TTL.
+        const untilValidSeconds =
+          result.validFromMs === undefined
+            ? Infinity
+            : Math.max(0, (result.validFromMs - clock.now()) / 1000);
         return {
           negative: true,
           reason: result.reason,
-          negativeTtlSeconds: runtime.server.cache.negativeTtlSeconds,
+          negativeTtlSeconds: Math.min(runtime.server.cache.negativeTtlSeconds, untilValidSeconds),
         };
       }
       return {
@@ -281,7 +304,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       ),
       async load(token, fingerprint) {
         const introspection = await introspectFacts(runtime, token, fingerprint);
-        if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        if (introspection.negative) return refusedAsIntrospected(runtime, introspection);
         // Not negatively cached (thrown): the authorize stage also refuses it on every request.
         authorizeAudience(acceptedAudiences, introspection.value.audience);
         const minted = await minter.mintInternalJwt(introspection.value, route);
@@ -297,7 +320,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       purpose: cachePurpose(runtime.scope, "phantom"),
       async load(token, fingerprint) {
         const introspection = await introspectFacts(runtime, token, fingerprint);
-        if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        if (introspection.negative) return refusedAsIntrospected(runtime, introspection);
         const authorization = introspection.value.upstreamAuthorization;
         if (authorization === undefined) {
           throw new GatewayError(
@@ -325,7 +348,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       ),
       async load(token, fingerprint) {
         const introspection = await introspectFacts(runtime, token, fingerprint);
-        if (introspection.negative) return negativeFill(runtime, introspection.reason);
+        if (introspection.negative) return refusedAsIntrospected(runtime, introspection);
         // Before the exchange: a token meant for another API costs the AS no exchange and gets its 401.
         authorizeAudience(acceptedAudiences, introspection.value.audience);
         const scopes = intersectScopes(introspection.value.scopes, upstreamScopes);

@@ -31,6 +31,8 @@ export interface InactiveToken {
   readonly active: false;
   /** Internal, safe reason (never contains the token). */
   readonly reason: string;
+  /** For a token not valid yet: when it becomes valid (epoch ms, skew included), so a refusal is not cached past it. */
+  readonly validFromMs?: number;
 }
 
 /** The outcome of asking whether a token is active. */
@@ -127,7 +129,7 @@ export function checkFactsTimes(
     return { active: false, reason: "expired" };
   const nbf = facts.claims["nbf"];
   if (typeof nbf === "number" && (nbf - clockSkewSeconds) * 1000 > nowMs) {
-    return { active: false, reason: "not yet valid" };
+    return { active: false, reason: "not yet valid", validFromMs: (nbf - clockSkewSeconds) * 1000 };
   }
   return facts;
 }

@@ -770,6 +770,23 @@ describe("updateAuthServers", () => {
     });
   });
 
+  it("a lowered cache TTL applies at once: facts cached under the longer one are asked for again", async () => {
+    const as = await startAs();
+    const h = await harness(as);
+    const token = await getToken(as, "read_invoice");
+    await h.authenticator.authenticate(token, routeFor("phantom"));
+    const { cache } = authServerFor(as);
+    h.authenticator.updateAuthServers([authServerFor(as, { cache: { ...cache, maxTtlSeconds: 5 } })]);
+    await expect(h.authenticator.authenticate(token, routeFor("phantom"))).resolves.toMatchObject({
+      cacheHit: false,
+    });
+    h.clock.advance(6_000);
+    await expect(h.authenticator.authenticate(token, routeFor("phantom"))).resolves.toMatchObject({
+      cacheHit: false,
+    });
+    expect(as.stats.introspections).toBe(3);
+  });
+
   it("turning requireAccessTokenTyp on does not serve facts cached under the laxer rule", async () => {
     const as = await startAs();
     const h = await harness(as);

@@ -146,8 +146,14 @@ describe("introspection answers", () => {
     const client = clientFor(serverFor(stub));
     answer = { active: true, exp: nowSeconds() - 1 };
     await expect(client.introspectToken("t")).resolves.toEqual({ active: false, reason: "expired" });
-    answer = { active: true, nbf: nowSeconds() + 600 };
-    await expect(client.introspectToken("t")).resolves.toEqual({ active: false, reason: "not yet valid" });
+    const nbf = nowSeconds() + 600;
+    answer = { active: true, nbf };
+    const early = await client.introspectToken("t");
+    expect(early).toMatchObject({ active: false, reason: "not yet valid" });
+    // Valid from nbf, less the allowed skew.
+    const validFromMs = (early as { validFromMs?: number }).validFromMs ?? 0;
+    expect(validFromMs).toBeLessThanOrEqual(nbf * 1000);
+    expect(validFromMs).toBeGreaterThan(Date.now());
     answer = { active: true, scp: ["a", "b"], client_id: "c", exp: nowSeconds() + 60 };
     await expect(client.introspectToken("t")).resolves.toMatchObject({
       active: true,

@@ -98,6 +98,52 @@ describe("exchange mode", () => {
   });
 });
 
+describe("tokens not valid yet", () => {
+  it("are refused until their nbf only, not for the whole negative TTL, in a JSON and a signed answer alike", async () => {
+    for (const responseType of ["json", "jwt"] as const) {
+      const { stub, server, clock, sign } = await setUp();
+      const jwksHandler = stub.handle;
+      let introspections = 0;
+      const nbf = Math.floor(clock.now() / 1000) + 10; // valid in 10 s; the negative TTL is 30 s
+      const claims = { active: true, sub: "alice", scope: "read", nbf };
+      stub.handle = (req, res, body) => {
+        if (req.url !== "/introspect") {
+          jwksHandler(req, res, body);
+          return;
+        }
+        introspections += 1;
+        if (responseType === "json") json(res, 200, claims);
+        else
+          void sign(claims).then((jwt) => res.writeHead(200, { "content-type": "application/jwt" }).end(jwt));
+      };
+      const dispatcher = new Agent();
+      cleanups.push(() => dispatcher.close());
+      const authenticator = createAuthenticator({
+        authServers: [{ ...server, introspectionResponse: responseType }],
+        dispatcher,
+        clock,
+        caches: createTokenCacheSet({ clock }),
+        minter: await loadMinter({ clock }),
+      });
+      cleanups.push(() => authenticator.close());
+      const mint = route("mint", server.id);
+      await expect(authenticator.authenticate("early-token", mint)).rejects.toMatchObject({
+        code: "PG_ERR_TOKEN_INVALID",
+      });
+      clock.advance(5_000);
+      await expect(authenticator.authenticate("early-token", mint)).rejects.toMatchObject({
+        code: "PG_ERR_TOKEN_INVALID",
+      });
+      expect(introspections, responseType).toBe(1); // the refusal is cached…
+      clock.advance(5_000);
+      await expect(authenticator.authenticate("early-token", mint)).resolves.toMatchObject({
+        cacheHit: false,
+      });
+      expect(introspections, responseType).toBe(2); // …until nbf, not for 30 s
+    }
+  });
+});
+
 describe("sender-constrained tokens (cnf)", () => {
   it("jwt mode refuses a bound JWT presented as a bearer token, and caches the refusal", async () => {
     const { stub, server, sign, authenticator } = await setUp();

@@ -76,7 +76,13 @@ describe("checkFactsTimes", () => {
   });
 
   it("honours nbf with the allowed skew", () => {
-    expect(checkFactsTimes(base, 850_000, 0)).toEqual({ active: false, reason: "not yet valid" });
+    // When it becomes valid goes with the refusal, so a negative cache entry does not outlive it.
+    expect(checkFactsTimes(base, 850_000, 0)).toEqual({
+      active: false,
+      reason: "not yet valid",
+      validFromMs: 900_000,
+    });
+    expect(checkFactsTimes(base, 800_000, 30)).toMatchObject({ validFromMs: 870_000 });
     expect(checkFactsTimes(base, 850_000, 60).active).toBe(true);
   });
 });
