@@ -23,6 +23,7 @@ import {
   notBearerReason,
   introspectionResponseSchema,
   tokenClaimsSchema,
+  withoutNulls,
   type InactiveToken,
   type IntrospectionResult,
 } from "./facts.ts";
@@ -516,7 +517,7 @@ export function createAuthServerClient(
     response: AsResponse,
     document: unknown,
   ): z.infer<typeof introspectionResponseSchema> {
-    const parsed = introspectionResponseSchema.safeParse(document);
+    const parsed = introspectionResponseSchema.safeParse(withoutNulls(document));
     if (!parsed.success) invalidResponse("introspection", response, "not an RFC 7662 response");
     return parsed.data;
   }
@@ -585,7 +586,7 @@ export function createAuthServerClient(
     }
     if (!isAccessTokenTyp(verified.protectedHeader.typ, server.requireAccessTokenTyp === true))
       invalidResponse("introspection", response, "unexpected JWT typ");
-    const claims = tokenClaimsSchema.safeParse(verified.payload);
+    const claims = tokenClaimsSchema.safeParse(withoutNulls(verified.payload));
     if (!claims.success) invalidResponse("introspection", response, "JWT claims malformed");
     if (claims.data["active"] === false) return inactive(response, "inactive");
     return activeFacts(response, claims.data, jwt);

@@ -26,6 +26,7 @@ import {
   intersectScopes,
   notBearerReason,
   tokenClaimsSchema,
+  withoutNulls,
   type TokenFacts,
 } from "./facts.ts";
 import { fingerprintToken } from "./fingerprint.ts";
@@ -431,7 +432,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         }
         if (!isAccessTokenTyp(verified.protectedHeader.typ, server.requireAccessTokenTyp === true))
           throw invalidToken("JWT is not an access token (typ)");
-        const claims = tokenClaimsSchema.safeParse(verified.payload);
+        const claims = tokenClaimsSchema.safeParse(withoutNulls(verified.payload));
         if (!claims.success) throw invalidToken("JWT claims malformed");
         const notBearer = notBearerReason(claims.data);
         if (notBearer !== undefined) return negativeFill(runtime, notBearer);

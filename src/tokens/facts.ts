@@ -53,6 +53,17 @@ export const tokenClaimsSchema = z.looseObject({
   aud: stringOrList.optional(),
 });
 
+/**
+ * A JSON object with its `null` members left out: some authorization servers write `"scope": null` for a claim
+ * they have no value for, which means the same as leaving it out. Anything but a plain object is returned as is.
+ */
+export function withoutNulls(value: unknown): unknown {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return value;
+  const entries = Object.entries(value);
+  if (!entries.some(([, member]) => member === null)) return value;
+  return Object.fromEntries(entries.filter(([, member]) => member !== null));
+}
+
 /** An RFC 7662 introspection response (also the `token_introspection` claim of RFC 9701). */
 export const introspectionResponseSchema = tokenClaimsSchema.extend({ active: z.boolean() });
 

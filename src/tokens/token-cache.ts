@@ -191,6 +191,14 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     if (bucket === undefined) {
       bucket = new Map();
       target.set(fingerprint, bucket);
+    } else {
+      // Entries under purposes no request asks for any more (a changed AuthServer or route) are dropped once
+      // expired, rather than kept until the token leaves the cache.
+      for (const [other, held] of bucket) {
+        if (held.expiresAtMs > nowMs) continue;
+        bucket.delete(other);
+        entries -= 1;
+      }
     }
     bucket.set(purpose, entry);
     entries += 1;

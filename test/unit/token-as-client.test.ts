@@ -154,6 +154,15 @@ describe("introspection answers", () => {
     const validFromMs = (early as { validFromMs?: number }).validFromMs ?? 0;
     expect(validFromMs).toBeLessThanOrEqual(nbf * 1000);
     expect(validFromMs).toBeGreaterThan(Date.now());
+    // A claim written as null is a claim left out, not a broken answer.
+    answer = { active: true, scope: null, client_id: "c", sub: null, exp: nowSeconds() + 60 };
+    await expect(client.introspectToken("t")).resolves.toMatchObject({
+      active: true,
+      scopes: [],
+      clientId: "c",
+    });
+    answer = { active: null };
+    await expect(client.introspectToken("t")).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
     answer = { active: true, scp: ["a", "b"], client_id: "c", exp: nowSeconds() + 60 };
     await expect(client.introspectToken("t")).resolves.toMatchObject({
       active: true,

@@ -88,6 +88,19 @@ describe("token cache", () => {
     expect(cache.counts().entries).toBe(1);
   });
 
+  it("drops a token's expired entries under other purposes when it stores a new one", () => {
+    const clock = createManualClock();
+    const cache = createTokenCache({ maxEntries: 10, clock });
+    const old = cachePurpose<string>("as#0", "mint", "urn:api"); // a purpose no request asks for any more
+    cache.set("fp", old, positive("old", clock.now() + 10_000));
+    cache.set("fp", minted, positive("live", clock.now() + 60_000));
+    expect(cache.counts().entries).toBe(2);
+    clock.advance(10_000);
+    cache.set("fp", facts, positive("new", clock.now() + 60_000));
+    expect(cache.counts().entries).toBe(2); // the expired one went; the live one stays
+    expect(cache.get("fp", minted)).toMatchObject({ value: "live" });
+  });
+
   it("is bounded: the least recently used token goes first", () => {
     const clock = createManualClock();
     const cache = createTokenCache({ maxEntries: 3, clock });
