@@ -449,6 +449,19 @@ describe("RBAC is exactly src/operator/permissions.ts, and nothing for the gatew
 
 /** PermissionOptions as the operator itself derives them from its settings. */
 
+describe("cluster-scoped names", () => {
+  it("stay distinct and within 63 characters in a namespace with a long name", async () => {
+    const namespace = "n".repeat(60);
+    const objects = parseManifests(await renderChart([], "phantomgate", namespace));
+    const names = objects
+      .filter((o) => o.kind === "ClusterRole" || o.kind === "ClusterRoleBinding")
+      .map((o) => `${o.kind}/${o.metadata.name}`);
+    expect(names.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(names).size).toBe(names.length);
+    for (const name of names) expect(name.split("/")[1]?.length ?? 99).toBeLessThanOrEqual(63);
+  });
+});
+
 describe("disruption budgets and shutdown", () => {
   it("keeps a gateway maxUnavailable of 0 (no voluntary evictions) and defaults an unset one to 1", async () => {
     const budget = async (args: readonly string[]) =>

@@ -104,9 +104,17 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
-{{/* Cluster-scoped objects (ClusterRole, ClusterRoleBinding) are named after release and namespace. */}}
+{{/*
+Cluster-scoped objects (ClusterRole, ClusterRoleBinding) are named after release and namespace. A name over 63
+characters is cut and given a hash of the whole, so two of them cut to the same prefix still differ.
+*/}}
 {{- define "phantomgate.clusterScopedName" -}}
-{{- printf "%s-%s-%s" (include "phantomgate.fullname" (index . 0)) (index . 0).Release.Namespace (index . 1) | trunc 63 | trimSuffix "-" }}
+{{- $name := printf "%s-%s-%s" (include "phantomgate.fullname" (index . 0)) (index . 0).Release.Namespace (index . 1) }}
+{{- if le (len $name) 63 }}
+{{- $name }}
+{{- else }}
+{{- printf "%s-%s" ($name | trunc 54 | trimSuffix "-") ($name | sha256sum | trunc 8) }}
+{{- end }}
 {{- end }}
 
 {{/* The restricted Pod Security container securityContext, shared by both programs. */}}
