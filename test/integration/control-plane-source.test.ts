@@ -290,8 +290,11 @@ describe("control-plane source against the distribution server", () => {
     // A holds the stream and sent the snapshot; the ACK can only be counted through B (the leader merges both).
     await eventually(() => seen.applied.length === 1, 5_000, "snapshot applied");
     expect(a.distributor.fleet().connected).toBe(1);
+    // B records the ACK a moment before the front server has read B's answer and noted its status.
     await eventually(
-      () => b.distributor.fleet().gateways.some((g) => g.name === "gw-test" && g.status === "ACK"),
+      () =>
+        b.distributor.fleet().gateways.some((g) => g.name === "gw-test" && g.status === "ACK") &&
+        acks.length === 7,
       5_000,
       "B holds the ACK after six refusals",
     );
