@@ -348,6 +348,15 @@ describe("firewall", () => {
     });
     expect(refused.status).toBe(400);
     expect(JSON.parse(refused.text)).toMatchObject({ code: "PG_ERR_TOKEN_IN_QUERY" });
+    // A form field asking the upstream to run another method than the one the rule was checked for.
+    const override = await call("/echo/form", {
+      token: t,
+      method: "POST",
+      headers: form,
+      body: "a=1&_method=DELETE",
+    });
+    expect(override.status).toBe(400);
+    expect(JSON.parse(override.text)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
     const body = "a=1&b=two";
     const passed = await call("/echo/form", { token: t, method: "POST", headers: form, body });
     expect(passed.status).toBe(200);
@@ -515,9 +524,14 @@ describe("forwarding", () => {
       "X-Original-Forwarded-For: 6.6.6.6",
       "X-HTTP-Method-Override: DELETE",
       "X-Method-Override: DELETE",
+      // Underscore spellings that CGI-style upstreams read as X-User-Id, and httpoxy's Proxy.
+      "X_User_Id: admin",
+      "X_Forwarded_For: 6.6.6.6",
+      "Proxy: http://attacker.example:8080",
     ]);
     expect(response.status).toBe(200);
     const seen = (JSON.parse(response.body) as Echo).headers;
+    for (const name of ["x_user_id", "x_forwarded_for", "proxy"]) expect(seen[name], name).toBeUndefined();
     expect(seen["x-secret-hop"]).toBeUndefined();
     expect(seen["keep-alive"]).toBeUndefined();
     expect(seen["proxy-authorization"]).toBeUndefined();

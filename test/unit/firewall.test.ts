@@ -195,6 +195,20 @@ describe("inspectRequest", () => {
     expect(inspectCode(request(`/api?${query}`))).toBe("accepted");
   });
 
+  it.each(["_method=DELETE", "x=1&_METHOD=put", "%5Fmethod=DELETE", ".method=DELETE", "_method[]=DELETE"])(
+    "refuses the method override in the query %j",
+    (query) => {
+      expect(inspectCode(request(`/api?${query}`))).toBe("PG_ERR_BAD_REQUEST");
+    },
+  );
+
+  it.each(["method=DELETE", "x_method=1", "_methods=1", "q=_method", "__method=1"])(
+    "accepts the query %j, which overrides no method",
+    (query) => {
+      expect(inspectCode(request(`/api?${query}`))).toBe("accepted");
+    },
+  );
+
   it("scans long queries without quadratic work", () => {
     const wide = createFirewall({ maxUrlBytes: 1 << 20, maxHeaderBytes: 1024 });
     const query = "a&".repeat(200_000);

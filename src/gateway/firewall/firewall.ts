@@ -78,15 +78,22 @@ function decodeHexDigit(c: number): number {
 
 const ACCESS_TOKEN = "access_token";
 const ACCESS_TOKEN_SEPARATOR_INDEX = 6;
+const METHOD_OVERRIDE = "_method";
 
 /**
- * True when the query parameter name in `query[start, end)` means `access_token` to some upstream: compared
- * after percent-decoding and `+` → space, ASCII case-insensitively, with PHP's rewriting of parameter names in
- * mind: leading spaces are dropped, `.`, space and an unclosed `[` stand for `_`, and `access_token[…]` is the
- * array `access_token`.
+ * True when the query parameter name in `query[start, end)` means `name` to some upstream (`name` lower-case,
+ * with one `_` at `separatorIndex`): compared after percent-decoding and `+` → space, ASCII case-insensitively,
+ * with PHP's rewriting of parameter names in mind: leading spaces are dropped, `.`, space and an unclosed `[`
+ * stand for `_`, and `name[…]` is the array `name`.
  */
-function isAccessTokenName(query: string, start: number, end: number): boolean {
-  if (end - start < ACCESS_TOKEN.length) return false;
+function isParameterName(
+  query: string,
+  start: number,
+  end: number,
+  name: string,
+  separatorIndex: number,
+): boolean {
+  if (end - start < name.length) return false;
   let matched = 0;
   let leading = true;
   for (let i = start; i < end;) {
@@ -104,15 +111,23 @@ function isAccessTokenName(query: string, start: number, end: number): boolean {
     if (leading && c === 0x20) continue;
     leading = false;
     // The whole name matched: anything after it makes another name, except an array subscript.
-    if (matched === ACCESS_TOKEN.length) return c === 0x5b;
-    if (matched === ACCESS_TOKEN_SEPARATOR_INDEX) {
+    if (matched === name.length) return c === 0x5b;
+    if (matched === separatorIndex) {
       if (c !== 0x5f && c !== 0x2e && c !== 0x20 && c !== 0x5b) return false;
-    } else if ((c | 0x20) !== ACCESS_TOKEN.charCodeAt(matched)) {
+    } else if ((c | 0x20) !== name.charCodeAt(matched)) {
       return false;
     }
     matched++;
   }
-  return matched === ACCESS_TOKEN.length;
+  return matched === name.length;
+}
+
+function isAccessTokenName(query: string, start: number, end: number): boolean {
+  return isParameterName(query, start, end, ACCESS_TOKEN, ACCESS_TOKEN_SEPARATOR_INDEX);
+}
+
+function isMethodOverrideName(query: string, start: number, end: number): boolean {
+  return isParameterName(query, start, end, METHOD_OVERRIDE, 0);
 }
 
 /**
@@ -120,6 +135,21 @@ function isAccessTokenName(query: string, start: number, end: number): boolean {
  * (see {@link isAccessTokenName}).
  */
 export function queryCarriesAccessToken(query: string): boolean {
+  return carriesParameter(query, isAccessTokenName);
+}
+
+/**
+ * True when any parameter of `query` (a query string or a form-urlencoded body) is named `_method`, the method
+ * override Rails, Laravel and Symfony read: a request checked against the rule for POST must not run as DELETE.
+ */
+export function queryCarriesMethodOverride(query: string): boolean {
+  return carriesParameter(query, isMethodOverrideName);
+}
+
+function carriesParameter(
+  query: string,
+  matches: (query: string, start: number, end: number) => boolean,
+): boolean {
   let start = 0;
   let nameEnd = -1;
   // Both '&' and ';' separate parameters: some upstream frameworks still split on ';'.
@@ -127,7 +157,7 @@ export function queryCarriesAccessToken(query: string): boolean {
     const c = i === query.length ? 0x26 : query.charCodeAt(i);
     if (c === 0x3d && nameEnd === -1) nameEnd = i;
     if (c !== 0x26 && c !== 0x3b) continue;
-    if (isAccessTokenName(query, start, nameEnd === -1 ? i : nameEnd)) return true;
+    if (matches(query, start, nameEnd === -1 ? i : nameEnd)) return true;
     start = i + 1;
     nameEnd = -1;
   }
@@ -212,6 +242,9 @@ export function createFirewall(limits: FirewallLimits): Firewall {
       }
       if (query !== "" && queryCarriesAccessToken(query)) {
         throw new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token query parameter");
+      }
+      if (query !== "" && queryCarriesMethodOverride(query)) {
+        throw new GatewayError("PG_ERR_BAD_REQUEST", "_method query parameter (a method override)");
       }
       return { path, query, authorization };
     },

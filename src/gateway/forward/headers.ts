@@ -67,6 +67,8 @@ const spoofable = new Set([
   "x-http-method-override",
   "x-http-method",
   "x-method-override",
+  // httpoxy: CGI-style upstreams (PHP, Go's net/http/cgi) turn it into HTTP_PROXY for their own outgoing calls.
+  "proxy",
 ]);
 const commonConnectionValue = /^\s*(?:keep-alive|close)\s*$/i;
 const spoofablePrefixes = ["x-forwarded-", "x-phantomgate-", "x-auth-", "x-authenticated-", "x-user-"];
@@ -115,7 +117,9 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
   for (const name in incoming) {
     const value = incoming[name];
     if (value === undefined) continue;
-    if (hopByHop.has(name) || isSpoofable(name)) continue;
+    // A name with `_` (as nginx does by default): CGI-style and Rack/gunicorn upstreams read `X_User_Id` as
+    // `X-User-Id`, which would slip an identity header past the names above.
+    if (hopByHop.has(name) || isSpoofable(name) || name.includes("_")) continue;
     if (named?.has(name) === true && !notConnectionOptions.has(name)) continue;
     out[name] = value;
   }
@@ -147,7 +151,10 @@ function formatForwardedNode(address: string): string {
   return address.includes(":") ? `"[${address}]"` : address;
 }
 
-/** The response headers the client receives: the upstream's, minus connection-specific fields. */
+/**
+ * The response headers the client receives: the upstream's, minus connection-specific fields and any
+ * `Authorization` (an upstream or a debugging middleware echoing the request's would hand the internal JWT out).
+ */
 export function buildClientResponseHeaders(
   upstream: UndiciHeaders,
   requestId: string,
@@ -157,7 +164,7 @@ export function buildClientResponseHeaders(
   for (const name in upstream) {
     const value = upstream[name];
     if (value === undefined) continue;
-    if (hopByHop.has(name)) continue;
+    if (hopByHop.has(name) || name === "authorization") continue;
     if (named?.has(name) === true) continue;
     out[name] = value;
   }

@@ -18,6 +18,7 @@ import {
   inspectFraming,
   isEncodedBody,
   queryCarriesAccessToken,
+  queryCarriesMethodOverride,
   type Firewall,
 } from "../firewall/firewall.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
@@ -291,8 +292,13 @@ async function readFormBody(ctx: RequestContext, limit: number): Promise<void> {
     throw clientClosed("form body broke off");
   }
   const body = Buffer.concat(chunks, size);
-  if (queryCarriesAccessToken(body.toString("latin1"))) {
+  const form = body.toString("latin1");
+  if (queryCarriesAccessToken(form)) {
     throw new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token in a form body");
+  }
+  // The rule was checked for this request's method; a form field telling the upstream to run another is refused.
+  if (queryCarriesMethodOverride(form)) {
+    throw new GatewayError("PG_ERR_BAD_REQUEST", "_method in a form body (a method override)");
   }
   ctx.bufferedBody = body;
 }
