@@ -375,6 +375,50 @@ describe("mergeFleetViews", () => {
     ]);
     expect(counts(merged)).toEqual([2, 1]);
   });
+  it("keeps what a gateway serves when its NACK reached a replica that never had its stream", () => {
+    // The streaming replica knows gw-1 serves R1; the other one only heard the NACK of R2, and knows no revision.
+    const streaming: FleetView = {
+      revision: R2,
+      connected: 1,
+      programmed: 0,
+      gateways: [
+        {
+          name: "gw-1",
+          connected: true,
+          revision: R1,
+          status: "pending",
+          reason: undefined,
+          lastSeenMs: 900,
+        },
+      ],
+    };
+    const nackOnly: FleetView = {
+      revision: R2,
+      connected: 0,
+      programmed: 0,
+      gateways: [
+        {
+          name: "gw-1",
+          connected: false,
+          revision: undefined,
+          status: "NACK",
+          reason: "bad",
+          lastSeenMs: 950,
+        },
+      ],
+    };
+    for (const views of [
+      [streaming, nackOnly],
+      [nackOnly, streaming],
+    ]) {
+      const merged = mergeFleetViews(R2, views);
+      // The NACK is reported, and the gateway still counts as serving R1 (objects unchanged since stay programmed).
+      expect(merged.gateways.map((g) => [g.name, g.connected, g.status, g.revision, g.reason])).toEqual([
+        ["gw-1", true, "NACK", R1, "bad"],
+      ]);
+    }
+  });
+
   it("counts an ACK that reached another replica than the one the gateway streams from", () => {
     const streaming: FleetView = {
       revision: R2,

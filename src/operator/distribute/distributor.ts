@@ -468,13 +468,25 @@ function weight(gateway: GatewayState): number {
 }
 
 /**
+ * How much an entry knows about what a gateway serves: a gateway that ACKed, then the replica holding its stream
+ * (told the revision at connect and by every ACK), then any entry naming a revision. A NACK-only record on a
+ * replica without the stream knows what the gateway refused, not what it serves.
+ */
+function servedWeight(gateway: GatewayState): number {
+  if (gateway.revision === undefined) return 0;
+  if (gateway.status === "ACK") return 3;
+  return gateway.connected ? 2 : 1;
+}
+
+/**
  * Merges the fleet views of several operator replicas (each serves the gateways connected to it) into one, for
  * the leader's status. Entries from a replica whose current revision is not `revision` are first re-judged
  * against `revision`. Per gateway name, the gateway counts as connected when any replica has its stream open,
  * and its state comes from the entry that says most about `revision`: an ACK of it, else a NACK, else the
  * connected entry, else the one seen last — behind a Service a gateway's ACK travels on a connection of its
  * own and can reach a replica other than the one it streams from. (Replicas' clocks need not agree, so
- * `lastSeenMs` only breaks ties.)
+ * `lastSeenMs` only breaks ties.) The revision the gateway serves is taken separately, from the entry that knows
+ * it best (see {@link servedWeight}), so a NACK that reached another replica does not hide it.
  */
 export function mergeFleetViews(revision: string | undefined, views: readonly FleetView[]): FleetView {
   const byName = new Map<string, GatewayState>();
@@ -497,7 +509,14 @@ export function mergeFleetViews(revision: string | undefined, views: readonly Fl
         weight(gateway) > weight(seen) ||
         (weight(gateway) === weight(seen) && gateway.lastSeenMs > seen.lastSeenMs);
       const chosen = wins ? gateway : seen;
-      byName.set(gateway.name, { ...chosen, connected: gateway.connected || seen.connected });
+      const servedWins =
+        servedWeight(gateway) > servedWeight(seen) ||
+        (servedWeight(gateway) === servedWeight(seen) && gateway.lastSeenMs > seen.lastSeenMs);
+      byName.set(gateway.name, {
+        ...chosen,
+        connected: gateway.connected || seen.connected,
+        revision: (servedWins ? gateway : seen).revision,
+      });
     }
   }
   const gateways = [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

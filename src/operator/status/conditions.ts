@@ -32,7 +32,8 @@ export const programmedReasonDescriptions: Readonly<
   },
   NoGateways: {
     status: "False",
-    meaning: "No gateway is connected to the operator, so nothing serves the object.",
+    meaning:
+      "No gateway is connected to the operator: none can be told of changes (gateways keep serving their last snapshot).",
   },
   Rejected: {
     status: "False",
