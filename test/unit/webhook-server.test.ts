@@ -7,7 +7,12 @@ import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SourceObject } from "../../src/compile/compile.ts";
 import { issueServingCertificate } from "../../src/operator/webhook/certificate.ts";
-import { startWebhookServer, webhookPath, type WebhookServer } from "../../src/operator/webhook/server.ts";
+import {
+  startWebhookServer,
+  webhookPath,
+  withinCallTimeout,
+  type WebhookServer,
+} from "../../src/operator/webhook/server.ts";
 
 const logger = pino({ level: "silent" });
 const apiVersion = "phantomgate.dev/v1alpha1";
@@ -196,6 +201,35 @@ describe("webhook server", () => {
     await closed;
     // Closed: nothing new is taken.
     await expect(call(closing.port, first.ca, { body: "{}" })).rejects.toThrow();
+  });
+
+  it("fits the re-check grace into the timeout the API server states for the call", async () => {
+    expect(withinCallTimeout(1_000, "10s")).toBe(1_000);
+    expect(withinCallTimeout(1_000, "1s")).toBe(500);
+    expect(withinCallTimeout(1_000, "400ms")).toBe(100);
+    expect(withinCallTimeout(1_000, "200ms")).toBe(0);
+    expect(withinCallTimeout(1_000, null)).toBe(1_000);
+    expect(withinCallTimeout(1_000, "soon")).toBe(1_000);
+    // A denial that would be re-checked for 5 s is sent within a 1 s call.
+    const patient = await startWebhookServer({
+      host: "127.0.0.1",
+      port: 0,
+      tls: () => first,
+      world: () => [],
+      logger,
+      staleWorldGraceMs: 5_000,
+    });
+    try {
+      const started = Date.now();
+      const reply = await call(patient.port, first.ca, {
+        path: `${webhookPath}?timeout=1s`,
+        body: JSON.stringify(review(route, "uid-short")),
+      });
+      expect(JSON.parse(reply.body)).toMatchObject({ response: { uid: "uid-short", allowed: false } });
+      expect(Date.now() - started).toBeLessThan(1_000);
+    } finally {
+      await patient.close();
+    }
   });
 
   it("serves a rotated certificate on new connections", async () => {

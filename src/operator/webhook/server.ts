@@ -137,7 +137,7 @@ async function handleRequest(
   res: ServerResponse,
   context: HandlerContext,
 ): Promise<void> {
-  const { pathname } = new URL(req.url ?? "/", "https://webhook.invalid");
+  const { pathname, searchParams } = new URL(req.url ?? "/", "https://webhook.invalid");
   if (pathname === "/healthz") {
     sendJson(res, 200, { status: "ok" });
     return;
@@ -174,7 +174,10 @@ async function handleRequest(
   const stopTimer = context.metrics.reviewDuration.startTimer({ kind, operation: request.operation });
   let answer: AdmissionReviewResponse;
   try {
-    answer = await reviewPatiently(review, context);
+    answer = await reviewPatiently(review, {
+      ...context,
+      graceMs: withinCallTimeout(context.graceMs, searchParams.get("timeout")),
+    });
   } catch (error) {
     if (!(error instanceof InvalidAdmissionReviewError)) throw error;
     context.metrics.invalidRequests.inc();
@@ -202,6 +205,22 @@ async function handleRequest(
     );
   }
   sendJson(res, 200, answer);
+}
+
+/** What the API server leaves the webhook to answer: its `?timeout=10s` less a margin for the way back. */
+const TIMEOUT_MARGIN_MS = 300;
+
+/**
+ * The re-check grace, cut to fit the call's timeout when the API server states one (`?timeout=<n>s`): a
+ * webhook with `timeoutSeconds: 1` gets a clear denial in time instead of timing out (and being failed or
+ * ignored by the failurePolicy).
+ */
+export function withinCallTimeout(graceMs: number, timeout: string | null): number {
+  const match = timeout === null ? null : /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(timeout);
+  if (match === null) return graceMs;
+  const unit = match[2] === "ms" ? 1 : match[2] === "s" ? 1_000 : 60_000;
+  const budgetMs = Number(match[1]) * unit;
+  return Math.max(0, Math.min(graceMs, budgetMs / 2, budgetMs - TIMEOUT_MARGIN_MS));
 }
 
 /**
