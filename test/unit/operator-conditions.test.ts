@@ -1,11 +1,13 @@
 // Status computation: Accepted and Programmed conditions, lastTransitionTime, fleet counts, and which gateways
 // serve an object as it is now (the revision ledger).
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { compile, type CompileResult } from "../../src/compile/compile.ts";
 import type { FleetView, GatewayState } from "../../src/operator/distribute/distributor.ts";
 import {
   computeStatus,
+  MAX_CONDITIONS,
   programmedReasonDescriptions,
   programmedReasonSchema,
   statusUpToDate,
@@ -21,6 +23,8 @@ const noGateways: ProgrammedInput = {
   counts: { revision: "r1", programmed: 0, gateways: 0 },
   rejections: [],
 };
+
+const crdDir = join(import.meta.dirname, "../../crds");
 
 describe("computeStatus", () => {
   it("accepted, no gateways: Accepted True, Programmed False NoGateways, k/n message, observedGeneration", () => {
@@ -127,6 +131,30 @@ describe("computeStatus", () => {
       nowIso: t1,
     });
     expect(status.conditions.map((c) => c.type)).toEqual(["Accepted", "Programmed", "Ready"]);
+  });
+
+  it("keeps no more foreign conditions than the CRDs' list bound leaves room for", () => {
+    const foreign = Array.from({ length: 9 }, (_, i) => ({
+      type: `Other${i}`,
+      status: "True",
+      reason: "X",
+      message: "",
+      lastTransitionTime: t0,
+    }));
+    const status = computeStatus({
+      result: accepted,
+      programmed: noGateways,
+      existing: { conditions: foreign },
+      nowIso: t1,
+    });
+    expect(status.conditions).toHaveLength(MAX_CONDITIONS);
+    expect(status.conditions.map((c) => c.type).slice(0, 3)).toEqual(["Accepted", "Programmed", "Other0"]);
+    // The bound is the one the CRDs declare for status.conditions.
+    for (const file of readdirSync(crdDir).filter((name) => name.endsWith(".yaml"))) {
+      const text = readFileSync(join(crdDir, file), "utf8");
+      const conditions = /\n(\s+)conditions:\n(?:\1 .*\n)*?\1  maxItems: (\d+)/.exec(text);
+      expect(Number(conditions?.[2]), file).toBe(MAX_CONDITIONS);
+    }
   });
 
   it("an equal status is up to date (no write); a stale generation or fleet is not", () => {

@@ -7,6 +7,9 @@ import type { ObjectResult } from "../../compile/compile.ts";
 import { canonicalJson } from "../../compile/compile.ts";
 import { compileReasonDescriptions } from "../../compile/reasons.ts";
 
+/** `status.conditions` holds at most this many entries (`maxItems` in the CRDs). */
+export const MAX_CONDITIONS = 8;
+
 /** Reasons of the Programmed condition: a closed set (docs/status-reasons.md lists them). */
 export const programmedReasonSchema = z.enum([
   "Programmed",
@@ -184,9 +187,13 @@ export function computeStatus(options: {
     existing,
     nowIso,
   );
-  const foreign = existing.filter(
-    (condition) => condition.type !== acceptedConditionType && condition.type !== programmedConditionType,
-  );
+  // Other controllers' conditions are kept, as many as the CRD's list bound leaves room for (the first ones):
+  // one too many and the API server would refuse every status write of this object.
+  const foreign = existing
+    .filter(
+      (condition) => condition.type !== acceptedConditionType && condition.type !== programmedConditionType,
+    )
+    .slice(0, MAX_CONDITIONS - 2);
   return {
     ...withGeneration,
     conditions: [accepted, programmedCondition, ...foreign],
