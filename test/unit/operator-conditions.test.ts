@@ -152,7 +152,7 @@ describe("computeStatus", () => {
     // The bound is the one the CRDs declare for status.conditions.
     for (const file of readdirSync(crdDir).filter((name) => name.endsWith(".yaml"))) {
       const text = readFileSync(join(crdDir, file), "utf8");
-      const conditions = /\n(\s+)conditions:\n(?:\1 .*\n)*?\1  maxItems: (\d+)/.exec(text);
+      const conditions = /\n(\s+)conditions:\n(?:\1 .*\n)*?\1 {2}maxItems: (\d+)/.exec(text);
       expect(Number(conditions?.[2]), file).toBe(MAX_CONDITIONS);
     }
   });
