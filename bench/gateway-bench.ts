@@ -980,53 +980,85 @@ async function profile(fixture: Fixture, options: Options, hitToken: string): Pr
 /** Average bytes between two samples of the heap profiler: fine enough for objects of tens of bytes per request. */
 const ALLOCATION_SAMPLING_BYTES = 4096;
 
+/** One heap-sampling part: which objects count, under which load, and how the result is named. */
+interface HeapSampling {
+  readonly name: "alloc" | "survivors";
+  readonly job: Pick<LoadJob, "mode" | "connections"> & { readonly rate?: number };
+  readonly durationMs: number;
+  /** false: objects a young-generation collection freed are left out (what remains was promoted). */
+  readonly includeObjectsCollectedByMinorGC: boolean;
+  /** The log line's words, e.g. "allocations of". */
+  readonly logAs: string;
+  /** The printed section's title for `what` at `rps`. */
+  readonly heading: (what: string, rps: number) => string;
+}
+
 /**
- * Bytes allocated per cache-hit request, by the function that allocated them: the gateway (audit file) and, for
- * comparison, the bare dispatch proxy, each under the inspector while V8's sampling heap profiler records every
- * allocation, also of objects collected since (includeObjectsCollectedByMinorGC/MajorGC).
+ * Runs the gateway (audit file) and, for comparison, the bare dispatch proxy under the inspector with V8's
+ * sampling heap profiler on (objects collected by major collections included), after an unsampled warm-up so the
+ * JIT and the pools settle first; prints the bytes per cache-hit request by the function that allocated them.
  */
-async function allocations(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
+async function sampleHeap(
+  fixture: Fixture,
+  options: Options,
+  hitToken: string,
+  spec: HeapSampling,
+): Promise<unknown> {
   return eachSubject(
     fixture,
-    "alloc",
-    join(fixture.temp, "audit-alloc.log"),
+    spec.name,
+    join(fixture.temp, `audit-${spec.name}.log`),
     () => ["--inspect=127.0.0.1:0"],
     async (what, subject) => {
       const session = await inspectorSession(await inspectorUrl(subject.process));
       try {
         const variant = await hitVariant(
           subject,
-          `alloc-${what}`,
+          `${spec.name}-${what}`,
           `${what} under the heap profiler`,
           hitToken,
         );
-        const job = { mode: "closed" as const, connections: options.connections, warmupMs: 0 };
-        // Warm-up first, unsampled: the JIT and the pools settle before the bytes are counted.
+        const job = { ...spec.job, warmupMs: 0 };
         await measure(fixture.load, variant, { ...job, durationMs: options.warmupMs });
         await session.post("HeapProfiler.enable");
         await session.post("HeapProfiler.startSampling", {
           samplingInterval: ALLOCATION_SAMPLING_BYTES,
           includeObjectsCollectedByMajorGC: true,
-          includeObjectsCollectedByMinorGC: true,
+          includeObjectsCollectedByMinorGC: spec.includeObjectsCollectedByMinorGC,
         });
-        const figures = await measure(fixture.load, variant, {
-          ...job,
-          durationMs: Math.max(options.durationMs, options.quick ? 1500 : 8_000),
-        });
+        const figures = await measure(fixture.load, variant, { ...job, durationMs: spec.durationMs });
         const { profile: sampled } = (await session.post("HeapProfiler.stopSampling")) as {
           profile: SamplingHeapProfile;
         };
         const summary = summariseAllocations(sampled, figures.result.completedTotal, 25);
-        log(`allocations of ${what}: ${Math.round(summary.bytesPerRequest)} bytes per request`);
-        profileTexts.push(
-          `\nAllocations of the ${what} (cache hit, ${fixed(figures.result.rps)} rps under the heap profiler):\n\n${formatAllocations(summary)}`,
-        );
-        return { rps: figures.result.rps, ...summary };
+        log(`${spec.logAs} ${what}: ${Math.round(summary.bytesPerRequest)} bytes per request`);
+        profileTexts.push(`\n${spec.heading(what, figures.result.rps)}:\n\n${formatAllocations(summary)}`);
+        return {
+          rps: figures.result.rps,
+          ...(spec.job.rate === undefined ? {} : { rate: spec.job.rate }),
+          ...summary,
+        };
       } finally {
         session.close();
       }
     },
   );
+}
+
+/**
+ * Bytes allocated per cache-hit request at full load, collected objects included (includeObjectsCollectedByMinorGC
+ * and MajorGC).
+ */
+function allocations(fixture: Fixture, options: Options, hitToken: string): Promise<unknown> {
+  return sampleHeap(fixture, options, hitToken, {
+    name: "alloc",
+    job: { mode: "closed", connections: options.connections },
+    durationMs: Math.max(options.durationMs, options.quick ? 1500 : 8_000),
+    includeObjectsCollectedByMinorGC: true,
+    logAs: "allocations of",
+    heading: (what, rps) =>
+      `Allocations of the ${what} (cache hit, ${fixed(rps)} rps under the heap profiler)`,
+  });
 }
 
 /** The fixed rate of the survivors part when neither --half-rate nor a measured max gives one. */
@@ -1038,57 +1070,16 @@ const SURVIVORS_DEFAULT_RATE = 8_000;
  * old generation (and is garbage there until an old-space collection, whose pause is the half-load p99's tail)
  * or is still alive at the end.
  */
-async function survivors(
-  fixture: Fixture,
-  options: Options,
-  hitToken: string,
-  rate: number,
-): Promise<unknown> {
-  return eachSubject(
-    fixture,
-    "survivors",
-    join(fixture.temp, "audit-survivors.log"),
-    () => ["--inspect=127.0.0.1:0"],
-    async (what, subject) => {
-      const session = await inspectorSession(await inspectorUrl(subject.process));
-      try {
-        const variant = await hitVariant(
-          subject,
-          `survivors-${what}`,
-          `${what} under the heap profiler`,
-          hitToken,
-        );
-        const job = {
-          mode: "rate" as const,
-          rate,
-          connections: options.halfConnections,
-          warmupMs: 0,
-        };
-        await measure(fixture.load, variant, { ...job, durationMs: options.warmupMs });
-        await session.post("HeapProfiler.enable");
-        await session.post("HeapProfiler.startSampling", {
-          samplingInterval: ALLOCATION_SAMPLING_BYTES,
-          includeObjectsCollectedByMajorGC: true,
-          includeObjectsCollectedByMinorGC: false,
-        });
-        const figures = await measure(fixture.load, variant, {
-          ...job,
-          durationMs: options.quick ? 3_000 : 20_000,
-        });
-        const { profile: sampled } = (await session.post("HeapProfiler.stopSampling")) as {
-          profile: SamplingHeapProfile;
-        };
-        const summary = summariseAllocations(sampled, figures.result.completedTotal, 25);
-        log(`survivors of ${what}: ${Math.round(summary.bytesPerRequest)} bytes per request`);
-        profileTexts.push(
-          `\nBytes that outlived the young generation, ${what} (cache hit, ${rate} req/s under the heap profiler):\n\n${formatAllocations(summary)}`,
-        );
-        return { rate, ...summary };
-      } finally {
-        session.close();
-      }
-    },
-  );
+function survivors(fixture: Fixture, options: Options, hitToken: string, rate: number): Promise<unknown> {
+  return sampleHeap(fixture, options, hitToken, {
+    name: "survivors",
+    job: { mode: "rate", rate, connections: options.halfConnections },
+    durationMs: options.quick ? 3_000 : 20_000,
+    includeObjectsCollectedByMinorGC: false,
+    logAs: "survivors of",
+    heading: (what) =>
+      `Bytes that outlived the young generation, ${what} (cache hit, ${rate} req/s under the heap profiler)`,
+  });
 }
 
 // ---- driver -------------------------------------------------------------------------------------------------
