@@ -233,10 +233,12 @@ export function createRevocationLog(options: {
   let droppedAt = Number.NEGATIVE_INFINITY;
   /** The earlier run whose entries were adopted (number 0), and whether some of them went before expiring. */
   let prior: RelayPosition | undefined;
-  /** When the newest adopted entry that went before expiring was revoked. */
+  /**
+   * When the newest adopted entry that went before expiring was revoked (none: -Infinity); like droppedSeq, it
+   * stops counting once that entry would have expired.
+   */
   let priorLostAt = Number.NEGATIVE_INFINITY;
   let adopted = false;
-  let lastPruneMs = Number.NEGATIVE_INFINITY;
   const drop = (fingerprint: string, entry: { at: number; seq: number }, expired: boolean): void => {
     entries.delete(fingerprint);
     if (expired) return;
@@ -279,13 +281,13 @@ export function createRevocationLog(options: {
       entries = new Map([...older, ...entries]);
     },
     prune(nowMs) {
-      lastPruneMs = nowMs;
       for (const [fingerprint, entry] of entries) {
         const expired = entry.at <= nowMs - retentionMs;
         if (!expired && entries.size <= maxEntries) break;
         drop(fingerprint, entry, expired);
       }
       if (droppedAt <= nowMs - retentionMs) droppedSeq = 0;
+      if (priorLostAt <= nowMs - retentionMs) priorLostAt = Number.NEGATIVE_INFINITY;
     },
     next() {
       const items = [...entries];
@@ -297,7 +299,7 @@ export function createRevocationLog(options: {
       // Entries are in sequence order, so everything before the window is numbered below it.
       const before = start > 0 ? (items[start - 1]?.[1].seq ?? 0) : 0;
       // Adopted entries (number 0, at the front) left out of the window are not held by this version.
-      const priorHeld = priorLostAt <= lastPruneMs - retentionMs && !(start > 0 && items[0]?.[1].seq === 0);
+      const priorHeld = priorLostAt === Number.NEGATIVE_INFINITY && !(start > 0 && items[0]?.[1].seq === 0);
       return {
         batches: group(window),
         since: Math.max(droppedSeq, before),
@@ -370,10 +372,10 @@ interface KnownLease {
   seenMs: number;
 }
 
-/** Where the version of a relay Lease seen last stood in its writer's sequence, and when it was seen. */
+/** Where the version of a relay Lease seen last stood in its writer's sequence; when the Lease went away, if so. */
 interface SeenPosition {
   readonly position: RelayPosition | undefined;
-  readonly seenMs: number;
+  goneMs: number | undefined;
 }
 
 function metricOnce<T>(registry: Registry | undefined, name: string, make: () => T): T {
@@ -445,8 +447,6 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
    * Lease was deleted as stale numbers on in the same run when it writes again.
    */
   const positions = new Map<string, SeenPosition>();
-  /** When a relay Lease went away (deleted, or missing from a list), for forgetting its position later. */
-  const gone = new Map<string, number>();
   let forgetQueued = false;
   /** The first list was taken in: Leases seen from now on were created (or written again) since. */
   let listed = false;
@@ -514,8 +514,7 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
     const nowMs = clock.now();
     known.set(name, { resourceVersion, seenMs: nowMs });
     const last = positions.get(name);
-    positions.set(name, { position, seenMs: nowMs });
-    gone.delete(name);
+    positions.set(name, { position, goneMs: undefined });
     const batches = decodeRevocationBatches(text);
     const writtenAtMs = renewTimeOf(object);
     if (name === ownName) {
@@ -558,7 +557,8 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   /** A relay Lease went away: its content is forgotten, its position kept for a while. */
   const forget = (name: string): void => {
     known.delete(name);
-    if (positions.has(name) && !gone.has(name)) gone.set(name, clock.now());
+    const seen = positions.get(name);
+    if (seen !== undefined) seen.goneMs ??= clock.now();
   };
 
   const collector: ListWatch = startListWatch({
@@ -721,10 +721,8 @@ export function startRevocationRelay(options: RevocationRelayOptions): Revocatio
   /** Deletes relay Leases nobody changed for longer than the retention: everything in them has expired. */
   const cleanup = async (): Promise<void> => {
     const nowMs = clock.now();
-    for (const [name, goneMs] of gone) {
-      if (nowMs - goneMs <= POSITION_MEMORY_MS) continue;
-      gone.delete(name);
-      positions.delete(name);
+    for (const [name, seen] of positions) {
+      if (seen.goneMs !== undefined && nowMs - seen.goneMs > POSITION_MEMORY_MS) positions.delete(name);
     }
     for (const [name, lease] of [...known]) {
       if (nowMs - lease.seenMs <= retentionMs + cleanupIntervalMs) continue;
