@@ -1,6 +1,9 @@
 // Schema pieces every custom resource shares: API group, object metadata, status, references and name rules.
 import { z } from "zod";
 
+/** `status.conditions` holds at most this many entries (the CRDs' `maxItems`). */
+export const MAX_STATUS_CONDITIONS = 8;
+
 /** API group and version of every phantomgate custom resource. */
 export const apiVersion = "phantomgate.dev/v1alpha1";
 
@@ -93,7 +96,7 @@ export const fleetStatusSchema = z
 export const resourceStatusSchema = z
   .object({
     observedGeneration: z.number().int().min(0).optional(),
-    conditions: z.array(conditionSchema).max(8).optional(),
+    conditions: z.array(conditionSchema).max(MAX_STATUS_CONDITIONS).optional(),
     fleet: fleetStatusSchema.optional(),
   })
   .strict();

@@ -7,13 +7,13 @@ import { compile, type CompileResult } from "../../src/compile/compile.ts";
 import type { FleetView, GatewayState } from "../../src/operator/distribute/distributor.ts";
 import {
   computeStatus,
-  MAX_CONDITIONS,
   programmedReasonDescriptions,
   programmedReasonSchema,
   statusUpToDate,
   type ProgrammedInput,
 } from "../../src/operator/status/conditions.ts";
 import { RevisionLedger } from "../../src/operator/status/programmed.ts";
+import { MAX_STATUS_CONDITIONS } from "../../src/resources/common.ts";
 import { kubeTime } from "../../src/operator/status/status-writer.ts";
 
 const t0 = "2030-01-01T00:00:00Z";
@@ -147,13 +147,13 @@ describe("computeStatus", () => {
       existing: { conditions: foreign },
       nowIso: t1,
     });
-    expect(status.conditions).toHaveLength(MAX_CONDITIONS);
+    expect(status.conditions).toHaveLength(MAX_STATUS_CONDITIONS);
     expect(status.conditions.map((c) => c.type).slice(0, 3)).toEqual(["Accepted", "Programmed", "Other0"]);
     // The bound is the one the CRDs declare for status.conditions.
     for (const file of readdirSync(crdDir).filter((name) => name.endsWith(".yaml"))) {
       const text = readFileSync(join(crdDir, file), "utf8");
       const conditions = /\n(\s+)conditions:\n(?:\1 .*\n)*?\1 {2}maxItems: (\d+)/.exec(text);
-      expect(Number(conditions?.[2]), file).toBe(MAX_CONDITIONS);
+      expect(Number(conditions?.[2]), file).toBe(MAX_STATUS_CONDITIONS);
     }
   });
 

@@ -6,9 +6,7 @@ import { z } from "zod";
 import type { ObjectResult } from "../../compile/compile.ts";
 import { canonicalJson } from "../../compile/compile.ts";
 import { compileReasonDescriptions } from "../../compile/reasons.ts";
-
-/** `status.conditions` holds at most this many entries (`maxItems` in the CRDs). */
-export const MAX_CONDITIONS = 8;
+import { MAX_STATUS_CONDITIONS } from "../../resources/common.ts";
 
 /** Reasons of the Programmed condition: a closed set (docs/status-reasons.md lists them). */
 export const programmedReasonSchema = z.enum([
@@ -193,7 +191,7 @@ export function computeStatus(options: {
     .filter(
       (condition) => condition.type !== acceptedConditionType && condition.type !== programmedConditionType,
     )
-    .slice(0, MAX_CONDITIONS - 2);
+    .slice(0, MAX_STATUS_CONDITIONS - 2);
   return {
     ...withGeneration,
     conditions: [accepted, programmedCondition, ...foreign],
