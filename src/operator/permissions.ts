@@ -53,9 +53,10 @@ export function operatorPermissions(options: PermissionOptions): Permission[] {
       rule: {
         apiGroups: [group],
         resources: customResources.map((plural) => `${plural}/status`),
-        verbs: ["patch"],
+        verbs: ["get", "patch"],
       },
-      usedBy: "status (leader): merge-patch conditions, observedGeneration and fleet counts",
+      usedBy:
+        "status (leader): patch conditions, observedGeneration and fleet counts (uid tested); get after a refused patch",
     },
     {
       scope: "watched",

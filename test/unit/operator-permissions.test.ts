@@ -31,7 +31,7 @@ describe("operator permissions", () => {
       {
         apiGroups: ["phantomgate.dev"],
         resources: ["apiroutes/status", "scopepolicies/status", "authservers/status"],
-        verbs: ["patch"],
+        verbs: ["get", "patch"],
       },
     ]);
   });

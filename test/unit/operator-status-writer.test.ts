@@ -1,13 +1,25 @@
 // The status stage against an in-memory store and a recording API client (a stand-in for the timing of watch
 // events, which a real server cannot be made to hold back; test/k8s/operator.test.ts covers the real one).
 import pino from "pino";
+import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { compile } from "../../src/compile/compile.ts";
 import type { FleetView } from "../../src/operator/distribute/distributor.ts";
-import type { KubeClient, KubeRequest, KubeStream } from "../../src/operator/kube/kube-client.ts";
+import {
+  KubeApiError,
+  type KubeClient,
+  type KubeRequest,
+  type KubeStream,
+} from "../../src/operator/kube/kube-client.ts";
 import { createManualTimers } from "../../src/operator/kube/timers.ts";
+import { createOperatorMetrics } from "../../src/operator/metrics.ts";
 import { ObjectStore } from "../../src/operator/source/object-store.ts";
-import { startStatusWriter, type StatusWriter } from "../../src/operator/status/status-writer.ts";
+import { computeStatus } from "../../src/operator/status/conditions.ts";
+import {
+  startStatusWriter,
+  statusPatch,
+  type StatusWriter,
+} from "../../src/operator/status/status-writer.ts";
 
 class RecordingClient implements KubeClient {
   readonly server = "https://recording";
@@ -101,4 +113,96 @@ describe("status writer", () => {
     expect(client.patches).toHaveLength(2);
     expect(events).toEqual(["Warning UnknownAuthServer"]);
   });
+
+  it("makes a JSON Patch that tests the uid first and replaces only its own fields of an existing status", () => {
+    const desired = computeStatus({
+      result: { accepted: true, reason: "Accepted", messages: [], generation: 3 },
+      programmed: { counts: { programmed: 0, gateways: 0 }, rejections: [] },
+      existing: undefined,
+      nowIso: "2026-12-01T00:00:00Z",
+    });
+    expect(statusPatch("u-1", undefined, desired)).toEqual([
+      { op: "test", path: "/metadata/uid", value: "u-1" },
+      { op: "add", path: "/status", value: desired },
+    ]);
+    expect(statusPatch("u-1", { other: "kept" }, desired)).toEqual([
+      { op: "test", path: "/metadata/uid", value: "u-1" },
+      { op: "add", path: "/status/observedGeneration", value: 3 },
+      { op: "add", path: "/status/conditions", value: desired.conditions },
+      { op: "add", path: "/status/fleet", value: desired.fleet },
+    ]);
+    expect(statusPatch(undefined, null, desired)).toEqual([{ op: "add", path: "/status", value: desired }]);
+  });
+
+  for (const [uidNow, outcome] of [
+    ["u-2", "conflict"],
+    [undefined, "conflict"],
+    ["u-1", "error"],
+  ] as const) {
+    it(`counts a refused patch as ${outcome} when the object's uid is now ${uidNow ?? "gone"}`, async () => {
+      const store = new ObjectStore();
+      store.upsert({
+        kind: "ApiRoute",
+        namespace: "default",
+        name: "typo",
+        uid: "u-1",
+        generation: 1,
+        resourceVersion: "7",
+        object: badRoute,
+        status: undefined,
+      });
+      const result = compile({ objects: store.sourceObjects() });
+      const calls: string[] = [];
+      const client: KubeClient = {
+        server: "https://refusing",
+        request<T>(call: KubeRequest): Promise<T> {
+          calls.push(`${call.method} ${call.path}`);
+          if (call.method === "PATCH")
+            return Promise.reject(
+              new KubeApiError("PG_ERR_KUBE_STATUS", "refused", { statusCode: 422, reason: "Invalid" }),
+            );
+          if (uidNow === undefined)
+            return Promise.reject(
+              new KubeApiError("PG_ERR_KUBE_STATUS", "not found", { statusCode: 404, reason: "NotFound" }),
+            );
+          return Promise.resolve({ metadata: { uid: uidNow } } as T);
+        },
+        stream: () => Promise.reject(new Error("no watches here")),
+        close: () => Promise.resolve(),
+      };
+      const registry = new Registry();
+      const metrics = createOperatorMetrics(registry);
+      const warnings: string[] = [];
+      const logger = pino(
+        { level: "warn" },
+        { write: (line: string) => warnings.push((JSON.parse(line) as { msg: string }).msg) },
+      );
+      writer = startStatusWriter({
+        client,
+        store,
+        reconciler: {
+          current: () => ({ result, specVersion: store.specVersion, compiledAtMs: 0 }),
+          onCompiled: () => () => undefined,
+        },
+        fleet: {
+          view: () => ({ revision: "r1", gateways: [], connected: 0, programmed: 0 }),
+          onChange: () => () => undefined,
+        },
+        isLeader: () => true,
+        recorder: { record: () => Promise.resolve() },
+        logger,
+        metrics,
+        timers: createManualTimers(),
+      });
+      writer.trigger();
+      await writer.flush();
+      expect(calls).toEqual([
+        "PATCH /apis/phantomgate.dev/v1alpha1/namespaces/default/apiroutes/typo/status",
+        "GET /apis/phantomgate.dev/v1alpha1/namespaces/default/apiroutes/typo/status",
+      ]);
+      const counted = await metrics.statusWrites.get();
+      expect(counted.values.map((v) => [v.labels.result, v.value])).toEqual([[outcome, 1]]);
+      expect(warnings).toEqual(outcome === "error" ? ["status write failed"] : []);
+    });
+  }
 });

@@ -61,7 +61,7 @@ export interface Condition {
 export interface FleetCounts {
   /**
    * The first revision that contained the object as it is now (the current revision when not accepted); absent
-   * before the first compile. Never null: in a merge patch null would delete the field.
+   * before the first compile. Never null (the CRD's schema takes a string).
    */
   readonly revision?: string;
   /** Connected gateways serving a revision that contains it. */

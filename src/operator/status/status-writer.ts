@@ -69,6 +69,34 @@ interface Write {
   readonly desiredJson: string;
 }
 
+/** One JSON Patch operation (RFC 6902), as the status write uses them. */
+export type StatusPatchOperation =
+  | { readonly op: "test"; readonly path: string; readonly value: unknown }
+  | { readonly op: "add"; readonly path: string; readonly value: unknown };
+
+/**
+ * The status write as a JSON Patch. Its first operation tests the object's uid, which the API server checks
+ * against the object as stored: a re-created object of the same name fails it (422) and is not given the old
+ * object's verdict. (A uid in a merge patch of `/status` is not checked: the API server keeps the stored
+ * metadata and drops the patch's.) Only the fields we own are replaced, as a merge patch would: other fields of
+ * an existing status stay.
+ */
+export function statusPatch(
+  uid: string | undefined,
+  existing: unknown,
+  desired: ObjectStatus,
+): StatusPatchOperation[] {
+  const operations: StatusPatchOperation[] = [];
+  if (uid !== undefined) operations.push({ op: "test", path: "/metadata/uid", value: uid });
+  if (typeof existing !== "object" || existing === null || Array.isArray(existing)) {
+    operations.push({ op: "add", path: "/status", value: desired });
+    return operations;
+  }
+  for (const [field, value] of Object.entries(desired))
+    if (value !== undefined) operations.push({ op: "add", path: `/status/${field}`, value });
+  return operations;
+}
+
 /** metav1.Time has second precision; a finer time would never compare equal after a round trip. */
 export function kubeTime(epochMs: number): string {
   return new Date(epochMs).toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -123,6 +151,28 @@ export function startStatusWriter(options: StatusWriterOptions): StatusWriter {
     return writes;
   };
 
+  /**
+   * Whether a refused write (422) failed its uid test: the object is gone or is another object now. A 422 for
+   * the same object is a real refusal (e.g. a status the CRD's schema does not take), logged as a failure.
+   */
+  const replacedMeanwhile = async (error: unknown, { stored, kind }: Write): Promise<boolean> => {
+    if (!isKubeStatus(error, 422) || stored.uid === undefined) return false;
+    const resource = statusResources[kind];
+    try {
+      const now = await client.request<{ metadata?: { uid?: string } } | undefined>({
+        method: "GET",
+        path: resourcePath(resource, {
+          namespace: stored.namespace,
+          name: stored.name,
+          subresource: "status",
+        }),
+      });
+      return now?.metadata?.uid !== stored.uid;
+    } catch (lookup) {
+      return isKubeStatus(lookup, 404);
+    }
+  };
+
   const write = async (entry: Write): Promise<boolean> => {
     const { stored, kind, result, desired } = entry;
     const resource = statusResources[kind];
@@ -136,12 +186,11 @@ export function startStatusWriter(options: StatusWriterOptions): StatusWriter {
       written = await client.request<{ status?: { fleet?: unknown } } | undefined>({
         method: "PATCH",
         path,
-        contentType: "application/merge-patch+json",
-        // The uid is a precondition: a re-created object of the same name is not written with the old verdict.
-        body: { metadata: stored.uid === undefined ? {} : { uid: stored.uid }, status: desired },
+        contentType: "application/json-patch+json",
+        body: statusPatch(stored.uid, stored.status, desired),
       });
     } catch (error) {
-      if (isKubeStatus(error, 404) || isKubeStatus(error, 409)) {
+      if (isKubeStatus(error, 404) || isKubeStatus(error, 409) || (await replacedMeanwhile(error, entry))) {
         metrics?.statusWrites.labels(kind, "conflict").inc();
         return true; // deleted or re-created meanwhile: its watch event brings a new pass
       }

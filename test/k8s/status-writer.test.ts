@@ -1,0 +1,245 @@
+// The status stage's writes against a REAL etcd + kube-apiserver, as the operator's ServiceAccount (bound only
+// to the rules of src/operator/permissions.ts): a status is written where the object is the one compiled, and
+// never onto an object deleted and re-created under the same name meanwhile (the uid test of the JSON Patch; the
+// API server ignores a uid in a merge patch of /status). The stage runs in this process so the test can hold the
+// store at the old object, as a watch that has not yet brought the re-creation does.
+import { join } from "node:path";
+import { KubeConfig } from "@kubernetes/client-node";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { compile } from "../../src/compile/compile.ts";
+import { loadOperatorConfig } from "../../src/operator/config.ts";
+import { createKubeClient, type KubeClient } from "../../src/operator/kube/kube-client.ts";
+import { createOperatorMetrics, type OperatorMetrics } from "../../src/operator/metrics.ts";
+import { permissionOptionsOf, renderRbacYaml } from "../../src/operator/permissions.ts";
+import { ObjectStore, type StoredObject } from "../../src/operator/source/object-store.ts";
+import { startStatusWriter } from "../../src/operator/status/status-writer.ts";
+import { repoRoot, startTestCluster, type TestCluster } from "./harness/cluster.ts";
+
+const startupTimeoutMs = 60 * 60_000;
+const systemNamespace = "pg-system";
+const operatorAccount = "phantomgate-operator";
+const namespace = "status-tests";
+
+let current: TestCluster | undefined;
+let client: KubeClient | undefined;
+const c = (): TestCluster => {
+  if (current === undefined) throw new Error("cluster not started");
+  return current;
+};
+const k = (): KubeClient => {
+  if (client === undefined) throw new Error("client not made");
+  return client;
+};
+
+beforeAll(async () => {
+  current = await startTestCluster();
+  const cl = current;
+  await cl.kubectl(["apply", "-f", join(repoRoot, "crds")]);
+  await cl.kubectl(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+  await cl.kubectl(["create", "namespace", systemNamespace]);
+  await cl.kubectl(["create", "namespace", namespace]);
+  await cl.kubectl(["create", "serviceaccount", operatorAccount, "-n", systemNamespace]);
+  const config = loadOperatorConfig(["--identity", "x", "--pod-namespace", systemNamespace], {});
+  await cl.kubectl(["apply", "-f", "-"], {
+    input: renderRbacYaml({
+      ...permissionOptionsOf(config),
+      name: "phantomgate-operator",
+      serviceAccount: { namespace: systemNamespace, name: operatorAccount },
+      namespaces: [],
+    }),
+  });
+  const token = (
+    await cl.kubectl(["create", "token", operatorAccount, "-n", systemNamespace, "--duration", "1h"])
+  ).stdout.trim();
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromOptions({
+    clusters: [{ name: "test", server: cl.server, caData: Buffer.from(cl.caPem).toString("base64") }],
+    users: [{ name: "operator", token }],
+    contexts: [{ name: "test", cluster: "test", user: "operator" }],
+    currentContext: "test",
+  });
+  client = createKubeClient(kubeConfig);
+}, startupTimeoutMs);
+
+afterAll(async () => {
+  await client?.close();
+  await current?.stop();
+}, 60_000);
+
+interface PolicyObject {
+  metadata: { uid: string; generation: number; resourceVersion: string; name: string; namespace: string };
+  spec: unknown;
+  status?: {
+    conditions?: { type: string; status: string; reason: string }[];
+    fleet?: unknown;
+    observedGeneration?: number;
+  };
+}
+
+const policy = (name: string) =>
+  JSON.stringify({
+    apiVersion: "phantomgate.dev/v1alpha1",
+    kind: "ScopePolicy",
+    metadata: { name, namespace },
+    spec: { domain: "billing", scopes: [{ name: "read_invoice" }] },
+  });
+
+async function readPolicy(name: string): Promise<PolicyObject> {
+  const text = (await c().kubectl(["get", "scopepolicy", name, "-n", namespace, "-o", "json"])).stdout;
+  return JSON.parse(text) as PolicyObject;
+}
+
+/** What the operator's watch would have stored for this version of the object. */
+function stored(object: PolicyObject): StoredObject {
+  return {
+    kind: "ScopePolicy",
+    namespace: object.metadata.namespace,
+    name: object.metadata.name,
+    uid: object.metadata.uid,
+    generation: object.metadata.generation,
+    resourceVersion: object.metadata.resourceVersion,
+    object: {
+      apiVersion: "phantomgate.dev/v1alpha1",
+      kind: "ScopePolicy",
+      metadata: {
+        name: object.metadata.name,
+        namespace: object.metadata.namespace,
+        uid: object.metadata.uid,
+        generation: object.metadata.generation,
+        resourceVersion: object.metadata.resourceVersion,
+      },
+      spec: object.spec,
+    },
+    status: object.status,
+  };
+}
+
+/** One status pass over what `store` holds, as the leader would make it. */
+async function writePass(store: ObjectStore, metrics: OperatorMetrics): Promise<{ warnings: string[] }> {
+  const result = compile({ objects: store.sourceObjects() });
+  const warnings: string[] = [];
+  const logger = pino(
+    { level: "warn" },
+    { write: (line: string) => warnings.push((JSON.parse(line) as { msg: string }).msg) },
+  );
+  const writer = startStatusWriter({
+    client: k(),
+    store,
+    reconciler: {
+      current: () => ({ result, specVersion: store.specVersion, compiledAtMs: 0 }),
+      onCompiled: () => () => undefined,
+    },
+    fleet: {
+      view: () => ({ revision: "r1", gateways: [], connected: 0, programmed: 0 }),
+      onChange: () => () => undefined,
+    },
+    isLeader: () => true,
+    recorder: { record: () => Promise.resolve() },
+    logger,
+    metrics,
+  });
+  try {
+    writer.trigger();
+    await writer.flush();
+  } finally {
+    await writer.close();
+  }
+  return { warnings };
+}
+
+async function writeResults(metrics: OperatorMetrics): Promise<Record<string, number>> {
+  const counted = await metrics.statusWrites.get();
+  return Object.fromEntries(counted.values.map((v) => [String(v.labels.result), v.value]));
+}
+
+describe("status writes on a real API server", () => {
+  it("write the compiled object's status, keeping other controllers' conditions", async () => {
+    await c().kubectl(["apply", "-f", "-"], { input: policy("kept") });
+    // Another controller's condition, there before the operator's first write.
+    await c().kubectl([
+      "patch",
+      "scopepolicy",
+      "kept",
+      "-n",
+      namespace,
+      "--subresource=status",
+      "--type=merge",
+      "-p",
+      JSON.stringify({
+        status: {
+          conditions: [
+            {
+              type: "Audited",
+              status: "True",
+              reason: "Reviewed",
+              message: "by another controller",
+              lastTransitionTime: "2026-12-01T00:00:00Z",
+            },
+          ],
+        },
+      }),
+    ]);
+    const store = new ObjectStore();
+    store.upsert(stored(await readPolicy("kept")));
+    const metrics = createOperatorMetrics(new Registry());
+    const { warnings } = await writePass(store, metrics);
+    expect(warnings).toEqual([]);
+    expect(await writeResults(metrics)).toEqual({ ok: 1 });
+    const after = await readPolicy("kept");
+    expect(after.status?.observedGeneration).toBe(1);
+    expect(after.status?.conditions?.map((condition) => `${condition.type}=${condition.status}`)).toEqual([
+      "Accepted=True",
+      "Programmed=False",
+      "Audited=True",
+    ]);
+  });
+
+  it("do not write the old object's verdict onto one re-created under the same name", async () => {
+    await c().kubectl(["apply", "-f", "-"], { input: policy("again") });
+    const old = await readPolicy("again");
+    await c().kubectl(["delete", "scopepolicy", "again", "-n", namespace]);
+    await c().kubectl(["apply", "-f", "-"], { input: policy("again") });
+    const recreated = await readPolicy("again");
+    expect(recreated.metadata.uid).not.toBe(old.metadata.uid);
+    expect(recreated.metadata.generation).toBe(old.metadata.generation);
+
+    // The store still holds the old object (its watch has not brought the deletion yet).
+    const store = new ObjectStore();
+    store.upsert(stored(old));
+    const metrics = createOperatorMetrics(new Registry());
+    const stale = await writePass(store, metrics);
+    // The patch fails its uid test; reading the object (get on status, granted) shows another uid: a conflict,
+    // not an error, and nothing written.
+    expect(stale.warnings).toEqual([]);
+    expect(await writeResults(metrics)).toEqual({ conflict: 1 });
+    const untouched = await readPolicy("again");
+    expect(untouched.status).toBeUndefined();
+    expect(untouched.metadata.resourceVersion).toBe(recreated.metadata.resourceVersion);
+
+    // The watch catches up: the new object gets its own status.
+    store.upsert(stored(recreated));
+    const fresh = await writePass(store, metrics);
+    expect(fresh.warnings).toEqual([]);
+    expect(await writeResults(metrics)).toEqual({ conflict: 1, ok: 1 });
+    expect((await readPolicy("again")).status?.conditions?.[0]).toMatchObject({
+      type: "Accepted",
+      status: "True",
+    });
+  });
+
+  it("count a patch the API server refuses for the object itself as an error, and log it", async () => {
+    await c().kubectl(["apply", "-f", "-"], { input: policy("refused") });
+    const object = await readPolicy("refused");
+    // The store believes the object has a status, so the patch adds fields under /status, which the object
+    // does not have: the API server refuses the patch (422) though the uid matches.
+    const store = new ObjectStore();
+    store.upsert(stored({ ...object, status: { observedGeneration: 1 } }));
+    const metrics = createOperatorMetrics(new Registry());
+    const { warnings } = await writePass(store, metrics);
+    expect(warnings).toEqual(["status write failed"]);
+    expect(await writeResults(metrics)).toEqual({ error: 1 });
+    expect((await readPolicy("refused")).status).toBeUndefined();
+  });
+});
