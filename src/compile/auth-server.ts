@@ -21,9 +21,17 @@ const clientSecretPath = ["spec", "clientAuthentication", "clientSecret"] as con
  * Compiles one AuthServer. Messages name the Secret and key but never a value: they end up in status,
  * Events and logs.
  */
-export function compileAuthServer(authServer: AuthServer, secrets: SecretIndex): AuthServerOutcome {
+/**
+ * `secretLabelSelector`: the labels the Secrets were listed with (the operator's `--secret-label-selector`), named
+ * when a referenced Secret is missing, since one without those labels is never read.
+ */
+export function compileAuthServer(
+  authServer: AuthServer,
+  secrets: SecretIndex,
+  secretLabelSelector?: string,
+): AuthServerOutcome {
   const { metadata, spec } = authServer;
-  const secret = resolveClientSecret(authServer, secrets);
+  const secret = resolveClientSecret(authServer, secrets, secretLabelSelector);
   if (typeof secret !== "string") return { accepted: false, problems: [secret] };
 
   if (spec.clientAuthentication.method === "private_key_jwt" && !isPrivateJwk(secret)) {
@@ -59,7 +67,11 @@ export function compileAuthServer(authServer: AuthServer, secrets: SecretIndex):
   };
 }
 
-function resolveClientSecret(authServer: AuthServer, secrets: SecretIndex): string | Problem {
+function resolveClientSecret(
+  authServer: AuthServer,
+  secrets: SecretIndex,
+  secretLabelSelector: string | undefined,
+): string | Problem {
   const { value, secretRef } = authServer.spec.clientAuthentication.clientSecret;
   if (value !== undefined) return value;
   // The schema guarantees exactly one of value and secretRef.
@@ -69,7 +81,13 @@ function resolveClientSecret(authServer: AuthServer, secrets: SecretIndex): stri
   const path = [...clientSecretPath, "secretRef"];
   const secretId = `${authServer.metadata.namespace}/${secretRef.name}`;
   const secret = secrets.get(secretId);
-  if (secret === undefined) return fieldProblem("SecretNotFound", path, `Secret ${secretId} not found`);
+  if (secret === undefined) {
+    const listed =
+      secretLabelSelector === undefined || secretLabelSelector === ""
+        ? ""
+        : ` among the Secrets labelled ${secretLabelSelector} (the only ones the operator reads)`;
+    return fieldProblem("SecretNotFound", path, `Secret ${secretId} not found${listed}`);
+  }
   if (!secret.accepted) return fieldProblem("SecretNotFound", path, `Secret ${secretId} is not valid`);
   const resolved = secret.values.get(secretRef.key);
   if (resolved === undefined) {

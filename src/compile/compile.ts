@@ -35,6 +35,8 @@ export interface SourceObject {
 /** Everything compile reads, in any order (origins decide which copy of a duplicate wins). */
 export interface CompileInput {
   readonly objects: readonly SourceObject[];
+  /** The label selector the Secrets among `objects` were listed with, if any: named when one is missing. */
+  readonly secretLabelSelector?: string | undefined;
 }
 
 /** The verdict on one input object; becomes its Accepted condition and `check` output. */
@@ -122,7 +124,7 @@ export function compile(input: CompileInput): CompileResult {
       authServers.set(objectId(entry), { accepted: false, problems: entry.problems });
       continue;
     }
-    let outcome = compileAuthServer(entry.parsed.value, secrets);
+    let outcome = compileAuthServer(entry.parsed.value, secrets, input.secretLabelSelector);
     if (outcome.accepted) {
       const problems = verifyCompiled(compiledAuthServerSchema, outcome.authServer);
       if (problems.length > 0) outcome = { accepted: false, problems };

@@ -103,6 +103,7 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
     const reconciler = startReconciler({
       source,
       publish: (snapshot) => distributor.publish(snapshot),
+      secretLabelSelector: config.secretLabelSelector,
       debounceMs: config.debounceMs,
       maxWaitMs: config.debounceMaxMs,
       logger: logger.child({ stage: "reconcile" }),

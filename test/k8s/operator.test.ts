@@ -415,6 +415,7 @@ describe("phantomgate operator on a real API server", () => {
       };
       expect(await can("watch", "apiroutes.phantomgate.dev")).toBe(true);
       expect(await can("patch", "apiroutes.phantomgate.dev", "default", "status")).toBe(true);
+      expect(await can("get", "apiroutes.phantomgate.dev", "default", "status")).toBe(true);
       expect(await can("update", "apiroutes.phantomgate.dev", "default", "status")).toBe(false);
       expect(await can("list", "secrets")).toBe(true);
       expect(await can("create", "events.events.k8s.io", "default")).toBe(true);

@@ -2,7 +2,8 @@
 // to the rules of src/operator/permissions.ts): a status is written where the object is the one compiled, and
 // never onto an object deleted and re-created under the same name meanwhile (the uid test of the JSON Patch; the
 // API server ignores a uid in a merge patch of /status). The stage runs in this process so the test can hold the
-// store at the old object, as a watch that has not yet brought the re-creation does.
+// store at the old object, as a watch that has not yet brought the re-creation does. Last, the source, compile and
+// status stages together with `--secret-label-selector`: an AuthServer whose Secret lacks those labels is told so.
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import pino from "pino";
@@ -13,7 +14,9 @@ import { loadOperatorConfig } from "../../src/operator/config.ts";
 import { createKubeClient, type KubeClient } from "../../src/operator/kube/kube-client.ts";
 import { createOperatorMetrics, type OperatorMetrics } from "../../src/operator/metrics.ts";
 import { permissionOptionsOf, renderRbacYaml } from "../../src/operator/permissions.ts";
+import { startReconciler } from "../../src/operator/reconcile/reconciler.ts";
 import { ObjectStore, type StoredObject } from "../../src/operator/source/object-store.ts";
+import { startSource } from "../../src/operator/source/source.ts";
 import { startStatusWriter } from "../../src/operator/status/status-writer.ts";
 import { repoRoot, startTestCluster, type TestCluster } from "./harness/cluster.ts";
 
@@ -241,5 +244,94 @@ describe("status writes on a real API server", () => {
     expect(warnings).toEqual(["status write failed"]);
     expect(await writeResults(metrics)).toEqual({ error: 1 });
     expect((await readPolicy("refused")).status).toBeUndefined();
+  });
+
+  it("name the Secret label selector when an AuthServer's Secret lacks those labels, and accept it once labelled", async () => {
+    const selector = "phantomgate.dev/auth-server=true";
+    await c().kubectl([
+      "create",
+      "secret",
+      "generic",
+      "as-client",
+      "-n",
+      namespace,
+      "--from-literal=secret=s3",
+    ]);
+    await c().kubectl(["apply", "-f", "-"], {
+      input: JSON.stringify({
+        apiVersion: "phantomgate.dev/v1alpha1",
+        kind: "AuthServer",
+        metadata: { name: "labelled", namespace },
+        spec: {
+          issuer: "https://as.example",
+          clientAuthentication: {
+            method: "client_secret_basic",
+            clientId: "gateway",
+            clientSecret: { secretRef: { name: "as-client", key: "secret" } },
+          },
+        },
+      }),
+    });
+    // The operator's source, reconciler and status stages, in this process, as its ServiceAccount.
+    const logger = pino({ level: "silent" });
+    const source = startSource({
+      client: k(),
+      namespaces: [namespace],
+      relistIntervalMs: 600_000,
+      stallTimeoutMs: 600_000,
+      watchTimeoutSeconds: 300,
+      secretLabelSelector: selector,
+      logger,
+    });
+    const reconciler = startReconciler({
+      source,
+      publish: () => undefined,
+      secretLabelSelector: selector,
+      debounceMs: 50,
+      maxWaitMs: 200,
+      logger,
+    });
+    const writer = startStatusWriter({
+      client: k(),
+      store: source.store,
+      reconciler,
+      fleet: {
+        view: () => ({ revision: "r1", gateways: [], connected: 0, programmed: 0 }),
+        onChange: () => () => undefined,
+      },
+      isLeader: () => true,
+      recorder: { record: () => Promise.resolve() },
+      debounceMs: 50,
+      maxWaitMs: 200,
+      logger,
+    });
+    const accepted = async () => {
+      const text = (await c().kubectl(["get", "authserver", "labelled", "-n", namespace, "-o", "json"]))
+        .stdout;
+      const object = JSON.parse(text) as PolicyObject;
+      return object.status?.conditions?.find((condition) => condition.type === "Accepted") as
+        { status: string; reason: string; message: string } | undefined;
+    };
+    const waitFor = async (test: (condition: Awaited<ReturnType<typeof accepted>>) => boolean) => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const condition = await accepted();
+        if (test(condition)) return condition;
+        if (Date.now() > deadline) throw new Error(`Accepted is still ${JSON.stringify(condition)}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    };
+    try {
+      const refused = await waitFor((condition) => condition?.reason === "SecretNotFound");
+      expect(refused?.message).toContain(
+        `Secret ${namespace}/as-client not found among the Secrets labelled ${selector} (the only ones the operator reads)`,
+      );
+      await c().kubectl(["label", "secret", "as-client", "-n", namespace, selector]);
+      await waitFor((condition) => condition?.status === "True");
+    } finally {
+      await writer.close();
+      await reconciler.close();
+      await source.stop();
+    }
   });
 });

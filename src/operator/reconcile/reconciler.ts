@@ -37,6 +37,8 @@ export interface ReconcilerOptions {
   readonly maxWaitMs: number;
   /** Longest compile waits for Secrets being fetched after new references (then compiles anyway). Default 5 s. */
   readonly settleTimeoutMs?: number;
+  /** The source's `--secret-label-selector`, named in the status of an AuthServer whose Secret is missing. */
+  readonly secretLabelSelector?: string | undefined;
   readonly logger: Logger;
   readonly metrics?: OperatorMetrics;
   readonly clock?: Clock;
@@ -83,7 +85,10 @@ export function startReconciler(options: ReconcilerOptions): Reconciler {
     const started = performance.now();
     let result: CompileResult;
     try {
-      result = compile({ objects: source.store.sourceObjects() });
+      result = compile({
+        objects: source.store.sourceObjects(),
+        secretLabelSelector: options.secretLabelSelector,
+      });
     } catch (error) {
       metrics?.reconciles.labels("error").inc();
       logger.error({ err: error }, "compile failed");
