@@ -73,6 +73,8 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
     "operator starting",
   );
   const stops: (() => Promise<void> | void)[] = [() => client.close()];
+  /** Set first on shutdown: not ready, and no more status writes (the gateways are about to be let go). */
+  let draining = false;
   const stopAll = async (): Promise<void> => {
     for (const stop of stops.reverse()) {
       try {
@@ -148,7 +150,9 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
       store: source.store,
       reconciler,
       fleet,
-      isLeader: () => leader.isLeader(),
+      // A stopping leader closes its gateways' streams before it hands the Lease over: what its view shows then
+      // is the shutdown, not the fleet.
+      isLeader: () => !draining && leader.isLeader(),
       recorder: createEventRecorder({
         client,
         identity: config.identity,
@@ -250,7 +254,6 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
     }
 
     // Metrics, liveness and readiness (ready once the first snapshot is compiled).
-    let draining = false;
     const metricsServer = await startMetricsServer({
       host: config.listenHost,
       port: config.metricsPort,

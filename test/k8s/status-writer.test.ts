@@ -14,9 +14,16 @@ import { loadOperatorConfig } from "../../src/operator/config.ts";
 import { createKubeClient, type KubeClient } from "../../src/operator/kube/kube-client.ts";
 import { createOperatorMetrics, type OperatorMetrics } from "../../src/operator/metrics.ts";
 import { permissionOptionsOf, renderRbacYaml } from "../../src/operator/permissions.ts";
+import { createDistributor } from "../../src/operator/distribute/distributor.ts";
 import { startReconciler } from "../../src/operator/reconcile/reconciler.ts";
 import { ObjectStore, type StoredObject } from "../../src/operator/source/object-store.ts";
 import { startSource } from "../../src/operator/source/source.ts";
+import {
+  fleetReportAnnotation,
+  fleetReportLabel,
+  fleetReportName,
+  startFleetExchange,
+} from "../../src/operator/status/fleet-reports.ts";
 import { startStatusWriter } from "../../src/operator/status/status-writer.ts";
 import { repoRoot, startTestCluster, type TestCluster } from "./harness/cluster.ts";
 
@@ -332,6 +339,149 @@ describe("status writes on a real API server", () => {
       await writer.close();
       await reconciler.close();
       await source.stop();
+    }
+  });
+
+  it("keep Programmed while the fleet view settles: after a start, and after a replica's report goes away", async () => {
+    const leaseName = "phantomgate-operator";
+    const settleMs = 2_500;
+    await c().kubectl(["apply", "-f", "-"], { input: policy("held") });
+    const store = new ObjectStore();
+    store.upsert(stored(await readPolicy("held")));
+    const result = compile({ objects: store.sourceObjects() });
+    const revision = result.snapshot.revision;
+    // A peer replica's report: three gateways streaming from it, all serving the current revision.
+    const peerReport = JSON.stringify({
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: {
+        name: fleetReportName(leaseName, "peer"),
+        namespace: systemNamespace,
+        labels: { [fleetReportLabel]: leaseName },
+        annotations: {
+          [fleetReportAnnotation]: JSON.stringify({
+            revision,
+            gateways: ["gw-1", "gw-2", "gw-3"].map((name) => ({
+              name,
+              connected: true,
+              revision,
+              status: "ACK",
+              lastSeenMs: Date.now(),
+            })),
+          }),
+        },
+      },
+      spec: { holderIdentity: "peer", leaseDurationSeconds: 600 },
+    });
+    const logger = pino({ level: "silent" });
+    /** This replica: a distributor with no gateway of its own, its fleet exchange and its status stage. */
+    const startReplica = (identity: string) => {
+      const distributor = createDistributor();
+      distributor.publish(result.snapshot);
+      const fleet = startFleetExchange({
+        client: k(),
+        namespace: systemNamespace,
+        leaseName,
+        identity,
+        distributor,
+        heartbeatMs: 1_000,
+        staleAfterMs: 600_000,
+        settleMs,
+        isLeader: () => true,
+        relistIntervalMs: 600_000,
+        stallTimeoutMs: 600_000,
+        logger,
+      });
+      const writer = startStatusWriter({
+        client: k(),
+        store,
+        reconciler: {
+          current: () => ({ result, specVersion: store.specVersion, compiledAtMs: 0 }),
+          onCompiled: () => () => undefined,
+        },
+        fleet,
+        isLeader: () => true,
+        recorder: { record: () => Promise.resolve() },
+        debounceMs: 50,
+        maxWaitMs: 200,
+        logger,
+      });
+      // The store follows what is written, as the watch would.
+      const follow = setInterval(() => {
+        readPolicy("held").then(
+          (object) => store.upsert(stored(object)),
+          () => undefined,
+        );
+      }, 100);
+      return {
+        fleet,
+        async stop() {
+          clearInterval(follow);
+          await writer.close();
+          await fleet.stop();
+        },
+      };
+    };
+    const programmed = async () => {
+      const object = await readPolicy("held");
+      const condition = object.status?.conditions?.find((entry) => entry.type === "Programmed");
+      const fleet = object.status?.fleet as
+        { revision?: string; programmed?: number; gateways?: number } | undefined;
+      return `${condition?.reason ?? "none"} ${fleet?.programmed ?? "-"}/${fleet?.gateways ?? "-"} of ${fleet?.revision ?? "-"}`;
+    };
+    const onAll = `Programmed 3/3 of ${revision}`;
+    const none = `NoGateways 0/0 of ${revision}`;
+    const waitFor = async (expected: string, withinMs: number) => {
+      const deadline = Date.now() + withinMs;
+      let seen = await programmed();
+      while (seen !== expected && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        seen = await programmed();
+      }
+      expect(seen).toBe(expected);
+    };
+    /** What the status says, sampled every 100 ms for `ms`. */
+    const sample = async (ms: number) => {
+      const seen = new Set<string>();
+      for (const until = Date.now() + ms; Date.now() < until;) {
+        seen.add(await programmed());
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return [...seen];
+    };
+
+    await c().kubectl(["apply", "-f", "-"], { input: peerReport });
+    const first = startReplica("op-a");
+    try {
+      await waitFor(onAll, 10_000);
+      await new Promise((resolve) => setTimeout(resolve, settleMs));
+      expect(first.fleet.settling?.()).toBe(false);
+      // The peer stops (its report deleted): its gateways would be reconnecting to this replica now.
+      await c().kubectl(["delete", "lease", fleetReportName(leaseName, "peer"), "-n", systemNamespace]);
+      expect(await sample(settleMs - 1_000)).toEqual([onAll]);
+      // No gateway came: once settled, the status says so.
+      await waitFor(none, 5_000);
+      expect(first.fleet.settling?.()).toBe(false);
+    } finally {
+      await first.stop();
+    }
+
+    // A replica that starts (or takes the lead after a restart) knows no gateway yet: it keeps what is written.
+    await c().kubectl(["apply", "-f", "-"], { input: peerReport });
+    const second = startReplica("op-b");
+    try {
+      await waitFor(onAll, 10_000);
+    } finally {
+      await second.stop();
+    }
+    await c().kubectl(["delete", "lease", fleetReportName(leaseName, "peer"), "-n", systemNamespace]);
+    const third = startReplica("op-c");
+    try {
+      expect(third.fleet.settling?.()).toBe(true);
+      expect(await sample(settleMs - 1_000)).toEqual([onAll]);
+      await waitFor(none, 5_000);
+    } finally {
+      await third.stop();
     }
   });
 });

@@ -180,6 +180,52 @@ describe("computeStatus", () => {
     expect(statusUpToDate(undefined, status)).toBe(false);
   });
 
+  it("while the fleet view settles, keeps a Programmed condition of this generation and revision rather than lowering it", () => {
+    const onAll: ProgrammedInput = { counts: { revision: "r1", programmed: 3, gateways: 3 }, rejections: [] };
+    const written = computeStatus({ result: accepted, programmed: onAll, existing: undefined, nowIso: t0 });
+    const next = (programmed: ProgrammedInput, options: { hold?: boolean; generation?: number } = {}) =>
+      computeStatus({
+        result: { ...accepted, generation: options.generation ?? 3 },
+        programmed,
+        existing: written,
+        nowIso: t1,
+        holdProgrammed: options.hold ?? true,
+      });
+    // Fewer gateways seen while settling: what was written stands, with its fleet counts.
+    const held = next(noGateways);
+    expect(held.conditions[1]).toEqual(written.conditions[1]);
+    expect(held.fleet).toEqual(written.fleet);
+    expect(next({ counts: { revision: "r1", programmed: 2, gateways: 2 }, rejections: [] }).fleet).toEqual(
+      written.fleet,
+    );
+    // Not settling: the view is taken at its word.
+    expect(next(noGateways, { hold: false }).conditions[1]).toMatchObject({ reason: "NoGateways" });
+    // A rejection, another revision or another generation is news, held or not.
+    expect(
+      next({ counts: { revision: "r1", programmed: 2, gateways: 3 }, rejections: ["gw-3: bad"] })
+        .conditions[1],
+    ).toMatchObject({ reason: "Rejected" });
+    expect(next({ counts: { revision: "r2", programmed: 0, gateways: 0 }, rejections: [] }).fleet).toEqual({
+      revision: "r2",
+      programmed: 0,
+      gateways: 0,
+    });
+    expect(next(noGateways, { generation: 4 }).conditions[1]).toMatchObject({
+      reason: "NoGateways",
+      observedGeneration: 4,
+    });
+    // Not accepted any more: nothing to hold.
+    expect(
+      computeStatus({
+        result: { accepted: false, reason: "UnknownScope", messages: ["x: y"], generation: 3 },
+        programmed: noGateways,
+        existing: written,
+        nowIso: t1,
+        holdProgrammed: true,
+      }).conditions[1],
+    ).toMatchObject({ reason: "NotAccepted" });
+  });
+
   it("writes metav1.Time with second precision (what the API server gives back)", () => {
     expect(kubeTime(Date.UTC(2030, 0, 1, 12, 0, 0, 987))).toBe("2030-01-01T12:00:00Z");
   });

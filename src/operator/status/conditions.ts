@@ -151,12 +151,54 @@ export function readConditions(status: unknown): Condition[] {
   );
 }
 
+/**
+ * The Programmed condition and fleet counts already on the object, when they may stand while the fleet view is
+ * settling: written for this generation and for the revision that contains the object as it is now, with more
+ * gateways programmed than the view shows now. A rejection is never held back.
+ */
+function heldProgrammed(
+  existingStatus: unknown,
+  existing: readonly Condition[],
+  generation: number | undefined,
+  programmed: ProgrammedInput,
+  reason: ProgrammedReason,
+): { condition: Condition; fleet: FleetCounts } | undefined {
+  if (reason === "Rejected" || reason === "NotAccepted") return undefined;
+  const condition = existing.find((c) => c.type === programmedConditionType);
+  if (condition === undefined || condition.observedGeneration !== generation) return undefined;
+  if (typeof condition.lastTransitionTime !== "string" || typeof condition.message !== "string")
+    return undefined;
+  const stored: unknown = (existingStatus as { fleet?: unknown }).fleet;
+  if (typeof stored !== "object" || stored === null) return undefined;
+  const fleet = stored as Partial<Record<keyof FleetCounts, unknown>>;
+  if (
+    typeof fleet.programmed !== "number" ||
+    typeof fleet.gateways !== "number" ||
+    fleet.revision !== programmed.counts.revision ||
+    fleet.programmed <= programmed.counts.programmed
+  )
+    return undefined;
+  return {
+    condition,
+    fleet: {
+      ...(typeof fleet.revision === "string" ? { revision: fleet.revision } : {}),
+      programmed: fleet.programmed,
+      gateways: fleet.gateways,
+    },
+  };
+}
+
 /** The full status of one object. Conditions of other types already on the object are kept after ours. */
 export function computeStatus(options: {
   readonly result: Pick<ObjectResult, "accepted" | "reason" | "messages" | "generation">;
   readonly programmed: ProgrammedInput;
   readonly existing: unknown;
   readonly nowIso: string;
+  /**
+   * The fleet view is settling (see FleetSource.settling): a Programmed condition already written for this
+   * generation and revision is kept rather than lowered to what the incomplete view shows.
+   */
+  readonly holdProgrammed?: boolean;
 }): ObjectStatus {
   const { result, programmed, nowIso } = options;
   const existing = readConditions(options.existing);
@@ -174,17 +216,23 @@ export function computeStatus(options: {
     nowIso,
   );
   const programmedReason = selectProgrammedReason(result.accepted, programmed);
-  const programmedCondition = withTransitionTime(
-    {
-      type: programmedConditionType,
-      status: programmedReason === "Programmed" ? "True" : "False",
-      reason: programmedReason,
-      message: describeProgrammed(programmedReason, programmed),
-      ...withGeneration,
-    },
-    existing,
-    nowIso,
-  );
+  const held =
+    options.holdProgrammed === true
+      ? heldProgrammed(options.existing, existing, generation, programmed, programmedReason)
+      : undefined;
+  const programmedCondition =
+    held?.condition ??
+    withTransitionTime(
+      {
+        type: programmedConditionType,
+        status: programmedReason === "Programmed" ? "True" : "False",
+        reason: programmedReason,
+        message: describeProgrammed(programmedReason, programmed),
+        ...withGeneration,
+      },
+      existing,
+      nowIso,
+    );
   // Other controllers' conditions are kept, as many as the CRD's list bound leaves room for (the first ones):
   // one too many and the API server would refuse every status write of this object.
   const foreign = existing
@@ -195,7 +243,7 @@ export function computeStatus(options: {
   return {
     ...withGeneration,
     conditions: [accepted, programmedCondition, ...foreign],
-    fleet: programmed.counts,
+    fleet: held?.fleet ?? programmed.counts,
   };
 }
 

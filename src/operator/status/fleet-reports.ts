@@ -39,6 +39,13 @@ export interface FleetExchangeOptions {
   readonly staleAfterMs?: number;
   /** The leader deletes reports stale for this long. Default 10 minutes. */
   readonly deleteAfterMs?: number;
+  /**
+   * How long the view is "settling" after this replica starts and after a peer's report goes away (deleted by a
+   * replica that stopped, or stale): the gateways that streamed from a replica that went away, or that stream
+   * from peers this replica has not heard from yet, are reconnecting (within their backoff of up to 10 s) or
+   * not yet reported. Default 15 s.
+   */
+  readonly settleMs?: number;
   readonly isLeader: () => boolean;
   readonly relistIntervalMs: number;
   readonly stallTimeoutMs: number;
@@ -107,6 +114,7 @@ export function startFleetExchange(options: FleetExchangeOptions): FleetExchange
   const heartbeatMs = options.heartbeatMs ?? 5_000;
   const staleAfterMs = options.staleAfterMs ?? heartbeatMs * 3;
   const deleteAfterMs = options.deleteAfterMs ?? 10 * 60_000;
+  const settleMs = options.settleMs ?? 15_000;
   const ownName = fleetReportName(leaseName, identity);
   const collectionPath = resourcePath(leases, { namespace });
   const ownPath = resourcePath(leases, { namespace, name: ownName });
@@ -117,10 +125,27 @@ export function startFleetExchange(options: FleetExchangeOptions): FleetExchange
   let stopped = false;
   let heartbeat: TimerHandle | undefined;
   let staleTimer: TimerHandle | undefined;
+  /** Until the collector's first list, and until this time, the view is settling. */
+  let listed = false;
+  let settlingUntilMs = clock.now() + settleMs;
+  let settledTimer: TimerHandle | undefined;
 
   const notify = (): void => {
     for (const listener of listeners) listener();
   };
+
+  // Listeners hear when the settling ends: the view is then taken at its word.
+  const scheduleSettled = (): void => {
+    timers.clearTimeout(settledTimer);
+    const waitMs = settlingUntilMs - clock.now();
+    if (waitMs >= 0) settledTimer = timers.setTimeout(notify, waitMs + 1);
+  };
+  /** A peer's report went away: the gateways it listed are moving to other replicas. */
+  const unsettle = (): void => {
+    settlingUntilMs = Math.max(settlingUntilMs, clock.now() + settleMs);
+    scheduleSettled();
+  };
+  scheduleSettled();
 
   // A peer report going stale changes the merged view although no event arrives: wake up then.
   const scheduleStaleCheck = (): void => {
@@ -134,6 +159,7 @@ export function startFleetExchange(options: FleetExchangeOptions): FleetExchange
     if (nextMs !== undefined) {
       staleTimer = timers.setTimeout(
         () => {
+          unsettle(); // a peer's report just went stale
           notify();
           scheduleStaleCheck();
         },
@@ -153,6 +179,14 @@ export function startFleetExchange(options: FleetExchangeOptions): FleetExchange
     peers.set(name, { name, ...report, resourceVersion, seenMs: clock.now() });
   };
 
+  /** A report deleted: a replica that stopped (not one already stale, which the leader clears away). */
+  const dropPeer = (name: string): void => {
+    const peer = peers.get(name);
+    if (peer === undefined) return;
+    peers.delete(name);
+    if (clock.now() - peer.seenMs <= staleAfterMs) unsettle();
+  };
+
   const collector: ListWatch = startListWatch({
     client,
     resource: leases,
@@ -166,15 +200,16 @@ export function startFleetExchange(options: FleetExchangeOptions): FleetExchange
     handler: {
       replace(items) {
         const names = new Set(items.map((item) => item.metadata?.name));
-        for (const name of peers.keys()) if (!names.has(name)) peers.delete(name);
+        for (const name of peers.keys()) if (!names.has(name)) dropPeer(name);
         for (const item of items) accept(item);
+        listed = true;
         scheduleStaleCheck();
         notify();
       },
       apply(type, object) {
         const name = object.metadata?.name;
         if (typeof name !== "string") return;
-        if (type === "DELETED") peers.delete(name);
+        if (type === "DELETED") dropPeer(name);
         else accept(object);
         scheduleStaleCheck();
         notify();
@@ -297,6 +332,9 @@ export function startFleetExchange(options: FleetExchangeOptions): FleetExchange
       if (fresh.length === 0) return local;
       return mergeFleetViews(local.revision, [local, ...fresh]);
     },
+    settling() {
+      return !listed || clock.now() < settlingUntilMs;
+    },
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
@@ -306,6 +344,7 @@ export function startFleetExchange(options: FleetExchangeOptions): FleetExchange
       unsubscribe();
       timers.clearTimeout(heartbeat);
       timers.clearTimeout(staleTimer);
+      timers.clearTimeout(settledTimer);
       await publisher.close();
       await collector.stop();
       try {

@@ -28,6 +28,12 @@ import { isStatusKind, RevisionLedger, type StatusKind } from "./programmed.ts";
 /** Where the fleet view comes from (this replica's distributor, or all replicas' views merged). */
 export interface FleetSource {
   view(): FleetView;
+  /**
+   * True while the view is known to be incomplete (the replica just started, or a peer replica went away and its
+   * gateways are reconnecting elsewhere): an object's Programmed condition is then not lowered. Listeners hear
+   * when it ends. Absent: never.
+   */
+  settling?(): boolean;
   onChange(listener: () => void): () => void;
 }
 
@@ -126,6 +132,7 @@ export function startStatusWriter(options: StatusWriterOptions): StatusWriter {
 
   const plan = (compiled: Compiled, view: FleetView): Write[] => {
     const nowIso = kubeTime(clock.now());
+    const holdProgrammed = fleet.settling?.() ?? false;
     const writes: Write[] = [];
     const present = new Set<string>();
     for (const result of compiled.result.perObjectResults) {
@@ -136,7 +143,7 @@ export function startStatusWriter(options: StatusWriterOptions): StatusWriter {
       // Gone, or changed since this compile: the next compile speaks for it.
       if (stored === undefined || stored.generation !== result.generation) continue;
       const programmed = ledger.programmedInput(result.kind, result.namespace, result.name, view);
-      const desired = computeStatus({ result, programmed, existing: stored.status, nowIso });
+      const desired = computeStatus({ result, programmed, existing: stored.status, nowIso, holdProgrammed });
       if (statusUpToDate(stored.status, desired, { ignoreFleet: !fleetStored })) {
         lastWritten.delete(key);
         continue;
