@@ -631,11 +631,15 @@ describe("phantomgate operator on a real API server", () => {
           60_000,
           "op-relist leading",
         );
+        // The gateways are gone, but a starting operator keeps what the status says while the fleet view
+        // settles (15 s: the gateways could be reconnecting to it).
         await waitForStatus(
           routePath("after-stall"),
           (o) => conditionOf(o, "Programmed")?.reason === "NoGateways",
+          40_000,
         );
-        expect(await metric(op(), "phantomgate_operator_watch_restarts_total", { reason: "relist" })).toBe(0);
+        // Relists so far (one every 8 s while the status settled), then the watches freeze.
+        const relists = await metric(op(), "phantomgate_operator_watch_restarts_total", { reason: "relist" });
         expect(proxy?.freezeAll()).toBeGreaterThan(0);
         await kubectlApply(route("after-relist", "/after-relist"));
         await waitForStatus(
@@ -645,7 +649,7 @@ describe("phantomgate operator on a real API server", () => {
         );
         expect(
           await metric(op(), "phantomgate_operator_watch_restarts_total", { reason: "relist" }),
-        ).toBeGreaterThan(0);
+        ).toBeGreaterThan(relists);
         expect(await metric(op(), "phantomgate_operator_watch_restarts_total", { reason: "stall" })).toBe(0);
       } finally {
         proxy?.cutAll();
