@@ -825,6 +825,41 @@ describe("helm upgrade and uninstall", () => {
     );
   });
 
+  it("turning the HPA on keeps the gateways' count, and a later upgrade keeps what the HPA chose", async () => {
+    const replicas = async () =>
+      (await kubectlJson<Deployment>(["get", "deployment", "phantomgate-gateway", "-n", namespace])).spec
+        .replicas;
+    expect(await replicas()).toBe(3);
+    await pointWebhookAt("service"); // Helm's three-way merge would otherwise leave both url and service
+    // gateway.replicas no longer counts under the HPA; its maximum does, for the NOTES' mint-key advice.
+    const upgraded = await c().helm([
+      "upgrade",
+      release,
+      chartDir,
+      "-n",
+      namespace,
+      "--reuse-values",
+      "--set",
+      "gateway.autoscaling.enabled=true",
+      "--set",
+      "gateway.replicas=1",
+    ]);
+    expect(await replicas()).toBe(3);
+    expect(upgraded.stdout).toContain("gateway.mintKey.existingSecret when more than one gateway runs");
+    const hpa = await kubectlJson<{ spec: { minReplicas: number; maxReplicas: number } }>([
+      "get",
+      "hpa",
+      "phantomgate-gateway",
+      "-n",
+      namespace,
+    ]);
+    expect(hpa.spec).toMatchObject({ minReplicas: 2, maxReplicas: 10 });
+    // The HPA scales out (kubectl scale stands in for it: no controller-manager here); an upgrade keeps that.
+    await c().kubectl(["scale", "deployment", "phantomgate-gateway", "-n", namespace, "--replicas=6"]);
+    await c().helm(["upgrade", release, chartDir, "-n", namespace, "--reuse-values"]);
+    expect(await replicas()).toBe(6);
+  });
+
   it("uninstall removes the release's objects and keeps the CRDs and the custom objects", async () => {
     await Promise.all(gateways.map((g) => g.stop()));
     gateways.length = 0;
