@@ -6,6 +6,8 @@
 // - share: forward the caller's own token, only to a service of the same security domain.
 // Every call, sent or refused, leaves one audit record with token fingerprints only.
 import type { JSONWebKeySet } from "jose";
+import type { IncomingHttpHeaders } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Dispatcher } from "undici";
 import { z } from "zod";
 import { GatewayError } from "../errors/catalogue.ts";
@@ -98,6 +100,12 @@ export interface ApiClientOptions<S extends string, D extends string> {
    * of the body (undici's `BodyTimeoutError` while you read it). Default 10000.
    */
   readonly requestTimeoutMs?: number;
+  /**
+   * Most bytes of a service's response body (as received, before any decoding) the client takes: a larger
+   * announced `content-length` fails the call, a body that grows past it fails while you read it, both with
+   * `PG_SDK_UPSTREAM_RESPONSE_TOO_LARGE`. Default 10 MiB.
+   */
+  readonly maxResponseBytes?: number;
   /** An exchanged token is reused until this many seconds before it expires. Default 30. */
   readonly refreshBeforeExpirySeconds?: number;
   /** Bound on cached exchanged tokens (caller tokens). Default 10000. */
@@ -182,6 +190,7 @@ const optionsSchema = z.object({
       .strict(),
   ),
   requestTimeoutMs: z.number().int().min(1).optional(),
+  maxResponseBytes: z.number().int().min(0).optional(),
   refreshBeforeExpirySeconds: z.number().int().min(0).optional(),
   exchangeCacheMaxEntries: z.number().int().min(1).optional(),
 });
@@ -201,6 +210,7 @@ function validateOptions(options: ApiClientOptions<string, string>): void {
     domains: options.domains,
     services: options.services,
     requestTimeoutMs: options.requestTimeoutMs,
+    maxResponseBytes: options.maxResponseBytes,
     refreshBeforeExpirySeconds: options.refreshBeforeExpirySeconds,
     exchangeCacheMaxEntries: options.exchangeCacheMaxEntries,
   });
@@ -348,6 +358,7 @@ export function createApiClient<S extends string, D extends string>(
   const audit: AuditSink | undefined =
     options.audit === false ? undefined : (options.audit ?? createJsonLineAuditSink(process.stdout));
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+  const maxResponseBytes = options.maxResponseBytes ?? 10 * 1024 * 1024;
   const refreshMs = (options.refreshBeforeExpirySeconds ?? 30) * 1000;
   const domains: Readonly<Record<string, SecurityDomain>> = options.domains;
   const services: Readonly<Record<string, ServiceDefinition>> = options.services;
@@ -470,7 +481,7 @@ export function createApiClient<S extends string, D extends string>(
     const signal = deadline.signal;
     let response: ApiResponse;
     try {
-      response = await dispatcher.request({
+      response = await dispatcher.compose(limitResponseBytes(maxResponseBytes, context.serviceName)).request({
         origin: base.origin,
         path,
         method: request.method ?? "GET",
@@ -481,6 +492,10 @@ export function createApiClient<S extends string, D extends string>(
         bodyTimeout: requestTimeoutMs,
       });
     } catch (error) {
+      if (error instanceof SdkError) {
+        record(context, "failed", { outbound, error });
+        throw error;
+      }
       const code = (error as { code?: unknown } | null)?.code;
       const timedOut =
         signal.aborted || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_CONNECT_TIMEOUT";
@@ -690,4 +705,62 @@ function literalScopes(identity: Identity, needed: readonly string[]): readonly 
     });
   }
   return [...new Set(needed)];
+}
+
+/**
+ * Fails a response whose body is larger than `limit` bytes: at its head when `content-length` says so, else
+ * when the bytes received pass it (the body stream then errors while the caller reads it).
+ */
+function limitResponseBytes(limit: number, serviceName: string): Dispatcher.DispatcherComposeInterceptor {
+  const tooLarge = (size: string) =>
+    new SdkError(
+      "PG_SDK_UPSTREAM_RESPONSE_TOO_LARGE",
+      `${serviceName}: the response body (${size}) is larger than maxResponseBytes (${limit})`,
+    );
+  class LimitHandler implements Dispatcher.DispatchHandler {
+    readonly #inner: Dispatcher.DispatchHandler;
+    #received = 0;
+    constructor(inner: Dispatcher.DispatchHandler) {
+      this.#inner = inner;
+    }
+    onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+      this.#inner.onRequestStart?.(controller, context);
+    }
+    onRequestUpgrade(
+      controller: Dispatcher.DispatchController,
+      statusCode: number,
+      headers: IncomingHttpHeaders,
+      socket: Duplex,
+    ): void {
+      this.#inner.onRequestUpgrade?.(controller, statusCode, headers, socket);
+    }
+    onResponseStart(
+      controller: Dispatcher.DispatchController,
+      statusCode: number,
+      headers: IncomingHttpHeaders,
+      statusMessage?: string,
+    ): void {
+      const announced = Number(headers["content-length"]);
+      if (statusCode >= 200 && Number.isFinite(announced) && announced > limit) {
+        controller.abort(tooLarge(`${announced} bytes announced`));
+        return;
+      }
+      this.#inner.onResponseStart?.(controller, statusCode, headers, statusMessage);
+    }
+    onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+      this.#received += chunk.length;
+      if (this.#received > limit) {
+        controller.abort(tooLarge(`more than ${limit} bytes received`));
+        return;
+      }
+      this.#inner.onResponseData?.(controller, chunk);
+    }
+    onResponseEnd(controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+      this.#inner.onResponseEnd?.(controller, trailers);
+    }
+    onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
+      this.#inner.onResponseError?.(controller, error);
+    }
+  }
+  return (dispatch) => (options, handler) => dispatch(options, new LimitHandler(handler));
 }

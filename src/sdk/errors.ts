@@ -129,6 +129,11 @@ export const sdkErrorCatalogue = {
     title: "Gateway Timeout",
     detail: "A service this API depends on did not answer in time.",
   },
+  PG_SDK_UPSTREAM_RESPONSE_TOO_LARGE: {
+    status: 502,
+    title: "Bad Gateway",
+    detail: "A service this API depends on answered with more data than this API accepts.",
+  },
   PG_SDK_CONFIG_INVALID: {
     status: 500,
     title: "Internal Server Error",

@@ -57,6 +57,20 @@ beforeAll(async () => {
         res.writeHead(302, { location: "http://evil.example/steal" }).end();
       } else if (req.url?.endsWith("/slow") === true) {
         setTimeout(() => res.writeHead(200).end("{}"), 500);
+      } else if (req.url?.endsWith("/big-announced") === true) {
+        res.writeHead(200, { "content-length": "5000" }).end("x".repeat(5000));
+      } else if (req.url?.endsWith("/big-chunked") === true) {
+        // No content-length: 20 chunks of 500 bytes.
+        res.writeHead(200, { "content-type": "text/plain" });
+        let left = 20;
+        const next = () => {
+          if (left-- === 0) {
+            res.end();
+            return;
+          }
+          res.write("y".repeat(500), () => setImmediate(next));
+        };
+        next();
       } else {
         res.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}');
       }
@@ -232,6 +246,39 @@ describe("a shared call", () => {
     await new Promise((resolve) => setTimeout(resolve, 250));
     expect(await response.body.json()).toEqual({ ok: true });
     await quick.close();
+  });
+
+  it("bounds response bodies by maxResponseBytes: an announced length fails the call, a growing body its read", async () => {
+    const records: ApiCallAuditRecord[] = [];
+    const small = client({ maxResponseBytes: 4096, audit: (record) => records.push(record) });
+    const announced = await failure(small.share(identity, "ledger", { path: "/big-announced" }));
+    expect(announced).toMatchObject({ code: "PG_SDK_UPSTREAM_RESPONSE_TOO_LARGE", status: 502 });
+    expect(announced.message).toBe(
+      "PG_SDK_UPSTREAM_RESPONSE_TOO_LARGE: ledger: the response body (5000 bytes announced) is larger than maxResponseBytes (4096)",
+    );
+    expect(records.map((r) => [r.outcome, r.errorCode])).toEqual([
+      ["failed", "PG_SDK_UPSTREAM_RESPONSE_TOO_LARGE"],
+    ]);
+    const chunked = await small.share(identity, "ledger", { path: "/big-chunked" });
+    expect(chunked.statusCode).toBe(200);
+    const read = await chunked.body.text().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(read).toMatchObject({ code: "PG_SDK_UPSTREAM_RESPONSE_TOO_LARGE" });
+    // Within the bound, and by default (10 MiB), the same bodies are whole; the connection is still usable.
+    expect(await (await small.share(identity, "ledger", { path: "/entries" })).body.json()).toEqual({
+      ok: true,
+    });
+    const roomy = client();
+    expect((await (await roomy.share(identity, "ledger", { path: "/big-chunked" })).body.text()).length).toBe(
+      10_000,
+    );
+    expect(
+      (await (await roomy.share(identity, "ledger", { path: "/big-announced" })).body.text()).length,
+    ).toBe(5000);
+    await small.close();
+    await roomy.close();
   });
 
   it("does not follow redirects", async () => {
