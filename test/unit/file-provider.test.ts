@@ -66,7 +66,26 @@ describe("loadManifestDirectory", () => {
     const loaded = await loadManifestDirectory(dir);
 
     expect(names(loaded.objects)).toEqual(["linked"]);
-    expect(loaded.problems).toEqual([]);
+    // A link to nothing is not skipped without a word: what it pointed at may have held routes.
+    expect(loaded.problems).toEqual([
+      { file: join(dir, "dangling.yaml"), message: "symbolic link to a file that does not exist" },
+    ]);
+  });
+
+  it("reports a directory without manifests, a name that is not UTF-8 and an unknown YAML tag", async () => {
+    expect((await loadManifestDirectory(dir)).problems).toEqual([
+      { file: dir, message: "no manifest files (*.yaml, *.yml, *.json) in this directory" },
+    ]);
+    await writeFile(join(dir, "routes.yaml.tmpl"), policy("template"));
+    expect((await loadManifestDirectory(dir)).problems).toHaveLength(1);
+    await writeFile(Buffer.from(`${dir}/bad-\xff.yaml`, "latin1"), policy("latin1"));
+    await writeFile(join(dir, "tagged.yaml"), "apiVersion: v1\nkind: Secret\nmetadata:\n  name: !env NAME\n");
+    const loaded = await loadManifestDirectory(dir);
+    expect(loaded.objects).toEqual([]);
+    expect(loaded.problems).toEqual([
+      { file: join(dir, "bad-\ufffd.yaml"), message: "the file name is not UTF-8; rename the file" },
+      { file: join(dir, "tagged.yaml"), message: "YAML problem at line 4, column 9: Unresolved tag" },
+    ]);
   });
 
   it("reports a broken file as a problem of that file only, without quoting its content", async () => {

@@ -1,8 +1,9 @@
 // `phantomgate check`: compiles manifests offline and prints the routes and every problem, for CI and humans.
-import { stat } from "node:fs/promises";
+import { realpath, stat } from "node:fs/promises";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { compile, describeObject, type ObjectResult, type SourceObject } from "../../compile/compile.ts";
-import { loadManifestDirectory, loadManifestFile, type ManifestProblem } from "../../provider/file/index.ts";
+import { listManifestFiles, loadManifestFile, type ManifestProblem } from "../../provider/file/index.ts";
 import type { CompiledRoute, RequiredScopes, Snapshot } from "../../snapshot/snapshot.ts";
 import type { Command, CommandIo } from "../command.ts";
 
@@ -90,18 +91,33 @@ function parseCheckArgs(argv: readonly string[]): CheckOptions | "help" {
 async function checkManifests(paths: readonly string[]): Promise<CheckReport> {
   const objects: SourceObject[] = [];
   const fileProblems: ManifestProblem[] = [];
+  // Each file once, however it was named (twice, or as a directory and a file in it): a file read twice would
+  // report its objects as duplicates of themselves.
+  const files: string[] = [];
+  const seen = new Set<string>();
+  const add = async (file: string) => {
+    const identity = await realpath(file).catch(() => resolve(file));
+    if (seen.has(identity)) return;
+    seen.add(identity);
+    files.push(file);
+  };
   for (const path of paths) {
     const info = await stat(path).catch((error: unknown) => {
       const code = error instanceof Error && "code" in error ? String(error.code) : "unreadable";
       throw new UsageError(`cannot read ${path}: ${code}`);
     });
-    const loaded = info.isDirectory()
-      ? await loadManifestDirectory(path).catch((error: unknown) => {
-          throw new UsageError(
-            `cannot list ${path}: ${error instanceof Error ? error.message : String(error)}`,
-          );
-        })
-      : await loadManifestFile(path);
+    if (!info.isDirectory()) {
+      await add(path);
+      continue;
+    }
+    const listed = await listManifestFiles(path).catch((error: unknown) => {
+      throw new UsageError(`cannot list ${path}: ${error instanceof Error ? error.message : String(error)}`);
+    });
+    for (const problem of listed.problems) fileProblems.push(problem);
+    for (const file of listed.files) await add(file);
+  }
+  for (const file of files) {
+    const loaded = await loadManifestFile(file);
     // One push per element: spreading 100,000+ documents into push() overflows the stack.
     for (const object of loaded.objects) objects.push(object);
     for (const problem of loaded.problems) fileProblems.push(problem);

@@ -32,13 +32,23 @@ export async function startFileSource(
   options: { debounceMs?: number } = {},
 ): Promise<SnapshotSource> {
   let running = Promise.resolve();
+  // The rejections of the configuration being served: still true while a later file failure keeps it serving.
+  let served: { problems: readonly ConfigProblem[]; rejectedObjects: number } = {
+    problems: [],
+    rejectedObjects: 0,
+  };
   const reload = async (): Promise<void> => {
     const loaded = await loadManifestDirectory(dir);
     const problems: ConfigProblem[] = loaded.problems.map((p) => ({ file: p.file, message: p.message }));
     if (loaded.problems.length > 0) {
       // Files that failed, not problems: one binary file can hold many.
       const fileFailures = new Set(loaded.problems.map((p) => p.file)).size;
-      onUpdate({ snapshot: undefined, problems, fileFailures, rejectedObjects: 0 });
+      onUpdate({
+        snapshot: undefined,
+        problems: [...problems, ...served.problems],
+        fileFailures,
+        rejectedObjects: served.rejectedObjects,
+      });
       return;
     }
     const result = compile({ objects: loaded.objects });
@@ -54,6 +64,7 @@ export async function startFileSource(
         });
       }
     }
+    served = { problems, rejectedObjects: rejected };
     onUpdate({
       snapshot: result.snapshot,
       problems,
@@ -67,17 +78,19 @@ export async function startFileSource(
       logger.error({ err: error, dir }, "configuration reload failed");
       onUpdate({
         snapshot: undefined,
-        problems: [{ message: `reload failed: ${(error as Error).message}` }],
+        problems: [{ message: `reload failed: ${(error as Error).message}` }, ...served.problems],
         fileFailures: 1,
-        rejectedObjects: 0,
+        rejectedObjects: served.rejectedObjects,
       });
     });
   };
-  schedule();
-  await running;
+  // Watching starts before the first load: a change made while it runs (a large directory takes seconds)
+  // brings another load after it.
   const watcher = watchManifestDirectory(dir, schedule, {
     debounceMs: options.debounceMs ?? 100,
     onError: (error) => logger.warn({ err: error, dir }, "watching the configuration directory failed"),
   });
+  schedule();
+  await running;
   return { close: () => watcher.close() };
 }

@@ -1,6 +1,6 @@
 // Reads Kubernetes-style manifests from files: every YAML/JSON document becomes a source object for compile.
 import { isUtf8 } from "node:buffer";
-import { open, readdir, stat } from "node:fs/promises";
+import { lstat, open, readdir, stat } from "node:fs/promises";
 import { extname, join } from "node:path";
 import { LineCounter, parseAllDocuments } from "yaml";
 import type { SourceObject } from "../../compile/compile.ts";
@@ -31,29 +31,77 @@ export function isManifestFileName(name: string): boolean {
   return !name.startsWith(".") && manifestExtensions.has(extname(name).toLowerCase());
 }
 
+/** The manifest files directly in a directory, and a problem for every entry named like one that is not. */
+export interface ManifestFiles {
+  readonly files: string[];
+  readonly problems: ManifestProblem[];
+}
+
 /**
- * Loads every manifest file directly in `dir` (not recursive), in file-name order. A file that fails to read
- * or parse becomes a problem and contributes no objects; the other files still load. Rejects only when the
- * directory itself cannot be listed.
+ * Lists the manifest files directly in `dir` (not recursive), in file-name order. An entry named like a
+ * manifest that cannot be read as a file is a problem, never a silent gap: a dangling symlink, a device or a
+ * pipe, a name that is not UTF-8 (it could not be opened by the name the listing gives). So is a directory
+ * without any manifest file. Subdirectories are skipped. Rejects only when the directory itself cannot be listed.
  */
-export async function loadManifestDirectory(dir: string): Promise<LoadedManifests> {
-  const names = (await readdir(dir)).filter(isManifestFileName).sort();
-  const objects: SourceObject[] = [];
+export async function listManifestFiles(dir: string): Promise<ManifestFiles> {
+  const entries = await readdir(dir, { encoding: "buffer" });
+  const files: string[] = [];
   const problems: ManifestProblem[] = [];
+  const names: string[] = [];
+  for (const entry of entries) {
+    const name = entry.toString("utf8");
+    if (!isManifestFileName(name)) continue;
+    if (!isUtf8(entry)) {
+      problems.push({ file: join(dir, name), message: "the file name is not UTF-8; rename the file" });
+      continue;
+    }
+    names.push(name);
+  }
+  names.sort();
   for (const name of names) {
     const file = join(dir, name);
     // stat follows symlinks: ConfigMap volumes present every file as a symlink into `..data/`. A file gone
-    // since the listing (or a dangling link) is skipped; a symlink loop is a problem, not a silent gap.
+    // since the listing is skipped (the watcher brings the next load); a dangling link or a loop is a problem.
     let info;
     try {
       info = await stat(file);
     } catch (error) {
       if (errorCode(error) !== "ENOENT") {
         problems.push({ file, message: `cannot read file: ${describeError(error)}` });
+      } else if (
+        await lstat(file).then(
+          () => true,
+          () => false,
+        )
+      ) {
+        problems.push({ file, message: "symbolic link to a file that does not exist" });
       }
       continue;
     }
-    if (!info.isFile()) continue;
+    // Subdirectories are not read, whatever their name (as `kubectl apply -f DIR` without -R).
+    if (info.isDirectory()) continue;
+    if (!info.isFile()) {
+      problems.push({ file, message: "not a regular file" });
+      continue;
+    }
+    files.push(file);
+  }
+  if (files.length === 0 && problems.length === 0) {
+    problems.push({ file: dir, message: "no manifest files (*.yaml, *.yml, *.json) in this directory" });
+  }
+  return { files, problems };
+}
+
+/**
+ * Loads every manifest file directly in `dir` (see {@link listManifestFiles}). A file that fails to read or
+ * parse becomes a problem and contributes no objects; the other files still load. Rejects only when the
+ * directory itself cannot be listed.
+ */
+export async function loadManifestDirectory(dir: string): Promise<LoadedManifests> {
+  const listed = await listManifestFiles(dir);
+  const objects: SourceObject[] = [];
+  const problems: ManifestProblem[] = [...listed.problems];
+  for (const file of listed.files) {
     const loaded = await loadManifestFile(file);
     // One push per element: spreading a file of 100,000+ documents into push() overflows the stack.
     for (const object of loaded.objects) objects.push(object);
@@ -124,13 +172,14 @@ export function parseManifestText(text: string, file: string): LoadedManifests {
   // Plain error messages: the pretty form quotes the offending source line, which may hold a Secret value.
   const lineCounter = new LineCounter();
   const documents = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: true, lineCounter });
-  const errors = documents.flatMap((document) => document.errors);
+  // Warnings count as errors: an unknown tag (`!env X`) would otherwise be read as the plain string after it.
+  const errors = documents.flatMap((document) => [...document.errors, ...document.warnings]);
   if (errors.length > 0) {
     const problems = errors.slice(0, maxSyntaxErrorsPerFile).map((error) => {
       const { line, col } = lineCounter.linePos(error.pos[0]);
       return {
         file,
-        message: `YAML syntax error at line ${line}, column ${col}: ${describeYamlError(error.message)}`,
+        message: `YAML ${error.name === "YAMLWarning" ? "problem" : "syntax error"} at line ${line}, column ${col}: ${describeYamlError(error.message)}`,
       };
     });
     const more = errors.length - problems.length;

@@ -1,7 +1,8 @@
 // Watches a manifest directory and tells the caller, debounced, that it should reload and recompile.
 import { statSync, watch, type FSWatcher } from "node:fs";
-import { stat } from "node:fs/promises";
-import { basename } from "node:path";
+import { lstat, readdir, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { isManifestFileName } from "./load-manifests.ts";
 
 export interface WatchOptions {
   /** Quiet period after the last change before `onChange` runs. Default 200 ms. */
@@ -23,7 +24,8 @@ export interface ManifestWatcher {
  * costs one recompile that yields the same revision. Calls never overlap: a change during a running
  * `onChange` schedules one more run after it. A watch holds on to one directory inode, so `dir` is also checked
  * every `pollMs`: when it was removed, recreated or swapped for another directory (a symlink re-pointed), the
- * watch moves to what `dir` names now and `onChange` runs.
+ * watch moves to what `dir` names now and `onChange` runs. The manifest symlinks in `dir` are followed on the
+ * same beat: a change of what one points at (a file outside `dir`, edited or replaced) also runs `onChange`.
  */
 export function watchManifestDirectory(
   dir: string,
@@ -86,6 +88,29 @@ export function watchManifestDirectory(
     });
     watched = { watcher, id };
   };
+  /**
+   * What the manifest symlinks in `dir` point at, as one string (identity, size and change time of each target):
+   * a target outside `dir` changes without any event in `dir`. Undefined when `dir` cannot be listed.
+   */
+  const linkTargets = async (): Promise<string | undefined> => {
+    const names = await readdir(dir).catch(() => undefined);
+    if (names === undefined) return undefined;
+    const parts: string[] = [];
+    for (const name of names.filter(isManifestFileName).sort()) {
+      const file = join(dir, name);
+      const link = await lstat(file).catch(() => undefined);
+      if (link?.isSymbolicLink() !== true) continue;
+      const target = await stat(file).catch(() => undefined);
+      parts.push(
+        target === undefined
+          ? `${name}:missing`
+          : `${name}:${target.dev}:${target.ino}:${target.size}:${target.mtimeMs}:${target.ctimeMs}`,
+      );
+    }
+    return parts.join("\n");
+  };
+  let links: string | undefined;
+  void linkTargets().then((initial) => (links ??= initial));
   let checking = false;
   const checkIdentity = async (): Promise<void> => {
     if (checking) return;
@@ -93,9 +118,18 @@ export function watchManifestDirectory(
     try {
       const info = await stat(dir).catch(() => undefined);
       const id = info?.isDirectory() === true ? `${info.dev}:${info.ino}` : undefined;
-      if (closed || id === watched?.id) return;
+      if (closed) return;
+      if (id === watched?.id) {
+        const now = await linkTargets();
+        if (now === undefined || now === links) return; // (schedule() does nothing once closed)
+        const first = links === undefined;
+        links = now;
+        if (!first) schedule();
+        return;
+      }
       stopWatching();
       if (id !== undefined) startWatching(id);
+      links = await linkTargets();
       schedule();
     } catch (error) {
       reportError(error);
