@@ -112,6 +112,19 @@ spec:
     expect(stdout).toContain("exchange (aud ledger; accepts aud urn:a)");
   });
 
+  it("reads a file named twice (or as a directory and a file in it) once", async () => {
+    const once = await runCheck("-f", examples);
+    const twice = await runCheck("-f", examples, "-f", join(examples, "routes.yaml"), "-f", examples);
+    expect(twice.code).toBe(0);
+    expect(twice.stdout).toBe(once.stdout);
+  });
+
+  it("exits 1 for a directory without manifest files", async () => {
+    const { code, stdout } = await runCheck("-f", dir);
+    expect(code).toBe(1);
+    expect(stdout).toContain("no manifest files (*.yaml, *.yml, *.json) in this directory");
+  });
+
   it("checks a single file too", async () => {
     const file = join(dir, "typo.yaml");
     await writeFile(file, brokenRoute);
