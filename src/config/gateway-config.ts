@@ -8,6 +8,7 @@ import {
   readSettings,
   switchSetting,
   switchValues,
+  timerMs,
   wholeNumber,
   type SettingSpec,
 } from "./settings.ts";
@@ -173,14 +174,19 @@ const gatewayConfigSchema = z
     port,
     adminHost: z.string().min(1),
     adminPort: port,
-    maxUrlBytes: wholeNumber.pipe(z.number().min(1)),
+    maxUrlBytes: wholeNumber.pipe(
+      z
+        .number()
+        .min(1)
+        .max(1024 * 1024),
+    ),
     maxHeaderBytes: wholeNumber.pipe(
       z
         .number()
         .min(1)
         .max(1024 * 1024),
     ),
-    shutdownGraceMs: wholeNumber.pipe(z.number().min(0)),
+    shutdownGraceMs: timerMs,
     auditLog: z.string().min(1),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     mintIssuer: z.string().min(1),

@@ -28,6 +28,17 @@ export const wholeNumber = z
   .transform(Number)
   .pipe(z.number().int());
 
+/** The longest delay a Node.js timer takes (2^31 - 1 ms, about 24.8 days); a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration in milliseconds that a timer will wait for: a whole number from 0 to {@link MAX_TIMER_MS}. */
+export const timerMs = wholeNumber.pipe(
+  z
+    .number()
+    .min(0)
+    .max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} (about 24.8 days; longer timers fire at once)`),
+);
+
 const switchWords = new Map([
   ["true", true],
   ["1", true],

@@ -34,6 +34,15 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
+/** An error's code and message in one line (`EADDRINUSE: address already in use …`), without a stack. */
+function describeStartError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && !error.message.includes(code)
+    ? `${code}: ${error.message}`
+    : error.message;
+}
+
 function listen(server: Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
@@ -84,6 +93,8 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     issuer: config.mintIssuer,
     keyFile: config.mintKeyFile,
     clock: systemClock,
+  }).catch((error: unknown) => {
+    throw new ConfigError(`--mint-key-file (PHANTOMGATE_MINT_KEY_FILE): ${describeStartError(error)}`);
   });
   // One token cache partition per auth server, bounded by its `cache.maxEntries`.
   const caches = createTokenCacheSet({ clock: systemClock, registry });
@@ -180,8 +191,9 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const listeners = createRequestListener(pipelineDeps);
   const server = createServer(
     {
-      // Node's own header limit sits above ours so the firewall answers with a problem+json 431 first.
-      maxHeaderSize: config.maxHeaderBytes * 2,
+      // Node's own limit (request line and headers together) sits above ours, so the firewall answers with a
+      // problem+json 414 or 431 first.
+      maxHeaderSize: config.maxHeaderBytes * 2 + config.maxUrlBytes,
       requestTimeout: 300_000,
       headersTimeout: 30_000,
       keepAliveTimeout: 65_000,
@@ -220,8 +232,16 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   let port: number;
   let adminPort: number;
   try {
-    port = await listen(server, config.port, config.host);
-    await admin.listen({ port: config.adminPort, host: config.adminHost });
+    port = await listen(server, config.port, config.host).catch((error: unknown) => {
+      throw new ConfigError(
+        `cannot listen on ${config.host}:${config.port} (--host, --port): ${describeStartError(error)}`,
+      );
+    });
+    await admin.listen({ port: config.adminPort, host: config.adminHost }).catch((error: unknown) => {
+      throw new ConfigError(
+        `cannot listen on ${config.adminHost}:${config.adminPort} (--admin-host, --admin-port): ${describeStartError(error)}`,
+      );
+    });
     adminPort = (admin.server.address() as AddressInfo).port;
   } catch (error) {
     // A port in use (or not allowed): stop what already runs (the snapshot source's watcher or stream, the

@@ -9,6 +9,7 @@ import {
   readSettings,
   switchSetting,
   switchValues,
+  timerMs,
   wholeNumber,
   type SettingSpec,
 } from "../config/settings.ts";
@@ -290,9 +291,9 @@ const operatorConfigSchema = z
       .refine((ms) => ms === 0 || ms >= 1_000, "must be 0 (no check) or at least 1000"),
     debounceMs: wholeNumber.pipe(z.number().min(0).max(60_000)),
     debounceMaxMs: wholeNumber.pipe(z.number().min(0).max(600_000)),
-    relistIntervalMs: wholeNumber.pipe(z.number().min(0)),
+    relistIntervalMs: timerMs,
     watchTimeoutSeconds: wholeNumber.pipe(z.number().min(1).max(3_600)),
-    watchStallMs: wholeNumber.pipe(z.number().min(1_000)),
+    watchStallMs: timerMs.pipe(z.number().min(1_000)),
     secretLabelSelector: z.string(),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   })

@@ -2,19 +2,11 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Writable } from "node:stream";
+import { MemoryStream } from "../helpers/memory-stream.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { checkCommand } from "../../src/cli/commands/check.ts";
 
 const examples = resolve(import.meta.dirname, "../../examples");
-
-class MemoryStream extends Writable {
-  text = "";
-  override _write(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
-    this.text += chunk.toString();
-    callback();
-  }
-}
 
 async function runCheck(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const stdout = new MemoryStream();

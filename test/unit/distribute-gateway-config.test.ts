@@ -141,6 +141,10 @@ describe("gateway control-plane settings", () => {
       );
     }
     expect(loadGatewayConfig(["--config", "/tmp", "--port", " 0 "], {}).port).toBe(0);
+    // A longer grace than a timer can wait would end the drain after 1 ms.
+    expect(() => loadGatewayConfig(["--config", "/tmp", "--shutdown-grace-ms", "3000000000"], {})).toThrow(
+      /--shutdown-grace-ms \(PHANTOMGATE_SHUTDOWN_GRACE_MS\): must be at most 2147483647/,
+    );
   });
 
   it("reads PHANTOMGATE_TRUST_FORWARDED as true/false, 1/0, yes/no or on/off and rejects anything else", () => {

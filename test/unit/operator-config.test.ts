@@ -124,6 +124,13 @@ describe("operator config", () => {
     expect(() => loadOperatorConfig([], { PHANTOMGATE_RELIST_INTERVAL_MS: "5m" }, defaults)).toThrow(
       '--relist-interval-ms (PHANTOMGATE_RELIST_INTERVAL_MS): must be a whole number, got "5m"',
     );
+    // Beyond what a timer can wait, a timer fires at once: a relist or watchdog in a tight loop.
+    for (const flag of ["--relist-interval-ms", "--watch-stall-ms"]) {
+      expect(() => loadOperatorConfig([flag, "2147483648"], {}, defaults)).toThrow(
+        /must be at most 2147483647/,
+      );
+      expect(loadOperatorConfig([flag, "2147483647"], {}, defaults)).toBeDefined();
+    }
   });
 
   it("reads switches as true/false, 1/0, yes/no or on/off and rejects anything else", () => {
