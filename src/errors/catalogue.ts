@@ -133,6 +133,11 @@ export const errorCatalogue = {
     title: "Not Implemented",
     detail: "The request uses a transfer coding or a protocol upgrade the gateway does not support.",
   },
+  PG_ERR_HTTP_VERSION_NOT_SUPPORTED: {
+    status: 505,
+    title: "HTTP Version Not Supported",
+    detail: "The gateway speaks HTTP/1.0 and HTTP/1.1 only.",
+  },
   PG_ERR_INTERNAL: {
     status: 500,
     title: "Internal Server Error",

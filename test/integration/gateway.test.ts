@@ -384,6 +384,8 @@ describe("firewall", () => {
 
   it("answers 414 for an over-long URL and 431 for over-large headers", async () => {
     expect((await call(`/public/${"a".repeat(9000)}`)).status).toBe(414);
+    // Past node's own limit for headers alone (2 × --max-header-bytes), which it counts with the request line.
+    expect((await call(`/public/${"a".repeat(36_000)}`)).status).toBe(414);
     expect((await call("/public/x", { headers: { "x-big": "b".repeat(20_000) } })).status).toBe(431);
   });
 });
@@ -442,6 +444,14 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     expect(problemOf(missing)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
     const old = await rawRequest(gateway.port, ["GET /public/x HTTP/1.0"]);
     expect(old.head).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it("another HTTP version on the request line (HTTP/2.0, or none: HTTP/0.9) is 505, not forwarded", async () => {
+    for (const line of ["GET /public/x HTTP/2.0", "GET /public/x"]) {
+      const response = await rawRequest(gateway.port, [line]);
+      expect(response.status, line).toBe(505);
+      expect(problemOf(response)).toMatchObject({ code: "PG_ERR_HTTP_VERSION_NOT_SUPPORTED", status: 505 });
+    }
   });
 
   it("CONNECT, an expectation other than 100-continue, a gzip transfer coding and a WebSocket upgrade", async () => {

@@ -338,6 +338,18 @@ describe("inspectFraming", () => {
     expect(codeOf({ host: "a", upgrade: "notwebsocket" })).toBeUndefined();
   });
 
+  it("refuses HTTP versions other than 1.x", () => {
+    for (const [major, minor] of [
+      [2, 0],
+      [0, 9],
+      [3, 0],
+    ] as const) {
+      expect(() =>
+        inspectFraming({ httpVersionMajor: major, httpVersionMinor: minor, headers: { host: "a" } }),
+      ).toThrow(expect.objectContaining({ code: "PG_ERR_HTTP_VERSION_NOT_SUPPORTED" }));
+    }
+  });
+
   it("isEncodedBody: anything but identity hides the bytes", () => {
     expect(isEncodedBody(undefined)).toBe(false);
     expect(isEncodedBody(" Identity")).toBe(false);

@@ -306,13 +306,22 @@ export interface FramingRequest {
 const websocketUpgrade = /(?:^|[\s,])websocket(?:[\s,/]|$)/i;
 
 /**
- * Framing node:http's parser lets through and the gateway refuses: an HTTP/1.1 request without Host (RFC 9112
+ * Framing node:http's parser lets through and the gateway refuses: an HTTP version other than 1.x, an HTTP/1.1
+ * request without Host (RFC 9112
  * §3.2), a transfer coding other than chunked (§6.1: the parser removes the chunking and would leave a gzip
  * coding on bytes forwarded as plain), an expectation other than 100-continue (RFC 9110 §10.1.1), and a
  * WebSocket upgrade, which would otherwise reach the upstream as a plain GET. Other upgrades (h2c) are ignored,
  * as RFC 9110 §7.8 allows.
  */
 export function inspectFraming(req: FramingRequest): void {
+  // node's parser also takes `HTTP/2.0` (or no version at all, HTTP/0.9) on the request line: what such a
+  // client means by the rest cannot be known, and it would skip the Host check below.
+  if (req.httpVersionMajor !== 1) {
+    throw new GatewayError(
+      "PG_ERR_HTTP_VERSION_NOT_SUPPORTED",
+      `HTTP/${req.httpVersionMajor}.${req.httpVersionMinor} request`,
+    );
+  }
   const { headers } = req;
   if (headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
     throw new GatewayError("PG_ERR_BAD_REQUEST", "HTTP/1.1 request without Host");

@@ -164,7 +164,10 @@ class RequestContext implements ForwardOutcome {
       const failure = toGatewayError(error, this.deps, this);
       // A body not read to its end (held back for a 100 that never came, or cut off when forwarding failed)
       // leaves the connection unable to carry another request: it is closed after this answer.
-      const close = this.awaitingContinue || (requestHasBody(this.req) && !this.req.complete);
+      const close =
+        this.awaitingContinue ||
+        (requestHasBody(this.req) && !this.req.complete) ||
+        failure.code === "PG_ERR_HTTP_VERSION_NOT_SUPPORTED";
       sendError(this.res, failure, this.requestId, close);
       finish(this, failure.status, failure.status >= 500 ? "error" : "deny", failure.code);
     } catch (crash) {
