@@ -323,7 +323,7 @@ export function inspectFraming(req: FramingRequest): void {
     );
   }
   const { headers } = req;
-  if (headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+  if (headers.host === undefined && req.httpVersionMinor >= 1) {
     throw new GatewayError("PG_ERR_BAD_REQUEST", "HTTP/1.1 request without Host");
   }
   const coding = headers["transfer-encoding"];
