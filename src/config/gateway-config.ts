@@ -205,6 +205,9 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
+/** Flags that only operator mode (--control-plane) reads. */
+const operatorModeFlags = ["control-plane-token-file", "control-plane-ca-file", "gateway-name", "state-dir"];
+
 /** The config key of a flag: `--config` fills `configDir`, the others their camel-case name. */
 function keyOf(flag: string): string {
   return flag === "config" ? "configDir" : camelCase(flag);
@@ -216,10 +219,18 @@ export function loadGatewayConfig(
   env: Readonly<Record<string, string | undefined>>,
 ): GatewayConfig {
   let settings: Map<string, string | boolean>;
+  const given = new Set<string>();
   try {
-    settings = readSettings(argv, env, gatewayOptionSpecs);
+    settings = readSettings(argv, env, gatewayOptionSpecs, given);
   } catch (error) {
     throw new ConfigError((error as Error).message);
+  }
+  // Flags of operator mode given on the command line of a file-mode gateway would be ignored: say so instead.
+  const unused = operatorModeFlags.filter((flag) => given.has(flag));
+  if (settings.has("config") && !settings.has("control-plane") && unused.length > 0) {
+    throw new ConfigError(
+      `${unused.map((flag) => `--${flag}`).join(", ")}: only used with --control-plane URL (operator mode), not with --config DIR`,
+    );
   }
   const raw: Record<string, unknown> = {};
   for (const [flag, value] of settings) raw[keyOf(flag)] = value;

@@ -84,6 +84,8 @@ export function readSettings(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
   specs: readonly SettingSpec[],
+  /** Filled with the flags given on the command line (not from the environment or defaults). */
+  given?: Set<string>,
 ): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
   for (const spec of specs) options[spec.flag] = { type: spec.type };
@@ -95,6 +97,7 @@ export function readSettings(
     allowNegative: true,
   });
   const settings = new Map<string, string | boolean>();
+  for (const spec of specs) if (values[spec.flag] !== undefined) given?.add(spec.flag);
   for (const spec of specs) {
     const value =
       values[spec.flag] ??

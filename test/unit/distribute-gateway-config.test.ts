@@ -147,6 +147,22 @@ describe("gateway control-plane settings", () => {
     );
   });
 
+  it("refuses operator-mode flags on the command line of a file-mode gateway (they would be ignored)", () => {
+    expect(() =>
+      loadGatewayConfig(["--config", "/tmp", "--state-dir", "/x", "--control-plane-ca-file", "/ca.pem"], {}),
+    ).toThrow(
+      "--control-plane-ca-file, --state-dir: only used with --control-plane URL (operator mode), not with --config DIR",
+    );
+    // From the environment (a shared container spec) they are only defaults, as in operator mode.
+    expect(loadGatewayConfig(["--config", "/tmp"], { PHANTOMGATE_STATE_DIR: "/x" }).stateDir).toBe("/x");
+    expect(
+      loadGatewayConfig(
+        ["--control-plane", "https://op:8443", "--state-dir", "/x", "--gateway-name", "gw"],
+        {},
+      ),
+    ).toMatchObject({ stateDir: "/x", gatewayName: "gw" });
+  });
+
   it("reads PHANTOMGATE_TRUST_FORWARDED as true/false, 1/0, yes/no or on/off and rejects anything else", () => {
     const trust = (value: string) =>
       loadGatewayConfig(["--config", "/tmp"], { PHANTOMGATE_TRUST_FORWARDED: value }).trustForwarded;
