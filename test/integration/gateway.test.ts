@@ -438,6 +438,22 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     }
   });
 
+  it("a malformed request pipelined after a whole one: the first is answered, then the refusal, then close", async () => {
+    const socket = connect(gateway.port, "127.0.0.1");
+    let data = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => (data += chunk));
+    const closed = new Promise((resolve) => socket.on("close", resolve));
+    socket.write(
+      "GET /public/pipelined HTTP/1.1\r\nHost: localhost\r\n\r\n" +
+        "BLAH /x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    await closed;
+    const statusLines = data.match(/HTTP\/1\.1 \d{3}/g);
+    expect(statusLines).toEqual(["HTTP/1.1 200", "HTTP/1.1 400"]);
+    expect(data).toContain('"code":"PG_ERR_BAD_REQUEST"');
+  });
+
   it("HTTP/1.1 without Host is 400; HTTP/1.0 without Host is served", async () => {
     const missing = await rawRequest(gateway.port, ["GET /public/x HTTP/1.1"]);
     expect(missing.status).toBe(400);

@@ -510,7 +510,8 @@ type Listener = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** node:http's private reference from a connection to the response being written on it. */
 interface HttpConnection extends Duplex {
-  readonly _httpMessage?: object | null;
+  /** The response node:http is writing on this connection, if any. */
+  readonly _httpMessage?: (ServerResponse & { readonly req?: IncomingMessage }) | null;
 }
 
 /**
@@ -567,10 +568,14 @@ export function createClientErrorListener(
   deps: PipelineDeps,
 ): (error: Error & { code?: string }, socket: Duplex) => void {
   return (error, socket) => {
+    const inFlight = (socket as HttpConnection)._httpMessage ?? undefined;
     // The client reset the connection, or left or broke the framing in the middle of a request the pipeline is
     // handling (which records it, as the client's doing): nothing more is answered on it.
-    const inFlight = (socket as HttpConnection)._httpMessage;
-    if (error.code === "ECONNRESET" || !socket.writable || (inFlight !== undefined && inFlight !== null)) {
+    if (
+      error.code === "ECONNRESET" ||
+      !socket.writable ||
+      (inFlight !== undefined && inFlight.req?.complete !== true)
+    ) {
       socket.destroy();
       return;
     }
@@ -583,7 +588,21 @@ export function createClientErrorListener(
               "PG_ERR_BAD_REQUEST",
               `the HTTP parser refused the request (${error.code ?? "unknown"})`,
             );
-    answerWithoutResponse(deps, socket, "", refusal);
+    if (inFlight === undefined) {
+      answerWithoutResponse(deps, socket, "", refusal);
+      return;
+    }
+    // A pipelined request after one received whole and still being answered: that answer goes out first, then
+    // this one, and the connection closes (its parser cannot go on).
+    let answered = false;
+    const answerAfter = (): void => {
+      if (answered) return;
+      answered = true;
+      if (socket.writable) answerWithoutResponse(deps, socket, "", refusal);
+      else socket.destroy();
+    };
+    inFlight.once("finish", answerAfter);
+    inFlight.once("close", answerAfter);
   };
 }
 
