@@ -511,7 +511,7 @@ type Listener = (req: IncomingMessage, res: ServerResponse) => void;
 /** node:http's private reference from a connection to the response being written on it. */
 interface HttpConnection extends Duplex {
   /** The response node:http is writing on this connection, if any. */
-  readonly _httpMessage?: (ServerResponse & { readonly req?: IncomingMessage }) | null;
+  readonly _httpMessage?: ServerResponse | null;
 }
 
 /**
@@ -574,7 +574,7 @@ export function createClientErrorListener(
     if (
       error.code === "ECONNRESET" ||
       !socket.writable ||
-      (inFlight !== undefined && inFlight.req?.complete !== true)
+      (inFlight !== undefined && !inFlight.req.complete)
     ) {
       socket.destroy();
       return;
