@@ -578,7 +578,7 @@ spec:
 });
 
 describe("a port that is taken", () => {
-  it("ends the gateway with exit 1 instead of leaving it half-started, for the public and the admin port", async () => {
+  it("ends the gateway with exit 2 and a one-line message instead of leaving it half-started, for the public and the admin port", async () => {
     const busy = createServer();
     await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
     cleanups.push(() => new Promise((resolve) => busy.close(resolve)));
@@ -593,7 +593,9 @@ describe("a port that is taken", () => {
       const started = Date.now();
       await expect(
         spawnGateway(["--config", dir, "--host", "127.0.0.1", "--admin-host", "127.0.0.1", ...ports]),
-      ).rejects.toThrow(/exited with 1[\s\S]*EADDRINUSE/);
+      ).rejects.toThrow(
+        /exited with 2[\s\S]*phantomgate gateway: cannot listen on 127\.0\.0\.1:\d+ \(--[a-z-]+, --[a-z-]+\): listen EADDRINUSE/,
+      );
       expect(Date.now() - started).toBeLessThan(15_000);
     }
   });
