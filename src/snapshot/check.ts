@@ -56,11 +56,42 @@ function toIssue(error: ErrorObject): SnapshotIssue {
   return { path: path.join("."), message };
 }
 
-/** Validates `value` as a snapshot without copying it. */
+/**
+ * Validates `value` as a snapshot without copying it: its shape, then what a shape cannot say and compile always
+ * ensures (a snapshot from a misbehaving operator, or an edited last-known-good file, could break it): route and
+ * auth server ids are unique, and every route names an auth server the snapshot holds.
+ */
 export function checkSnapshot(value: unknown): SnapshotCheck {
   const validate = compiled();
-  if (validate(value)) return { ok: true, snapshot: value as Snapshot };
-  return { ok: false, issues: (validate.errors ?? []).map(toIssue) };
+  if (!validate(value)) return { ok: false, issues: (validate.errors ?? []).map(toIssue) };
+  const snapshot = value as Snapshot;
+  const issues = referenceIssues(snapshot);
+  return issues.length === 0 ? { ok: true, snapshot } : { ok: false, issues };
+}
+
+/** Duplicate ids and routes naming an auth server the snapshot lacks (the first three). */
+export function referenceIssues(snapshot: Snapshot): SnapshotIssue[] {
+  const issues: SnapshotIssue[] = [];
+  const authServers = new Set<string>();
+  for (const [index, authServer] of snapshot.authServers.entries()) {
+    if (authServers.has(authServer.id))
+      issues.push({ path: `authServers.${index}.id`, message: `duplicate auth server id ${authServer.id}` });
+    authServers.add(authServer.id);
+  }
+  const routes = new Set<string>();
+  for (const [index, route] of snapshot.routes.entries()) {
+    if (routes.has(route.id))
+      issues.push({ path: `routes.${index}.id`, message: `duplicate route id ${route.id}` });
+    routes.add(route.id);
+    const named = route.auth.authServer;
+    if (route.auth.mode !== "none" && (named === undefined || !authServers.has(named)))
+      issues.push({
+        path: `routes.${index}.auth.authServer`,
+        message: named === undefined ? "required for this mode" : `no auth server ${named} in the snapshot`,
+      });
+    if (issues.length >= 3) break;
+  }
+  return issues;
 }
 
 /** `path: message` of the first few issues, for logs, NACK reasons and `/readyz`. */

@@ -108,7 +108,7 @@ export const compiledBackendSchema = z
     /** Origin only: `http(s)://host:port`. */
     origin: httpOrigin,
     /** Relative share of requests (weighted round robin). */
-    weight: z.number().int().min(1),
+    weight: z.number().int().min(1).max(1_000_000),
   })
   .strict();
 export type CompiledBackend = z.infer<typeof compiledBackendSchema>;

@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { compile, type SourceObject } from "../../src/compile/compile.ts";
 import { parseManifestText } from "../../src/provider/file/index.ts";
-import { checkSnapshot, describeSnapshotIssues } from "../../src/snapshot/check.ts";
+import { checkSnapshot, describeSnapshotIssues, referenceIssues } from "../../src/snapshot/check.ts";
 import { snapshotSchema, type Snapshot } from "../../src/snapshot/snapshot.ts";
 import { createRandom } from "../helpers/random.ts";
 
@@ -105,7 +105,9 @@ describe("checkSnapshot", () => {
     for (let round = 0; round < 3000; round++) {
       const broken = structuredClone(valid[round % valid.length]) as unknown;
       const change = breakOnce(broken, random);
-      const byZod = snapshotSchema.safeParse(broken).success;
+      const parsed = snapshotSchema.safeParse(broken);
+      // What zod takes, less what breaks a reference (an id changed or duplicated).
+      const byZod = parsed.success && referenceIssues(parsed.data).length === 0;
       const result = checkSnapshot(broken);
       expect({ round, change, ok: result.ok }).toEqual({ round, change, ok: byZod });
       if (!result.ok) {
@@ -115,6 +117,28 @@ describe("checkSnapshot", () => {
     }
     // Most breakages must be real ones (about two thirds are), or the agreement above says little.
     expect(rejected).toBeGreaterThan(1500);
+  });
+
+  it("refuses duplicate ids and a route naming an auth server the snapshot lacks", () => {
+    const base = valid.find((snapshot) => snapshot.authServers.length > 0 && snapshot.routes.length > 1);
+    if (base === undefined) throw new Error("no snapshot with an auth server and two routes");
+    const describe = (snapshot: Snapshot) => {
+      const result = checkSnapshot(snapshot);
+      return result.ok ? "ok" : describeSnapshotIssues(result.issues);
+    };
+    expect(describe(base)).toBe("ok");
+    const twoIds = structuredClone(base);
+    twoIds.routes[1]!.id = twoIds.routes[0]!.id;
+    expect(describe(twoIds)).toBe(`routes.1.id: duplicate route id ${base.routes[0]!.id}`);
+    const twoServers = structuredClone(base);
+    twoServers.authServers.push(structuredClone(twoServers.authServers[0]!));
+    expect(describe(twoServers)).toMatch(/^authServers\.\d+\.id: duplicate auth server id /);
+    const dangling = structuredClone(base);
+    const phantom = dangling.routes.findIndex((route) => route.auth.mode !== "none");
+    dangling.routes[phantom]!.auth.authServer = "nowhere/as";
+    expect(describe(dangling)).toBe(
+      `routes.${phantom}.auth.authServer: no auth server nowhere/as in the snapshot`,
+    );
   });
 
   it("names the path and the problem of the first issue", () => {

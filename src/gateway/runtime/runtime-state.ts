@@ -10,24 +10,52 @@ export interface RuntimeState {
   pickOrigin(route: CompiledRoute): string;
 }
 
+/**
+ * Smooth weighted round robin (as nginx's upstream module): every pick adds each backend's weight to its running
+ * score, takes the highest and lowers it by the total. Weights 5:1:1 give A A B A C A A, not A×5 then B then C,
+ * and the state is one number per backend whatever the weights (a route may have 16 backends weighing up to
+ * 1,000,000 each: never an array of that many slots).
+ */
+class WeightedRotation {
+  readonly #origins: readonly string[];
+  readonly #weights: readonly number[];
+  readonly #scores: number[];
+  readonly #total: number;
+  constructor(route: CompiledRoute) {
+    this.#origins = route.backends.map((backend) => backend.origin);
+    this.#weights = route.backends.map((backend) => backend.weight);
+    this.#scores = route.backends.map(() => 0);
+    this.#total = this.#weights.reduce((sum, weight) => sum + weight, 0);
+  }
+  next(): string | undefined {
+    if (this.#origins.length === 1) return this.#origins[0];
+    let best = -1;
+    let bestScore = -Infinity;
+    for (let i = 0; i < this.#scores.length; i++) {
+      const score = (this.#scores[i] ?? 0) + (this.#weights[i] ?? 0);
+      this.#scores[i] = score;
+      if (score > bestScore) {
+        bestScore = score;
+        best = i;
+      }
+    }
+    if (best === -1) return undefined;
+    this.#scores[best] = bestScore - this.#total;
+    return this.#origins[best];
+  }
+}
+
 /** Builds the serving state for a snapshot. Pure apart from the round-robin counters it owns. */
 export function buildRuntimeState(snapshot: Snapshot): RuntimeState {
-  const rotations = new Map<string, { readonly origins: readonly string[]; next: number }>();
-  for (const route of snapshot.routes) {
-    const origins: string[] = [];
-    for (const backend of route.backends)
-      for (let i = 0; i < backend.weight; i++) origins.push(backend.origin);
-    rotations.set(route.id, { origins, next: 0 });
-  }
+  // By route object, not id: the router hands back this snapshot's objects, and two routes can never share one.
+  const rotations = new Map<CompiledRoute, WeightedRotation>();
+  for (const route of snapshot.routes) rotations.set(route, new WeightedRotation(route));
   return {
     snapshot,
     router: createRouter(snapshot.routes),
     pickOrigin(route) {
-      const rotation = rotations.get(route.id);
-      const first = route.backends[0];
-      if (rotation === undefined || first === undefined) throw new Error(`route ${route.id} has no backend`);
-      const origin = rotation.origins[rotation.next % rotation.origins.length] ?? first.origin;
-      rotation.next = (rotation.next + 1) % rotation.origins.length;
+      const origin = rotations.get(route)?.next() ?? route.backends[0]?.origin;
+      if (origin === undefined) throw new Error(`route ${route.id} has no backend`);
       return origin;
     },
   };
