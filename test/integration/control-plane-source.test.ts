@@ -74,6 +74,7 @@ async function startSource(
     ackRefreshMs?: number;
     random?: () => number;
     clock?: Clock;
+    backoff?: { baseMs: number; capMs: number };
   } = {},
 ): Promise<{ source: ControlPlaneSource; seen: Recorder; stateDir: string }> {
   const seen: Recorder = { applied: [], revoked: [], forgotten: 0 };
@@ -85,7 +86,7 @@ async function startSource(
       gatewayName: options.name ?? "gw-test",
       stateDir: dir,
       registry: new Registry(),
-      backoff: { baseMs: 20, capMs: 50 },
+      backoff: options.backoff ?? { baseMs: 20, capMs: 50 },
       ...(options.stallTimeoutMs === undefined ? {} : { stallTimeoutMs: options.stallTimeoutMs }),
       ...(options.caFile === undefined ? {} : { caFile: options.caFile }),
       ...(options.ackRefreshMs === undefined ? {} : { ackRefreshMs: options.ackRefreshMs }),
@@ -536,6 +537,64 @@ describe("control-plane source against misbehaving servers", () => {
     writeFileSync(file, "token-v2\n");
     await eventually(() => seenTokens.includes("Bearer token-v2"), 5_000, "rotated token used");
     expect(seenTokens[0]).toBe("Bearer token-v1");
+  });
+
+  it("keeps backing off from a stream that ends right after its first line (two gateways under one name)", async () => {
+    const connects: number[] = [];
+    const { url } = await startBareServer((_req, res) => {
+      connects.push(Date.now());
+      res.writeHead(200, { "content-type": "application/x-ndjson" }).end('{"type":"ping"}\n');
+    });
+    // Delays at the top of each backoff step: 200, 400, 800, 1600 ms… Were every short stream healthy, every
+    // delay would be the first step's 200 ms: ten connects in two seconds.
+    await startSource(url, { backoff: { baseMs: 200, capMs: 10_000 }, random: () => 0.999 });
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(connects.length).toBeGreaterThanOrEqual(3);
+    expect(connects.length).toBeLessThanOrEqual(5);
+  });
+
+  it("is not connected to a URL that answers 200 with something else than a snapshot stream", async () => {
+    const { url } = await startBareServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" }).end('{"type":"ping"}\n<html></html>');
+    });
+    const { source } = await startSource(url);
+    await eventually(() => source.status().lastError !== null, 5_000, "a refusal");
+    expect(source.status().lastError).toBe("HTTP 200 but not a snapshot stream (content-type text/html)");
+    expect(source.status().state).not.toBe("connected");
+  });
+
+  it("drops its cached token facts when a revocation cannot be read", async () => {
+    const { url } = await startBareServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      res.write(`${JSON.stringify({ type: "revoke", fingerprints: [fingerprintToken("t-1"), 42] })}\n`);
+      res.write(`${JSON.stringify({ type: "revoke", fingerprints: [fingerprintToken("t-2"), "short"] })}\n`);
+      res.write(`${JSON.stringify({ type: "snapshot", snapshot: snapshotA })}\n`);
+    });
+    const { seen } = await startSource(url);
+    await eventually(() => seen.applied.length === 1, 5_000, "snapshot applied");
+    // The first message as a whole, the second for its one bad fingerprint (its good one is still evicted).
+    expect(seen.forgotten).toBe(2);
+    expect(seen.revoked).toEqual([[fingerprintToken("t-2")]]);
+  });
+
+  it("drops its cached token facts on a first connect later than the replay window after start", async () => {
+    const clock = createManualClock(Date.now());
+    let up = false;
+    const { url } = await startBareServer((_req, res) => {
+      if (!up) {
+        res.writeHead(503).end();
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      const timer = setInterval(() => res.write('{"type":"ping"}\n'), 50);
+      res.on("close", () => clearInterval(timer));
+    });
+    // Serving its last-known-good snapshot (or nothing) and caching token facts while the operator is down.
+    const { source, seen } = await startSource(url, { clock });
+    clock.advance(REVOCATION_REPLAY_MS);
+    up = true;
+    await eventually(() => source.status().state === "connected", 5_000, "connected");
+    expect(seen.forgotten).toBe(1);
   });
 
   it("ignores unknown message types and lines that are not JSON", async () => {

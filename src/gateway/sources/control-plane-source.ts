@@ -165,6 +165,8 @@ const REPLAY_MARGIN_MS = 60_000;
 
 /** How often a connected gateway sends its latest ACK or NACK again (see postAck). */
 const ACK_REFRESH_MS = 120_000;
+/** A stream that stayed up this long was healthy: the reconnect backoff starts over after it. */
+const HEALTHY_STREAM_MS = 10_000;
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -240,8 +242,10 @@ export async function startControlPlaneSource(
   let problems: readonly ConfigProblem[] = [];
 
   // When the stream was last lost: revocations sent since then are replayed on the next stream only for
-  // REVOCATION_REPLAY_MS, so a longer gap means the token cache cannot be trusted to hold none of them.
-  let lostAtMs: number | undefined;
+  // REVOCATION_REPLAY_MS, so a longer gap means the token cache cannot be trusted to hold none of them. Until a
+  // first stream, that is the start: a gateway serving its last-known-good snapshot while the operator is down
+  // caches token facts all the same.
+  let lostAtMs: number | undefined = clock.now();
   const setState = (next: ConnectionState): void => {
     if (next === state) return;
     const nowMs = clock.now();
@@ -316,8 +320,10 @@ export async function startControlPlaneSource(
           { status: response.statusCode, revision: ack.revision, attempt },
           `${ack.status} refused by the control plane`,
         );
-        // A 4xx will not change on retry, except 401 (token rotated between read and use).
-        if (response.statusCode >= 400 && response.statusCode < 500 && response.statusCode !== 401) return;
+        // A 4xx will not change on retry, except 401 (token rotated between read and use), 408 (the body came
+        // too slowly) and 429 (the operator sheds load).
+        const status = response.statusCode;
+        if (status >= 400 && status < 500 && status !== 401 && status !== 408 && status !== 429) return;
       } catch (error) {
         if (stopped()) return;
         ackLog(attempt)(
@@ -431,8 +437,17 @@ export async function startControlPlaneSource(
     }
     const message = streamMessageSchema.safeParse(json);
     if (!message.success) {
+      const type = (json as { type?: unknown } | null)?.type;
+      if (type === "revoke") {
+        // Revocations this gateway cannot read are revocations it misses: its cached token facts are no longer
+        // known to hold none of them.
+        handlers.forgetTokens();
+        metrics?.tokenCacheResets.inc();
+        log.warn("control plane sent a revocation this gateway cannot read: cached token facts dropped");
+        return;
+      }
       // Newer operators may send message types this gateway does not know yet.
-      log.debug({ type: (json as { type?: unknown } | null)?.type }, "ignoring an unknown stream message");
+      log.debug({ type }, "ignoring an unknown stream message");
       return;
     }
     switch (message.data.type) {
@@ -445,6 +460,15 @@ export async function startControlPlaneSource(
         const fingerprints = message.data.fingerprints.filter((f) => fingerprintSchema.safeParse(f).success);
         metrics?.revocations.inc(fingerprints.length);
         const dropped = handlers.revoke(fingerprints);
+        const unreadable = message.data.fingerprints.length - fingerprints.length;
+        if (unreadable > 0) {
+          handlers.forgetTokens();
+          metrics?.tokenCacheResets.inc();
+          log.warn(
+            { fingerprints: fingerprints.length, unreadable },
+            "control plane sent fingerprints this gateway cannot read: cached token facts dropped",
+          );
+        }
         log.info({ fingerprints: fingerprints.length, entriesDropped: dropped }, "revoked tokens evicted");
         return;
       }
@@ -460,7 +484,9 @@ export async function startControlPlaneSource(
 
   // ---- the stream -----------------------------------------------------------------------------------------
   /**
-   * One connection, until it ends. Resolves true when at least one line arrived (the server was healthy).
+   * One connection, until it ends. Resolves true when it was healthy: lines arrived and it stayed up for
+   * HEALTHY_STREAM_MS (a stream ended right after its first line — two gateways under one name closing each
+   * other's, a proxy cutting streams — keeps backing off).
    * The stream is opened with POST and a request body that stays open: this gateway writes a heartbeat line into
    * it at the interval the server asks for (its heartbeat header), and the server closes a stream whose
    * heartbeats stop. An operator of an older release answers POST with 405; then the stream is a plain GET.
@@ -473,6 +499,9 @@ export async function startControlPlaneSource(
     let heartbeat: NodeJS.Timeout | undefined;
     let heartbeats: PassThrough | undefined;
     let receivedLine = false;
+    let connectedAtMs: number | undefined;
+    const healthy = (): boolean =>
+      receivedLine && connectedAtMs !== undefined && clock.now() - connectedAtMs >= HEALTHY_STREAM_MS;
     const arm = (): void => {
       clearTimeout(watchdog);
       watchdog = setTimeout(
@@ -505,8 +534,19 @@ export async function startControlPlaneSource(
         log.info("the control plane does not take heartbeats (an older operator); streaming with GET");
         response = await request(url, { ...common, method: "GET", headers });
       }
+      const contentType = String(response.headers["content-type"] ?? "")
+        .split(";")[0]
+        ?.trim()
+        .toLowerCase();
+      if (response.statusCode === 200 && contentType !== NDJSON_CONTENT_TYPE) {
+        await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+        lastError = `HTTP 200 but not a snapshot stream (content-type ${contentType === "" ? "none" : contentType})`;
+        metrics?.connects.labels("refused").inc();
+        log.warn({ contentType }, "the control-plane URL answered, but not with a snapshot stream");
+        return false;
+      }
       if (response.statusCode !== 200) {
-        const text = (await response.body.text()).slice(0, 500);
+        const text = await readAtMost(response.body, 4096);
         let code: unknown;
         try {
           code = (JSON.parse(text) as { code?: unknown }).code;
@@ -520,6 +560,7 @@ export async function startControlPlaneSource(
       }
       metrics?.connects.labels("ok").inc();
       setState("connected");
+      connectedAtMs = clock.now();
       let heartbeatMs: number | null = null;
       if (heartbeats !== undefined) {
         heartbeatMs = parseHeartbeatInterval(response.headers[HEARTBEAT_HEADER]);
@@ -544,7 +585,7 @@ export async function startControlPlaneSource(
       lastError = "stream ended by the control plane";
       log.warn("control plane ended the stream");
     } catch (error) {
-      if (stopped()) return receivedLine;
+      if (stopped()) return healthy();
       const reason: unknown = attempt.signal.aborted ? attempt.signal.reason : error;
       lastError = describeError(reason);
       if (state !== "connected") metrics?.connects.labels("error").inc();
@@ -559,7 +600,7 @@ export async function startControlPlaneSource(
       attempt.abort();
       heartbeats?.destroy();
     }
-    return receivedLine;
+    return healthy();
   }
 
   const loop = (async () => {
@@ -611,4 +652,25 @@ export async function startControlPlaneSource(
       void loop.finally(() => dispatcher.close().catch(() => undefined));
     },
   };
+}
+
+/** Up to `limit` bytes of a body as text; the rest is not read (the body is destroyed). */
+async function readAtMost(
+  body: AsyncIterable<Buffer> & { destroy(): unknown },
+  limit: number,
+): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= limit) break;
+    }
+  } catch {
+    // What arrived is enough to describe the refusal.
+  } finally {
+    body.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, limit).toString("utf8");
 }
