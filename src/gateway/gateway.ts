@@ -22,7 +22,7 @@ import {
   type PipelineDeps,
 } from "./pipeline/pipeline.ts";
 import { createCollector } from "./runtime/memory.ts";
-import { RuntimeHolder } from "./runtime/runtime-state.ts";
+import { buildRuntimeState, RuntimeHolder } from "./runtime/runtime-state.ts";
 import type { ControlPlaneSource } from "./sources/control-plane-source.ts";
 import type { ConfigProblem, SnapshotSource, SourceUpdate } from "./sources/file-source.ts";
 
@@ -135,8 +135,11 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     }
     const previous = runtime.current?.snapshot.revision;
     if (previous === update.snapshot.revision) return;
+    // Built first: a snapshot that cannot be served throws here, before the auth servers change, so the
+    // previous revision keeps serving whole (the control-plane source NACKs it).
+    const next = buildRuntimeState(update.snapshot);
     authenticator.updateAuthServers(update.snapshot.authServers);
-    runtime.swap(update.snapshot);
+    runtime.install(next);
     metrics.snapshotSwaps.inc();
     metrics.snapshotInfo.reset();
     metrics.snapshotInfo.labels(update.snapshot.revision).set(1);

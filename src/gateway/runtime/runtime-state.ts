@@ -70,7 +70,11 @@ export class RuntimeHolder {
   }
 
   swap(snapshot: Snapshot): RuntimeState {
-    const next = buildRuntimeState(snapshot);
+    return this.install(buildRuntimeState(snapshot));
+  }
+
+  /** Serves a state built beforehand (so a build that fails changes nothing). */
+  install(next: RuntimeState): RuntimeState {
     this.#current = next;
     return next;
   }
