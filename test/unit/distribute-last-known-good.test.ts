@@ -82,6 +82,23 @@ describe("last-known-good snapshot", () => {
     expect(statSync(join(dir, LAST_KNOWN_GOOD_FILE)).mode & 0o777).toBe(0o600);
   });
 
+  it("is ignored, with a warning, when it was saved from another control plane", async () => {
+    const dir = freshDir();
+    await prepareStateDir(dir);
+    await saveLastKnownGood(dir, snapshotA, undefined, "https://operator-a.example:8443");
+    const other = capturingLogger();
+    expect(await loadLastKnownGood(dir, other.logger, "https://operator-b.example:8443")).toBeUndefined();
+    expect(other.lines().map((line) => line.msg)).toEqual([
+      "last-known-good snapshot came from another control plane; ignoring it",
+    ]);
+    const same = await loadLastKnownGood(dir, capturingLogger().logger, "https://operator-a.example:8443");
+    expect(same?.snapshot).toEqual(snapshotA);
+    // A file of an older gateway names no control plane: taken, as before.
+    await saveLastKnownGood(dir, snapshotB);
+    const older = await loadLastKnownGood(dir, capturingLogger().logger, "https://operator-b.example:8443");
+    expect(older?.snapshot).toEqual(snapshotB);
+  });
+
   it("replaces the previous snapshot whole and leaves no temp files", async () => {
     const dir = freshDir();
     await prepareStateDir(dir);

@@ -267,7 +267,7 @@ export async function startControlPlaneSource(
     metrics?.connected.set(next === "connected" ? 1 : 0);
   };
 
-  const saved = await loadLastKnownGood(options.stateDir, log);
+  const saved = await loadLastKnownGood(options.stateDir, log, base);
   if (saved !== undefined) {
     try {
       handlers.apply(saved.snapshot);
@@ -386,7 +386,7 @@ export async function startControlPlaneSource(
     metrics?.snapshots.labels("ack").inc();
     let reason: string | undefined;
     try {
-      await saveLastKnownGood(options.stateDir, snapshot, clock);
+      await saveLastKnownGood(options.stateDir, snapshot, clock, base);
     } catch (error) {
       reason = `serving, but the last-known-good copy was not written: ${describeError(error)}`;
       log.error({ reason, stateDir: options.stateDir }, "last-known-good snapshot not persisted");

@@ -20,6 +20,8 @@ const envelopeSchema = z
   .object({
     format: z.literal(FORMAT),
     savedAt: z.iso.datetime(),
+    /** The control plane it came from (absent in files of older gateways). */
+    controlPlane: z.string().optional(),
     snapshot: z.unknown(),
   })
   .strict();
@@ -60,9 +62,14 @@ function summarise(error: z.ZodError): string {
 
 /**
  * Reads the last-known-good snapshot. Missing → undefined. Unreadable, corrupt or invalid → logged and
- * undefined: the gateway then waits for the control plane instead of serving something it cannot trust.
+ * undefined: the gateway then waits for the control plane instead of serving something it cannot trust. So is
+ * a file saved from another control plane than `controlPlane` (a state directory reused by another install).
  */
-export async function loadLastKnownGood(dir: string, logger: Logger): Promise<LastKnownGood | undefined> {
+export async function loadLastKnownGood(
+  dir: string,
+  logger: Logger,
+  controlPlane?: string,
+): Promise<LastKnownGood | undefined> {
   const file = join(dir, LAST_KNOWN_GOOD_FILE);
   let text: string;
   try {
@@ -87,6 +94,14 @@ export async function loadLastKnownGood(dir: string, logger: Logger): Promise<La
     );
     return undefined;
   }
+  const savedFrom = envelope.data.controlPlane;
+  if (controlPlane !== undefined && savedFrom !== undefined && savedFrom !== controlPlane) {
+    logger.warn(
+      { file, savedFrom, controlPlane },
+      "last-known-good snapshot came from another control plane; ignoring it",
+    );
+    return undefined;
+  }
   const snapshot = checkSnapshot(envelope.data.snapshot);
   if (!snapshot.ok) {
     logger.warn(
@@ -106,8 +121,14 @@ export async function saveLastKnownGood(
   dir: string,
   snapshot: Snapshot,
   clock: Clock = systemClock,
+  controlPlane?: string,
 ): Promise<void> {
-  const body = JSON.stringify({ format: FORMAT, savedAt: new Date(clock.now()).toISOString(), snapshot });
+  const body = JSON.stringify({
+    format: FORMAT,
+    savedAt: new Date(clock.now()).toISOString(),
+    ...(controlPlane === undefined ? {} : { controlPlane }),
+    snapshot,
+  });
   const temp = join(dir, `${TEMP_PREFIX}${process.pid}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
   const handle = await open(temp, "wx", 0o600);
   try {
