@@ -165,6 +165,8 @@ const REPLAY_MARGIN_MS = 60_000;
 
 /** How often a connected gateway sends its latest ACK or NACK again (see postAck). */
 const ACK_REFRESH_MS = 120_000;
+/** How long a snapshot's ACK waits for its last-known-good copy to be written. */
+const SAVE_WAIT_MS = 10_000;
 /** A stream that stayed up this long was healthy: the reconnect backoff starts over after it. */
 const HEALTHY_STREAM_MS = 10_000;
 
@@ -360,6 +362,27 @@ export async function startControlPlaneSource(
   let pending: unknown;
   let working = false;
 
+  // Writes of the last-known-good copy, one after another so an older one never lands last. Only the newest
+  // snapshot waiting is written (earlier ones are skipped, not held in memory), and a snapshot is ACKed once its
+  // copy is written or after SAVE_WAIT_MS, whichever comes first: a hung disk slows nothing but the copy.
+  let writing: Promise<void> = Promise.resolve();
+  let toWrite: Snapshot | undefined;
+  let writeSeq = 0;
+  const persist = (snapshot: Snapshot): Promise<void> => {
+    const mine = ++writeSeq;
+    toWrite = snapshot;
+    writing = writing.then(async () => {
+      const next = toWrite;
+      if (mine !== writeSeq || next === undefined) return; // a newer one is queued behind this
+      toWrite = undefined;
+      await saveLastKnownGood(options.stateDir, next, clock, base);
+    });
+    const written = writing;
+    // The chain goes on after a failed write (the error is this write's caller's).
+    writing = writing.catch(() => undefined);
+    return written;
+  };
+
   async function processSnapshot(raw: unknown): Promise<void> {
     const parsed = checkSnapshot(raw);
     if (!parsed.ok) {
@@ -385,11 +408,27 @@ export async function startControlPlaneSource(
     problems = [];
     metrics?.snapshots.labels("ack").inc();
     let reason: string | undefined;
+    let waitTimer: NodeJS.Timeout | undefined;
+    const waited = new Promise<"slow">((resolve) => {
+      waitTimer = setTimeout(() => resolve("slow"), SAVE_WAIT_MS);
+    });
+    const written = persist(snapshot);
     try {
-      await saveLastKnownGood(options.stateDir, snapshot, clock, base);
+      if ((await Promise.race([written, waited])) === "slow") {
+        reason = `serving, but the last-known-good copy is not written after ${SAVE_WAIT_MS / 1000} s (a slow or hung state directory)`;
+        log.error({ reason, stateDir: options.stateDir }, "last-known-good snapshot not persisted yet");
+        written.catch((error: unknown) =>
+          log.error(
+            { reason: describeError(error), stateDir: options.stateDir },
+            "last-known-good snapshot not persisted",
+          ),
+        );
+      }
     } catch (error) {
       reason = `serving, but the last-known-good copy was not written: ${describeError(error)}`;
       log.error({ reason, stateDir: options.stateDir }, "last-known-good snapshot not persisted");
+    } finally {
+      clearTimeout(waitTimer);
     }
     queueAck({
       gateway: options.gatewayName,
