@@ -70,11 +70,43 @@ function grantedList(granted: GrantedScopes): readonly string[] {
   return "scopes" in granted ? granted.scopes : granted;
 }
 
+/**
+ * The requirement as two lists. A requirement that asks for nothing (an empty list, `{}`, `{ anyOf: [] }`), has
+ * keys other than `allOf` and `anyOf` (`anyof`: a typo from YAML) or lists that are not lists of scope names is
+ * a configuration mistake that would let every token through: refused with `PG_SDK_CONFIG_INVALID`.
+ */
 function normalise(requirement: ScopeRequirement): { allOf: readonly string[]; anyOf: readonly string[] } {
-  if (typeof requirement === "string") return { allOf: [requirement], anyOf: [] };
-  if (Array.isArray(requirement)) return { allOf: requirement as readonly string[], anyOf: [] };
-  const { allOf = [], anyOf = [] } = requirement as { allOf?: readonly string[]; anyOf?: readonly string[] };
+  const invalid = (why: string) =>
+    new SdkError("PG_SDK_CONFIG_INVALID", `scope requirement ${describeRequirement(requirement)}: ${why}`);
+  const names = (value: unknown, key: string): readonly string[] => {
+    if (value === undefined) return [];
+    if (!Array.isArray(value) || !value.every((scope) => typeof scope === "string" && scope !== ""))
+      throw invalid(`${key} must be a list of scope names`);
+    return value as readonly string[];
+  };
+  let allOf: readonly string[];
+  let anyOf: readonly string[] = [];
+  if (typeof requirement === "string") allOf = names([requirement], "a scope");
+  else if (Array.isArray(requirement)) allOf = names(requirement, "the list");
+  else if (typeof requirement === "object" && (requirement as unknown) !== null) {
+    const unknown = Object.keys(requirement).filter((key) => key !== "allOf" && key !== "anyOf");
+    if (unknown.length > 0)
+      throw invalid(`unknown key ${unknown.map((key) => `'${key}'`).join(", ")} (allOf, anyOf)`);
+    const given = requirement as { allOf?: unknown; anyOf?: unknown };
+    allOf = names(given.allOf, "allOf");
+    anyOf = names(given.anyOf, "anyOf");
+  } else throw invalid("must be a scope, a list of scopes, or { allOf, anyOf }");
+  if (allOf.length === 0 && anyOf.length === 0)
+    throw invalid("asks for no scope (it would let every token through)");
   return { allOf, anyOf };
+}
+
+function describeRequirement(requirement: unknown): string {
+  try {
+    return JSON.stringify(requirement) ?? String(requirement);
+  } catch {
+    return String(requirement);
+  }
 }
 
 function compilePolicy(policy: ScopePolicyLike, index: number): ReadonlyMap<string, readonly string[]> {
@@ -157,14 +189,24 @@ export function createScopeChecker(policies: ScopePolicyLike | readonly ScopePol
     for (const scope of [...allOf, ...anyOf]) satisfiersOf(scope);
   }
 
-  function missing(granted: GrantedScopes, requirement: ScopeRequirement): string | undefined {
+  /** The first unmet `allOf` scope, or the `anyOf` list none of which is met. */
+  function unmetOf(
+    granted: GrantedScopes,
+    requirement: ScopeRequirement,
+  ): { scope: string; anyOf?: readonly string[] } | undefined {
     const { allOf, anyOf } = normalise(requirement);
     validate(requirement);
     const held = new Set(grantedList(granted));
     const unmet = allOf.find((scope) => !meets(held, scope));
-    if (unmet !== undefined) return unmet;
-    if (anyOf.length > 0 && !anyOf.some((scope) => meets(held, scope))) return anyOf.join(" ");
+    if (unmet !== undefined) return { scope: unmet };
+    if (anyOf.length > 0 && !anyOf.some((scope) => meets(held, scope)))
+      return { scope: anyOf[0] ?? "", anyOf };
     return undefined;
+  }
+
+  function missing(granted: GrantedScopes, requirement: ScopeRequirement): string | undefined {
+    const unmet = unmetOf(granted, requirement);
+    return unmet === undefined ? undefined : (unmet.anyOf?.join(" ") ?? unmet.scope);
   }
 
   function fewest(granted: GrantedScopes, needed: readonly string[]): readonly string[] {
@@ -210,12 +252,18 @@ export function createScopeChecker(policies: ScopePolicyLike | readonly ScopePol
     has: (granted, scope) => meets(new Set(grantedList(granted)), scope),
     missing,
     require(granted, requirement) {
-      const unmet = missing(granted, requirement);
-      if (unmet !== undefined) {
-        throw new SdkError("PG_SDK_INSUFFICIENT_SCOPE", `missing scope ${unmet}`, {
-          extra: { scope: unmet },
+      const unmet = unmetOf(granted, requirement);
+      if (unmet === undefined) return;
+      if (unmet.anyOf === undefined) {
+        throw new SdkError("PG_SDK_INSUFFICIENT_SCOPE", `missing scope ${unmet.scope}`, {
+          extra: { scope: unmet.scope },
         });
       }
+      // RFC 6750 §3: a challenge's `scope` lists scopes needed together; for alternatives it names one that
+      // would do, and the body lists them all.
+      throw new SdkError("PG_SDK_INSUFFICIENT_SCOPE", `missing one of the scopes ${unmet.anyOf.join(" ")}`, {
+        extra: { scope: unmet.scope, anyOf: unmet.anyOf.join(" ") },
+      });
     },
     fewest,
     validate,

@@ -73,6 +73,36 @@ describe("scope checker", () => {
     expect(() => scopes.require(["admin_invoice"], "write_invoice")).not.toThrow();
   });
 
+  it("refuses a requirement that asks for nothing or is misspelt: it would let every token through", () => {
+    for (const requirement of [[], {}, { anyOf: [] }, { allOf: [], anyOf: [] }, ""] as const) {
+      expect(
+        codeOf(() => scopes.validate(requirement)),
+        JSON.stringify(requirement),
+      ).toBe("PG_SDK_CONFIG_INVALID");
+      expect(
+        codeOf(() => scopes.require([], requirement)),
+        JSON.stringify(requirement),
+      ).toBe("PG_SDK_CONFIG_INVALID");
+    }
+    const misspelt = { anyof: ["write_invoice"] } as unknown as { anyOf: string[] };
+    expect(() => scopes.validate(misspelt)).toThrow("unknown key 'anyof' (allOf, anyOf)");
+    const notAList = { allOf: "write_invoice" } as unknown as { allOf: string[] };
+    expect(() => scopes.require(["write_invoice"], notAList)).toThrow("allOf must be a list of scope names");
+  });
+
+  it("names one scope that would do in the challenge for anyOf, and all of them in the body", () => {
+    let caught: unknown;
+    try {
+      scopes.require(["low_video_stream"], { anyOf: ["read_invoice", "high_video_stream"] });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toMatchObject({
+      code: "PG_SDK_INSUFFICIENT_SCOPE",
+      extra: { scope: "read_invoice", anyOf: "read_invoice high_video_stream" },
+    });
+  });
+
   it("treats an unknown scope name as a configuration error, not as a denial", () => {
     expect(codeOf(() => scopes.has(["read_invoice"], "reed_invoice"))).toBe("PG_SDK_CONFIG_INVALID");
     expect(codeOf(() => scopes.validate({ anyOf: ["read_invoice", "typo"] }))).toBe("PG_SDK_CONFIG_INVALID");
