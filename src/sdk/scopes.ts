@@ -103,7 +103,8 @@ function normalise(requirement: ScopeRequirement): { allOf: readonly string[]; a
 
 function describeRequirement(requirement: unknown): string {
   try {
-    return JSON.stringify(requirement) ?? String(requirement);
+    // (undefined for undefined or a function: "undefined" then.)
+    return String(JSON.stringify(requirement));
   } catch {
     return String(requirement);
   }

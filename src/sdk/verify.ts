@@ -7,7 +7,7 @@ import { z } from "zod";
 import { GatewayError } from "../errors/catalogue.ts";
 import { jwsAlgorithmSchema, type JwsAlgorithm } from "../snapshot/snapshot.ts";
 import { systemClock, type Clock } from "../tokens/clock.ts";
-import { parseScopes } from "../tokens/facts.ts";
+import { parseScopes, tokenClaimsSchema, withoutNulls } from "../tokens/facts.ts";
 import { fingerprintToken } from "../tokens/fingerprint.ts";
 import { describeJwtError, isAccessTokenTyp, verifyJwt } from "../tokens/jwks.ts";
 import { SdkError } from "./errors.ts";
@@ -152,6 +152,10 @@ export function createJwtChecker(
   const clockTolerance = options.clockSkewSeconds ?? 30;
 
   async function check(jwt: string, audience: readonly string[]): Promise<JWTPayload> {
+    // jose decodes base64url leniently (padding, stray low bits): the same token could then be spelled many
+    // ways, each with its own fingerprint (the exchange cache key, the audit's token id).
+    if (!isCanonicalCompactJws(jwt))
+      throw new JwtCheckError("invalid", "not a compact JWS in canonical base64url");
     let verified;
     try {
       // The token layer's verification: it also tries each candidate key for a JWT without `kid` while the AS
@@ -181,7 +185,15 @@ export function createJwtChecker(
     // RFC 8725 §3.11: an ID token or an introspection response signed by the same keys is not an access token.
     if (!isAccessTokenTyp(verified.protectedHeader.typ, options.requireAccessTokenTyp === true))
       throw new JwtCheckError("invalid", "typ is not an access token");
-    if (typeof verified.payload.sub !== "string") throw new JwtCheckError("invalid", "sub is not a string");
+    if (typeof verified.payload.sub !== "string" || verified.payload.sub === "")
+      throw new JwtCheckError("invalid", "sub is not a non-empty string");
+    // What jose leaves to the caller: finite times (JSON's 1e400 is Infinity: a token that never expires) and an
+    // audience of strings only.
+    const registered = tokenClaimsSchema.safeParse(withoutNulls(verified.payload));
+    if (!registered.success) {
+      const claim = registered.error.issues[0]?.path[0];
+      throw new JwtCheckError("invalid", `claim ${String(claim ?? "?")} is malformed`);
+    }
     return verified.payload;
   }
 
@@ -203,12 +215,17 @@ export function createJwtChecker(
  * const jwt = bearerTokenOf(req.headers.authorization);
  * ```
  */
-export function bearerTokenOf(header: string | readonly string[] | undefined): string {
+export function bearerTokenOf(given: string | readonly string[] | undefined): string {
+  // One header may come as a list of one (`req.headersDistinct`).
+  const header = typeof given === "string" || given === undefined || given.length > 1 ? given : given[0];
   if (header === undefined || header === "")
     throw new SdkError("PG_SDK_TOKEN_MISSING", "no Authorization header");
   if (typeof header !== "string") {
     throw new SdkError("PG_SDK_TOKEN_MALFORMED_HEADER", "more than one Authorization header");
   }
+  // Another scheme (Basic, DPoP) is no Bearer credential at all: RFC 6750 §3.1 answers it with a bare challenge.
+  if (!/^Bearer(?: |$)/i.test(header))
+    throw new SdkError("PG_SDK_TOKEN_MISSING", "no Bearer credential in the Authorization header");
   const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
   if (match?.[1] === undefined) {
     throw new SdkError("PG_SDK_TOKEN_MALFORMED_HEADER", "Authorization is not a single Bearer token");
@@ -223,11 +240,36 @@ const INBOUND_CODES = {
   keys: "PG_SDK_KEYS_UNAVAILABLE",
 } as const;
 
+/** Three parts, each base64url without padding and without stray bits in its last character. */
+function isCanonicalCompactJws(jwt: string): boolean {
+  const parts = jwt.split(".");
+  return (
+    parts.length === 3 &&
+    parts.every(
+      (part) =>
+        /^[A-Za-z0-9_-]*$/.test(part) && Buffer.from(part, "base64url").toString("base64url") === part,
+    )
+  );
+}
+
+/** Three (JWS) or five (JWE) base64url parts, the first not empty. */
+const COMPACT_SHAPE = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){2}(?:(?:\.[A-Za-z0-9_-]*){2})?$/;
+
 /**
- * A compact JWS (three parts) or JWE (five parts): a JOSE header is a JSON object, so its base64url starts with
- * `eyJ`. Dotted strings of other kinds (versions, host names) do not.
+ * A compact JWS or JWE: its shape, and a first part that decodes to a JSON object (the JOSE header, however it
+ * was serialised: `{"alg"` starts `eyJ`, `{ "alg"` does not). Dotted strings of other kinds (versions, host
+ * names) are not.
  */
-const TOKEN_SHAPED = /^eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){2}(?:(?:\.[A-Za-z0-9_-]*){2})?$/;
+function isTokenShaped(value: string): boolean {
+  if (!COMPACT_SHAPE.test(value)) return false;
+  const header = value.slice(0, value.indexOf("."));
+  try {
+    const decoded: unknown = JSON.parse(Buffer.from(header, "base64url").toString("utf8"));
+    return typeof decoded === "object" && decoded !== null && !Array.isArray(decoded);
+  } catch {
+    return false;
+  }
+}
 
 /**
  * The claims as an identity carries them: every claim readable by name, but a claim whose value is a token (an
@@ -240,7 +282,7 @@ function claimsOf<T extends object>(all: T): T {
   for (const [name, value] of Object.entries(all)) {
     Object.defineProperty(claims, name, {
       value,
-      enumerable: !(typeof value === "string" && TOKEN_SHAPED.test(value)),
+      enumerable: !(typeof value === "string" && isTokenShaped(value)),
       writable: false,
       configurable: false,
     });

@@ -189,7 +189,8 @@ const RFC9068_TYPES = new Set(["at+jwt", "application/at+jwt"]);
  * it leaves `typ` out. Other explicit types (an RFC 9701 introspection response, a logout token…) are signed by
  * the same keys but are not access tokens, and RFC 8725 §3.11 says to tell them apart by `typ`.
  */
-export function isAccessTokenTyp(typ: string | undefined, strict = false): boolean {
+export function isAccessTokenTyp(typ: unknown, strict = false): boolean {
   if (typ === undefined) return !strict;
-  return (strict ? RFC9068_TYPES : ACCESS_TOKEN_TYPES).has(typ.toLowerCase());
+  // A signed header may hold anything there (jose checks typ only when asked to): a number or a list is no type.
+  return typeof typ === "string" && (strict ? RFC9068_TYPES : ACCESS_TOKEN_TYPES).has(typ.toLowerCase());
 }

@@ -1,5 +1,6 @@
 // SDK fastify plugin: every request verified before handlers run, `request.identity` set, SDK errors rendered as
 // problem+json with challenges, other errors left to fastify, `skip` for public routes, requireScopes preHandler.
+import { connect } from "node:net";
 import Fastify, { type FastifyInstance } from "fastify";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -45,7 +46,10 @@ beforeAll(async () => {
   });
 
   app = Fastify({ logger: false });
-  await app.register(phantomgateFastify, { verifier, skip: (request) => request.url === "/healthz" });
+  await app.register(phantomgateFastify, {
+    verifier,
+    skip: (request) => request.url === "/healthz" || request.url.startsWith("/public"),
+  });
   // Skipped routes have no identity: the decoration keeps its initial null.
   app.get("/healthz", (request) => ({ ok: true, identity: request.identity as Identity | null }));
   app.get("/me", (request) => ({ sub: request.identity.sub, scopes: request.identity.scopes }));
@@ -55,6 +59,8 @@ beforeAll(async () => {
     enforce(request.identity, mine, { owner: request.params.owner });
     return { owner: request.params.owner };
   });
+  // Skipped by `skip`, yet guarded by a scope check: without a token that is a 401, not a crash.
+  app.get("/public/report", { preHandler: requireScopes(scopes, "read_invoice") }, () => ({ report: true }));
   app.get("/boom", () => {
     throw new Error("not an SDK error");
   });
@@ -117,6 +123,35 @@ describe("fastify plugin", () => {
     const denied = await app.inject({ url: "/docs/bob", headers: { authorization } });
     expect(denied.statusCode).toBe(403);
     expect(denied.json()).toMatchObject({ code: "PG_SDK_FORBIDDEN", detail: "not yours", policy: "owner" });
+  });
+
+  it("a scope check on a route `skip` lets through answers 401 without a token, not 500", async () => {
+    const response = await app.inject({ url: "/public/report" });
+    expect(response.statusCode).toBe(401);
+    expect(JSON.parse(response.body)).toMatchObject({ code: "PG_SDK_TOKEN_MISSING" });
+  });
+
+  it("refuses two Authorization headers (node keeps only the first in `headers`), over a real socket", async () => {
+    const first = `Bearer ${await token("read_invoice")}`;
+    const second = `Bearer ${await token("write_invoice")}`;
+    // Closed with the app (afterAll).
+    const address = await app.listen({ port: 0, host: "127.0.0.1" });
+    {
+      const { port } = new URL(address);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), "127.0.0.1");
+        let data = "";
+        socket.setEncoding("utf8");
+        socket.on("data", (chunk: string) => (data += chunk));
+        socket.on("error", reject);
+        socket.on("end", () => resolve(data));
+        socket.write(
+          `GET /me HTTP/1.1\r\nHost: x\r\nAuthorization: ${first}\r\nAuthorization: ${second}\r\nConnection: close\r\n\r\n`,
+        );
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+      expect(answer).toContain('"code":"PG_SDK_TOKEN_MALFORMED_HEADER"');
+    }
   });
 
   it("leaves other errors to fastify's own handler", async () => {

@@ -238,12 +238,76 @@ describe("internal JWT verifier", () => {
     expect((await failure(verifier.verifyAuthorization([`Bearer ${jwt}`, `Bearer ${jwt}`]))).code).toBe(
       "PG_SDK_TOKEN_MALFORMED_HEADER",
     );
-    expect((await failure(verifier.verifyAuthorization("Basic YTpi"))).code).toBe(
-      "PG_SDK_TOKEN_MALFORMED_HEADER",
-    );
+    // Another scheme carries no Bearer credential: 401 with a bare challenge (RFC 6750 §3.1), not 400.
+    expect((await failure(verifier.verifyAuthorization("Basic YTpi"))).code).toBe("PG_SDK_TOKEN_MISSING");
+    expect((await failure(verifier.verifyAuthorization(`DPoP ${jwt}`))).code).toBe("PG_SDK_TOKEN_MISSING");
+    // One header as a list of one (req.headersDistinct).
+    await expect(verifier.verifyAuthorization([`Bearer ${jwt}`])).resolves.toMatchObject({ sub: "alice" });
     expect((await failure(verifier.verifyAuthorization(`Bearer ${jwt} extra`))).code).toBe(
       "PG_SDK_TOKEN_MALFORMED_HEADER",
     );
+  });
+
+  it("refuses what jose lets through: a non-string typ, an empty sub, infinite times, a non-string audience", async () => {
+    const header = (typ: unknown) =>
+      new SignJWT({ sub: "alice" })
+        .setProtectedHeader({ alg: "ES256", kid: "k1", typ } as unknown as { alg: string })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setExpirationTime(nowSeconds() + 300)
+        .sign(esKey);
+    for (const typ of [123, ["at+jwt"]]) {
+      const error = await failure(verifier.verify(await header(typ)));
+      expect(error).toMatchObject({ code: "PG_SDK_TOKEN_INVALID", reason: "typ is not an access token" });
+    }
+    expect(await failure(verifier.verify(await sign({ sub: "" })))).toMatchObject({
+      code: "PG_SDK_TOKEN_INVALID",
+      reason: "sub is not a non-empty string",
+    });
+    // JSON's 1e400 is Infinity: signed by hand, since no JSON encoder writes it.
+    const forever = await signedPayload(`{"sub":"alice","iss":"${ISSUER}","aud":"${AUDIENCE}","exp":1e400}`);
+    expect(await failure(verifier.verify(forever))).toMatchObject({
+      code: "PG_SDK_TOKEN_INVALID",
+      reason: "claim exp is malformed",
+    });
+    const mixed = await signedPayload(
+      `{"sub":"alice","iss":"${ISSUER}","aud":["${AUDIENCE}",123],"exp":${nowSeconds() + 300}}`,
+    );
+    expect(await failure(verifier.verify(mixed))).toMatchObject({
+      code: "PG_SDK_TOKEN_INVALID",
+      reason: "claim aud is malformed",
+    });
+  });
+
+  it("refuses a token spelled another way than canonical base64url (each spelling would be another fingerprint)", async () => {
+    const jwt = await sign();
+    const [head, body, signature] = jwt.split(".") as [string, string, string];
+    // The last character of an ES256 signature (64 bytes) carries 4 unused bits: flipping one still decodes.
+    const last = signature.at(-1) ?? "A";
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const twin = alphabet[alphabet.indexOf(last) ^ 1] ?? "A";
+    for (const variant of [
+      `${jwt}==`,
+      `${head}.${body}.${signature.slice(0, -1)}${twin}`,
+      `${head}=.${body}.${signature}`,
+    ]) {
+      expect(await failure(verifier.verify(variant))).toMatchObject({
+        code: "PG_SDK_TOKEN_INVALID",
+        reason: "not a compact JWS in canonical base64url",
+      });
+    }
+    await expect(verifier.verify(jwt)).resolves.toMatchObject({ sub: "alice" });
+  });
+
+  it("hides an embedded token however its header was serialised", async () => {
+    const spaced = await signedPayload(
+      `{"sub":"bob","iss":"${ISSUER}","aud":"urn:fraud","exp":${nowSeconds() + 300}}`,
+      '{ "alg": "ES256", "kid": "k1" }',
+    );
+    expect(spaced.startsWith("eyJ")).toBe(false);
+    const identity = await verifier.verify(await sign({ fraud_token: spaced }));
+    expect(identity.claims["fraud_token"]).toBe(spaced);
+    expect(JSON.stringify(identity.claims)).not.toContain(spaced);
   });
 
   it("never puts the token in an error", async () => {
@@ -315,3 +379,14 @@ describe("remote keys", () => {
     await closed.close();
   });
 });
+
+/** A JWS over exactly these payload (and header) bytes, with the test key (ES256, kid k1). */
+async function signedPayload(
+  payload: string,
+  header = '{"alg":"ES256","kid":"k1","typ":"at+jwt"}',
+): Promise<string> {
+  const encode = (text: string) => Buffer.from(text).toString("base64url");
+  const input = `${encode(header)}.${encode(payload)}`;
+  const signature = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, esKey, Buffer.from(input));
+  return `${input}.${Buffer.from(signature).toString("base64url")}`;
+}
