@@ -103,8 +103,9 @@ function normalise(requirement: ScopeRequirement): { allOf: readonly string[]; a
 
 function describeRequirement(requirement: unknown): string {
   try {
-    // (undefined for undefined or a function: "undefined" then.)
-    return String(JSON.stringify(requirement));
+    // JSON.stringify gives undefined for undefined or a function, whatever its declared type says.
+    const text = JSON.stringify(requirement) as string | undefined;
+    return text ?? String(requirement);
   } catch {
     return String(requirement);
   }
