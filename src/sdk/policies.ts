@@ -28,7 +28,9 @@ const ALLOWED: Decision = Object.freeze({ allowed: true });
  * const sameTenant = definePolicy<{ tenant: string }>({
  *   name: "same-tenant",
  *   reason: "this resource belongs to another tenant",
- *   allow: (identity, resource) => identity.claims["tenant"] === resource.tenant,
+ *   // Both sides present: a token without the claim must not match a resource without a tenant.
+ *   allow: (identity, resource) =>
+ *     typeof identity.claims["tenant"] === "string" && identity.claims["tenant"] === resource.tenant,
  * });
  * ```
  */
@@ -76,7 +78,8 @@ export function ownedBy<R>(
     allow(identity, resource) {
       const owner = ownerOf(resource);
       const caller = claim === "sub" ? identity.sub : identity.claims[claim];
-      return owner !== undefined && typeof caller === "string" && caller === owner;
+      // An empty value is no owner: a resource without one, and a token without the claim, match nothing.
+      return typeof owner === "string" && owner !== "" && typeof caller === "string" && caller === owner;
     },
   });
 }
@@ -111,6 +114,8 @@ export function scopePolicy(checker: ScopeChecker, requirement: ScopeRequirement
  * ```
  */
 export function allOf<R>(...policies: readonly Policy<R>[]): Policy<R> {
+  // Every one of no policies would allow anything (`allOf(...fromConfig)` with an empty list): refused.
+  if (policies.length === 0) throw new SdkError("PG_SDK_CONFIG_INVALID", "allOf() needs at least one policy");
   return Object.freeze({
     name: `allOf(${policies.map((p) => p.name).join(", ")})`,
     decide(identity: Identity, resource: R): Decision {
@@ -132,6 +137,7 @@ export function allOf<R>(...policies: readonly Policy<R>[]): Policy<R> {
  * ```
  */
 export function anyOf<R>(...policies: readonly Policy<R>[]): Policy<R> {
+  if (policies.length === 0) throw new SdkError("PG_SDK_CONFIG_INVALID", "anyOf() needs at least one policy");
   const name = `anyOf(${policies.map((p) => p.name).join(", ")})`;
   return Object.freeze({
     name,

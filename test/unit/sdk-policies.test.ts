@@ -84,6 +84,15 @@ describe("policies", () => {
     expect(byClient.decide(alice, { client: "t1" }).allowed).toBe(true);
     expect(byClient.decide(alice, { client: "t2" }).allowed).toBe(false);
     expect(ownedBy<{ owner?: string }>((r) => r.owner).decide(alice, {}).allowed).toBe(false);
+    // A token without the claim never owns a resource without an owner.
+    const byRegion = ownedBy<{ region: string }>((r) => r.region, { claim: "region" });
+    expect(byRegion.decide(alice, { region: "" }).allowed).toBe(false);
+    expect(ownedBy<{ owner: string }>((r) => r.owner).decide(alice, { owner: "" }).allowed).toBe(false);
+  });
+
+  it("allOf and anyOf of no policy are configuration errors, not an open door", () => {
+    expect(() => allOf<Invoice>()).toThrow(expect.objectContaining({ code: "PG_SDK_CONFIG_INVALID" }));
+    expect(() => anyOf<Invoice>()).toThrow(expect.objectContaining({ code: "PG_SDK_CONFIG_INVALID" }));
   });
 
   it("allOf takes the first denial, anyOf allows on any and names every reason when none does", () => {
