@@ -1,10 +1,10 @@
 // Where the SDK gets verification keys: a remote JWKS (the gateway's admin port or the authorization server),
 // fetched through an injected undici dispatcher with a deadline and a size bound and cached by the token layer's
 // key source (refetch on unknown `kid`, rate-limited), or a local key set given in code.
-import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import { createLocalJWKSet, type JSONWebKeySet } from "jose";
 import { Agent, type Dispatcher } from "undici";
 import type { Clock } from "../tokens/clock.ts";
-import { createJwksKeySource } from "../tokens/jwks.ts";
+import { createJwksKeySource, type JwksKeySource } from "../tokens/jwks.ts";
 import { SdkError } from "./errors.ts";
 
 /** Largest JWKS document read; a bigger one is treated as a broken key server. */
@@ -80,19 +80,26 @@ async function fetchJwksDocument(url: URL, options: RemoteKeyOptions): Promise<u
   }
 }
 
-/** Builds jose's key resolver for a {@link KeySource}. Remote keys are fetched on first use, not here. */
-export function createKeyResolver(source: KeySource, options: RemoteKeyOptions): JWTVerifyGetKey {
+/**
+ * Builds the key resolver for a {@link KeySource}: jose's `getKey`, and for remote keys a `refresh` for JWTs
+ * without `kid` after a key rotation. Remote keys are fetched on first use, not here.
+ */
+export function createKeyResolver(
+  source: KeySource,
+  options: RemoteKeyOptions,
+): Pick<JwksKeySource, "getKey" | "refresh"> {
   if (source.jwks !== undefined) {
     try {
-      return createLocalJWKSet(source.jwks);
+      return { getKey: createLocalJWKSet(source.jwks) };
     } catch {
       throw new SdkError("PG_SDK_CONFIG_INVALID", "jwks is not a JSON Web Key Set");
     }
   }
   const url = new URL(source.jwksUri);
-  return createJwksKeySource({
+  const keys = createJwksKeySource({
     clock: options.clock,
     cooldownMs: options.cooldownMs,
     fetchJwks: () => fetchJwksDocument(url, options),
-  }).getKey;
+  });
+  return { getKey: keys.getKey, refresh: () => keys.refresh?.() ?? Promise.resolve(false) };
 }

@@ -139,7 +139,7 @@ export function createJwtChecker(
 ): JwtChecker {
   const clock = options.clock ?? systemClock;
   const { dispatcher, owned: ownedDispatcher } = dispatcherOrOwn(options.dispatcher, 4);
-  const getKey = createKeyResolver(
+  const keys = createKeyResolver(
     options.jwks === undefined ? { jwksUri: options.jwksUri ?? "" } : { jwks: options.jwks },
     {
       dispatcher,
@@ -160,18 +160,14 @@ export function createJwtChecker(
     try {
       // The token layer's verification: it also tries each candidate key for a JWT without `kid` while the AS
       // publishes several keys for its algorithm (a key rotation), where jose alone refuses to pick one.
-      verified = await verifyJwt(
-        jwt,
-        { getKey },
-        {
-          issuer: options.issuer,
-          audience,
-          algorithms,
-          clockSkewSeconds: clockTolerance,
-          clock,
-          requiredClaims: ["exp", "sub"],
-        },
-      );
+      verified = await verifyJwt(jwt, keys, {
+        issuer: options.issuer,
+        audience,
+        algorithms,
+        clockSkewSeconds: clockTolerance,
+        clock,
+        requiredClaims: ["exp", "sub"],
+      });
     } catch (error) {
       if (error instanceof SdkError || error instanceof GatewayError) {
         throw new JwtCheckError("keys", error.reason);

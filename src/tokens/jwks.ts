@@ -30,6 +30,11 @@ export interface JwksKeySourceOptions {
 export interface JwksKeySource {
   /** Key resolver for jose's `jwtVerify`. */
   readonly getKey: JWTVerifyGetKey;
+  /**
+   * Fetches the keys again unless a fetch ran within the cooldown; true when keys other than those held before
+   * arrived. For a JWT without `kid` whose signature the held keys do not verify (the AS rotated its key).
+   */
+  refresh?(): Promise<boolean>;
   /** Number of JWKS fetches started (for tests and diagnostics). */
   fetchCount(): number;
 }
@@ -93,12 +98,19 @@ export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySourc
     try {
       return await current(header, token);
     } catch (error) {
+      // A key the runtime cannot import (corrupt material, a private key published by mistake) is the AS's
+      // fault, not the token's.
+      if (!(error instanceof joseErrors.JOSEError))
+        throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "a JWKS key cannot be used (malformed key material)");
       if (!(error instanceof joseErrors.JWKSNoMatchingKey)) throw error;
       // Join a refetch already under way, or use keys that arrived since; otherwise fetch, unless cooling down.
       if (pending !== undefined) await pending;
       else if (keys === current) {
         if (coolingDown()) {
           // After a failed fetch the key may well exist at the AS: that is an outage (503), not a bad token (401).
+          // After a fetch that did not have it, the token is refused: a 503 for every made-up `kid` would read as
+          // an AS outage. (An AS that signs with a key the moment it publishes it can see such a token refused
+          // for up to one cooldown; publishing keys ahead of use, as RFC 7517 deployments do, avoids that.)
           if (lastFetchFailed) {
             throw new GatewayError(
               "PG_ERR_AS_UNAVAILABLE",
@@ -115,7 +127,14 @@ export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySourc
     }
   };
 
-  return { getKey, fetchCount: () => fetches };
+  async function refresh(): Promise<boolean> {
+    const before = keys;
+    if (pending !== undefined) await pending.catch(() => undefined);
+    else if (!coolingDown()) await refetch().catch(() => undefined);
+    return keys !== before;
+  }
+
+  return { getKey, refresh, fetchCount: () => fetches };
 }
 
 export interface VerifyJwtOptions {
@@ -140,6 +159,34 @@ export interface VerifyJwtOptions {
  * `ERR_JWKS_*`) or a `GatewayError` when the keys cannot be fetched.
  */
 export async function verifyJwt(
+  jwt: string,
+  keys: Pick<JwksKeySource, "getKey" | "refresh">,
+  options: VerifyJwtOptions,
+): Promise<JWTVerifyResult> {
+  try {
+    return await verifyWithKeys(jwt, keys, options);
+  } catch (error) {
+    // A JWT without `kid` names no key that could be missing: when the held keys do not verify it, the AS may
+    // have rotated. One fetch (within the cooldown's limit), then judge again.
+    if (!(error instanceof joseErrors.JWSSignatureVerificationFailed) || keys.refresh === undefined)
+      throw error;
+    if (hasKid(jwt) || !(await keys.refresh())) throw error;
+    return verifyWithKeys(jwt, keys, options);
+  }
+}
+
+function hasKid(jwt: string): boolean {
+  try {
+    const header: unknown = JSON.parse(
+      Buffer.from(jwt.slice(0, jwt.indexOf(".")), "base64url").toString("utf8"),
+    );
+    return typeof header === "object" && header !== null && "kid" in header;
+  } catch {
+    return false;
+  }
+}
+
+async function verifyWithKeys(
   jwt: string,
   keys: Pick<JwksKeySource, "getKey">,
   options: VerifyJwtOptions,

@@ -213,6 +213,59 @@ describe("verifyJwt with a JWT that names no kid", () => {
 });
 
 describe("isAccessTokenTyp", () => {
+  it("refetches once for a JWT without kid that the held keys do not verify (the AS replaced its key)", async () => {
+    const clock = createManualClock(Date.now());
+    const oldKey = await signingKey("old");
+    const newKey = await signingKey("new");
+    let published: JWK[] = [oldKey.jwk];
+    let fetches = 0;
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 10_000,
+      fetchJwks: () => {
+        fetches += 1;
+        return Promise.resolve({ keys: published });
+      },
+    });
+    const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 0, clock };
+    await verifyJwt(await oldKey.signWithoutKid(clock.now()), keys, options);
+    expect(fetches).toBe(1);
+    published = [newKey.jwk];
+    clock.advance(11_000);
+    await expect(verifyJwt(await newKey.signWithoutKid(clock.now()), keys, options)).resolves.toMatchObject({
+      payload: { sub: "alice" },
+    });
+    expect(fetches).toBe(2);
+    // A forged kid-less token sets off no more than one fetch per cooldown.
+    const stranger = await signingKey("stranger");
+    for (let i = 0; i < 3; i++) {
+      await expect(
+        verifyJwt(await stranger.signWithoutKid(clock.now()), keys, options),
+      ).rejects.toMatchObject({
+        code: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
+      });
+    }
+    expect(fetches).toBe(2);
+  });
+
+  it("answers a key the runtime cannot import (corrupt material) as the AS being unavailable, not a bad token", async () => {
+    const clock = createManualClock(Date.now());
+    const key = await signingKey("k1");
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 10_000,
+      fetchJwks: () => Promise.resolve({ keys: [{ ...key.jwk, x: "AAAA" }] }),
+    });
+    const error = await verifyJwt(await key.sign(clock.now()), keys, {
+      issuer: ISSUER,
+      algorithms: ["ES256"],
+      clockSkewSeconds: 0,
+      clock,
+    }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(GatewayError);
+    expect(error).toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
+  });
+
   it("accepts absent, JWT and at+jwt; refuses other explicit types", () => {
     for (const typ of [undefined, "JWT", "at+jwt", "application/at+JWT"])
       expect(isAccessTokenTyp(typ)).toBe(true);
