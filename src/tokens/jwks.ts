@@ -22,7 +22,7 @@ export interface JwksKeySourceOptions {
   readonly clock: Clock;
   /** Minimum interval between fetches triggered by an unknown `kid` (and between retries after a failure). */
   readonly cooldownMs: number;
-  /** Keys older than this are refreshed on next use; the old keys keep serving if the refresh fails. */
+  /** Keys older than this are refreshed in the background on next use; the old keys keep serving meanwhile. */
   readonly maxAgeMs?: number;
 }
 
@@ -88,10 +88,11 @@ export function createJwksKeySource(options: JwksKeySourceOptions): JwksKeySourc
         throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "JWKS unavailable (retry after cooldown)");
       }
       await refetch();
-    } else if (clock.now() - fetchedAtMs >= maxAgeMs && !coolingDown()) {
-      // Stale keys still verify while the AS is down: availability over freshness, bounded by the AS's own
-      // key lifetimes (a removed key only matters once the AS has stopped using it).
-      await refetch().catch(() => undefined);
+    } else if (clock.now() - fetchedAtMs >= maxAgeMs && !coolingDown() && pending === undefined) {
+      // Refreshed in the background: the stale keys verify this token meanwhile, so no request waits for the
+      // AS (up to its timeout while it is down). Availability over freshness, bounded by the AS's own key
+      // lifetimes (a removed key only matters once the AS has stopped using it).
+      void refetch().catch(() => undefined);
     }
     const current = keys;
     if (current === undefined) throw new GatewayError("PG_ERR_AS_UNAVAILABLE", "JWKS unavailable");

@@ -266,6 +266,29 @@ describe("isAccessTokenTyp", () => {
     expect(error).toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
   });
 
+  it("refreshes stale keys in the background: a hung JWKS endpoint delays no verification", async () => {
+    const clock = createManualClock(Date.now());
+    const key = await signingKey("k1");
+    let fetches = 0;
+    const keys = createJwksKeySource({
+      clock,
+      cooldownMs: 10_000,
+      maxAgeMs: 60_000,
+      fetchJwks: () => {
+        fetches += 1;
+        // The first fetch answers; every later one hangs, as an AS that stopped answering.
+        return fetches === 1 ? Promise.resolve({ keys: [key.jwk] }) : new Promise<never>(() => undefined);
+      },
+    });
+    const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 0, clock };
+    await verifyJwt(await key.sign(clock.now()), keys, options);
+    clock.advance(61_000);
+    await expect(verifyJwt(await key.sign(clock.now()), keys, options)).resolves.toMatchObject({
+      payload: { sub: "alice" },
+    });
+    expect(fetches).toBe(2);
+  });
+
   it("accepts absent, JWT and at+jwt; refuses other explicit types", () => {
     for (const typ of [undefined, "JWT", "at+jwt", "application/at+JWT"])
       expect(isAccessTokenTyp(typ)).toBe(true);
