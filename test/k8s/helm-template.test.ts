@@ -247,8 +247,12 @@ describe("rendered flags are what the programs accept, and the pieces agree", ()
     const operatorContainer = containerOf(operatorDeployment);
     expect(operatorContainer.readinessProbe?.httpGet).toEqual({ path: "/readyz", port: "metrics" });
     expect(operatorContainer.livenessProbe?.httpGet).toEqual({ path: "/healthz", port: "metrics" });
-    const stateMount = gatewayContainer.volumeMounts?.find((m) => m.mountPath === gateway.stateDir);
+    // The state dir is a directory of the gateway's own inside the state volume (which is open to every user).
+    const stateMount = gatewayContainer.volumeMounts?.find((m) =>
+      gateway.stateDir.startsWith(`${m.mountPath}/`),
+    );
     expect(stateMount?.name).toBe("state");
+    expect(gateway.stateDir).toBe("/var/lib/phantomgate/gateway");
     expect(gatewayPod.volumes?.find((v) => v.name === "state")).toHaveProperty("emptyDir");
 
     // Termination: preStop sleep, then the drain, both inside the grace period.

@@ -1,6 +1,7 @@
 // The gateway's last-known-good snapshot on disk: round trip, permissions, atomic replacement, and what a
 // missing, corrupt or invalid file does (nothing is served from it; the problem is logged).
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -97,6 +98,16 @@ describe("last-known-good snapshot", () => {
     await saveLastKnownGood(dir, snapshotB);
     const older = await loadLastKnownGood(dir, capturingLogger().logger, "https://operator-b.example:8443");
     expect(older?.snapshot).toEqual(snapshotB);
+  });
+
+  it("narrows an existing state directory others may write to (an emptyDir is 0777) to 0700", async () => {
+    const dir = freshDir();
+    mkdirSync(dir, { mode: 0o777 });
+    chmodSync(dir, 0o777);
+    const warnings: string[] = [];
+    await prepareStateDir(dir, (message) => warnings.push(message));
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(warnings).toEqual([]);
   });
 
   it("replaces the previous snapshot whole and leaves no temp files", async () => {

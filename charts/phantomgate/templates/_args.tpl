@@ -15,7 +15,8 @@ these with the programs' own flag parsers, so a renamed or removed flag fails th
 - --control-plane-ca-file=/etc/phantomgate/control-plane-ca/ca.crt
 {{- end }}
 - --gateway-name=$(POD_NAME)
-- --state-dir=/var/lib/phantomgate
+{{- /* A directory of the gateway's own (0700) inside the volume: the emptyDir itself is open to every user. */}}
+- --state-dir=/var/lib/phantomgate/gateway
 - --host=0.0.0.0
 - --port={{ $g.ports.http }}
 - --admin-host=0.0.0.0

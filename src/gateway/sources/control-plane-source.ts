@@ -203,7 +203,7 @@ export async function startControlPlaneSource(
   const log = logger.child({ controlPlane: base, gateway: options.gatewayName });
   const metrics = options.registry === undefined ? undefined : createMetrics(options.registry);
   // Fail at start, naming the setting, rather than retrying forever on a problem only a person can fix.
-  await prepareStateDir(options.stateDir);
+  await prepareStateDir(options.stateDir, (message) => log.warn({ stateDir: options.stateDir }, message));
   let ca: string | undefined;
   if (options.caFile !== undefined) {
     try {

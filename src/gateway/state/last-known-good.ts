@@ -3,7 +3,7 @@
 // restart. The file holds AuthServer client credentials: the directory is 0700 and the file 0600.
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { access, mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { access, chmod, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -37,14 +37,26 @@ export class StateDirError extends Error {
   override readonly name = "StateDirError";
 }
 
-/** Creates the directory (0700) if needed and checks that it is writable; throws {@link StateDirError}. */
-export async function prepareStateDir(dir: string): Promise<void> {
+/**
+ * Creates the directory (0700) if needed and checks that it is writable; throws {@link StateDirError}. An existing
+ * directory others may write to (an emptyDir is 0777) is narrowed to 0700 where this process may, so nobody else
+ * can swap the snapshot file; `onWarning` hears when it may not.
+ */
+export async function prepareStateDir(dir: string, onWarning?: (message: string) => void): Promise<void> {
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await access(dir, constants.W_OK | constants.X_OK);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? "error";
     throw new StateDirError(`state directory ${dir} is not writable (${code})`);
+  }
+  const { mode } = await stat(dir);
+  if ((mode & 0o077) !== 0) {
+    await chmod(dir, 0o700).catch((error: unknown) =>
+      onWarning?.(
+        `state directory ${dir} is open to other users (mode ${(mode & 0o777).toString(8)}) and cannot be narrowed (${(error as NodeJS.ErrnoException).code ?? "error"})`,
+      ),
+    );
   }
   // Temp files of a write that was interrupted (crash, kill) are garbage: the rename never happened.
   for (const name of await readdir(dir)) {
