@@ -597,6 +597,41 @@ describe("control-plane source against misbehaving servers", () => {
     expect(seen.forgotten).toBe(1);
   });
 
+  it("reads no more than a few KiB of a refusal's body (one that never ends is no reason to wait)", async () => {
+    const { url } = await startBareServer((_req, res) => {
+      res.writeHead(500, { "content-type": "text/plain" });
+      const timer = setInterval(() => res.write("x".repeat(64 * 1024)), 5);
+      res.on("close", () => clearInterval(timer));
+    });
+    const { source } = await startSource(url);
+    await eventually(() => source.status().lastError === "HTTP 500", 5_000, "the refusal recorded");
+  });
+
+  it("retries an ACK the operator answers with 429 or 408, until it is taken", async () => {
+    const answers = [429, 408, 204];
+    const acks: number[] = [];
+    const { url } = await listenForTest(
+      createServer((req, res) => {
+        if (req.url?.startsWith(STREAM_PATH) === true) {
+          res.writeHead(200, { "content-type": "application/x-ndjson" });
+          res.write(`${JSON.stringify({ type: "snapshot", snapshot: snapshotA })}\n`);
+          const timer = setInterval(() => res.write('{"type":"ping"}\n'), 50);
+          res.on("close", () => clearInterval(timer));
+          return;
+        }
+        req.resume();
+        req.on("end", () => {
+          const status = answers[acks.length] ?? 204;
+          acks.push(status);
+          res.writeHead(status).end();
+        });
+      }),
+    );
+    await startSource(url, { ackRefreshMs: 600_000, random: () => 0 });
+    await eventually(() => acks.length === 3, 10_000, "the ACK taken on its third try");
+    expect(acks).toEqual([429, 408, 204]);
+  });
+
   it("ignores unknown message types and lines that are not JSON", async () => {
     const { url } = await startBareServer((_req, res) => {
       res.writeHead(200, { "content-type": "application/x-ndjson" });
