@@ -75,6 +75,8 @@ async function startSource(
     random?: () => number;
     clock?: Clock;
     backoff?: { baseMs: number; capMs: number };
+    saveSnapshot?: (snapshot: Snapshot) => Promise<void>;
+    saveWaitMs?: number;
   } = {},
 ): Promise<{ source: ControlPlaneSource; seen: Recorder; stateDir: string }> {
   const seen: Recorder = { applied: [], revoked: [], forgotten: 0 };
@@ -92,6 +94,8 @@ async function startSource(
       ...(options.ackRefreshMs === undefined ? {} : { ackRefreshMs: options.ackRefreshMs }),
       ...(options.random === undefined ? {} : { random: options.random }),
       ...(options.clock === undefined ? {} : { clock: options.clock }),
+      ...(options.saveSnapshot === undefined ? {} : { saveSnapshot: options.saveSnapshot }),
+      ...(options.saveWaitMs === undefined ? {} : { saveWaitMs: options.saveWaitMs }),
     },
     {
       apply(snapshot) {
@@ -412,6 +416,36 @@ describe("control-plane source against the distribution server", () => {
     expect(distributor.fleet().connected).toBe(1);
     expect(changes).toBe(0); // not one disconnect/reconnect
     expect(source.status().state).toBe("connected");
+  });
+
+  it("a hung state directory holds back no snapshot: each is ACKed after the wait, with the reason", async () => {
+    const { url, distributor } = await startRealServer();
+    let saves = 0;
+    const { seen } = await startSource(url, {
+      saveWaitMs: 300,
+      // The first copy is written; the disk then stops answering.
+      saveSnapshot: () => (++saves === 1 ? Promise.resolve() : new Promise<never>(() => undefined)),
+    });
+    await eventually(() => distributor.fleet().connected === 1, 5_000, "gateway connected");
+    distributor.publish(snapshotA);
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "A programmed");
+    distributor.publish(snapshotB);
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "B programmed");
+    const third = compileSnapshot(
+      allManifests({ issuer: "http://127.0.0.1:9000", echoOrigin: "http://127.0.0.1:9103" }),
+    );
+    distributor.publish(third);
+    await eventually(() => distributor.fleet().programmed === 1, 5_000, "the third programmed");
+    expect(seen.applied.map((s) => s.revision)).toEqual([
+      snapshotA.revision,
+      snapshotB.revision,
+      third.revision,
+    ]);
+    expect(distributor.fleet().gateways[0]?.reason).toBe(
+      "serving, but the last-known-good copy is not written after 0.3 s (a slow or hung state directory)",
+    );
+    // One hung write; the third's copy waits behind it rather than racing it.
+    expect(saves).toBe(2);
   });
 
   it("keeps retrying a refused stream (401) with the reason in its status", async () => {

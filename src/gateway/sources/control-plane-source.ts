@@ -72,6 +72,10 @@ export interface ControlPlaneSourceOptions {
    * ACK-only record after 10 min; see `postAck`).
    */
   readonly ackRefreshMs?: number;
+  /** How long a snapshot's ACK waits for its last-known-good copy to be written. Default 10 s. */
+  readonly saveWaitMs?: number;
+  /** Writes the last-known-good copy. Default: `saveLastKnownGood` into `stateDir` (tests stand in a hung disk). */
+  readonly saveSnapshot?: (snapshot: Snapshot) => Promise<void>;
 }
 
 export interface ControlPlaneHandlers {
@@ -365,6 +369,10 @@ export async function startControlPlaneSource(
   // Writes of the last-known-good copy, one after another so an older one never lands last. Only the newest
   // snapshot waiting is written (earlier ones are skipped, not held in memory), and a snapshot is ACKed once its
   // copy is written or after SAVE_WAIT_MS, whichever comes first: a hung disk slows nothing but the copy.
+  const saveWaitMs = options.saveWaitMs ?? SAVE_WAIT_MS;
+  const saveSnapshot =
+    options.saveSnapshot ??
+    ((snapshot: Snapshot) => saveLastKnownGood(options.stateDir, snapshot, clock, base));
   let writing: Promise<void> = Promise.resolve();
   let toWrite: Snapshot | undefined;
   let writeSeq = 0;
@@ -375,7 +383,7 @@ export async function startControlPlaneSource(
       const next = toWrite;
       if (mine !== writeSeq || next === undefined) return; // a newer one is queued behind this
       toWrite = undefined;
-      await saveLastKnownGood(options.stateDir, next, clock, base);
+      await saveSnapshot(next);
     });
     const written = writing;
     // The chain goes on after a failed write (the error is this write's caller's).
@@ -410,12 +418,12 @@ export async function startControlPlaneSource(
     let reason: string | undefined;
     let waitTimer: NodeJS.Timeout | undefined;
     const waited = new Promise<"slow">((resolve) => {
-      waitTimer = setTimeout(() => resolve("slow"), SAVE_WAIT_MS);
+      waitTimer = setTimeout(() => resolve("slow"), saveWaitMs);
     });
     const written = persist(snapshot);
     try {
       if ((await Promise.race([written, waited])) === "slow") {
-        reason = `serving, but the last-known-good copy is not written after ${SAVE_WAIT_MS / 1000} s (a slow or hung state directory)`;
+        reason = `serving, but the last-known-good copy is not written after ${saveWaitMs / 1000} s (a slow or hung state directory)`;
         log.error({ reason, stateDir: options.stateDir }, "last-known-good snapshot not persisted yet");
         written.catch((error: unknown) =>
           log.error(
