@@ -3,6 +3,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
+import { describeError } from "../errors/describe.ts";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { Agent } from "undici";
 import { ConfigError, type GatewayConfig } from "../config/gateway-config.ts";
@@ -32,15 +33,6 @@ export interface RunningGateway {
   readonly snapshot: () => Snapshot | undefined;
   /** Stops accepting, drains in-flight requests up to the grace period, then closes everything. */
   close(): Promise<void>;
-}
-
-/** An error's code and message in one line (`EADDRINUSE: address already in use …`), without a stack. */
-function describeStartError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const code = (error as { code?: unknown }).code;
-  return typeof code === "string" && !error.message.includes(code)
-    ? `${code}: ${error.message}`
-    : error.message;
 }
 
 function listen(server: Server, port: number, host: string): Promise<number> {
@@ -94,7 +86,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     keyFile: config.mintKeyFile,
     clock: systemClock,
   }).catch((error: unknown) => {
-    throw new ConfigError(`--mint-key-file (PHANTOMGATE_MINT_KEY_FILE): ${describeStartError(error)}`);
+    throw new ConfigError(`--mint-key-file (PHANTOMGATE_MINT_KEY_FILE): ${describeError(error)}`);
   });
   // One token cache partition per auth server, bounded by its `cache.maxEntries`.
   const caches = createTokenCacheSet({ clock: systemClock, registry });
@@ -237,12 +229,12 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   try {
     port = await listen(server, config.port, config.host).catch((error: unknown) => {
       throw new ConfigError(
-        `cannot listen on ${config.host}:${config.port} (--host, --port): ${describeStartError(error)}`,
+        `cannot listen on ${config.host}:${config.port} (--host, --port): ${describeError(error)}`,
       );
     });
     await admin.listen({ port: config.adminPort, host: config.adminHost }).catch((error: unknown) => {
       throw new ConfigError(
-        `cannot listen on ${config.adminHost}:${config.adminPort} (--admin-host, --admin-port): ${describeStartError(error)}`,
+        `cannot listen on ${config.adminHost}:${config.adminPort} (--admin-host, --admin-port): ${describeError(error)}`,
       );
     });
     adminPort = (admin.server.address() as AddressInfo).port;

@@ -7,6 +7,7 @@
 import { readFile } from "node:fs/promises";
 import { PassThrough } from "node:stream";
 import type { LogFn, Logger } from "pino";
+import { describeError } from "../../errors/describe.ts";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { Agent, request } from "undici";
 import {
@@ -154,14 +155,6 @@ function createMetrics(registry: Registry): Metrics {
       registers,
     }),
   };
-}
-
-function describeError(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return code === undefined ? error.message : `${code}: ${error.message}`;
-  }
-  return String(error);
 }
 
 /** Reconnecting within this much of the replay window's end counts as too late (stall detection, timers). */
