@@ -1,7 +1,7 @@
 // Verifies the internal JWT an API receives (from the gateway, or from another API) into a typed Identity:
 // signature by an allow-listed asymmetric algorithm against the gateway's or the authorization server's JWKS,
 // exact issuer, audience, access-token `typ`, `exp`/`nbf` against an injected clock.
-import { errors as joseErrors, type JSONWebKeySet, type JWTPayload } from "jose";
+import { decodeProtectedHeader, errors as joseErrors, type JSONWebKeySet, type JWTPayload } from "jose";
 import type { Dispatcher } from "undici";
 import { z } from "zod";
 import { GatewayError } from "../errors/catalogue.ts";
@@ -258,10 +258,9 @@ const COMPACT_SHAPE = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){2}(?:(?:\.[A-Za-z0-9_
  */
 function isTokenShaped(value: string): boolean {
   if (!COMPACT_SHAPE.test(value)) return false;
-  const header = value.slice(0, value.indexOf("."));
   try {
-    const decoded: unknown = JSON.parse(Buffer.from(header, "base64url").toString("utf8"));
-    return typeof decoded === "object" && decoded !== null && !Array.isArray(decoded);
+    decodeProtectedHeader(value); // throws unless the first part is a JSON object
+    return true;
   } catch {
     return false;
   }

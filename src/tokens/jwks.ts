@@ -3,6 +3,7 @@
 // — at most once per cooldown, so a stream of tokens with made-up `kid`s cannot turn into a stream of fetches.
 import {
   createLocalJWKSet,
+  decodeProtectedHeader,
   errors as joseErrors,
   jwtVerify,
   type JWTVerifyGetKey,
@@ -178,10 +179,7 @@ export async function verifyJwt(
 
 function hasKid(jwt: string): boolean {
   try {
-    const header: unknown = JSON.parse(
-      Buffer.from(jwt.slice(0, jwt.indexOf(".")), "base64url").toString("utf8"),
-    );
-    return typeof header === "object" && header !== null && "kid" in header;
+    return decodeProtectedHeader(jwt).kid !== undefined;
   } catch {
     return false;
   }
