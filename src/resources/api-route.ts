@@ -253,6 +253,14 @@ const backendRefSchema = z
 
 const requiredScopeListSchema = z.array(scopeNameSchema).max(32);
 
+/** A rule's `requiredScopes` (also what the SDK takes as a scope requirement). */
+export const requiredScopesSpecSchema = z
+  .object({
+    allOf: requiredScopeListSchema.optional().describe("The token needs every one of these."),
+    anyOf: requiredScopeListSchema.optional().describe("The token needs at least one of these."),
+  })
+  .strict();
+
 const ruleSchema = z
   .object({
     name: dnsLabelSchema.optional().describe("Optional label for the rule in status and logs."),
@@ -262,12 +270,7 @@ const ruleSchema = z
       .max(16)
       .describe("Requests this rule takes; any one match suffices."),
     authentication: authenticationSchema.describe("How the gateway handles the caller's token on this rule."),
-    requiredScopes: z
-      .object({
-        allOf: requiredScopeListSchema.optional().describe("The token needs every one of these."),
-        anyOf: requiredScopeListSchema.optional().describe("The token needs at least one of these."),
-      })
-      .strict()
+    requiredScopes: requiredScopesSpecSchema
       .optional()
       .describe("Scopes from the route's ScopePolicies; a scope's implying scopes satisfy it too."),
     backendRefs: z

@@ -4,6 +4,7 @@
 // scope means; a scope name no policy defines is a configuration error, never a silent "no".
 import { compileScopePolicy } from "../compile/scope-policy.ts";
 import { apiVersion } from "../resources/common.ts";
+import { requiredScopesSpecSchema } from "../resources/api-route.ts";
 import { scopePolicySchema } from "../resources/scope-policy.ts";
 import { z } from "zod";
 import { SdkError } from "./errors.ts";
@@ -78,24 +79,24 @@ function grantedList(granted: GrantedScopes): readonly string[] {
 function normalise(requirement: ScopeRequirement): { allOf: readonly string[]; anyOf: readonly string[] } {
   const invalid = (why: string) =>
     new SdkError("PG_SDK_CONFIG_INVALID", `scope requirement ${describeRequirement(requirement)}: ${why}`);
-  const names = (value: unknown, key: string): readonly string[] => {
-    if (value === undefined) return [];
-    if (!Array.isArray(value) || !value.every((scope) => typeof scope === "string" && scope !== ""))
-      throw invalid(`${key} must be a list of scope names`);
-    return value as readonly string[];
-  };
-  let allOf: readonly string[];
-  let anyOf: readonly string[] = [];
-  if (typeof requirement === "string") allOf = names([requirement], "a scope");
-  else if (Array.isArray(requirement)) allOf = names(requirement, "the list");
-  else if (typeof requirement === "object" && (requirement as unknown) !== null) {
-    const unknown = Object.keys(requirement).filter((key) => key !== "allOf" && key !== "anyOf");
-    if (unknown.length > 0)
-      throw invalid(`unknown key ${unknown.map((key) => `'${key}'`).join(", ")} (allOf, anyOf)`);
-    const given = requirement as { allOf?: unknown; anyOf?: unknown };
-    allOf = names(given.allOf, "allOf");
-    anyOf = names(given.anyOf, "anyOf");
-  } else throw invalid("must be a scope, a list of scopes, or { allOf, anyOf }");
+  // A scope or a list is `allOf`; the object form is an ApiRoute rule's `requiredScopes`, checked by its schema.
+  const given =
+    typeof requirement === "string" || Array.isArray(requirement)
+      ? { allOf: [requirement].flat() }
+      : requirement;
+  const parsed = requiredScopesSpecSchema.safeParse(given);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    if (issue?.code === "unrecognized_keys")
+      throw invalid(`unknown key ${issue.keys.map((key) => `'${key}'`).join(", ")} (allOf, anyOf)`);
+    const key = issue?.path[0];
+    throw invalid(
+      key === "allOf" || key === "anyOf"
+        ? `${key} must be a list of scope names`
+        : "must be a scope, a list of scopes, or { allOf, anyOf }",
+    );
+  }
+  const { allOf = [], anyOf = [] } = parsed.data;
   if (allOf.length === 0 && anyOf.length === 0)
     throw invalid("asks for no scope (it would let every token through)");
   return { allOf, anyOf };
