@@ -29,21 +29,27 @@ async function signingKey(kid: string) {
   return { jwk, sign, signWithoutKid };
 }
 
+/** A key source over what the AS publishes at the time (`published()`), counting its fetches. */
+function publishedKeys(clock: ReturnType<typeof createManualClock>, published: () => JWK[]) {
+  let fetches = 0;
+  const keys = createJwksKeySource({
+    clock,
+    cooldownMs: 10_000,
+    fetchJwks: () => {
+      fetches += 1;
+      return Promise.resolve({ keys: published() });
+    },
+  });
+  return { keys, fetches: () => fetches };
+}
+
 describe("JWKS key source", () => {
   it("fetches once, then refetches for an unknown kid at most once per cooldown", async () => {
     const clock = createManualClock(Date.now());
     const first = await signingKey("k1");
     const second = await signingKey("k2");
     let published: JWK[] = [first.jwk];
-    let fetches = 0;
-    const keys = createJwksKeySource({
-      clock,
-      cooldownMs: 10_000,
-      fetchJwks: () => {
-        fetches += 1;
-        return Promise.resolve({ keys: published });
-      },
-    });
+    const { keys, fetches } = publishedKeys(clock, () => published);
     const options = {
       issuer: ISSUER,
       audience: "urn:api",
@@ -54,18 +60,18 @@ describe("JWKS key source", () => {
 
     await verifyJwt(await first.sign(clock.now()), keys, options);
     await verifyJwt(await first.sign(clock.now()), keys, options);
-    expect(fetches).toBe(1);
+    expect(fetches()).toBe(1);
 
     // k2 appears at the AS; within the cooldown the gateway does not look.
     published = [first.jwk, second.jwk];
     await expect(verifyJwt(await second.sign(clock.now()), keys, options)).rejects.toMatchObject({
       code: "ERR_JWKS_NO_MATCHING_KEY",
     });
-    expect(fetches).toBe(1);
+    expect(fetches()).toBe(1);
     clock.advance(10_000);
     const tokens = await Promise.all(Array.from({ length: 20 }, () => second.sign(clock.now())));
     await Promise.all(tokens.map((token) => verifyJwt(token, keys, options)));
-    expect(fetches).toBe(2); // twenty concurrent unknown-kid verifications, one fetch
+    expect(fetches()).toBe(2); // twenty concurrent unknown-kid verifications, one fetch
     expect(keys.fetchCount()).toBe(2);
   });
 
@@ -218,24 +224,16 @@ describe("isAccessTokenTyp", () => {
     const oldKey = await signingKey("old");
     const newKey = await signingKey("new");
     let published: JWK[] = [oldKey.jwk];
-    let fetches = 0;
-    const keys = createJwksKeySource({
-      clock,
-      cooldownMs: 10_000,
-      fetchJwks: () => {
-        fetches += 1;
-        return Promise.resolve({ keys: published });
-      },
-    });
+    const { keys, fetches } = publishedKeys(clock, () => published);
     const options = { issuer: ISSUER, algorithms: ["ES256"] as const, clockSkewSeconds: 0, clock };
     await verifyJwt(await oldKey.signWithoutKid(clock.now()), keys, options);
-    expect(fetches).toBe(1);
+    expect(fetches()).toBe(1);
     published = [newKey.jwk];
     clock.advance(11_000);
     await expect(verifyJwt(await newKey.signWithoutKid(clock.now()), keys, options)).resolves.toMatchObject({
       payload: { sub: "alice" },
     });
-    expect(fetches).toBe(2);
+    expect(fetches()).toBe(2);
     // A forged kid-less token sets off no more than one fetch per cooldown.
     const stranger = await signingKey("stranger");
     for (let i = 0; i < 3; i++) {
@@ -245,7 +243,7 @@ describe("isAccessTokenTyp", () => {
         code: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
       });
     }
-    expect(fetches).toBe(2);
+    expect(fetches()).toBe(2);
   });
 
   it("answers a key the runtime cannot import (corrupt material) as the AS being unavailable, not a bad token", async () => {
