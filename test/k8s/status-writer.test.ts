@@ -25,6 +25,7 @@ import {
   startFleetExchange,
 } from "../../src/operator/status/fleet-reports.ts";
 import { startStatusWriter } from "../../src/operator/status/status-writer.ts";
+import { fixedFleet, fixedReconciler, noEvents } from "../helpers/status-writer.ts";
 import { repoRoot, startTestCluster, type TestCluster } from "./harness/cluster.ts";
 
 const startupTimeoutMs = 60 * 60_000;
@@ -137,16 +138,10 @@ async function writePass(store: ObjectStore, metrics: OperatorMetrics): Promise<
   const writer = startStatusWriter({
     client: k(),
     store,
-    reconciler: {
-      current: () => ({ result, specVersion: store.specVersion, compiledAtMs: 0 }),
-      onCompiled: () => () => undefined,
-    },
-    fleet: {
-      view: () => ({ revision: "r1", gateways: [], connected: 0, programmed: 0 }),
-      onChange: () => () => undefined,
-    },
+    reconciler: fixedReconciler(store, result),
+    fleet: fixedFleet(),
     isLeader: () => true,
-    recorder: { record: () => Promise.resolve() },
+    recorder: noEvents,
     logger,
     metrics,
   });
@@ -302,12 +297,9 @@ describe("status writes on a real API server", () => {
       client: k(),
       store: source.store,
       reconciler,
-      fleet: {
-        view: () => ({ revision: "r1", gateways: [], connected: 0, programmed: 0 }),
-        onChange: () => () => undefined,
-      },
+      fleet: fixedFleet(),
       isLeader: () => true,
-      recorder: { record: () => Promise.resolve() },
+      recorder: noEvents,
       debounceMs: 50,
       maxWaitMs: 200,
       logger,
@@ -395,13 +387,10 @@ describe("status writes on a real API server", () => {
       const writer = startStatusWriter({
         client: k(),
         store,
-        reconciler: {
-          current: () => ({ result, specVersion: store.specVersion, compiledAtMs: 0 }),
-          onCompiled: () => () => undefined,
-        },
+        reconciler: fixedReconciler(store, result),
         fleet,
         isLeader: () => true,
-        recorder: { record: () => Promise.resolve() },
+        recorder: noEvents,
         debounceMs: 50,
         maxWaitMs: 200,
         logger,

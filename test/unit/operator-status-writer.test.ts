@@ -20,6 +20,7 @@ import {
   statusPatch,
   type StatusWriter,
 } from "../../src/operator/status/status-writer.ts";
+import { fixedFleet, fixedReconciler, noEvents } from "../helpers/status-writer.ts";
 
 class RecordingClient implements KubeClient {
   readonly server = "https://recording";
@@ -79,11 +80,8 @@ describe("status writer", () => {
     writer = startStatusWriter({
       client,
       store,
-      reconciler: {
-        current: () => ({ result, specVersion: store.specVersion, compiledAtMs: 0 }),
-        onCompiled: () => () => undefined,
-      },
-      fleet: { view: () => view, onChange: () => () => undefined },
+      reconciler: fixedReconciler(store, result),
+      fleet: fixedFleet(() => view),
       isLeader: () => true,
       recorder: {
         record: (_subject, event) => {
@@ -180,16 +178,10 @@ describe("status writer", () => {
       writer = startStatusWriter({
         client,
         store,
-        reconciler: {
-          current: () => ({ result, specVersion: store.specVersion, compiledAtMs: 0 }),
-          onCompiled: () => () => undefined,
-        },
-        fleet: {
-          view: () => ({ revision: "r1", gateways: [], connected: 0, programmed: 0 }),
-          onChange: () => () => undefined,
-        },
+        reconciler: fixedReconciler(store, result),
+        fleet: fixedFleet(),
         isLeader: () => true,
-        recorder: { record: () => Promise.resolve() },
+        recorder: noEvents,
         logger,
         metrics,
         timers: createManualTimers(),
