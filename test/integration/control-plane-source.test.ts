@@ -401,6 +401,13 @@ describe("control-plane source against the distribution server", () => {
       servingFrom: "last-known-good",
     });
     await eventually(() => distributor.fleet().programmed === 1, 5_000, "programmed again");
+    // The operator vouches for the revision without sending it again.
+    await eventually(
+      () => again.source.status().servingFrom === "control-plane",
+      5_000,
+      "served from the control plane",
+    );
+    expect(again.source.status()).toMatchObject({ revision: snapshotA.revision, state: "connected" });
     expect(again.seen.applied).toHaveLength(1);
     expect(server.port).toBeGreaterThan(0);
   });

@@ -82,7 +82,7 @@ function setup(options: { clock?: ManualClock } = {}): {
 const counts = (view: FleetView): [number, number] => [view.connected, view.programmed];
 
 describe("distributor", () => {
-  it("sends the current snapshot to a gateway on another revision, and nothing to one already on it", () => {
+  it("sends the current snapshot to a gateway on another revision, and only a confirmation to one already on it", () => {
     const { distributor, connect } = setup();
     distributor.publish(snap(R1));
     const behind = connect("gw-a", "0000000000000000");
@@ -90,7 +90,7 @@ describe("distributor", () => {
     const current = connect("gw-c", R1);
     expect(behind.sink.lines).toEqual([{ type: "snapshot", snapshot: snap(R1) }]);
     expect(fresh.sink.lines).toEqual([{ type: "snapshot", snapshot: snap(R1) }]);
-    expect(current.sink.lines).toEqual([]);
+    expect(current.sink.lines).toEqual([{ type: "current", revision: R1 }]);
     const view = distributor.fleet();
     expect(view.revision).toBe(R1);
     expect(counts(view)).toEqual([3, 1]);

@@ -512,6 +512,14 @@ export async function startControlPlaneSource(
         log.info({ fingerprints: fingerprints.length, entriesDropped: dropped }, "revoked tokens evicted");
         return;
       }
+      case "current":
+        // The operator's current revision is the one served from the last-known-good copy: it is now the
+        // control plane's (the snapshot is not sent again).
+        if (serving?.revision === message.data.revision && serving.from === "last-known-good") {
+          serving = { ...serving, from: "control-plane" };
+          log.info({ revision: serving.revision }, "the control plane confirms the last-known-good revision");
+        }
+        return;
       case "forget-tokens":
         handlers.forgetTokens();
         metrics?.tokenCacheResets.inc();

@@ -333,7 +333,11 @@ export function createDistributor(options: DistributorOptions = {}): Distributor
         );
         previous.sink.close();
       }
-      sendCurrent(record);
+      if (!sendCurrent(record) && current !== undefined && revision === current.revision) {
+        // The gateway started from its last-known-good copy of the current revision: nothing to resend, but
+        // it learns that the operator vouches for what it serves.
+        send(record, encodeStreamMessage({ type: "current", revision }));
+      }
       pruneRetained(nowMs);
       if (retained.size > 0) {
         send(record, encodeStreamMessage({ type: "revoke", fingerprints: [...retained.keys()] }));

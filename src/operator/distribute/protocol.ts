@@ -73,6 +73,7 @@ export const streamMessageSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("revoke"), fingerprints: z.array(z.string()) }),
   z.object({ type: z.literal("ping") }),
   z.object({ type: z.literal("forget-tokens") }),
+  z.object({ type: z.literal("current"), revision: revisionSchema }),
 ]);
 export type StreamMessage = z.infer<typeof streamMessageSchema>;
 
@@ -85,7 +86,12 @@ export type OutboundStreamMessage =
    * The operator cannot vouch that this gateway got every recent revocation (it missed some itself): drop every
    * cached token fact. A gateway that does not know the type ignores it.
    */
-  | { readonly type: "forget-tokens" };
+  | { readonly type: "forget-tokens" }
+  /**
+   * Sent at connect instead of the snapshot when the gateway already has the current revision (it started from
+   * its last-known-good copy): the operator vouches for it. A gateway that does not know the type ignores it.
+   */
+  | { readonly type: "current"; readonly revision: string };
 
 export const ackBodySchema = z
   .object({
