@@ -7,6 +7,7 @@ import { startEchoApi } from "./echo-api.ts";
 import { createInvoicesApi } from "./invoices-api.ts";
 import { createLedgerHelper } from "./ledger-helper.ts";
 import { createPaymentsApi } from "./payments-api.ts";
+import { stopOnSignalOrParentGone } from "./parent-watch.ts";
 import { createVideoApi } from "./video-api.ts";
 
 const { values } = parseArgs({
@@ -72,5 +73,4 @@ const stop = (): void => {
     process.exit(0),
   );
 };
-process.once("SIGINT", stop);
-process.once("SIGTERM", stop);
+stopOnSignalOrParentGone(stop);

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 
 import { startDemoAuthServer } from "./auth-server.ts";
+import { stopOnSignalOrParentGone } from "./parent-watch.ts";
 
 /** The demo contract's issuer is http://127.0.0.1:9000. */
 const DEFAULT_PORT = 9000;
@@ -46,13 +47,7 @@ async function main(): Promise<number> {
   });
 
   await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      void server.close().then(resolve);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
+    stopOnSignalOrParentGone(() => void server.close().then(resolve));
     // Parents (the demo command, tests) wait for this exact line before sending traffic.
     process.stdout.write(`${JSON.stringify({ ready: true, issuer: server.issuer, port: server.port })}\n`);
   });

@@ -2,6 +2,7 @@
 // prints when listening, so the demo's numbers are not flattered by sharing the gateway's event loop.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { WATCH_PARENT_ENV } from "./parent-watch.ts";
 
 export interface ReadyChild {
   readonly child: ChildProcess;
@@ -10,7 +11,12 @@ export interface ReadyChild {
 }
 
 export function spawnReady(script: string, args: readonly string[], timeoutMs = 30_000): Promise<ReadyChild> {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  // The child's stdin is a pipe this process never writes to: it closes when this process exits, however it
+  // exits, and the child stops then (parent-watch.ts).
+  const child = spawn(process.execPath, [script, ...args], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: { ...process.env, [WATCH_PARENT_ENV]: "1" },
+  });
   const stop = (): Promise<void> =>
     new Promise((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) {
