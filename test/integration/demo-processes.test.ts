@@ -25,7 +25,7 @@ afterEach(() => {
 
 async function startParent(): Promise<Started> {
   const parent = spawn(process.execPath, [parentScript], { stdio: ["ignore", "pipe", "inherit"] });
-  const reader = createInterface({ input: parent.stdout! });
+  const reader = createInterface({ input: parent.stdout });
   const lines: string[] = [];
   reader.on("line", (line) => lines.push(line));
   const [first] = (await once(reader, "line")) as [string];
