@@ -90,7 +90,7 @@ export function compileApiRoute(route: ApiRoute, context: RouteContext): ApiRout
     const backends = rule.backendRefs.map((ref) => compileBackend(ref, namespace));
 
     rule.matches.forEach((match, matchIndex) => {
-      const path = { type: match.path.type, value: normalizePath(match.path.value) };
+      const path = { type: match.path.type, value: normalizePath(match.path.value, match.path.type) };
       const methods = [...new Set(match.methods ?? [])].sort();
       claims.push({
         owner: `${namespace}/${name}`,
@@ -169,9 +169,15 @@ export function sortRoutesBySpecificity(routes: readonly CompiledRoute[]): Compi
   return [...routes].sort(compareRoutes);
 }
 
-/** Collapses repeated slashes and drops a trailing slash (except for the root). */
-export function normalizePath(value: string): string {
+/**
+ * Collapses repeated slashes, as the gateway does to every request path. A prefix also drops its trailing slash
+ * (except for the root): `PathPrefix /api/` matches like `/api`. An `Exact` path keeps it, since the gateway
+ * keeps a request's trailing slash: `Exact /admin/` matches `/admin/` only, and `Exact /admin` matches `/admin`
+ * only.
+ */
+export function normalizePath(value: string, type: "Exact" | "PathPrefix" = "PathPrefix"): string {
   const collapsed = value.replace(/\/{2,}/g, "/");
+  if (type === "Exact") return collapsed;
   return collapsed.length > 1 && collapsed.endsWith("/") ? collapsed.slice(0, -1) : collapsed;
 }
 

@@ -311,6 +311,15 @@ describe("compile helpers and schemas", () => {
     expect(normalizePath(input)).toBe(expected);
   });
 
+  it.each([
+    ["/", "/"],
+    ["/admin/", "/admin/"],
+    ["//admin//", "/admin/"],
+    ["/admin", "/admin"],
+  ])("normalizePath(%j, Exact) is %j: the trailing slash is kept, as on a request", (input, expected) => {
+    expect(normalizePath(input, "Exact")).toBe(expected);
+  });
+
   it("keeps the reasons enum and its descriptions in step", () => {
     expect(Object.keys(compileReasonDescriptions).sort()).toEqual([...compileReasonSchema.options].sort());
   });

@@ -95,6 +95,18 @@ describe("createRouter: paths", () => {
     expect(matchId(r, "h", "/docsx")).toBe("404");
   });
 
+  it("matches an Exact path with a trailing slash only with it, and one without only without", () => {
+    const r = createRouter([
+      route({ id: "admin-slash", type: "Exact", path: "/admin/" }),
+      route({ id: "status", type: "Exact", path: "/status" }),
+      route({ id: "rest", path: "/" }),
+    ]);
+    expect(matchId(r, "h", "/admin/")).toBe("admin-slash");
+    expect(matchId(r, "h", "/admin")).toBe("rest");
+    expect(matchId(r, "h", "/status")).toBe("status");
+    expect(matchId(r, "h", "/status/")).toBe("rest");
+  });
+
   it("compares paths case-sensitively", () => {
     const r = createRouter([route({ id: "admin", path: "/admin" })]);
     expect(matchId(r, "h", "/admin")).toBe("admin");
