@@ -554,6 +554,23 @@ describe("forwarding", () => {
       "X_User_Id: admin",
       "X_Forwarded_For: 6.6.6.6",
       "Proxy: http://attacker.example:8080",
+      // What other proxies and identity-aware load balancers hand their upstreams.
+      "Remote-User: admin",
+      "X-Remote-User: admin",
+      "X-Consumer-Username: admin",
+      "X-MS-Client-Principal-Name: admin",
+      "X-Goog-Authenticated-User-Email: accounts.google.com:admin@example.com",
+      "X-Amzn-Oidc-Identity: admin",
+      "Cf-Access-Authenticated-User-Email: admin@example.com",
+      "X-SSL-Client-Verify: SUCCESS",
+      "SSL-Client-Cert: -----BEGIN CERTIFICATE-----",
+      "X-Client-Cert: abc",
+      "X-Envoy-Internal: true",
+      "X-Original-Host: internal.example",
+      "X-Host: internal.example",
+      "X-Jwt-Payload: e30",
+      "X-Scopes: admin",
+      "Baggage: user.id=admin",
     ]);
     expect(response.status).toBe(200);
     const seen = (JSON.parse(response.body) as Echo).headers;
@@ -577,6 +594,22 @@ describe("forwarding", () => {
       "x-original-forwarded-for",
       "x-http-method-override",
       "x-method-override",
+      "remote-user",
+      "x-remote-user",
+      "x-consumer-username",
+      "x-ms-client-principal-name",
+      "x-goog-authenticated-user-email",
+      "x-amzn-oidc-identity",
+      "cf-access-authenticated-user-email",
+      "x-ssl-client-verify",
+      "ssl-client-cert",
+      "x-client-cert",
+      "x-envoy-internal",
+      "x-original-host",
+      "x-host",
+      "x-jwt-payload",
+      "x-scopes",
+      "baggage",
     ]) {
       expect(seen[name], name).toBeUndefined();
     }

@@ -69,12 +69,57 @@ const spoofable = new Set([
   "x-method-override",
   // httpoxy: CGI-style upstreams (PHP, Go's net/http/cgi) turn it into HTTP_PROXY for their own outgoing calls.
   "proxy",
+  // Identities and claims other gateways and proxies hand their upstreams (Apache/nginx, Kong, Google IAP, an
+  // OAuth proxy), which an upstream moved behind this gateway may still trust.
+  "x-jwt-payload",
+  "x-userinfo",
+  "x-scope",
+  "x-scopes",
+  "x-proxy-user",
+  "x-anonymous-consumer",
+  "x-goog-iap-jwt-assertion",
+  // A client certificate's verdict and fields as TLS-terminating proxies pass them on.
+  "x-client-verify",
+  "x-client-dn",
+  "x-client-s-dn",
+  "x-client-i-dn",
+  "x-arr-clientcert",
+  // Hosts and paths some frameworks trust over the request's own (routing, redirects, access rules).
+  "x-host",
+  // W3C Baggage: application key-values (often a user or tenant id) that the edge must not take from the
+  // internet; the gateway starts the trace context afresh too.
+  "baggage",
 ]);
 const commonConnectionValue = /^\s*(?:keep-alive|close)\s*$/i;
-const spoofablePrefixes = ["x-forwarded-", "x-phantomgate-", "x-auth-", "x-authenticated-", "x-user-"];
+const spoofablePrefixes = [
+  "x-forwarded-",
+  "x-phantomgate-",
+  "x-auth-",
+  "x-authenticated-",
+  "x-user-",
+  "x-original-",
+  "remote-",
+  "x-remote-",
+  "x-webauth-",
+  "x-consumer-",
+  "x-credential-",
+  "x-ms-client-principal",
+  "x-goog-authenticated-",
+  "x-amzn-oidc-",
+  "cf-access-",
+  "x-envoy-",
+  "x-ssl-",
+  "ssl-client-",
+  "x-client-cert",
+  "x-tls-client-",
+];
+
+/** The first characters of the prefixes above: most header names (accept, host, user-agent) skip the loop. */
+const prefixStarts = new Set(spoofablePrefixes.map((prefix) => prefix.charCodeAt(0)));
 
 function isSpoofable(name: string): boolean {
   if (spoofable.has(name)) return true;
+  if (!prefixStarts.has(name.charCodeAt(0))) return false;
   for (const prefix of spoofablePrefixes) if (name.startsWith(prefix)) return true;
   return false;
 }
