@@ -182,7 +182,7 @@ spec:
     expect((JSON.parse(bad.stdout) as { problems: unknown[] }).problems).toEqual([
       {
         file: join(dir, "typo.yaml"),
-        document: 0,
+        document: 1,
         kind: "ApiRoute",
         namespace: "default",
         name: "typo",

@@ -16,7 +16,8 @@ const help = [
   "Flags:",
   "  -f, --filename DIR|FILE   Manifests to check: a directory (its *.yaml, *.yml, *.json) or one file.",
   "                            Repeat to combine several.",
-  "  -o, --output text|json    Output format (default text). JSON never contains client secrets.",
+  "  -o, --output text|json    Output format (default text). JSON never contains client secrets; documents",
+  "                            in a file are counted from 1, as in the text output.",
   "  -h, --help                Show this help.",
   "",
   "Exit status: 0 no problems; 1 a file did not parse or an object was rejected; 2 usage error.",
@@ -178,7 +179,9 @@ function writeJson(report: CheckReport, io: CommandIo): void {
       .filter((result) => !result.accepted)
       .flatMap((result) =>
         result.messages.map((message) => ({
-          ...(result.origin === undefined ? {} : { file: result.origin.file, document: result.origin.index }),
+          ...(result.origin === undefined
+            ? {}
+            : { file: result.origin.file, document: result.origin.index + 1 }),
           kind: result.kind,
           namespace: result.namespace,
           name: result.name,
