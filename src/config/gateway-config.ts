@@ -25,7 +25,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     env: "PHANTOMGATE_CONFIG",
     type: "string",
     description:
-      "Directory of YAML manifests (file mode); watched for changes. Give this or --control-plane.",
+      "Directory of manifests (*.yaml, *.yml, *.json; file mode); watched for changes. Give this or --control-plane.",
     defaultText: "(none)",
   },
   {
@@ -203,6 +203,18 @@ export type GatewayConfig = Readonly<z.infer<typeof gatewayConfigSchema>>;
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+}
+
+/** A listener could not be opened (a port in use, not allowed); the message names the flags that choose it. */
+export class ListenError extends ConfigError {
+  readonly address: string;
+  readonly detail: string;
+
+  constructor(address: string, flags: string, detail: string) {
+    super(`cannot listen on ${address} (${flags}): ${detail}`);
+    this.address = address;
+    this.detail = detail;
+  }
 }
 
 /** Flags that only operator mode (--control-plane) reads. */

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { describeError } from "../errors/describe.ts";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { Agent } from "undici";
-import { ConfigError, type GatewayConfig } from "../config/gateway-config.ts";
+import { ConfigError, ListenError, type GatewayConfig } from "../config/gateway-config.ts";
 import type { Snapshot } from "../snapshot/snapshot.ts";
 import { createAuthenticator } from "../tokens/authenticate.ts";
 import { systemClock } from "../tokens/clock.ts";
@@ -119,10 +119,12 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       );
     }
     if (update.snapshot === undefined) {
-      logger.error(
-        { revision: runtime.current?.snapshot.revision ?? null },
-        "configuration not applied; keeping the last good snapshot",
-      );
+      const serving = runtime.current?.snapshot.revision;
+      if (serving === undefined) {
+        logger.error("configuration not applied and no earlier one to serve: not ready (see /readyz)");
+      } else {
+        logger.error({ revision: serving }, "configuration not applied; keeping the last good snapshot");
+      }
       return;
     }
     const previous = runtime.current?.snapshot.revision;
@@ -228,13 +230,13 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   let adminPort: number;
   try {
     port = await listen(server, config.port, config.host).catch((error: unknown) => {
-      throw new ConfigError(
-        `cannot listen on ${config.host}:${config.port} (--host, --port): ${describeError(error)}`,
-      );
+      throw new ListenError(`${config.host}:${config.port}`, "--host, --port", describeError(error));
     });
     await admin.listen({ port: config.adminPort, host: config.adminHost }).catch((error: unknown) => {
-      throw new ConfigError(
-        `cannot listen on ${config.adminHost}:${config.adminPort} (--admin-host, --admin-port): ${describeError(error)}`,
+      throw new ListenError(
+        `${config.adminHost}:${config.adminPort}`,
+        "--admin-host, --admin-port",
+        describeError(error),
       );
     });
     adminPort = (admin.server.address() as AddressInfo).port;

@@ -1,9 +1,10 @@
 // `phantomgate demo`: the all-in-one demo on localhost, no cluster. The authorization server and the demo APIs
 // run in processes of their own; the gateway runs here in file mode on the example manifests.
+import { statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import pino from "pino";
-import { loadGatewayConfig } from "../../config/gateway-config.ts";
+import { ListenError, loadGatewayConfig } from "../../config/gateway-config.ts";
 import { spawnReady, type ReadyChild } from "../../demo/spawn-ready.ts";
 import { startGateway } from "../../gateway/gateway.ts";
 import type { Command } from "../command.ts";
@@ -65,7 +66,18 @@ export const demoCommand: Command = {
       const { values } = parseArgs({ args: [...argv], options: { config: { type: "string" } } });
       configDir = values.config ?? script("examples");
     } catch (error) {
-      io.stderr.write(`phantomgate demo: ${(error as Error).message}\n`);
+      io.stderr.write(
+        `phantomgate demo: ${(error as Error).message}\nRun 'phantomgate demo --help' for the flags.\n`,
+      );
+      return 2;
+    }
+    // Checked before anything starts: a wrong path is a usage error, not a failure after the servers came up.
+    try {
+      if (!statSync(configDir).isDirectory()) throw new Error("not a directory");
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const reason = code === "ENOENT" ? "no such directory" : (code ?? (error as Error).message);
+      io.stderr.write(`phantomgate demo: --config: cannot read ${configDir}: ${reason}\n`);
       return 2;
     }
     const logger = pino({ level: "warn", base: { component: "demo" } });
@@ -114,7 +126,13 @@ export const demoCommand: Command = {
       await stopChildren();
       return 0;
     } catch (error) {
-      io.stderr.write(`phantomgate demo: ${(error as Error).message}\n`);
+      // The demo's ports are fixed (its walk-through and the docs name them): a port in use is most likely an
+      // earlier demo or a gateway still running, not a flag to change.
+      const message =
+        error instanceof ListenError
+          ? `cannot listen on ${error.address}: ${error.detail} (the demo uses the fixed ports 8080, 9901, 9000 and 9101-9105: is another demo or gateway running?)`
+          : (error as Error).message;
+      io.stderr.write(`phantomgate demo: ${message}\n`);
       await stopChildren();
       return 1;
     }
