@@ -19,7 +19,7 @@ export function createVideoApi(options: VideoApiOptions): FastifyInstance {
     if (header?.startsWith("Bearer ") !== true)
       return reply.code(401).send({ error: "internal JWT missing" });
     try {
-      const { payload } = await jwtVerify(header.slice(7), jwks, {
+      const { payload, protectedHeader } = await jwtVerify(header.slice(7), jwks, {
         issuer: options.issuer,
         audience: options.audience,
         algorithms: ["ES256", "RS256", "PS256", "EdDSA"],
@@ -30,7 +30,16 @@ export function createVideoApi(options: VideoApiOptions): FastifyInstance {
         : scopes.includes("low_video_stream")
           ? "480p"
           : "none";
-      return { video: request.url, quality, viewer: payload.sub, scopesReceived: scopes };
+      // The minted JWT as the API verified it: short-lived, for this audience, with only the claims and scopes
+      // the route passes on.
+      return {
+        video: request.url,
+        quality,
+        viewer: payload.sub,
+        scopesReceived: scopes,
+        jwtHeader: protectedHeader,
+        jwtClaims: payload,
+      };
     } catch {
       return reply.code(401).send({ error: "internal JWT invalid" });
     }
