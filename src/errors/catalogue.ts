@@ -133,6 +133,11 @@ export const errorCatalogue = {
     title: "Not Implemented",
     detail: "The request uses a transfer coding or a protocol upgrade the gateway does not support.",
   },
+  PG_ERR_UNKNOWN_METHOD: {
+    status: 501,
+    title: "Not Implemented",
+    detail: "The request method is not an HTTP method the gateway knows.",
+  },
   PG_ERR_HTTP_VERSION_NOT_SUPPORTED: {
     status: 505,
     title: "HTTP Version Not Supported",

@@ -236,7 +236,8 @@ describe("phantom mode", () => {
       "Host: localhost",
       "Connection: close",
     ]);
-    expect(track.status).toBe(400);
+    expect(track.status).toBe(501);
+    expect(JSON.parse(track.body)).toMatchObject({ code: "PG_ERR_UNKNOWN_METHOD" });
   });
 
   it("answers 404 problem+json for an unrouted path", async () => {
@@ -446,7 +447,7 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     const closed = new Promise((resolve) => socket.on("close", resolve));
     socket.write(
       "GET /public/pipelined HTTP/1.1\r\nHost: localhost\r\n\r\n" +
-        "BLAH /x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
     );
     await closed;
     const statusLines = data.match(/HTTP\/1\.1 \d{3}/g);
@@ -468,6 +469,12 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
       expect(response.status, line).toBe(505);
       expect(problemOf(response)).toMatchObject({ code: "PG_ERR_HTTP_VERSION_NOT_SUPPORTED", status: 505 });
     }
+  });
+
+  it("a method the HTTP parser does not know is 501 naming the method as the problem", async () => {
+    const response = await rawRequest(gateway.port, ["FOO /public/x HTTP/1.1", "Host: localhost"]);
+    expect(response.status).toBe(501);
+    expect(problemOf(response)).toMatchObject({ code: "PG_ERR_UNKNOWN_METHOD", status: 501 });
   });
 
   it("CONNECT, an expectation other than 100-continue, a gzip transfer coding and a WebSocket upgrade", async () => {

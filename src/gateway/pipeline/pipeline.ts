@@ -584,10 +584,12 @@ export function createClientErrorListener(
         ? new GatewayError("PG_ERR_HEADERS_TOO_LARGE", "header section over the parser's limit")
         : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
           ? new GatewayError("PG_ERR_REQUEST_TIMEOUT", "request not received in time")
-          : new GatewayError(
-              "PG_ERR_BAD_REQUEST",
-              `the HTTP parser refused the request (${error.code ?? "unknown"})`,
-            );
+          : error.code === "HPE_INVALID_METHOD"
+            ? new GatewayError("PG_ERR_UNKNOWN_METHOD", "the HTTP parser does not know the method")
+            : new GatewayError(
+                "PG_ERR_BAD_REQUEST",
+                `the HTTP parser refused the request (${error.code ?? "unknown"})`,
+              );
     if (inFlight === undefined) {
       answerWithoutResponse(deps, socket, "", refusal);
       return;
