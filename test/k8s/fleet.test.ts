@@ -175,9 +175,14 @@ class ServiceProxy {
     this.#backends.set(identity, port);
   }
 
-  /** An endpoint is gone; the proxied streams to it end (the replica's sockets died with it anyway). */
-  removeBackend(identity: string): void {
+  /**
+   * An endpoint is gone; the proxied streams to it end (the replica's sockets died with it anyway). A terminating
+   * endpoint (`keepStreams`) only takes no new connections: established ones stay until the replica closes them,
+   * as with kube-proxy.
+   */
+  removeBackend(identity: string, keepStreams = false): void {
     this.#backends.delete(identity);
+    if (keepStreams) return;
     for (const streams of this.#streams.values()) {
       for (const stream of streams) if (stream.backend === identity) stream.res.destroy();
     }
@@ -439,6 +444,8 @@ interface OperatorProcess {
   readonly metricsUrl: string;
   readonly logFile: string;
   kill(): Promise<void>;
+  /** SIGTERM: the replica shuts down in order (closes its streams, hands its Lease back). */
+  stop(): Promise<void>;
 }
 
 async function startOperator(identity: string): Promise<OperatorProcess> {
@@ -450,6 +457,7 @@ async function startOperator(identity: string): Promise<OperatorProcess> {
     snapshotPort: spawned.snapshotPort,
     metricsUrl: `http://127.0.0.1:${spawned.metricsPort}`,
     kill: () => spawned.stop("SIGKILL"),
+    stop: () => spawned.stop("SIGTERM"),
   };
   operators.push(operator);
   return operator;
@@ -1059,6 +1067,73 @@ spec:
           await c().kubectl(["delete", "lease", lease, "-n", systemNamespace, "--ignore-not-found"]);
         }
       }
+    },
+    testTimeoutMs,
+  );
+
+  it(
+    "a leader stopped with SIGTERM writes no status while it stops: the route stays Programmed on 3/3 through the handover",
+    async () => {
+      const live = (identity: string): OperatorProcess => {
+        const operator = operators.filter((o) => o.identity === identity).at(-1);
+        if (operator === undefined) throw new Error(`${identity} not started`);
+        return operator;
+      };
+      const replicas = [live("op-c"), live("op-d")];
+      const leaders = async (): Promise<OperatorProcess[]> => {
+        const states = await Promise.all(replicas.map((replica) => readiness(replica)));
+        return replicas.filter((_, i) => states[i]?.leader === true);
+      };
+      await waitFor(async () => (await leaders()).length === 1, 30_000, "a leader among op-c and op-d");
+      const [leaving] = await leaders();
+      if (leaving === undefined) throw new Error("the leader stepped down");
+      const staying = replicas.find((replica) => replica !== leaving);
+      if (staying === undefined) throw new Error("unreachable");
+      await waitForRouteStatus("echo", (o) => programmedOnAll(o), "echo Programmed on 3/3 before the stop");
+      // Some gateways stream from the leader, so its view loses them as it closes their streams.
+      const fromLeader = gatewayNames.filter((name) => svc().streaming().get(name) === leaving.identity);
+      expect(fromLeader.length).toBeGreaterThan(0);
+
+      // Every status the route shows from the stop until the other replica serves every gateway.
+      const seen: string[] = [];
+      let watching = true;
+      const watcher = (async () => {
+        while (watching) {
+          const programmed = conditionOf(await adminGet(routePath("echo")), "Programmed");
+          const shown = `${programmed?.status ?? "none"} ${programmed?.message ?? ""}`;
+          if (seen.at(-1) !== shown) seen.push(shown);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      try {
+        // Terminating: no new connections (kube-proxy keeps the established ones), then SIGTERM.
+        svc().removeBackend(leaving.identity, true);
+        await leaving.stop();
+        await waitFor(
+          async () => (await leaseHolder()) === staying.identity,
+          30_000,
+          `${staying.identity} holding the Lease`,
+        );
+        await waitFor(
+          () => gatewayNames.every((name) => svc().streaming().get(name) === staying.identity),
+          30_000,
+          "every gateway streaming from the replica that stays",
+        );
+        await waitFor(async () => (await readiness(staying)).leader, 10_000, "the other replica leading");
+        // Past the new leader's settle window, on its own view of the fleet.
+        await new Promise((resolve) => setTimeout(resolve, 17_000));
+      } finally {
+        watching = false;
+        await watcher;
+      }
+      expect(seen.length).toBeGreaterThan(0);
+      for (const shown of seen)
+        expect(shown).toMatch(/^True revision [0-9a-f]{16} programmed on 3\/3 gateways$/);
+      // The stopping leader's own log: nothing written once its shutdown began.
+      const log = readFileSync(leaving.logFile, "utf8");
+      const afterStop = log.slice(log.lastIndexOf('"msg":"shutting down"'));
+      expect(afterStop).toContain('"msg":"operator stopped"');
+      expect(afterStop).not.toContain('"msg":"status written"');
     },
     testTimeoutMs,
   );
