@@ -286,6 +286,20 @@ describe("status writes on a real API server", () => {
     expect(Buffer.byteLength(events[0]?.note ?? "", "utf8")).toBeLessThanOrEqual(1024);
     expect(events[0]?.note.endsWith("...")).toBe(true);
     expect(note.startsWith(events[0]?.note.slice(0, -3) ?? "-")).toBe(true);
+    // The commands docs/troubleshooting.md gives find it.
+    const forObject = await c().kubectl(["-n", namespace, "events", "--for", `scopepolicy/${name}`]);
+    expect(forObject.stdout).toContain("InvalidSpec");
+    const byController = await c().kubectl([
+      "get",
+      "events",
+      "-A",
+      "--field-selector",
+      "reportingComponent=phantomgate.dev/operator",
+      "--sort-by=.eventTime",
+      "-o",
+      "name",
+    ]);
+    expect(byController.stdout).toContain(events[0]?.metadata.name);
   });
 
   it("name the Secret label selector when an AuthServer's Secret lacks those labels, and accept it once labelled", async () => {
