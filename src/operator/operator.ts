@@ -178,8 +178,13 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
               kubeConfig: credentials.kubeConfig,
               namespace: config.podNamespace,
               secretName: config.webhookSecretName,
-              webhookConfigurationName: config.webhookConfigurationName,
-              failurePolicy: config.webhookFailurePolicy,
+              // Without the webhook there is no configuration whose caBundle to keep.
+              ...(config.webhook
+                ? {
+                    webhookConfigurationName: config.webhookConfigurationName,
+                    failurePolicy: config.webhookFailurePolicy,
+                  }
+                : {}),
               ...certificateNames(config),
               logger: certLogger,
               onRotate,

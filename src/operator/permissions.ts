@@ -119,17 +119,20 @@ export function operatorPermissions(options: PermissionOptions): Permission[] {
         rule: { apiGroups: [""], resources: ["secrets"], verbs: ["create"] },
         usedBy: "webhook: create the serving certificate Secret on first start",
       },
-      {
-        scope: "cluster",
-        rule: {
-          apiGroups: ["admissionregistration.k8s.io"],
-          resources: ["validatingwebhookconfigurations"],
-          verbs: ["get", "patch"],
-          resourceNames: [options.webhookConfigurationName],
-        },
-        usedBy: "webhook: keep the configuration's caBundle on the serving certificate's CA",
-      },
     );
+  }
+  // Only with the webhook on: with the snapshot TLS alone there is no configuration to keep.
+  if (options.webhook && options.webhookCertificate === "self") {
+    permissions.push({
+      scope: "cluster",
+      rule: {
+        apiGroups: ["admissionregistration.k8s.io"],
+        resources: ["validatingwebhookconfigurations"],
+        verbs: ["get", "patch"],
+        resourceNames: [options.webhookConfigurationName],
+      },
+      usedBy: "webhook: keep the configuration's caBundle on the serving certificate's CA",
+    });
   }
   return permissions;
 }

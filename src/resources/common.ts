@@ -65,12 +65,28 @@ export type ObjectMeta = z.infer<typeof objectMetaSchema>;
 /** One status condition, shaped like `metav1.Condition`. */
 export const conditionSchema = z
   .object({
-    type: z.string().min(1).max(316),
-    status: z.enum(["True", "False", "Unknown"]),
-    reason: z.string().min(1).max(1024),
-    message: z.string().max(32768),
-    observedGeneration: z.number().int().min(0).optional(),
-    lastTransitionTime: z.iso.datetime({ offset: true }),
+    type: z.string().min(1).max(316).describe("Accepted or Programmed (or another controller's condition)."),
+    status: z.enum(["True", "False", "Unknown"]).describe("True, False or Unknown."),
+    reason: z
+      .string()
+      .min(1)
+      .max(1024)
+      .describe(
+        "Why, in one CamelCase word: a compile reason or a Programmed reason (docs/status-reasons.md).",
+      ),
+    message: z
+      .string()
+      .max(32768)
+      .describe("The details: for a rejection, the field path and what is wrong with it."),
+    observedGeneration: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("The metadata.generation the condition was computed for."),
+    lastTransitionTime: z.iso
+      .datetime({ offset: true })
+      .describe("When the condition's status last changed."),
   })
   .strict();
 export type Condition = z.infer<typeof conditionSchema>;
@@ -83,7 +99,10 @@ export const fleetStatusSchema = z
       .string()
       .max(64)
       .optional()
-      .describe("The first snapshot revision that contains the object as it is now."),
+      .describe(
+        "The first snapshot revision that contained the object as it is now (the current revision when the " +
+          "object is not accepted); absent before the first compile.",
+      ),
     programmed: z
       .number()
       .int()
@@ -95,9 +114,25 @@ export const fleetStatusSchema = z
 
 export const resourceStatusSchema = z
   .object({
-    observedGeneration: z.number().int().min(0).optional(),
-    conditions: z.array(conditionSchema).max(MAX_STATUS_CONDITIONS).optional(),
-    fleet: fleetStatusSchema.optional(),
+    observedGeneration: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("The metadata.generation the operator last wrote this status for."),
+    conditions: z
+      .array(conditionSchema)
+      .max(MAX_STATUS_CONDITIONS)
+      .optional()
+      .describe(
+        "Accepted: whether compile accepted the object (False: the reason and message say why). Programmed: " +
+          "whether every connected gateway serves it as it is now.",
+      ),
+    fleet: fleetStatusSchema
+      .optional()
+      .describe(
+        "The gateways connected to the operator, and how many of them serve the object as it is now.",
+      ),
   })
   .strict();
 export type ResourceStatus = z.infer<typeof resourceStatusSchema>;

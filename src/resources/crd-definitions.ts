@@ -70,7 +70,7 @@ const kinds: readonly KindDefinition[] = [
         name: "Scopes",
         type: "string",
         jsonPath: ".spec.rules[*].requiredScopes.allOf",
-        description: "Scopes the first rule that requires any needs all of.",
+        description: "The allOf scopes of the first rule that has an allOf.",
       },
       {
         name: "Programmed",
@@ -104,14 +104,13 @@ const kinds: readonly KindDefinition[] = [
         jsonPath: ".spec.scopes[*].name",
         description: "Name of the first scope.",
       },
-      ageColumn,
       {
         name: "Accepted",
         type: "string",
         jsonPath: conditionStatus("Accepted"),
         description: "Whether compile accepted the policy.",
-        priority: 1,
       },
+      ageColumn,
     ],
   },
   {

@@ -3,7 +3,7 @@
 // Invalid, with the same messages; plus the bounds and list types those rules and the status need.
 //
 // Cross-object rules (unknown references, conflicting routes, implication cycles) stay with compile and the
-// admission webhook. Written for Kubernetes 1.34+, which judges new rules by the previous minor's CEL
+// admission webhook. Written for Kubernetes 1.33+, which judges new rules by the previous minor's CEL
 // environment: two-variable comprehensions (1.32) and `format` (1.29) are the newest features used. CRD rules
 // have no `cel.bind`, so `[x].all(v, …)` evaluates `x` once and names it; messages use `format` because
 // concatenating `string(i)` makes the cost estimate unbounded.

@@ -564,11 +564,19 @@ describe("phantomgate CRDs on a real API server", () => {
     expect(wide.split("\n")[0]?.split(/\s+/)).toContain("ACCEPTED");
 
     const policies = (await c.kubectl(["get", "scopepolicies", "-n", "default"])).stdout;
-    expect(policies.split("\n")[0]?.split(/\s+/)).toEqual(["NAME", "DOMAIN", "SCOPES", "AGE"]);
+    expect(policies.split("\n")[0]?.split(/\s+/)).toEqual(["NAME", "DOMAIN", "SCOPES", "ACCEPTED", "AGE"]);
     expect(policies).toMatch(/^billing\s+billing\s+read_invoice\s/m);
     const servers = (await c.kubectl(["get", "authservers", "-n", "default"])).stdout;
     expect(servers.split("\n")[0]?.split(/\s+/)).toEqual(["NAME", "ISSUER", "ACCEPTED", "AGE"]);
     expect(servers).toMatch(/^demo\s+http:\/\/127\.0\.0\.1:9000\s/m);
+
+    // `kubectl explain` describes the status the operator writes.
+    const explain = async (path: string) => (await c.kubectl(["explain", path])).stdout.replace(/\s+/g, " "); // it wraps long descriptions
+    const explained = await explain("apiroutes.status");
+    for (const field of ["observedGeneration", "conditions", "fleet"]) expect(explained).toContain(field);
+    expect(explained).toContain("The metadata.generation the operator last wrote this status for.");
+    const revision = await explain("scopepolicies.status.fleet.revision");
+    expect(revision).toContain("absent before the first compile");
   });
 
   it("answer to their short names and to the category phantomgate", async () => {

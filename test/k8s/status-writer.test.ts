@@ -4,6 +4,8 @@
 // API server ignores a uid in a merge patch of /status). The stage runs in this process so the test can hold the
 // store at the old object, as a watch that has not yet brought the re-creation does. Last, the source, compile and
 // status stages together with `--secret-label-selector`: an AuthServer whose Secret lacks those labels is told so.
+// Also an Event as the recorder writes it: a note over 1024 bytes and a long object name are cut to what the API
+// server accepts.
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import pino from "pino";
@@ -24,6 +26,7 @@ import {
   fleetReportName,
   startFleetExchange,
 } from "../../src/operator/status/fleet-reports.ts";
+import { createEventRecorder } from "../../src/operator/status/events.ts";
 import { startStatusWriter } from "../../src/operator/status/status-writer.ts";
 import { fixedFleet, fixedReconciler, noEvents } from "../helpers/status-writer.ts";
 import { repoRoot, startTestCluster, type TestCluster } from "./harness/cluster.ts";
@@ -246,6 +249,57 @@ describe("status writes on a real API server", () => {
     expect(warnings).toEqual(["status write failed"]);
     expect(await writeResults(metrics)).toEqual({ error: 1 });
     expect((await readPolicy("refused")).status).toBeUndefined();
+  });
+
+  it("record a Warning Event whose note is over 1024 bytes, for an object whose name has a '-' at 200 characters", async () => {
+    const name = `${"e".repeat(199)}-${"x".repeat(30)}`;
+    await c().kubectl(["apply", "-f", "-"], { input: policy(name) });
+    const object = await readPolicy(name);
+    const warnings: string[] = [];
+    const logger = pino(
+      { level: "warn" },
+      { write: (line: string) => warnings.push((JSON.parse(line) as { msg: string }).msg) },
+    );
+    const recorder = createEventRecorder({ client: k(), identity: "status-tests", logger });
+    // 960 characters, 1,120 bytes: within 1024 UTF-16 units but not within 1024 bytes.
+    const note = "scope a → b ".repeat(80);
+    await recorder.record(
+      {
+        apiVersion: "phantomgate.dev/v1alpha1",
+        kind: "ScopePolicy",
+        namespace,
+        name,
+        uid: object.metadata.uid,
+      },
+      { type: "Warning", reason: "InvalidSpec", action: "Compile", note },
+    );
+    expect(warnings).toEqual([]);
+    const listed = await c().kubectl(["get", "events.events.k8s.io", "-n", namespace, "-o", "json"]);
+    const events = (
+      JSON.parse(listed.stdout) as {
+        items: { metadata: { name: string }; note: string; type: string; regarding: { name: string } }[];
+      }
+    ).items.filter((event) => event.regarding.name === name);
+    expect(events).toHaveLength(1);
+    expect(events[0]?.type).toBe("Warning");
+    expect(events[0]?.metadata.name.startsWith(`${"e".repeat(199)}.`)).toBe(true);
+    expect(Buffer.byteLength(events[0]?.note ?? "", "utf8")).toBeLessThanOrEqual(1024);
+    expect(events[0]?.note.endsWith("...")).toBe(true);
+    expect(note.startsWith(events[0]?.note.slice(0, -3) ?? "-")).toBe(true);
+    // The commands docs/troubleshooting.md gives find it.
+    const forObject = await c().kubectl(["-n", namespace, "events", "--for", `scopepolicy/${name}`]);
+    expect(forObject.stdout).toContain("InvalidSpec");
+    const byController = await c().kubectl([
+      "get",
+      "events",
+      "-A",
+      "--field-selector",
+      "reportingComponent=phantomgate.dev/operator",
+      "--sort-by=.eventTime",
+      "-o",
+      "name",
+    ]);
+    expect(byController.stdout).toContain(events[0]?.metadata.name);
   });
 
   it("name the Secret label selector when an AuthServer's Secret lacks those labels, and accept it once labelled", async () => {

@@ -262,6 +262,26 @@ describe("admission webhook on a real API server", () => {
     }
   });
 
+  it("without a configuration name (webhook off, snapshot TLS only) issues its certificate and leaves every caBundle alone", async () => {
+    const bundles = await readCaBundles();
+    const snapshotOnly = await startCertificateManager({
+      kubeConfig,
+      namespace: operatorNamespace,
+      secretName: "snapshot-only-tls",
+      dnsNames: ["phantomgate-operator.pg-system.svc"],
+      logger,
+      resyncIntervalMs: 100,
+    });
+    try {
+      expect(snapshotOnly.current().caBundle).not.toBe(certificates().current().caBundle);
+      await snapshotOnly.rotate();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await readCaBundles()).toEqual(bundles);
+    } finally {
+      snapshotOnly.close();
+    }
+  });
+
   it("rotates on request: new certificate served, caBundle re-patched with both CAs, apply still judged", async () => {
     const before = certificates().current();
     await certificates().rotate();

@@ -1,6 +1,7 @@
 // The list+watch loop against a scripted API (a stand-in: stalls and exact failure timing cannot be had from a
 // real server on demand; test/k8s/operator.test.ts covers the real one). Manual time drives backoff, the stall
 // watchdog and the periodic relist.
+import pino, { type Logger } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { apiRoutes } from "../../src/operator/kube/api-resources.ts";
 import {
@@ -121,7 +122,7 @@ type ListAnswer = ScriptedApi["listAnswers"][number];
 /** Starts a loop; `lists` answer its first lists (the loop lists at once). */
 function startHarness(
   lists: ListAnswer[],
-  options: { relistIntervalMs?: number; stallTimeoutMs?: number } = {},
+  options: { relistIntervalMs?: number; stallTimeoutMs?: number; logger?: Logger } = {},
   api: ScriptedApi = new ScriptedApi(),
 ): Harness {
   api.listAnswers.push(...lists);
@@ -149,6 +150,7 @@ function startHarness(
       },
     },
     onRestart: (reason) => restarts.push(reason),
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
   });
   running = loop;
   return { api, timers, names: () => [...store.keys()].sort(), restarts, loop };
@@ -244,6 +246,37 @@ describe("list+watch loop", () => {
     await settle();
     expect(h.loop.hasSynced()).toBe(true);
     expect(h.names()).toEqual(["a"]);
+  });
+
+  it("says what a 404 or 403 from the list most likely means, naming the resource", async () => {
+    const messages: string[] = [];
+    const logger = pino(
+      { level: "warn" },
+      { write: (line: string) => messages.push((JSON.parse(line) as { msg: string }).msg) },
+    );
+    const logged = startHarness(
+      [
+        new KubeApiError("PG_ERR_KUBE_STATUS", "HTTP 404", { statusCode: 404, reason: "NotFound" }),
+        new KubeApiError("PG_ERR_KUBE_STATUS", "HTTP 403", { statusCode: 403, reason: "Forbidden" }),
+        new KubeApiError("PG_ERR_KUBE_NETWORK", "ECONNREFUSED"),
+        { items: [], resourceVersion: "2" },
+      ],
+      { logger },
+    );
+    await settle();
+    logged.timers.advance(1_000);
+    await settle();
+    logged.timers.advance(2_000);
+    await settle();
+    logged.timers.advance(4_000);
+    await settle();
+    expect(logged.loop.hasSynced()).toBe(true);
+    const what = "apiroutes.phantomgate.dev in all namespaces";
+    expect(messages).toEqual([
+      `list/watch of ${what} failed (not found: are the CRDs installed?); retrying`,
+      `list/watch of ${what} failed (forbidden: RBAC does not let the operator list and watch ${what}); retrying`,
+      `list/watch of ${what} failed; retrying`,
+    ]);
   });
 
   it("ends a watch that delivers nothing, not even a bookmark, for the stall timeout", async () => {

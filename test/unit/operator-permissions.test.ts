@@ -49,6 +49,8 @@ describe("operator permissions", () => {
     ]);
     const tlsOnly = operatorPermissions({ ...options, webhook: false, snapshotTls: true });
     expect(tlsOnly.filter((p) => p.rule.resources.includes("secrets"))).toHaveLength(3);
+    // The certificate serves the snapshot stream only: there is no webhook configuration to keep.
+    expect(tlsOnly.some((p) => p.rule.resources.includes("validatingwebhookconfigurations"))).toBe(false);
     const fromSecret = operatorPermissions({ ...options, webhookCertificate: "secret" });
     expect(
       fromSecret

@@ -302,9 +302,16 @@ export function startListWatch(options: ListWatchOptions): ListWatch {
           reason = "expired";
         } else {
           reason = "error";
+          const hint = listWatchHint(error, description);
           log?.warn(
-            { err: describeError(error), attempt: backoff.attempts + 1 },
-            "list/watch failed; retrying",
+            {
+              err: describeError(error),
+              attempt: backoff.attempts + 1,
+              ...(hint === undefined ? {} : { hint }),
+            },
+            hint === undefined
+              ? `list/watch of ${description} failed; retrying`
+              : `list/watch of ${description} failed (${hint}); retrying`,
           );
         }
       }
@@ -371,6 +378,14 @@ function parseWatchLine(
 }
 
 /** The loggable part of an error: code and message (our messages never carry credentials). */
+/** What a 404 or 403 from listing or watching `description` most likely means; undefined for other errors. */
+export function listWatchHint(error: unknown, description: string): string | undefined {
+  if (isKubeStatus(error, 404)) return "not found: are the CRDs installed?";
+  if (isKubeStatus(error, 403))
+    return `forbidden: RBAC does not let the operator list and watch ${description}`;
+  return undefined;
+}
+
 export function describeError(error: unknown): Record<string, unknown> {
   if (error instanceof KubeApiError) {
     return { code: error.code, statusCode: error.statusCode, reason: error.reason, message: error.message };

@@ -3,7 +3,7 @@
 // throws on bad objects; this stage only decides when to run it.
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
-import { compile, type CompileResult } from "../../compile/compile.ts";
+import { compile, type CompileResult, type ObjectResult } from "../../compile/compile.ts";
 import type { Snapshot } from "../../snapshot/snapshot.ts";
 import { systemClock, type Clock } from "../../tokens/clock.ts";
 import { systemTimers, type TimerHandle, type Timers } from "../kube/timers.ts";
@@ -56,6 +56,18 @@ export interface Reconciler {
 }
 
 /** Starts compiling once the source has synced, then after every change of compile input. */
+/** How many rejected objects the "snapshot compiled" log line names. */
+export const maxLoggedRejected = 20;
+
+/** `Kind namespace/name (reason)` of the first rejected objects, and how many more there are. */
+export function describeRejected(rejected: readonly ObjectResult[]): string[] {
+  const named = rejected
+    .slice(0, maxLoggedRejected)
+    .map((object) => `${object.kind} ${object.namespace}/${object.name} (${object.reason})`);
+  const more = rejected.length - named.length;
+  return more > 0 ? [...named, `… and ${more} more`] : named;
+}
+
 export function startReconciler(options: ReconcilerOptions): Reconciler {
   const { source, logger, metrics } = options;
   const clock = options.clock ?? systemClock;
@@ -105,13 +117,14 @@ export function startReconciler(options: ReconcilerOptions): Reconciler {
       metrics?.reconciles.labels("published").inc();
       metrics?.snapshotRevision.reset();
       metrics?.snapshotRevision.labels(revision).set(1);
-      const rejected = result.perObjectResults.filter((object) => !object.accepted).length;
+      const rejectedObjects = result.perObjectResults.filter((object) => !object.accepted);
       logger.info(
         {
           revision,
           previous: previousRevision ?? null,
           routes: result.snapshot.routes.length,
-          rejected,
+          rejected: rejectedObjects.length,
+          ...(rejectedObjects.length === 0 ? {} : { rejectedObjects: describeRejected(rejectedObjects) }),
           compileMs: Math.round(seconds * 1000),
         },
         "snapshot compiled",

@@ -27,8 +27,38 @@ export interface EventRecorder {
 
 /** The controller name on every Event (`reportingController`). */
 export const reportingController = "phantomgate.dev/operator";
-/** The API server's limit on an Event's note. */
-const maxNoteLength = 1024;
+/** The API server's limit on an Event's note, in UTF-8 bytes. */
+export const maxNoteBytes = 1024;
+/** How much of the regarded object's name an Event's name keeps (names may have 253 characters). */
+const maxNamePrefixLength = 200;
+
+/**
+ * `note` cut to at most `maxBytes` UTF-8 bytes, ending in "..." when cut; never splits a character (the API
+ * server counts bytes, not UTF-16 units, and refuses the whole Event when the note is longer).
+ */
+export function truncateNote(note: string, maxBytes: number = maxNoteBytes): string {
+  if (Buffer.byteLength(note, "utf8") <= maxBytes) return note;
+  const ellipsis = "...";
+  const budget = maxBytes - ellipsis.length;
+  let bytes = 0;
+  let end = 0;
+  for (const character of note) {
+    const size = Buffer.byteLength(character, "utf8");
+    if (bytes + size > budget) break;
+    bytes += size;
+    end += character.length;
+  }
+  return `${note.slice(0, end)}${ellipsis}`;
+}
+
+/**
+ * A unique Event name for an object: a prefix of its name (without a trailing '-' or '.', which would make the
+ * name an invalid DNS subdomain), a dot, then `suffix`.
+ */
+export function eventName(objectName: string, suffix: string): string {
+  const prefix = objectName.slice(0, maxNamePrefixLength).replace(/[-.]+$/, "");
+  return prefix === "" ? suffix : `${prefix}.${suffix}`;
+}
 
 /** Formats a time as Kubernetes MicroTime (RFC 3339 with microseconds). */
 export function microTime(epochMs: number): string {
@@ -49,10 +79,9 @@ export function createEventRecorder(options: {
   return {
     async record(subject, event) {
       const nowMs = now();
-      const note =
-        event.note.length <= maxNoteLength ? event.note : `${event.note.slice(0, maxNoteLength - 1)}…`;
+      const note = truncateNote(event.note);
       // Names must be unique; this is how client-go names them too (object name + time), plus randomness.
-      const name = `${subject.name.slice(0, 200)}.${nowMs.toString(16)}${randomBytes(4).toString("hex")}`;
+      const name = eventName(subject.name, `${nowMs.toString(16)}${randomBytes(4).toString("hex")}`);
       const body = {
         apiVersion: "events.k8s.io/v1",
         kind: "Event",
@@ -82,8 +111,13 @@ export function createEventRecorder(options: {
         metrics?.events.labels(event.reason).inc();
       } catch (error) {
         logger.warn(
-          { err: describeError(error), object: `${subject.namespace}/${subject.name}`, reason: event.reason },
-          "could not record Event",
+          {
+            err: describeError(error),
+            kind: subject.kind,
+            object: `${subject.namespace}/${subject.name}`,
+            reason: event.reason,
+          },
+          `could not record Event for ${subject.kind} ${subject.namespace}/${subject.name}`,
         );
       }
     },

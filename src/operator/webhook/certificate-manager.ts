@@ -34,8 +34,11 @@ export interface CertificateManagerOptions {
   /** Namespace of the Secret (the operator's own). */
   readonly namespace: string;
   readonly secretName: string;
-  /** The ValidatingWebhookConfiguration whose caBundle is kept current (it may be created later). */
-  readonly webhookConfigurationName: string;
+  /**
+   * The ValidatingWebhookConfiguration whose caBundle is kept current (it may be created later); absent when
+   * the webhook is off and the certificate serves the snapshot stream only.
+   */
+  readonly webhookConfigurationName?: string | undefined;
   /** The failurePolicy the configuration's judging webhook must have; kept with the caBundle when given. */
   readonly failurePolicy?: "Fail" | "Ignore";
   /** The Service's names: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`. */
@@ -179,19 +182,15 @@ export async function startCertificateManager(
       }
     }
 
-    const bundle = await ensureCaBundle(
-      admission,
-      options.webhookConfigurationName,
-      chosen.caBundle,
-      options.failurePolicy,
-    );
+    const configurationName = options.webhookConfigurationName;
+    const bundle =
+      configurationName === undefined
+        ? undefined
+        : await ensureCaBundle(admission, configurationName, chosen.caBundle, options.failurePolicy);
     if (bundle === "patched") {
-      logger.info({ webhookConfiguration: options.webhookConfigurationName }, "webhook caBundle updated");
+      logger.info({ webhookConfiguration: configurationName }, "webhook caBundle updated");
     } else if (bundle === "missing") {
-      logger.debug(
-        { webhookConfiguration: options.webhookConfigurationName },
-        "webhook configuration not found yet",
-      );
+      logger.debug({ webhookConfiguration: configurationName }, "webhook configuration not found yet");
     }
     if (current === undefined) {
       current = chosen;
