@@ -222,6 +222,16 @@ describe("multipart/form-data bodies", () => {
     expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
   });
 
+  it("holds back the end of a body that does not end as a whole multipart body", async () => {
+    const path = uniquePath();
+    const whole = multipart("b", [["upload", file]]);
+    const response = await post(path, multipartType("b"), whole.subarray(0, whole.length - 9));
+    expect(response.status).toBe(400);
+    expect(response.json).toMatchObject({ code: "PG_ERR_BAD_MULTIPART" });
+    await sleep(100);
+    expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
+  });
+
   it("refuses a compressed multipart body with 415", async () => {
     const path = uniquePath();
     const response = await post(

@@ -28,6 +28,10 @@ const MULTIPART_LIMITS = {
   headerSize: 16 * 1024,
 } as const;
 
+function ignore(): void {
+  // the refusal is recorded from busboy's error event
+}
+
 function badMultipart(reason: string): GatewayError {
   return new GatewayError("PG_ERR_BAD_MULTIPART", reason);
 }
@@ -88,6 +92,8 @@ export function createMultipartScanner(contentType: string): BodyScanner {
     named = true;
     const forbidden = refusalFor(name);
     if (forbidden !== undefined) refuse(forbidden);
+    // A part cut off by the end of the body errors its stream; busboy's own error (below) refuses the body.
+    stream.on("error", ignore);
     stream.resume();
   });
   busboy.on("partsLimit", () => refuse(badMultipart(`more than ${MULTIPART_LIMITS.parts} parts`)));
@@ -129,7 +135,7 @@ export function createMultipartScanner(contentType: string): BodyScanner {
     },
     destroy() {
       busboy.removeAllListeners("file");
-      busboy.on("error", () => undefined);
+      busboy.on("error", ignore);
       busboy.destroy();
     },
   };
