@@ -109,6 +109,14 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     defaultText: "16384",
   },
   {
+    flag: "max-form-buffer-bytes",
+    env: "PHANTOMGATE_MAX_FORM_BUFFER_BYTES",
+    type: "string",
+    description:
+      "Bytes of form-urlencoded bodies all requests together may hold while they are checked (503 beyond).",
+    defaultText: "67108864",
+  },
+  {
     flag: "shutdown-grace-ms",
     env: "PHANTOMGATE_SHUTDOWN_GRACE_MS",
     type: "string",
@@ -186,6 +194,7 @@ const gatewayConfigSchema = z
         .min(1)
         .max(1024 * 1024),
     ),
+    maxFormBufferBytes: wholeNumber.pipe(z.number().min(1).max(Number.MAX_SAFE_INTEGER)),
     shutdownGraceMs: timerMs,
     auditLog: z.string().min(1),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),

@@ -126,7 +126,18 @@ export const errorCatalogue = {
   PG_ERR_UNSUPPORTED_ENCODING: {
     status: 415,
     title: "Unsupported Media Type",
-    detail: "A form body must not be compressed: the gateway checks it for tokens.",
+    detail: "A form or multipart body must not be compressed: the gateway checks it for tokens.",
+  },
+  PG_ERR_BAD_MULTIPART: {
+    status: 400,
+    title: "Bad Request",
+    detail:
+      "The multipart body could not be read as multipart/form-data (no boundary, a part without a name, or malformed).",
+  },
+  PG_ERR_FORM_BUDGET_EXHAUSTED: {
+    status: 503,
+    title: "Service Unavailable",
+    detail: "The gateway is holding as many form bodies as it may at once. Retry later.",
   },
   PG_ERR_NOT_IMPLEMENTED: {
     status: 501,

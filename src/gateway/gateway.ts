@@ -15,6 +15,7 @@ import { createTokenCacheSet } from "../tokens/token-cache.ts";
 import { createAdminServer, MAX_LISTED_PROBLEMS } from "./admin/admin-server.ts";
 import { openAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
+import { FormBudget } from "./pipeline/form-budget.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import {
   createClientErrorListener,
@@ -184,6 +185,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     audit,
     logger,
     trustForwarded: config.trustForwarded,
+    formBudget: new FormBudget(config.maxFormBufferBytes),
   };
   const listeners = createRequestListener(pipelineDeps);
   const server = createServer(

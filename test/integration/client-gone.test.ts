@@ -186,8 +186,11 @@ describe("an upstream that answers before it has read the request body", () => {
       socket.on("close", () => resolve(true));
       setTimeout(() => resolve(false), 3_000);
     });
-    // 10 of the 1,000 declared bytes: the rest is never sent, as a client waiting on a slow upload would.
-    socket.write("POST /public/early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789");
+    // 10 of the 1,000 declared bytes: the rest is never sent, as a client waiting on a slow upload would. (A body
+    // without a Content-Type would be read whole as a form before anything is forwarded.)
+    socket.write(
+      "POST /public/early HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n0123456789",
+    );
     const ended = await closed;
     socket.destroy();
     expect(received).toMatch(/^HTTP\/1\.1 401 /);

@@ -2,7 +2,9 @@
 import { describe, expect, it } from "vitest";
 import { GatewayError, type ErrorCode } from "../../src/errors/catalogue.ts";
 import {
-  bodyMayCarryToken,
+  bodyInspection,
+  forbiddenFieldName,
+  mediaTypeOf,
   createFirewall,
   extractBearerToken,
   type FirewallRequest,
@@ -171,6 +173,10 @@ describe("inspectRequest", () => {
     "access_token[]=abc",
     "access_token[0]=abc",
     "access%5Btoken=abc",
+    // PHP cuts a parameter name at NUL.
+    "access_token%00=abc",
+    "access_token%00x=abc",
+    "ACCESS.TOKEN%00%00=abc",
   ])("rejects the token-carrying query %j", (query) => {
     expect(inspectCode(request(`/api?${query}`))).toBe("PG_ERR_TOKEN_IN_QUERY");
   });
@@ -195,19 +201,29 @@ describe("inspectRequest", () => {
     expect(inspectCode(request(`/api?${query}`))).toBe("accepted");
   });
 
-  it.each(["_method=DELETE", "x=1&_METHOD=put", "%5Fmethod=DELETE", ".method=DELETE", "_method[]=DELETE"])(
-    "refuses the method override in the query %j",
-    (query) => {
-      expect(inspectCode(request(`/api?${query}`))).toBe("PG_ERR_BAD_REQUEST");
-    },
-  );
+  it.each([
+    "_method=DELETE",
+    "x=1&_METHOD=put",
+    "%5Fmethod=DELETE",
+    ".method=DELETE",
+    "_method[]=DELETE",
+    "_method%00=DELETE",
+    "_method%00x=DELETE",
+  ])("refuses the method override in the query %j", (query) => {
+    expect(inspectCode(request(`/api?${query}`))).toBe("PG_ERR_BAD_REQUEST");
+  });
 
-  it.each(["method=DELETE", "x_method=1", "_methods=1", "q=_method", "__method=1"])(
-    "accepts the query %j, which overrides no method",
-    (query) => {
-      expect(inspectCode(request(`/api?${query}`))).toBe("accepted");
-    },
-  );
+  it.each([
+    "method=DELETE",
+    "x_method=1",
+    "_methods=1",
+    "q=_method",
+    "__method=1",
+    "%00_method=1",
+    "_meth%00od=1",
+  ])("accepts the query %j, which overrides no method", (query) => {
+    expect(inspectCode(request(`/api?${query}`))).toBe("accepted");
+  });
 
   it("scans long queries without quadratic work", () => {
     const wide = createFirewall({ maxUrlBytes: 1 << 20, maxHeaderBytes: 1024 });
@@ -287,21 +303,75 @@ describe("extractBearerToken", () => {
   });
 });
 
-describe("bodyMayCarryToken", () => {
+describe("bodyInspection", () => {
   it.each([
-    ["application/x-www-form-urlencoded", true],
-    ["Application/X-WWW-Form-URLEncoded", true],
-    ["application/x-www-form-urlencoded; charset=utf-8", true],
-    ["application/x-www-form-urlencoded;charset=utf-8", true],
-    ["  application/x-www-form-urlencoded", true],
-    ["application/x-www-form-urlencodedx", false],
-    ["application/json", false],
-    ["multipart/form-data; boundary=x", false],
-    ["text/plain", false],
-    ["", false],
-    [undefined, false],
+    ["application/x-www-form-urlencoded", "form"],
+    ["Application/X-WWW-Form-URLEncoded", "form"],
+    ["application/x-www-form-urlencoded; charset=utf-8", "form"],
+    ["application/x-www-form-urlencoded;charset=utf-8", "form"],
+    ["  application/x-www-form-urlencoded", "form"],
+    ["\tapplication/x-www-form-urlencoded\t", "form"],
+    // PHP ends the media type at ',' ';' or a space, Rack splits on ';' and ','.
+    ["application/x-www-form-urlencoded,x", "form"],
+    ["APPLICATION/X-WWW-FORM-URLENCODED,application/json", "form"],
+    ["application/x-www-form-urlencoded x", "form"],
+    // No media type at all is a form to Rack.
+    [undefined, "form"],
+    ["", "form"],
+    ["  ;charset=utf-8", "form"],
+    ["multipart/form-data; boundary=x", "multipart"],
+    ["Multipart/Form-Data; boundary=x", "multipart"],
+    ["multipart/form-data,x; boundary=x", "multipart"],
+    ["multipart/mixed; boundary=x", "multipart"],
+    ["application/x-www-form-urlencodedx", "none"],
+    ["application/json", "none"],
+    ["application/json,application/x-www-form-urlencoded", "none"],
+    ["text/plain", "none"],
   ])("%j → %s", (contentType, expected) => {
-    expect(bodyMayCarryToken(contentType)).toBe(expected);
+    expect(bodyInspection(contentType)).toBe(expected);
+  });
+});
+
+describe("mediaTypeOf", () => {
+  it.each([
+    ["Application/JSON; charset=utf-8", "application/json"],
+    ["  text/plain,x", "text/plain"],
+    ["a/b c", "a/b"],
+    ["", ""],
+  ])("%j → %j", (contentType, expected) => {
+    expect(mediaTypeOf(contentType)).toBe(expected);
+  });
+});
+
+describe("forbiddenFieldName", () => {
+  it.each([
+    ["access_token", "access_token"],
+    ["ACCESS.TOKEN", "access_token"],
+    [" access token", "access_token"],
+    ["access_token[]", "access_token"],
+    ["access_token\u0000x", "access_token"],
+    ["_method", "_method"],
+    ["_METHOD", "_method"],
+    [".method", "_method"],
+    ["_method[x]", "_method"],
+    ["_method\u0000", "_method"],
+    ["'_method'", "_method"],
+  ])("%j is %s", (name, expected) => {
+    expect(forbiddenFieldName(name)).toBe(expected);
+  });
+
+  it.each([
+    "method",
+    "x_method",
+    "_methods",
+    "access_tokens",
+    "file",
+    "%5Fmethod",
+    "access%5Ftoken",
+    "'_method",
+    "",
+  ])("%j is allowed (multipart names are not percent-decoded)", (name) => {
+    expect(forbiddenFieldName(name)).toBeUndefined();
   });
 });
 

@@ -82,9 +82,10 @@ const METHOD_OVERRIDE = "_method";
 
 /**
  * True when the query parameter name in `query[start, end)` means `name` to some upstream (`name` lower-case,
- * with one `_` at `separatorIndex`): compared after percent-decoding and `+` → space, ASCII case-insensitively,
- * with PHP's rewriting of parameter names in mind: leading spaces are dropped, `.`, space and an unclosed `[`
- * stand for `_`, and `name[…]` is the array `name`.
+ * with one `_` at `separatorIndex`): compared after percent-decoding and `+` → space (unless `decode` is false,
+ * as for multipart field names, which are taken literally), ASCII case-insensitively, with PHP's rewriting of
+ * parameter names in mind: leading spaces are dropped, `.`, space and an unclosed `[` stand for `_`, `name[…]`
+ * is the array `name`, and a NUL ends the name (PHP cuts names at NUL: `_method%00x` is `_method`).
  */
 function isParameterName(
   query: string,
@@ -92,13 +93,16 @@ function isParameterName(
   end: number,
   name: string,
   separatorIndex: number,
+  decode = true,
 ): boolean {
   if (end - start < name.length) return false;
   let matched = 0;
   let leading = true;
   for (let i = start; i < end;) {
     let c = query.charCodeAt(i);
-    if (c === 0x25) {
+    if (!decode) {
+      i++;
+    } else if (c === 0x25) {
       const high = i + 2 < end ? decodeHexDigit(query.charCodeAt(i + 1)) : -1;
       const low = i + 2 < end ? decodeHexDigit(query.charCodeAt(i + 2)) : -1;
       if (high < 0 || low < 0) return false;
@@ -110,8 +114,8 @@ function isParameterName(
     }
     if (leading && c === 0x20) continue;
     leading = false;
-    // The whole name matched: anything after it makes another name, except an array subscript.
-    if (matched === name.length) return c === 0x5b;
+    // The whole name matched: anything after it makes another name, except an array subscript or a NUL.
+    if (matched === name.length) return c === 0x5b || c === 0x00;
     if (matched === separatorIndex) {
       if (c !== 0x5f && c !== 0x2e && c !== 0x20 && c !== 0x5b) return false;
     } else if ((c | 0x20) !== name.charCodeAt(matched)) {
@@ -128,6 +132,29 @@ function isAccessTokenName(query: string, start: number, end: number): boolean {
 
 function isMethodOverrideName(query: string, start: number, end: number): boolean {
   return isParameterName(query, start, end, METHOD_OVERRIDE, 0);
+}
+
+/** What a form field's name asks of an upstream the gateway forbids, if anything. */
+export type ForbiddenFieldName = "access_token" | "_method";
+
+/**
+ * Whether a multipart/form-data field name (taken literally, not percent-decoded) is `access_token` or
+ * `_method` to some upstream, by the same rules as query and form-urlencoded names (see
+ * {@link queryCarriesAccessToken}). PHP also takes a name in single quotes (`name='_method'`), which other parsers
+ * keep with its quotes: both readings are checked.
+ */
+export function forbiddenFieldName(name: string): ForbiddenFieldName | undefined {
+  const forbidden = forbiddenLiteralName(name, 0, name.length);
+  if (forbidden !== undefined) return forbidden;
+  const quoted = name.length >= 2 && name.charCodeAt(0) === 0x27 && name.charCodeAt(name.length - 1) === 0x27;
+  return quoted ? forbiddenLiteralName(name, 1, name.length - 1) : undefined;
+}
+
+function forbiddenLiteralName(name: string, start: number, end: number): ForbiddenFieldName | undefined {
+  if (isParameterName(name, start, end, ACCESS_TOKEN, ACCESS_TOKEN_SEPARATOR_INDEX, false))
+    return "access_token";
+  if (isParameterName(name, start, end, METHOD_OVERRIDE, 0, false)) return "_method";
+  return undefined;
 }
 
 /**
@@ -294,8 +321,6 @@ export function extractBearerToken(authorization: string | undefined): string | 
   return authorization.slice(start);
 }
 
-const FORM_URLENCODED = "application/x-www-form-urlencoded";
-
 /** Request fields of {@link inspectFraming}, as node:http parsed them. */
 export interface FramingRequest {
   readonly httpVersionMajor: number;
@@ -346,19 +371,44 @@ export function isEncodedBody(contentEncoding: string | undefined): boolean {
 }
 
 /**
- * Tells whether a request body may carry an RFC 6750 §2.2 form-encoded `access_token`, i.e. whether its media
- * type is `application/x-www-form-urlencoded` (case-insensitive, parameters ignored). The pipeline inspects such
- * bodies; other media types cannot carry a form-encoded token.
+ * How the gateway inspects a request body, by its media type: `form` for form-urlencoded bodies (read in full
+ * and checked before forwarding), `multipart` for multipart bodies (checked part by part as they stream), `none`
+ * for the rest (JSON, binary, …), which carry no form fields an upstream framework would read.
+ */
+export type BodyInspection = "form" | "multipart" | "none";
+
+/**
+ * The media type of a `Content-Type` value as upstream frameworks read it: lower-cased, from the first
+ * character that is not whitespace to the first `;`, `,` or whitespace (PHP ends it at `;`, `,` or space, Rack
+ * splits on `;` and `,`), so `application/x-www-form-urlencoded,x` is a form to them and to the gateway.
+ */
+export function mediaTypeOf(contentType: string): string {
+  let start = 0;
+  while (start < contentType.length && isMediaTypeSpace(contentType.charCodeAt(start))) start++;
+  let end = start;
+  while (end < contentType.length) {
+    const c = contentType.charCodeAt(end);
+    if (c === 0x3b || c === 0x2c || isMediaTypeSpace(c)) break;
+    end++;
+  }
+  return contentType.slice(start, end).toLowerCase();
+}
+
+function isMediaTypeSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0b || c === 0x0c || c === 0x0d;
+}
+
+/**
+ * Tells how a request body is inspected for a form-encoded `access_token` (RFC 6750 §2.2) or a `_method`
+ * override. A body without a Content-Type (or with an empty media type) is a form to Rack, so it is read as one;
+ * every `multipart/*` type is scanned, since Rack parses any of them that names a boundary.
  *
  * @param contentType - The `Content-Type` header value, or undefined when absent.
- * @returns True for form-urlencoded bodies.
  */
-export function bodyMayCarryToken(contentType: string | undefined): boolean {
-  if (contentType === undefined) return false;
-  let start = 0;
-  while (contentType.charCodeAt(start) === 0x20 || contentType.charCodeAt(start) === 0x09) start++;
-  if (!hasAsciiCaseless(contentType, start, FORM_URLENCODED)) return false;
-  const end = start + FORM_URLENCODED.length;
-  const next = contentType.charCodeAt(end);
-  return end === contentType.length || next === 0x3b || next === 0x20 || next === 0x09;
+export function bodyInspection(contentType: string | undefined): BodyInspection {
+  if (contentType === undefined) return "form";
+  const media = mediaTypeOf(contentType);
+  if (media === "" || media === "application/x-www-form-urlencoded") return "form";
+  if (media.startsWith("multipart/")) return "multipart";
+  return "none";
 }

@@ -5,6 +5,7 @@ import { Transform, type TransformCallback } from "node:stream";
 import { errors as undiciErrors, type Dispatcher } from "undici";
 import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.js";
 import { GatewayError, type ErrorCode } from "../../errors/catalogue.ts";
+import type { BodyScanner } from "../firewall/multipart-scan.ts";
 import { buildClientResponseHeaders } from "./headers.ts";
 
 /** Where an exchange reports how it ended; exactly one of `forwarded` and `failed` is called, once. */
@@ -32,19 +33,30 @@ export interface ForwardInput {
   readonly requestId: string;
   /** The whole body when an earlier stage had to read it; otherwise the request is streamed. */
   readonly bufferedBody?: Buffer | undefined;
+  /** Checks a streamed body chunk by chunk before each chunk is forwarded (multipart bodies). */
+  readonly bodyScanner?: BodyScanner | undefined;
   /** Hears how the exchange ends, and when the body is wanted. */
   readonly outcome: ForwardOutcome;
 }
 
-/** Counts request body bytes and fails the stream once the route's limit is passed (chunked uploads). */
+/**
+ * Counts request body bytes and fails the stream once the route's limit is passed (chunked uploads). With a
+ * scanner, each chunk is passed on only once the scanner read it and found nothing to refuse, so a refused part
+ * is never completed upstream; the last chunk is held back until the scanner saw the body end as a whole, so a
+ * body it cannot read to its end never reaches the upstream complete either.
+ */
 class BodyLimit extends Transform {
   private seen = 0;
   private readonly limit: number;
   private readonly onChunk: () => void;
-  constructor(limit: number, onChunk: () => void) {
+  private readonly scanner: BodyScanner | undefined;
+  /** The chunk the scanner passed last, forwarded once the next one (or the end of a whole body) came. */
+  private held: Buffer | undefined = undefined;
+  constructor(limit: number, onChunk: () => void, scanner: BodyScanner | undefined) {
     super();
     this.limit = limit;
     this.onChunk = onChunk;
+    this.scanner = scanner;
   }
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.onChunk();
@@ -53,7 +65,37 @@ class BodyLimit extends Transform {
       callback(new GatewayError("PG_ERR_BODY_TOO_LARGE", `request body over ${this.limit} bytes`));
       return;
     }
-    callback(null, chunk);
+    if (this.scanner === undefined) {
+      callback(null, chunk);
+      return;
+    }
+    this.scanner.write(chunk, (refusal) => {
+      if (refusal !== undefined) {
+        this.held = undefined;
+        callback(refusal);
+        return;
+      }
+      const previous = this.held;
+      this.held = chunk;
+      callback(null, previous);
+    });
+  }
+  override _flush(callback: TransformCallback): void {
+    if (this.scanner === undefined) {
+      callback();
+      return;
+    }
+    this.scanner.end((refusal) => {
+      const last = this.held;
+      this.held = undefined;
+      if (refusal !== undefined) callback(refusal);
+      else callback(null, last);
+    });
+  }
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.held = undefined;
+    this.scanner?.destroy();
+    callback(error);
   }
 }
 
@@ -157,12 +199,19 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     res.on("close", onResponseClose);
   }
 
-  /** Streams `req` upstream through the route's body limit; a broken or oversized body aborts the exchange. */
-  streamBody(req: IncomingMessage, limit: number): BodyLimit {
+  /**
+   * Streams `req` upstream through the route's body limit (and `scanner`, when given); a broken, oversized or
+   * refused body aborts the exchange.
+   */
+  streamBody(req: IncomingMessage, limit: number, scanner: BodyScanner | undefined): BodyLimit {
     // A client still sending its body keeps the exchange alive: the timeout counts silence, not size.
-    const body = new BodyLimit(limit, () => {
-      if (this.status === 0 && !this.settled) this.timer.refresh();
-    });
+    const body = new BodyLimit(
+      limit,
+      () => {
+        if (this.status === 0 && !this.settled) this.timer.refresh();
+      },
+      scanner,
+    );
     this.body = body;
     this.req = req;
     const onBodyError = (error: Error): void => {
@@ -343,7 +392,7 @@ export function forwardRequest(input: ForwardInput): void {
     input.headers["content-length"] = String(input.bufferedBody.length);
   } else if (requestHasBody(req)) {
     input.outcome.release();
-    body = handler.streamBody(req, input.maxBodyBytes);
+    body = handler.streamBody(req, input.maxBodyBytes, input.bodyScanner);
   }
   try {
     input.dispatcher.dispatch(

@@ -13,7 +13,7 @@ import { fingerprintToken } from "../../tokens/fingerprint.ts";
 import { isoTime, newAuditTokenMemo, type AuditSink, type AuditTokenMemo } from "../audit/audit.ts";
 import { authorizeAudience, authorizeScopes } from "../authorize/authorize.ts";
 import {
-  bodyMayCarryToken,
+  bodyInspection,
   extractBearerToken,
   inspectFraming,
   isEncodedBody,
@@ -21,6 +21,7 @@ import {
   queryCarriesMethodOverride,
   type Firewall,
 } from "../firewall/firewall.ts";
+import { createMultipartScanner, type BodyScanner } from "../firewall/multipart-scan.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
 import {
   checkDeclaredLength,
@@ -31,6 +32,7 @@ import {
 } from "../forward/forward.ts";
 import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
+import type { FormBudget } from "./form-budget.ts";
 import { newRequestIds } from "./ids.ts";
 import { sendError, sendErrorToSocket } from "./respond.ts";
 
@@ -64,6 +66,8 @@ export interface PipelineDeps {
   readonly audit: AuditSink;
   readonly logger: Logger;
   readonly trustForwarded: boolean;
+  /** Bounds the form-urlencoded bytes all requests hold at once while they are checked. */
+  readonly formBudget: FormBudget;
 }
 
 /**
@@ -98,8 +102,12 @@ class RequestContext implements ForwardOutcome {
   upstreamStatus: number | undefined = undefined;
   /** Why the response was cut after its status line went out (upstream or client failure). */
   cut: ErrorCode | undefined = undefined;
-  /** A form body read in full by inspectFormBody; forwarded instead of the request stream. */
+  /** A form body read in full by inspectBody; forwarded instead of the request stream. */
   bufferedBody: Buffer | undefined = undefined;
+  /** Bytes of the form body this request took from the process-wide budget; given back in `finish`. */
+  heldFormBytes = 0;
+  /** Checks a multipart body's field names as it streams upstream. */
+  bodyScanner: BodyScanner | undefined = undefined;
   /** An OPTIONS request's Max-Forwards (RFC 9110 §7.6.2): 0 is answered by the gateway, more is decremented. */
   maxForwards: number | undefined = undefined;
   /**
@@ -263,47 +271,100 @@ const neverProxied: ReadonlySet<string> = new Set(["TRACE", "CONNECT"]);
 const proxiedMethods: readonly string[] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /**
- * A form-urlencoded body could carry an RFC 6750 §2.2 `access_token`: such bodies are read (within the route's
- * limit) and refused when they do, so a token is accepted only from the Authorization header.
+ * A form body could carry an RFC 6750 §2.2 `access_token` or a `_method` override that frameworks (PHP, Laravel,
+ * Symfony, Rails) honour, and the rule was checked for this request's method only. A form-urlencoded body (or one
+ * without a Content-Type, a form to Rack) is read in full, within the route's limit and the process-wide budget,
+ * and refused when it carries either, before any of it is forwarded. A multipart body is checked part by part
+ * as it streams (see createMultipartScanner). JSON and other bodies are not inspected.
  */
-const inspectFormBody: Stage = (ctx) => {
+const inspectBody: Stage = (ctx, deps) => {
   const matched = ctx.route;
-  if (matched === undefined) throw new Error("inspectFormBody stage ran before route");
-  if (!bodyMayCarryToken(ctx.req.headers["content-type"])) return;
+  if (matched === undefined) throw new Error("inspectBody stage ran before route");
+  if (!requestHasBody(ctx.req)) return;
+  const contentType = ctx.req.headers["content-type"];
+  const inspection = bodyInspection(contentType);
+  if (inspection === "none") return;
   // A compressed form body would hide an access_token from the check below, and the upstream might decode it.
   if (isEncodedBody(ctx.req.headers["content-encoding"])) {
-    throw new GatewayError("PG_ERR_UNSUPPORTED_ENCODING", "form body with a Content-Encoding");
+    throw new GatewayError("PG_ERR_UNSUPPORTED_ENCODING", `${inspection} body with a Content-Encoding`);
   }
-  return readFormBody(ctx, matched.limits.maxBodyBytes);
+  if (inspection === "multipart") {
+    ctx.bodyScanner = createMultipartScanner(contentType ?? "");
+    return;
+  }
+  return readFormBody(ctx, deps.formBudget, matched.limits.maxBodyBytes);
 };
 
-async function readFormBody(ctx: RequestContext, limit: number): Promise<void> {
+/**
+ * Reads a form-urlencoded body whole, taking each chunk from `budget` as it arrives (503 when the process holds
+ * too much already), and checks it. The bytes taken are the request's until `finish` gives them back, on every
+ * path: forwarded, refused, or the client gone.
+ */
+function readFormBody(ctx: RequestContext, budget: FormBudget, limit: number): Promise<void> {
   checkDeclaredLength(ctx.req, limit);
   ctx.release();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of ctx.req) {
-      const buffer = chunk as Buffer;
-      size += buffer.length;
-      if (size > limit) throw new GatewayError("PG_ERR_BODY_TOO_LARGE", `form body over ${limit} bytes`);
-      chunks.push(buffer);
-    }
-  } catch (error) {
-    // Anything but the limit is the request stream breaking off: the client closed or reset the connection.
-    if (isGatewayError(error)) throw error;
-    throw clientClosed("form body broke off");
-  }
-  const body = Buffer.concat(chunks, size);
+  const req = ctx.req;
+  return new Promise((resolve, reject) => {
+    let chunks: Buffer[] = [];
+    let size = 0;
+    const stop = (): void => {
+      req.off("data", onData).off("end", onEnd).off("error", onBroken).off("close", onClose);
+    };
+    const refuse = (error: GatewayError): void => {
+      stop();
+      chunks = [];
+      req.pause();
+      reject(error);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        refuse(new GatewayError("PG_ERR_BODY_TOO_LARGE", `form body over ${limit} bytes`));
+        return;
+      }
+      if (!budget.take(chunk.length)) {
+        refuse(
+          new GatewayError(
+            "PG_ERR_FORM_BUDGET_EXHAUSTED",
+            `form bodies would hold more than ${budget.limit} bytes across all requests`,
+          ),
+        );
+        return;
+      }
+      ctx.heldFormBytes += chunk.length;
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      stop();
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+      chunks = [];
+      const refusal = formBodyRefusal(body);
+      if (refusal !== undefined) {
+        reject(refusal);
+        return;
+      }
+      ctx.bufferedBody = body;
+      resolve();
+    };
+    // The request stream breaking off: the client closed or reset the connection.
+    const onBroken = (): void => refuse(clientClosed("form body broke off"));
+    const onClose = (): void => {
+      if (!req.complete) onBroken();
+    };
+    req.on("data", onData).on("end", onEnd).on("error", onBroken).on("close", onClose);
+  });
+}
+
+function formBodyRefusal(body: Buffer): GatewayError | undefined {
   const form = body.toString("latin1");
   if (queryCarriesAccessToken(form)) {
-    throw new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token in a form body");
+    return new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token in a form body");
   }
   // The rule was checked for this request's method; a form field telling the upstream to run another is refused.
   if (queryCarriesMethodOverride(form)) {
-    throw new GatewayError("PG_ERR_BAD_REQUEST", "_method in a form body (a method override)");
+    return new GatewayError("PG_ERR_BAD_REQUEST", "_method in a form body (a method override)");
   }
-  ctx.bufferedBody = body;
+  return undefined;
 }
 
 /**
@@ -407,6 +468,9 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
     trustForwarded: deps.trustForwarded,
   });
   if (ctx.maxForwards !== undefined) headers["max-forwards"] = String(ctx.maxForwards - 1);
+  // The exchange holds the buffered body only while it sends it; the context lets go of it now.
+  const bufferedBody = ctx.bufferedBody;
+  ctx.bufferedBody = undefined;
   forwardRequest({
     req: ctx.req,
     res: ctx.res,
@@ -417,7 +481,8 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
     timeoutMs: matched.timeouts.requestMs,
     maxBodyBytes: matched.limits.maxBodyBytes,
     requestId: ctx.requestId,
-    bufferedBody: ctx.bufferedBody,
+    bufferedBody,
+    bodyScanner: ctx.bodyScanner,
     outcome: ctx,
   });
 }
@@ -426,7 +491,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
  * The pipeline up to forwarding, in order; forward comes last. A form body is read only after the token was
  * checked, so an unauthenticated client cannot make the gateway buffer bodies.
  */
-const stages: readonly Stage[] = [firewall, route, authenticate, authorize, inspectFormBody];
+const stages: readonly Stage[] = [firewall, route, authenticate, authorize, inspectBody];
 
 // A route's path template, made once per compiled route (a snapshot swap brings new route objects).
 const templates = new WeakMap<CompiledRoute, string>();
@@ -450,6 +515,13 @@ function toGatewayError(error: unknown, deps: PipelineDeps, ctx: RequestContext)
 
 /** Metrics and the audit line, once per request, whichever way it ended. Never throws (undici callbacks call it). */
 function finish(ctx: RequestContext, status: number, decision: Decision, reason: string): void {
+  // The request's form bytes go back to the budget however it ended.
+  ctx.bufferedBody = undefined;
+  ctx.bodyScanner = undefined;
+  if (ctx.heldFormBytes > 0) {
+    ctx.deps.formBudget.give(ctx.heldFormBytes);
+    ctx.heldFormBytes = 0;
+  }
   try {
     const { deps, req } = ctx;
     const latencyMs = performance.now() - ctx.startedAt;

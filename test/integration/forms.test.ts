@@ -1,0 +1,291 @@
+// Form bodies an upstream framework reads `_method` and `access_token` from (PHP, Laravel, Symfony, Rails):
+// form-urlencoded ones however their Content-Type is spelled or left out, names PHP cuts at NUL, and multipart
+// bodies checked as they stream; and the process-wide budget for the form bodies held while they are checked.
+// A real gateway process, the demo authorization server and an upstream that records what reached it.
+import { createHash } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import { connect, type AddressInfo, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { request } from "undici";
+import { startDemoAuthServer, type DemoAuthServer } from "../../src/demo/auth-server.ts";
+import { eventually } from "../helpers/control-plane-gateway.ts";
+import { makeConfigDir, startGatewayProcess, type GatewayProcess } from "../helpers/gateway-process.ts";
+import { getToken, rawRequest } from "../helpers/http.ts";
+import { allManifests } from "../helpers/manifests.ts";
+
+/** What the upstream got of one request. */
+interface Received {
+  url: string;
+  method: string;
+  bytes: number;
+  sha256: string;
+  /** The whole body arrived. */
+  complete: boolean;
+}
+
+const FORM_BUDGET = 256 * 1024;
+
+let as: DemoAuthServer;
+let upstream: Server;
+let gateway: GatewayProcess;
+let token: string;
+const received: Received[] = [];
+
+beforeAll(async () => {
+  as = await startDemoAuthServer({ port: 0 });
+  upstream = createServer((req, res) => {
+    const seen: Received = {
+      url: req.url ?? "",
+      method: req.method ?? "",
+      bytes: 0,
+      sha256: "",
+      complete: false,
+    };
+    received.push(seen);
+    const hash = createHash("sha256");
+    req.on("data", (chunk: Buffer) => {
+      seen.bytes += chunk.length;
+      hash.update(chunk);
+    });
+    req.on("error", () => undefined);
+    req.on("end", () => {
+      seen.complete = true;
+      seen.sha256 = hash.digest("hex");
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(seen));
+    });
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  const origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  gateway = await startGatewayProcess(
+    makeConfigDir(allManifests({ issuer: as.issuer, echoOrigin: origin, maxBodyBytes: 4 * 1024 * 1024 })),
+    ["--max-form-buffer-bytes", String(FORM_BUDGET)],
+  );
+  token = await getToken(as.tokenEndpoint, "read_invoice");
+});
+
+afterAll(async () => {
+  await gateway.stop();
+  upstream.closeAllConnections();
+  upstream.close();
+  await as.close();
+});
+
+let serial = 0;
+/** A path no other request uses, to find what the upstream got of this one. */
+const uniquePath = (): string => `/echo/forms/${++serial}`;
+const receivedAt = (path: string): Received[] => received.filter((r) => r.url.startsWith(path));
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function post(
+  path: string,
+  headers: Record<string, string>,
+  body: string | Buffer,
+): Promise<{
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  json: Record<string, unknown>;
+}> {
+  const response = await request(`${gateway.url}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, ...headers },
+    body,
+  });
+  const text = await response.body.text();
+  return {
+    status: response.statusCode,
+    headers: response.headers,
+    json: JSON.parse(text) as Record<string, unknown>,
+  };
+}
+
+const sha256 = (body: string | Buffer): string => createHash("sha256").update(body).digest("hex");
+
+describe("form-urlencoded bodies, however they are labelled", () => {
+  it.each([
+    ["application/x-www-form-urlencoded,x", "a=1&_method=DELETE", "PG_ERR_BAD_REQUEST"],
+    ["Application/X-WWW-Form-Urlencoded , text/plain", "_method=DELETE", "PG_ERR_BAD_REQUEST"],
+    [undefined, "a=1&_method=DELETE", "PG_ERR_BAD_REQUEST"],
+    [undefined, "access_token=abc", "PG_ERR_TOKEN_IN_QUERY"],
+    ["application/x-www-form-urlencoded", "_method%00=DELETE", "PG_ERR_BAD_REQUEST"],
+    ["application/x-www-form-urlencoded", "a=1&access_token%00x=abc", "PG_ERR_TOKEN_IN_QUERY"],
+  ])("Content-Type %j with %j is refused and never reaches the upstream", async (contentType, body, code) => {
+    const path = uniquePath();
+    const response = await post(path, contentType === undefined ? {} : { "content-type": contentType }, body);
+    expect(response.status).toBe(400);
+    expect(response.json).toMatchObject({ code });
+    await sleep(50);
+    expect(receivedAt(path)).toEqual([]);
+  });
+
+  it("refuses `_method` cut at NUL in the query", async () => {
+    const path = uniquePath();
+    const response = await post(`${path}?_method%00=DELETE`, { "content-type": "application/json" }, "{}");
+    expect(response.status).toBe(400);
+    expect(response.json).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+    expect(receivedAt(path)).toEqual([]);
+  });
+
+  it("forwards a body without a Content-Type intact when it holds no such field", async () => {
+    const path = uniquePath();
+    const body = "a=1&method=x&token=y";
+    const response = await post(path, {}, body);
+    expect(response.status).toBe(200);
+    expect(response.json).toMatchObject({ sha256: sha256(body), complete: true });
+  });
+});
+
+/** A multipart/form-data body of `parts`, each a field (a string) or a file (a Buffer). */
+function multipart(boundary: string, parts: readonly [string, string | Buffer][]): Buffer {
+  const pieces: Buffer[] = [];
+  for (const [name, value] of parts) {
+    const file = Buffer.isBuffer(value)
+      ? `; filename="${name}.bin"\r\nContent-Type: application/octet-stream`
+      : "";
+    pieces.push(
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${name}"${file}\r\n\r\n`),
+    );
+    pieces.push(Buffer.isBuffer(value) ? value : Buffer.from(value));
+    pieces.push(Buffer.from("\r\n"));
+  }
+  pieces.push(Buffer.from(`--${boundary}--\r\n`));
+  return Buffer.concat(pieces);
+}
+
+const multipartType = (boundary: string): Record<string, string> => ({
+  "content-type": `multipart/form-data; boundary=${boundary}`,
+});
+
+describe("multipart/form-data bodies", () => {
+  const file = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < file.length; i++) file[i] = (i * 7919) % 251;
+
+  it("forwards a field and a 1 MiB file byte for byte", async () => {
+    const path = uniquePath();
+    const body = multipart("b0undary", [
+      ["title", "an invoice"],
+      ["upload", file],
+    ]);
+    const response = await post(path, multipartType("b0undary"), body);
+    expect(response.status).toBe(200);
+    expect(response.json).toMatchObject({ bytes: body.length, sha256: sha256(body), complete: true });
+  });
+
+  it.each([
+    ["_method", "DELETE", "PG_ERR_BAD_REQUEST"],
+    ["_METHOD", "DELETE", "PG_ERR_BAD_REQUEST"],
+    ["_method\u0000", "DELETE", "PG_ERR_BAD_REQUEST"],
+    ["access_token", "abc", "PG_ERR_TOKEN_IN_QUERY"],
+    ["access.token[]", Buffer.from("abc"), "PG_ERR_TOKEN_IN_QUERY"],
+  ])(
+    "refuses a part named %j after a large file, and the upstream never gets the whole body",
+    async (name, value, code) => {
+      const path = uniquePath();
+      const body = multipart("xyz", [
+        ["upload", file],
+        [name, value],
+      ]);
+      const response = await post(path, multipartType("xyz"), body);
+      expect(response.status).toBe(400);
+      expect(response.json).toMatchObject({ code });
+      await sleep(100);
+      expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
+    },
+  );
+
+  it("refuses `_method` in a small multipart body (curl -F _method=DELETE)", async () => {
+    const path = uniquePath();
+    const response = await post(
+      path,
+      { "content-type": "Multipart/Form-Data; boundary=q" },
+      multipart("q", [["_method", "DELETE"]]),
+    );
+    expect(response.status).toBe(400);
+    expect(response.json).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+    await sleep(100);
+    expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
+  });
+
+  it.each([
+    ["no boundary", "multipart/form-data", multipart("b", [["a", "1"]])],
+    ["a truncated body", "multipart/form-data; boundary=b", multipart("b", [["a", "1"]]).subarray(0, 40)],
+    [
+      "a part without a name",
+      "multipart/form-data; boundary=b",
+      Buffer.from("--b\r\nX-Other: 1\r\n\r\nDELETE\r\n--b--\r\n"),
+    ],
+  ])("answers 400 PG_ERR_BAD_MULTIPART for %s, never forwarded whole", async (_label, contentType, body) => {
+    const path = uniquePath();
+    const response = await post(path, { "content-type": contentType }, body);
+    expect(response.status).toBe(400);
+    expect(response.json).toMatchObject({ code: "PG_ERR_BAD_MULTIPART" });
+    await sleep(100);
+    expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
+  });
+
+  it("holds back the end of a body that does not end as a whole multipart body", async () => {
+    const path = uniquePath();
+    const whole = multipart("b", [["upload", file]]);
+    const response = await post(path, multipartType("b"), whole.subarray(0, whole.length - 9));
+    expect(response.status).toBe(400);
+    expect(response.json).toMatchObject({ code: "PG_ERR_BAD_MULTIPART" });
+    await sleep(100);
+    expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
+  });
+
+  it("refuses a compressed multipart body with 415", async () => {
+    const path = uniquePath();
+    const response = await post(
+      path,
+      { ...multipartType("b"), "content-encoding": "gzip" },
+      Buffer.from([0x1f, 0x8b, 8, 0]),
+    );
+    expect(response.status).toBe(415);
+    expect(response.json).toMatchObject({ code: "PG_ERR_UNSUPPORTED_ENCODING" });
+  });
+});
+
+describe("the budget for form bodies held at once", () => {
+  /** Opens a form request declaring `declared` bytes and sends `sent` of them, then holds the connection. */
+  function holdForm(path: string, declared: number, sent: number): Socket {
+    const socket = connect(gateway.port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    socket.write(
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+        `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${declared}\r\n\r\n${"a".repeat(sent)}`,
+    );
+    return socket;
+  }
+
+  it("answers 503 with Retry-After over the budget, and frees the budget when the held requests end", async () => {
+    const path = uniquePath();
+    const held = [holdForm(path, 200_000, 100 * 1024), holdForm(path, 200_000, 100 * 1024)];
+    await sleep(300);
+    // 200 KiB held of 256 KiB: another 100 KiB does not fit.
+    const body = `a=${"b".repeat(100 * 1024)}`;
+    const refused = await rawRequest(
+      gateway.port,
+      [
+        `POST ${path} HTTP/1.1`,
+        "Host: x",
+        `Authorization: Bearer ${token}`,
+        "Content-Type: application/x-www-form-urlencoded",
+        `Content-Length: ${body.length}`,
+      ],
+      body,
+    );
+    expect(refused.status).toBe(503);
+    expect(refused.head.toLowerCase()).toContain("\r\nretry-after: ");
+    expect(JSON.parse(refused.body)).toMatchObject({ code: "PG_ERR_FORM_BUDGET_EXHAUSTED" });
+    for (const socket of held) socket.destroy();
+    // With the two held bodies gone, 200 KiB fits again.
+    const large = `a=${"c".repeat(200 * 1024)}`;
+    await eventually(
+      async () =>
+        (await post(uniquePath(), { "content-type": "application/x-www-form-urlencoded" }, large)).status ===
+        200,
+      5_000,
+      "a form body within the freed budget",
+    );
+    expect(receivedAt(path)).toEqual([]);
+  });
+});
