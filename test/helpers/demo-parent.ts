@@ -6,7 +6,9 @@ import { spawnReady } from "../../src/demo/spawn-ready.ts";
 
 const entry = fileURLToPath(new URL("../../src/demo/auth-server-main.ts", import.meta.url));
 const as = await spawnReady(entry, ["--port", "0"]);
+// Listening before the line goes out: the test signals as soon as it reads it.
+const signalled = waitForSignal();
 process.stdout.write(`${JSON.stringify({ child: as.child.pid, port: as.ready.port })}\n`);
-const signal = await waitForSignal();
+const signal = await signalled;
 await as.stop();
 process.stdout.write(`${JSON.stringify({ stopped: signal })}\n`);

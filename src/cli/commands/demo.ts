@@ -119,8 +119,9 @@ export const demoCommand: Command = {
         {},
       );
       const gateway = await startGateway(config, logger);
+      const signalled = waitForSignal();
       io.stdout.write(walkthrough(discovery.token_endpoint));
-      await waitForSignal();
+      await signalled;
       io.stdout.write("\nstopping the demo…\n");
       await gateway.close();
       await stopChildren();
