@@ -263,7 +263,11 @@ export const requiredScopesSpecSchema = z
 
 const ruleSchema = z
   .object({
-    name: dnsLabelSchema.optional().describe("Optional label for the rule in status and logs."),
+    name: dnsLabelSchema
+      .optional()
+      .describe(
+        "Optional label for the rule, for people: `phantomgate check` shows it next to the rule's route ids (namespace/name#index).",
+      ),
     matches: z
       .array(matchSchema)
       .min(1)

@@ -46,14 +46,15 @@ describe("phantomgate check", () => {
     expect(stderr).toBe("");
     const lines = stdout.split("\n");
     expect(lines[0]).toMatch(/^Compiled 5 routes from 7 objects \(revision [0-9a-f]{16}\)\.$/);
-    expect(lines[2]).toMatch(/^ID\s+HOSTS\s+PATH\s+METHODS\s+MODE\s+SCOPES\s+BACKENDS$/);
-    const ids = lines.slice(3, 8).map((line) => line.split(/\s+/)[0]);
+    expect(lines[2]).toMatch(/^ID\s+RULE\s+HOSTS\s+PATH\s+METHODS\s+MODE\s+SCOPES\s+BACKENDS$/);
+    const ids = lines.slice(3, 8).map((line) => line.split(/\s+/).slice(0, 2));
+    // The rule names of examples/routes.yaml.
     expect(ids).toEqual([
-      "default/echo#1",
-      "default/invoices#0",
-      "default/invoices#1",
-      "default/video#0",
-      "default/echo#0",
+      ["default/echo#1", "public"],
+      ["default/invoices#0", "read"],
+      ["default/invoices#1", "write"],
+      ["default/video#0", "stream"],
+      ["default/echo#0", "echo"],
     ]);
     expect(stdout).toContain("prefix /video");
     expect(stdout).toContain("mint (aud video-api)");
@@ -169,12 +170,13 @@ spec:
     const output = JSON.parse(good.stdout) as {
       ok: boolean;
       revision: string;
-      routes: { id: string }[];
+      routes: { id: string; ruleName?: string }[];
       authServers: { id: string; client: object }[];
       problems: unknown[];
     };
     expect(output.ok).toBe(true);
     expect(output.routes).toHaveLength(5);
+    expect(output.routes.find((route) => route.id === "default/video#0")?.ruleName).toBe("stream");
     expect(output.authServers[0]?.client).toEqual({ id: "gateway", method: "client_secret_basic" });
     expect(good.stdout).not.toContain("gateway-secret");
 

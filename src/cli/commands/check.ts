@@ -36,6 +36,8 @@ interface CheckReport {
   readonly snapshot: Snapshot;
   readonly results: readonly ObjectResult[];
   readonly fileProblems: readonly ManifestProblem[];
+  /** The `name` of each named ApiRoute rule, by `namespace/name#index` (the start of its routes' ids). */
+  readonly ruleNames: ReadonlyMap<string, string>;
 }
 
 /** `phantomgate check -f DIR|FILE [--output text|json]`. */
@@ -124,7 +126,38 @@ async function checkManifests(paths: readonly string[]): Promise<CheckReport> {
     for (const problem of loaded.problems) fileProblems.push(problem);
   }
   const { snapshot, perObjectResults } = compile({ objects });
-  return { snapshot, results: perObjectResults, fileProblems };
+  return { snapshot, results: perObjectResults, fileProblems, ruleNames: namedRules(objects) };
+}
+
+/**
+ * The names users gave ApiRoute rules, read from the manifests as written (the snapshot keeps only the rule's
+ * index). The first object of a namespace/name wins, as in compile.
+ */
+function namedRules(objects: readonly SourceObject[]): Map<string, string> {
+  const names = new Map<string, string>();
+  const seen = new Set<string>();
+  for (const { object } of objects) {
+    if (typeof object !== "object" || object === null) continue;
+    const { kind, metadata, spec } = object as { kind?: unknown; metadata?: unknown; spec?: unknown };
+    if (kind !== "ApiRoute" || typeof metadata !== "object" || metadata === null) continue;
+    const { name, namespace } = metadata as { name?: unknown; namespace?: unknown };
+    if (typeof name !== "string") continue;
+    const id = `${typeof namespace === "string" ? namespace : "default"}/${name}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    const rules = (spec as { rules?: unknown } | null | undefined)?.rules;
+    if (!Array.isArray(rules)) continue;
+    rules.forEach((rule: unknown, index) => {
+      const ruleName = (rule as { name?: unknown } | null)?.name;
+      if (typeof ruleName === "string" && ruleName !== "") names.set(`${id}#${index}`, ruleName);
+    });
+  }
+  return names;
+}
+
+/** The rule name of a route, when its rule has one. */
+function ruleNameOf(route: CompiledRoute, names: ReadonlyMap<string, string>): string | undefined {
+  return names.get(`${route.source.namespace}/${route.source.name}#${route.source.rule}`);
 }
 
 function writeText(report: CheckReport, io: CommandIo): void {
@@ -137,8 +170,8 @@ function writeText(report: CheckReport, io: CommandIo): void {
   if (snapshot.routes.length > 0) {
     lines.push(
       ...formatTable([
-        ["ID", "HOSTS", "PATH", "METHODS", "MODE", "SCOPES", "BACKENDS"],
-        ...snapshot.routes.map(describeRouteRow),
+        ["ID", "RULE", "HOSTS", "PATH", "METHODS", "MODE", "SCOPES", "BACKENDS"],
+        ...snapshot.routes.map((route) => describeRouteRow(route, report.ruleNames)),
       ]),
       "",
     );
@@ -193,7 +226,10 @@ function writeJson(report: CheckReport, io: CommandIo): void {
   const output = {
     ok: problems.length === 0,
     revision: snapshot.revision,
-    routes: snapshot.routes,
+    routes: snapshot.routes.map((route) => {
+      const ruleName = ruleNameOf(route, report.ruleNames);
+      return ruleName === undefined ? route : { ...route, ruleName };
+    }),
     // The compiled client secret stays out: check output lands in CI logs.
     authServers: snapshot.authServers.map(({ client, ...authServer }) => ({
       ...authServer,
@@ -205,7 +241,7 @@ function writeJson(report: CheckReport, io: CommandIo): void {
   io.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
 }
 
-function describeRouteRow(route: CompiledRoute): string[] {
+function describeRouteRow(route: CompiledRoute, names: ReadonlyMap<string, string>): string[] {
   const { audience, acceptedAudiences } = route.auth;
   const details = [
     ...(audience === undefined ? [] : [`aud ${audience}`]),
@@ -218,6 +254,7 @@ function describeRouteRow(route: CompiledRoute): string[] {
       : route.backends.map((backend) => `${backend.origin} (weight ${backend.weight})`);
   return [
     route.id,
+    ruleNameOf(route, names) ?? "-",
     route.hostnames.length === 0 ? "*" : route.hostnames.join(","),
     `${route.path.type === "Exact" ? "exact" : "prefix"} ${route.path.value}`,
     route.methods.length === 0 ? "*" : route.methods.join(","),
