@@ -4,6 +4,7 @@
 // A real gateway process, the demo authorization server and an upstream that records what reached it.
 import { createHash } from "node:crypto";
 import { createServer, type Server } from "node:http";
+import { Readable } from "node:stream";
 import { connect, type AddressInfo, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request } from "undici";
@@ -21,7 +22,11 @@ interface Received {
   sha256: string;
   /** The whole body arrived. */
   complete: boolean;
+  contentType: string | undefined;
 }
+
+/** The bodies the upstream got, by path (not in the JSON answer: a 1 MiB file would bloat it). */
+const bodies = new Map<string, Buffer>();
 
 const FORM_BUDGET = 256 * 1024;
 
@@ -40,17 +45,21 @@ beforeAll(async () => {
       bytes: 0,
       sha256: "",
       complete: false,
+      contentType: req.headers["content-type"],
     };
     received.push(seen);
     const hash = createHash("sha256");
+    const chunks: Buffer[] = [];
     req.on("data", (chunk: Buffer) => {
       seen.bytes += chunk.length;
       hash.update(chunk);
+      chunks.push(chunk);
     });
     req.on("error", () => undefined);
     req.on("end", () => {
       seen.complete = true;
       seen.sha256 = hash.digest("hex");
+      bodies.set(seen.url, Buffer.concat(chunks));
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(seen));
     });
   });
@@ -155,25 +164,45 @@ const multipartType = (boundary: string): Record<string, string> => ({
   "content-type": `multipart/form-data; boundary=${boundary}`,
 });
 
-describe("multipart/form-data bodies", () => {
+/** The gateway's own boundary from the Content-Type the upstream got. */
+function forwardedBoundary(seen: Received | undefined): string {
+  const boundary = /; boundary=(phantomgate-[0-9a-f]{32})$/.exec(seen?.contentType ?? "")?.[1];
+  if (boundary === undefined) throw new Error(`no gateway boundary in ${String(seen?.contentType)}`);
+  return boundary;
+}
+
+/** The names of the parts of a body under `boundary`, as any multipart parser splits it. */
+function partNames(body: Buffer, boundary: string): string[] {
+  return body
+    .toString("latin1")
+    .split(`--${boundary}`)
+    .slice(1, -1)
+    .map((part) => /name="([^"]*)"/.exec(part)?.[1] ?? "(none)");
+}
+
+describe("multipart bodies: taken apart, checked and written again under the gateway's boundary", () => {
   const file = Buffer.alloc(1024 * 1024);
   for (let i = 0; i < file.length; i++) file[i] = (i * 7919) % 251;
 
-  it("forwards a field and a 1 MiB file byte for byte", async () => {
+  it("forwards a field and a 1 MiB file unchanged, under a boundary of the gateway's own", async () => {
     const path = uniquePath();
-    const body = multipart("b0undary", [
+    const parts: [string, string | Buffer][] = [
       ["title", "an invoice"],
       ["upload", file],
-    ]);
-    const response = await post(path, multipartType("b0undary"), body);
+    ];
+    const response = await post(path, multipartType("b0undary"), multipart("b0undary", parts));
     expect(response.status).toBe(200);
-    expect(response.json).toMatchObject({ bytes: body.length, sha256: sha256(body), complete: true });
+    const [seen] = receivedAt(path);
+    expect(seen?.contentType).toMatch(/^multipart\/form-data; boundary=phantomgate-[0-9a-f]{32}$/);
+    const expected = multipart(forwardedBoundary(seen), parts);
+    expect(response.json).toMatchObject({ bytes: expected.length, sha256: sha256(expected), complete: true });
   });
 
   it.each([
     ["_method", "DELETE", "PG_ERR_BAD_REQUEST"],
     ["_METHOD", "DELETE", "PG_ERR_BAD_REQUEST"],
-    ["_method\u0000", "DELETE", "PG_ERR_BAD_REQUEST"],
+    // A control character in a name is refused whatever the name.
+    ["_method\u0000", "DELETE", "PG_ERR_BAD_MULTIPART"],
     ["access_token", "abc", "PG_ERR_TOKEN_IN_QUERY"],
     ["access.token[]", Buffer.from("abc"), "PG_ERR_TOKEN_IN_QUERY"],
   ])(
@@ -205,13 +234,53 @@ describe("multipart/form-data bodies", () => {
     expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
   });
 
+  const part = (disposition: string, value = "DELETE"): string =>
+    `--b\r\nContent-Disposition: ${disposition}\r\n\r\n${value}\r\n`;
   it.each([
     ["no boundary", "multipart/form-data", multipart("b", [["a", "1"]])],
     ["a truncated body", "multipart/form-data; boundary=b", multipart("b", [["a", "1"]]).subarray(0, 40)],
     [
-      "a part without a name",
+      "a part without a Content-Disposition",
       "multipart/form-data; boundary=b",
-      Buffer.from("--b\r\nX-Other: 1\r\n\r\nDELETE\r\n--b--\r\n"),
+      "--b\r\nX-Other: 1\r\n\r\nDELETE\r\n--b--\r\n",
+    ],
+    // Each of these once crashed the gateway or named a part differently from what PHP or Rack read.
+    ["a form-data part without a name", "multipart/form-data; boundary=b", `${part("form-data")}--b--\r\n`],
+    ["form-data; with no parameter", "multipart/form-data; boundary=b", `${part("form-data;")}--b--\r\n`],
+    [
+      "a file without a name",
+      "multipart/form-data; boundary=b",
+      `${part('form-data; filename="a"')}--b--\r\n`,
+    ],
+    [
+      "a name given twice",
+      "multipart/form-data; boundary=b",
+      `${part('form-data; name="x"; name="_method"')}--b--\r\n`,
+    ],
+    [
+      "a name* parameter",
+      "multipart/form-data; boundary=b",
+      `${part("form-data; name=\"_method\"; name*=UTF-8''x")}--b--\r\n`,
+    ],
+    [
+      "a backslash in a name",
+      "multipart/form-data; boundary=b",
+      `${part('form-data; name="\\_method"')}--b--\r\n`,
+    ],
+    [
+      "a single-quoted name",
+      "multipart/form-data; boundary=b",
+      `${part("form-data; name='_method'x")}--b--\r\n`,
+    ],
+    [
+      "an unquoted name with a space",
+      "multipart/form-data; boundary=b",
+      `${part("form-data; name=_method x")}--b--\r\n`,
+    ],
+    [
+      "a header section that never ends",
+      "multipart/form-data; boundary=b",
+      '--b\r\nContent-Disposition: form-data; name="_method"\n\nDELETE\r\n--b--\r\n',
     ],
   ])("answers 400 PG_ERR_BAD_MULTIPART for %s, never forwarded whole", async (_label, contentType, body) => {
     const path = uniquePath();
@@ -220,6 +289,65 @@ describe("multipart/form-data bodies", () => {
     expect(response.json).toMatchObject({ code: "PG_ERR_BAD_MULTIPART" });
     await sleep(100);
     expect(receivedAt(path).filter((r) => r.complete)).toEqual([]);
+  });
+
+  it.each([
+    [
+      "a close delimiter before the first part",
+      "multipart/form-data; boundary=B",
+      '--B--\r\n--B\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--B--\r\n',
+      [],
+    ],
+    [
+      "a part after the close delimiter",
+      "multipart/form-data; boundary=B",
+      '--B\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--B--\r\n--B\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--B--\r\n',
+      ["a"],
+    ],
+    [
+      "LF-only line ends inside a part (PHP splits there)",
+      "multipart/form-data; boundary=B",
+      '--B\r\nContent-Disposition: form-data; name="x"\r\n\r\nv\n--B\nContent-Disposition: form-data; name="_method"\n\nDELETE\r\n--B--\r\n',
+      ["x"],
+    ],
+    [
+      "a second boundary parameter",
+      "multipart/form-data; boundary=P; boundary=B",
+      '--P\r\nContent-Disposition: form-data; name="x"\r\n\r\n--B\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--B--\r\n--P--\r\n',
+      ["x"],
+    ],
+  ])("%s: the upstream reads only the parts the gateway read", async (_label, contentType, body, names) => {
+    const path = uniquePath();
+    const response = await post(path, { "content-type": contentType }, body);
+    expect(response.status).toBe(200);
+    const [seen] = receivedAt(path);
+    const boundary = forwardedBoundary(seen);
+    expect(seen?.contentType).toBe(`multipart/form-data; boundary=${boundary}`);
+    expect(partNames(bodies.get(seen?.url ?? "") ?? Buffer.alloc(0), boundary)).toEqual(names);
+  });
+
+  it("multipart/related: parts without names pass, with their type; a Content-ID naming _method is refused", async () => {
+    const path = uniquePath();
+    const related = 'multipart/related; boundary=r; type="application/json"';
+    const body =
+      '--r\r\nContent-Type: application/json\r\n\r\n{"name":"a.txt"}\r\n' +
+      "--r\r\nContent-Type: text/plain\r\nContent-ID: <media>\r\n\r\nhello\r\n--r--\r\n";
+    const response = await post(path, { "content-type": related }, body);
+    expect(response.status).toBe(200);
+    const [seen] = receivedAt(path);
+    const boundary = /boundary=(phantomgate-[0-9a-f]{32})/.exec(seen?.contentType ?? "")?.[1] ?? "";
+    expect(seen?.contentType).toBe(`multipart/related; boundary=${boundary}; type="application/json"`);
+    expect(bodies.get(seen?.url ?? "")?.toString("latin1")).toBe(
+      `--${boundary}\r\nContent-Type: application/json\r\n\r\n{"name":"a.txt"}\r\n` +
+        `--${boundary}\r\nContent-Type: text/plain\r\nContent-ID: <media>\r\n\r\nhello\r\n--${boundary}--\r\n`,
+    );
+    const refused = await post(
+      uniquePath(),
+      { "content-type": related },
+      "--r\r\nContent-ID: <_method>\r\n\r\nDELETE\r\n--r--\r\n",
+    );
+    expect(refused.status).toBe(400);
+    expect(refused.json).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
   });
 
   it("holds back the end of a body that does not end as a whole multipart body", async () => {
@@ -255,6 +383,34 @@ describe("the budget for form bodies held at once", () => {
     );
     return socket;
   }
+
+  it("answers 413 for a form larger than the whole budget (waiting would not help), declared or not", async () => {
+    const body = `a=${"d".repeat(300 * 1024)}`;
+    const declared = await post(uniquePath(), { "content-type": "application/x-www-form-urlencoded" }, body);
+    expect(declared.status).toBe(413);
+    expect(declared.json).toMatchObject({ code: "PG_ERR_BODY_TOO_LARGE" });
+    const path = uniquePath();
+    const chunked = await request(`${gateway.url}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/x-www-form-urlencoded" },
+      body: Readable.from(Array.from({ length: 6 }, () => Buffer.from("e".repeat(64 * 1024)))),
+    });
+    expect(chunked.statusCode).toBe(413);
+    await chunked.body.text();
+    expect(receivedAt(path)).toEqual([]);
+  });
+
+  it("streams an untyped PUT body (only an untyped POST is a form, to Rack): nothing held, nothing refused", async () => {
+    const path = uniquePath();
+    const body = `_method=DELETE&${"f".repeat(300 * 1024)}`;
+    const response = await request(`${gateway.url}${path}`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${token}` },
+      body,
+    });
+    expect(response.statusCode).toBe(200);
+    expect(await response.body.json()).toMatchObject({ sha256: sha256(body), complete: true });
+  });
 
   it("answers 503 with Retry-After over the budget, and frees the budget when the held requests end", async () => {
     const path = uniquePath();

@@ -315,7 +315,7 @@ describe("bodyInspection", () => {
     ["application/x-www-form-urlencoded,x", "form"],
     ["APPLICATION/X-WWW-FORM-URLENCODED,application/json", "form"],
     ["application/x-www-form-urlencoded x", "form"],
-    // No media type at all is a form to Rack.
+    // No media type at all is a form to Rack (on a POST).
     [undefined, "form"],
     ["", "form"],
     ["  ;charset=utf-8", "form"],
@@ -328,8 +328,18 @@ describe("bodyInspection", () => {
     ["application/json,application/x-www-form-urlencoded", "none"],
     ["text/plain", "none"],
   ])("%j → %s", (contentType, expected) => {
-    expect(bodyInspection(contentType)).toBe(expected);
+    expect(bodyInspection(contentType, "POST")).toBe(expected);
   });
+
+  it.each(["PUT", "PATCH", "DELETE"])(
+    "an untyped %s body is not a form (only an untyped POST is, to Rack)",
+    (method) => {
+      expect(bodyInspection(undefined, method)).toBe("none");
+      expect(bodyInspection("", method)).toBe("none");
+      expect(bodyInspection("application/x-www-form-urlencoded", method)).toBe("form");
+      expect(bodyInspection("multipart/form-data; boundary=x", method)).toBe("multipart");
+    },
+  );
 });
 
 describe("mediaTypeOf", () => {

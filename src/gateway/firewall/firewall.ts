@@ -400,15 +400,17 @@ function isMediaTypeSpace(c: number): boolean {
 
 /**
  * Tells how a request body is inspected for a form-encoded `access_token` (RFC 6750 §2.2) or a `_method`
- * override. A body without a Content-Type (or with an empty media type) is a form to Rack, so it is read as one;
- * every `multipart/*` type is scanned, since Rack parses any of them that names a boundary.
+ * override. A POST body without a Content-Type (or with an empty media type) is a form to Rack, so it is read as
+ * one (other methods' untyped bodies are not: PHP parses none of them, Rack only a POST's); every `multipart/*`
+ * type is rewritten part by part (Rack parses form-data, mixed and related, and names parts by Content-ID too).
  *
  * @param contentType - The `Content-Type` header value, or undefined when absent.
+ * @param method - The request method.
  */
-export function bodyInspection(contentType: string | undefined): BodyInspection {
-  if (contentType === undefined) return "form";
-  const media = mediaTypeOf(contentType);
-  if (media === "" || media === "application/x-www-form-urlencoded") return "form";
+export function bodyInspection(contentType: string | undefined, method: string): BodyInspection {
+  const media = contentType === undefined ? "" : mediaTypeOf(contentType);
+  if (media === "") return method === "POST" ? "form" : "none";
+  if (media === "application/x-www-form-urlencoded") return "form";
   if (media.startsWith("multipart/")) return "multipart";
   return "none";
 }

@@ -1,142 +1,316 @@
-// The multipart/form-data check: every part's field name, read by @fastify/busboy as the body streams upstream,
-// goes through the same name rules as query and form-urlencoded parameters. Frameworks (PHP, Laravel, Symfony,
-// Rails) read `_method` and `access_token` from multipart bodies as from any form.
-import { Busboy, Dicer, type BusboyInstance } from "@fastify/busboy";
+// Multipart bodies are taken apart and put back together. Frameworks (PHP, Laravel, Symfony, Rails) read
+// `_method` and `access_token` from multipart bodies as from any form, and their multipart parsers disagree with
+// each other and with any parser the gateway could use (line ends, a close delimiter before the first part,
+// parameters written twice or as `name*`, boundaries with odd characters, header sections cut at a size). So the
+// gateway does not forward the client's bytes: it parses the body (@fastify/busboy's Dicer, which splits parts),
+// checks every part's name, and writes each part again in one plain form under a boundary of its own. The
+// upstream reads exactly the names the gateway checked. Part bodies are copied unchanged, and nothing is
+// buffered beyond one chunk.
+import { randomBytes } from "node:crypto";
+import { Dicer } from "@fastify/busboy";
 import { GatewayError } from "../../errors/catalogue.ts";
-import { forbiddenFieldName } from "./firewall.ts";
+import { forbiddenFieldName, mediaTypeOf } from "./firewall.ts";
 
-/** Checks a request body chunk by chunk; the body is forwarded only as far as it was checked. */
-export interface BodyScanner {
-  /** Checks `chunk`; `done` gets the refusal, if any, once the chunk was read (before it may be forwarded). */
-  write(chunk: Buffer, done: (refusal: GatewayError | undefined) => void): void;
-  /** The body ended; `done` gets a refusal when it did not end as a whole multipart body. */
+/** Rewrites a request body as it streams upstream; the exchange sends what `push` gets instead of the body. */
+export interface BodyRewriter {
+  /** The Content-Type the upstream gets (the rewritten body's own boundary). */
+  readonly contentType: string;
+  /** Where the rewritten body goes; set once, before the first write. */
+  start(sink: RewriteSink): void;
+  /** Parses `chunk`; `done` once it may take the next one. */
+  write(chunk: Buffer, done: () => void): void;
+  /** The body ended; `done` gets a refusal when it did not end as a whole multipart body, after the last push. */
   end(done: (refusal: GatewayError | undefined) => void): void;
   /** Drops the parser (the exchange ended early). */
   destroy(): void;
 }
 
+export interface RewriteSink {
+  push(data: Buffer): void;
+  /** The body is refused: nothing more is pushed, and the exchange ends with `refusal`. */
+  fail(refusal: GatewayError): void;
+}
+
 /**
- * Bounds on the scanner's own work. File sizes are not bounded here (the route's body limit is); parts and their
- * header sections are, and a body over them is refused rather than forwarded unread.
+ * Bounds on the parser's own work. Part sizes are not bounded here (the route's body limit is); the number of
+ * parts and the size of each header section are.
  */
-const MULTIPART_LIMITS = {
-  /** Parts per body. */
+const LIMITS = {
   parts: 10_000,
-  /** Header fields per part; PHP's and Rack's parts carry two or three. */
   headerPairs: 64,
-  /** Bytes of one part's header section. */
   headerSize: 16 * 1024,
 } as const;
 
-function ignore(): void {
-  // the refusal is recorded from busboy's error event
-}
+/** Part headers written again with their values as they came: the ones a part's reader needs. Others are dropped. */
+const keptHeaders: ReadonlyMap<string, string> = new Map([
+  ["content-type", "Content-Type"],
+  ["content-id", "Content-ID"],
+  ["content-transfer-encoding", "Content-Transfer-Encoding"],
+  ["content-description", "Content-Description"],
+  ["content-language", "Content-Language"],
+  ["content-location", "Content-Location"],
+]);
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const CRLF = Buffer.from("\r\n");
 
 function badMultipart(reason: string): GatewayError {
   return new GatewayError("PG_ERR_BAD_MULTIPART", reason);
 }
 
-function refusalFor(name: string): GatewayError | undefined {
+function refusalFor(name: string, where: string): GatewayError | undefined {
   switch (forbiddenFieldName(name)) {
     case "access_token":
-      return new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token in a multipart body");
+      return new GatewayError("PG_ERR_TOKEN_IN_QUERY", `access_token in a multipart body (${where})`);
     case "_method":
-      return new GatewayError("PG_ERR_BAD_REQUEST", "_method in a multipart body (a method override)");
+      return new GatewayError(
+        "PG_ERR_BAD_REQUEST",
+        `_method in a multipart body (${where}; a method override)`,
+      );
     default:
       return undefined;
   }
 }
 
 /**
- * The parameters of a multipart `Content-Type` (from its first `;`), for busboy as `multipart/form-data`: the
- * gateway scans every `multipart/*` type alike, since Rack parses any of them that names a boundary.
+ * The `boundary` parameter of a multipart Content-Type: the first one, as a token or a quoted string. Which one
+ * an upstream would have taken does not matter: it gets the body under the gateway's own boundary.
  */
-function busboyContentType(contentType: string): string {
-  const parameters = contentType.indexOf(";");
-  return `multipart/form-data${parameters === -1 ? "" : contentType.slice(parameters)}`;
+export function boundaryOf(contentType: string): string | undefined {
+  const match = /;\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))/i.exec(contentType);
+  return match?.[1] ?? match?.[2];
 }
 
-/** busboy's multipart parser, whose part events tell the parts busboy skips (no usable form-data name). */
-interface BusboyInternals {
-  readonly _parser?: { readonly parser?: unknown };
+interface Disposition {
+  readonly type: string;
+  readonly name?: string;
+  readonly filename?: string;
+  readonly filenameStar?: string;
 }
 
 /**
- * Creates the scanner for one multipart body.
+ * A part's Content-Disposition, read strictly: a disposition type, then `;`-separated `key=value` parameters
+ * (tokens or quoted strings without escapes). `name` at most once and never as `name*`; quotes, backslashes and
+ * control characters in a name are refused. Other parameters than name, filename and filename* are dropped.
+ */
+function parseDisposition(value: string): Disposition | string {
+  const type = /^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*/.exec(value);
+  if (type?.[1] === undefined) return "no disposition type";
+  let at = type[0].length;
+  let name: string | undefined;
+  let filename: string | undefined;
+  let filenameStar: string | undefined;
+  const parameter = /;\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:"([^"]*)"|([^\s;"]+))\s*/y;
+  while (at < value.length) {
+    parameter.lastIndex = at;
+    const match = parameter.exec(value);
+    if (match === null) {
+      if (/^[\s;]*$/.test(value.slice(at))) break;
+      return "a Content-Disposition the gateway cannot read";
+    }
+    at = parameter.lastIndex;
+    const key = (match[1] ?? "").toLowerCase();
+    const text = match[2] ?? match[3] ?? "";
+    if (key === "name") {
+      if (name !== undefined) return "a part named twice";
+      // eslint-disable-next-line no-control-regex -- control characters are what is refused
+      if (/["\\'\u0000-\u001f\u007f]/.test(text)) return "a part name with quotes, backslashes or controls";
+      name = text;
+    } else if (key === "name*") {
+      return "a part name in the name* form";
+    } else if (key === "filename") {
+      if (filename !== undefined) return "a part with two file names";
+      filename = text;
+    } else if (key === "filename*") {
+      if (filenameStar !== undefined || match[3] === undefined) return "a part with a bad filename*";
+      filenameStar = text;
+    }
+  }
+  return {
+    type: type[1].toLowerCase(),
+    ...(name === undefined ? {} : { name }),
+    ...(filename === undefined ? {} : { filename }),
+    ...(filenameStar === undefined ? {} : { filenameStar }),
+  };
+}
+
+/** The part's header section as the upstream gets it, or the reason it is refused. */
+function partHead(header: Record<string, string[]>, formData: boolean): string | GatewayError {
+  const lines: string[] = [];
+  const dispositions = header["content-disposition"] ?? [];
+  if (dispositions.length > 1) return badMultipart("a part with two Content-Disposition headers");
+  const raw = dispositions[0];
+  if (raw === undefined) {
+    if (formData) return badMultipart("multipart part without a form-data name");
+  } else {
+    const disposition = parseDisposition(raw);
+    if (typeof disposition === "string") return badMultipart(disposition);
+    if (formData && (disposition.type !== "form-data" || disposition.name === undefined)) {
+      return badMultipart("multipart part without a form-data name");
+    }
+    if (disposition.name !== undefined) {
+      const refused = refusalFor(disposition.name, "a part's name");
+      if (refused !== undefined) return refused;
+    }
+    let line = `Content-Disposition: ${disposition.type}`;
+    if (disposition.name !== undefined) line += `; name="${disposition.name}"`;
+    if (disposition.filename !== undefined) line += `; filename="${disposition.filename}"`;
+    if (disposition.filenameStar !== undefined) line += `; filename*=${disposition.filenameStar}`;
+    lines.push(line);
+  }
+  for (const [name, values] of Object.entries(header)) {
+    if (!TOKEN.test(name)) return badMultipart("a part header whose name is not a token");
+    const written = keptHeaders.get(name);
+    if (written === undefined) continue;
+    for (const value of values) {
+      // Rack names a part by its Content-ID when it has no other name.
+      if (name === "content-id") {
+        const refused = refusalFor(value.trim().replace(/^<(.*)>$/, "$1"), "a part's Content-ID");
+        if (refused !== undefined) return refused;
+      }
+      lines.push(`${written}: ${value}`);
+    }
+  }
+  return lines.join("\r\n");
+}
+
+/**
+ * Creates the rewriter for one multipart body.
  *
  * @param contentType - The request's `Content-Type` value (a `multipart/*` media type).
  * @throws GatewayError `PG_ERR_BAD_MULTIPART` when it names no boundary.
  */
-export function createMultipartScanner(contentType: string): BodyScanner {
-  let busboy: BusboyInstance;
-  try {
-    busboy = new Busboy({
-      headers: { "content-type": busboyContentType(contentType) },
-      limits: MULTIPART_LIMITS,
-      // Every part is read as a file: busboy names a file part as soon as its headers are read, a field only
-      // after its value, so each name is checked before any byte of its value is forwarded.
-      isPartAFile: () => true,
-    });
-  } catch {
-    throw badMultipart("multipart body without a usable boundary");
-  }
-  const dicer = (busboy as unknown as BusboyInternals)._parser?.parser;
-  if (!(dicer instanceof Dicer)) throw new Error("@fastify/busboy: multipart parser not found");
-
-  let refusal: GatewayError | undefined;
-  let named = false;
-  const refuse = (error: GatewayError): void => {
-    refusal ??= error;
+export function createMultipartRewriter(contentType: string): BodyRewriter {
+  const boundary = boundaryOf(contentType);
+  if (boundary === undefined) throw badMultipart("multipart body without a usable boundary");
+  const media = mediaTypeOf(contentType);
+  const formData = media === "multipart/form-data";
+  const own = `phantomgate-${randomBytes(16).toString("hex")}`;
+  const delimiter = Buffer.from(`--${own}\r\n`);
+  // Dicer hands its config to its header parser, which also reads maxHeaderSize (its types do not list it).
+  const config: Dicer.Config & { maxHeaderSize: number } = {
+    boundary,
+    maxHeaderPairs: LIMITS.headerPairs,
+    maxHeaderSize: LIMITS.headerSize,
   };
-  busboy.on("file", (name: string, stream: NodeJS.ReadableStream) => {
-    named = true;
-    const forbidden = refusalFor(name);
-    if (forbidden !== undefined) refuse(forbidden);
-    // A part cut off by the end of the body errors its stream; busboy's own error (below) refuses the body.
-    stream.on("error", ignore);
-    stream.resume();
-  });
-  busboy.on("partsLimit", () => refuse(badMultipart(`more than ${MULTIPART_LIMITS.parts} parts`)));
-  busboy.on("error", (error: Error) => refuse(badMultipart(`multipart body unreadable: ${error.message}`)));
-  // busboy's own part listener came first, so it named the part (or skipped it) before this one runs. A part
-  // busboy skips (no form-data Content-Disposition with a name in its header section as busboy read it) might
-  // still be named to an upstream that reads headers differently: refused.
+  const dicer = new Dicer(config);
+
+  let sink: RewriteSink | undefined;
+  let refusal: GatewayError | undefined;
+  let parts = 0;
+  let parsed = false;
+  let finishing: ((refusal: GatewayError | undefined) => void) | undefined;
+  // The parts still being written, in body order. A part's data comes as events of its own stream, some of them
+  // on a later tick, while the parser may already have read the next part's headers: each part's output waits in
+  // its slot until the parts before it are out.
+  interface Slot {
+    pieces: Buffer[];
+    ended: boolean;
+  }
+  const slots: Slot[] = [];
+  const emit = (slot: Slot, data: Buffer): void => {
+    if (refusal !== undefined) return;
+    if (slot === slots[0]) sink?.push(data);
+    else slot.pieces.push(data);
+  };
+  const endSlot = (slot: Slot): void => {
+    if (slot.ended) return;
+    slot.ended = true;
+    for (;;) {
+      const head = slots[0];
+      if (head === undefined || !head.ended) break;
+      slots.shift();
+      const next = slots.at(0);
+      if (next === undefined) break;
+      const waiting = next.pieces;
+      next.pieces = [];
+      for (const piece of waiting) emit(next, piece);
+    }
+    settle();
+  };
+
+  const refuse = (error: GatewayError): void => {
+    if (refusal !== undefined) return;
+    refusal = error;
+    slots.length = 0;
+    sink?.fail(error);
+  };
+  function settle(): void {
+    if (finishing === undefined) return;
+    if (refusal === undefined && (slots.length > 0 || !parsed)) return;
+    const done = finishing;
+    finishing = undefined;
+    if (refusal === undefined) sink?.push(Buffer.from(`--${own}--\r\n`));
+    done(refusal);
+  }
+
   dicer.on("part", (part: Dicer.PartStream) => {
-    named = false;
-    part.once("header", () => {
-      if (!named) refuse(badMultipart("multipart part without a form-data name"));
+    const slot: Slot = { pieces: [], ended: false };
+    slots.push(slot);
+    let headed = false;
+    part.on("error", () => refuse(badMultipart("multipart part cut off")));
+    part.on("end", () => {
+      // A part whose header section never ended (no blank line after it) has no headers to check.
+      if (!headed) refuse(badMultipart("multipart part without a complete header section"));
+      else emit(slot, CRLF);
+      endSlot(slot);
+    });
+    part.on("close", () => endSlot(slot));
+    if (++parts > LIMITS.parts) {
+      refuse(badMultipart(`more than ${LIMITS.parts} parts`));
+      part.resume();
+      return;
+    }
+    part.on("header", (header: object) => {
+      headed = true;
+      if (refusal !== undefined) return;
+      const head = partHead(header as Record<string, string[]>, formData);
+      if (head instanceof GatewayError) {
+        refuse(head);
+        return;
+      }
+      emit(slot, Buffer.concat([delimiter, Buffer.from(head === "" ? "\r\n" : `${head}\r\n\r\n`, "latin1")]));
+    });
+    part.on("data", (data: Buffer) => {
+      if (headed) emit(slot, data);
     });
   });
+  dicer.on("error", (error: Error) => refuse(badMultipart(`multipart body unreadable: ${error.message}`)));
+  dicer.on("finish", () => {
+    parsed = true;
+    settle();
+  });
 
+  // One boundary parameter, the gateway's: a second one (the client's) could make the upstream split the part
+  // bodies, which are copied unchanged, at the client's delimiters. multipart/related keeps its `type`.
+  const relatedType = formData ? undefined : /;\s*type\s*=\s*("[^"\\]*"|[^\s;,"]+)/i.exec(contentType)?.[1];
   return {
+    contentType: `${media}; boundary=${own}${relatedType === undefined ? "" : `; type=${relatedType}`}`,
+    start(target) {
+      sink = target;
+    },
     write(chunk, done) {
       if (refusal !== undefined) {
-        done(refusal);
+        done();
         return;
       }
-      busboy.write(chunk, () => {
-        done(refusal);
-      });
+      dicer.write(chunk, () => done());
     },
     end(done) {
+      finishing = done;
       if (refusal !== undefined) {
+        finishing = undefined;
         done(refusal);
         return;
       }
-      let settled = false;
-      const settle = (): void => {
-        if (settled) return;
-        settled = true;
-        done(refusal);
-      };
-      busboy.once("finish", settle);
-      busboy.once("error", settle);
-      busboy.end();
+      dicer.end();
+      settle();
     },
     destroy() {
-      busboy.removeAllListeners("file");
-      busboy.on("error", ignore);
-      busboy.destroy();
+      finishing = undefined;
+      dicer.removeAllListeners("part");
+      dicer.on("error", () => undefined);
+      dicer.destroy();
     },
   };
 }

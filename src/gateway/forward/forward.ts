@@ -5,7 +5,7 @@ import { Transform, type TransformCallback } from "node:stream";
 import { errors as undiciErrors, type Dispatcher } from "undici";
 import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.js";
 import { GatewayError, type ErrorCode } from "../../errors/catalogue.ts";
-import type { BodyScanner } from "../firewall/multipart-scan.ts";
+import type { BodyRewriter } from "../firewall/multipart-scan.ts";
 import { buildClientResponseHeaders } from "./headers.ts";
 
 /** Where an exchange reports how it ended; exactly one of `forwarded` and `failed` is called, once. */
@@ -33,30 +33,36 @@ export interface ForwardInput {
   readonly requestId: string;
   /** The whole body when an earlier stage had to read it; otherwise the request is streamed. */
   readonly bufferedBody?: Buffer | undefined;
-  /** Checks a streamed body chunk by chunk before each chunk is forwarded (multipart bodies). */
-  readonly bodyScanner?: BodyScanner | undefined;
+  /** Rewrites a streamed body as it goes (multipart bodies): the upstream gets its output and Content-Type. */
+  readonly bodyRewriter?: BodyRewriter | undefined;
   /** Hears how the exchange ends, and when the body is wanted. */
   readonly outcome: ForwardOutcome;
 }
 
 /**
  * Counts request body bytes and fails the stream once the route's limit is passed (chunked uploads). With a
- * scanner, each chunk is passed on only once the scanner read it and found nothing to refuse, so a refused part
- * is never completed upstream; the last chunk is held back until the scanner saw the body end as a whole, so a
- * body it cannot read to its end never reaches the upstream complete either.
+ * rewriter, the upstream gets what the rewriter makes of the body instead of the body itself (multipart: the
+ * parts written again under the gateway's boundary), and a body the rewriter refuses ends the exchange; the
+ * rewritten body is complete only once the client's body ended as a whole multipart body.
  */
 class BodyLimit extends Transform {
   private seen = 0;
   private readonly limit: number;
   private readonly onChunk: () => void;
-  private readonly scanner: BodyScanner | undefined;
-  /** The chunk the scanner passed last, forwarded once the next one (or the end of a whole body) came. */
-  private held: Buffer | undefined = undefined;
-  constructor(limit: number, onChunk: () => void, scanner: BodyScanner | undefined) {
+  private readonly rewriter: BodyRewriter | undefined;
+  constructor(limit: number, onChunk: () => void, rewriter: BodyRewriter | undefined) {
     super();
     this.limit = limit;
     this.onChunk = onChunk;
-    this.scanner = scanner;
+    this.rewriter = rewriter;
+    rewriter?.start({
+      push: (data) => {
+        if (!this.destroyed) this.push(data);
+      },
+      fail: (refusal) => {
+        if (!this.destroyed) this.destroy(refusal);
+      },
+    });
   }
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.onChunk();
@@ -65,36 +71,21 @@ class BodyLimit extends Transform {
       callback(new GatewayError("PG_ERR_BODY_TOO_LARGE", `request body over ${this.limit} bytes`));
       return;
     }
-    if (this.scanner === undefined) {
+    if (this.rewriter === undefined) {
       callback(null, chunk);
       return;
     }
-    this.scanner.write(chunk, (refusal) => {
-      if (refusal !== undefined) {
-        this.held = undefined;
-        callback(refusal);
-        return;
-      }
-      const previous = this.held;
-      this.held = chunk;
-      callback(null, previous);
-    });
+    this.rewriter.write(chunk, () => callback());
   }
   override _flush(callback: TransformCallback): void {
-    if (this.scanner === undefined) {
+    if (this.rewriter === undefined) {
       callback();
       return;
     }
-    this.scanner.end((refusal) => {
-      const last = this.held;
-      this.held = undefined;
-      if (refusal !== undefined) callback(refusal);
-      else callback(null, last);
-    });
+    this.rewriter.end((refusal) => callback(refusal));
   }
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.held = undefined;
-    this.scanner?.destroy();
+    this.rewriter?.destroy();
     callback(error);
   }
 }
@@ -200,17 +191,17 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   /**
-   * Streams `req` upstream through the route's body limit (and `scanner`, when given); a broken, oversized or
+   * Streams `req` upstream through the route's body limit (and `rewriter`, when given); a broken, oversized or
    * refused body aborts the exchange.
    */
-  streamBody(req: IncomingMessage, limit: number, scanner: BodyScanner | undefined): BodyLimit {
+  streamBody(req: IncomingMessage, limit: number, rewriter: BodyRewriter | undefined): BodyLimit {
     // A client still sending its body keeps the exchange alive: the timeout counts silence, not size.
     const body = new BodyLimit(
       limit,
       () => {
         if (this.status === 0 && !this.settled) this.timer.refresh();
       },
-      scanner,
+      rewriter,
     );
     this.body = body;
     this.req = req;
@@ -392,7 +383,12 @@ export function forwardRequest(input: ForwardInput): void {
     input.headers["content-length"] = String(input.bufferedBody.length);
   } else if (requestHasBody(req)) {
     input.outcome.release();
-    body = handler.streamBody(req, input.maxBodyBytes, input.bodyScanner);
+    if (input.bodyRewriter !== undefined) {
+      // The rewritten body has its own boundary and length (sent chunked).
+      input.headers["content-type"] = input.bodyRewriter.contentType;
+      delete input.headers["content-length"];
+    }
+    body = handler.streamBody(req, input.maxBodyBytes, input.bodyRewriter);
   }
   try {
     input.dispatcher.dispatch(

@@ -21,7 +21,7 @@ import {
   queryCarriesMethodOverride,
   type Firewall,
 } from "../firewall/firewall.ts";
-import { createMultipartScanner, type BodyScanner } from "../firewall/multipart-scan.ts";
+import { createMultipartRewriter, type BodyRewriter } from "../firewall/multipart-scan.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
 import {
   checkDeclaredLength,
@@ -107,7 +107,7 @@ class RequestContext implements ForwardOutcome {
   /** Bytes of the form body this request took from the process-wide budget; given back in `finish`. */
   heldFormBytes = 0;
   /** Checks a multipart body's field names as it streams upstream. */
-  bodyScanner: BodyScanner | undefined = undefined;
+  bodyRewriter: BodyRewriter | undefined = undefined;
   /** An OPTIONS request's Max-Forwards (RFC 9110 §7.6.2): 0 is answered by the gateway, more is decremented. */
   maxForwards: number | undefined = undefined;
   /**
@@ -274,22 +274,23 @@ const proxiedMethods: readonly string[] = ["GET", "HEAD", "POST", "PUT", "PATCH"
  * A form body could carry an RFC 6750 §2.2 `access_token` or a `_method` override that frameworks (PHP, Laravel,
  * Symfony, Rails) honour, and the rule was checked for this request's method only. A form-urlencoded body (or one
  * without a Content-Type, a form to Rack) is read in full, within the route's limit and the process-wide budget,
- * and refused when it carries either, before any of it is forwarded. A multipart body is checked part by part
- * as it streams (see createMultipartScanner). JSON and other bodies are not inspected.
+ * and refused when it carries either, before any of it is forwarded. A multipart body is taken apart and
+ * written again as it streams, every part's name checked (see createMultipartRewriter). JSON and other bodies
+ * are not inspected.
  */
 const inspectBody: Stage = (ctx, deps) => {
   const matched = ctx.route;
   if (matched === undefined) throw new Error("inspectBody stage ran before route");
   if (!requestHasBody(ctx.req)) return;
   const contentType = ctx.req.headers["content-type"];
-  const inspection = bodyInspection(contentType);
+  const inspection = bodyInspection(contentType, ctx.req.method ?? "");
   if (inspection === "none") return;
   // A compressed form body would hide an access_token from the check below, and the upstream might decode it.
   if (isEncodedBody(ctx.req.headers["content-encoding"])) {
     throw new GatewayError("PG_ERR_UNSUPPORTED_ENCODING", `${inspection} body with a Content-Encoding`);
   }
   if (inspection === "multipart") {
-    ctx.bodyScanner = createMultipartScanner(contentType ?? "");
+    ctx.bodyRewriter = createMultipartRewriter(contentType ?? "");
     return;
   }
   return readFormBody(ctx, deps.formBudget, matched.limits.maxBodyBytes);
@@ -302,6 +303,13 @@ const inspectBody: Stage = (ctx, deps) => {
  */
 function readFormBody(ctx: RequestContext, budget: FormBudget, limit: number): Promise<void> {
   checkDeclaredLength(ctx.req, limit);
+  // A form larger than the whole budget never fits, however long the client waits: 413, not 503.
+  const tooLarge = (): GatewayError =>
+    new GatewayError(
+      "PG_ERR_BODY_TOO_LARGE",
+      `form body over the ${budget.limit} bytes the gateway holds for forms (--max-form-buffer-bytes)`,
+    );
+  if (Number(ctx.req.headers["content-length"] ?? 0) > budget.limit) throw tooLarge();
   ctx.release();
   const req = ctx.req;
   return new Promise((resolve, reject) => {
@@ -320,6 +328,10 @@ function readFormBody(ctx: RequestContext, budget: FormBudget, limit: number): P
       size += chunk.length;
       if (size > limit) {
         refuse(new GatewayError("PG_ERR_BODY_TOO_LARGE", `form body over ${limit} bytes`));
+        return;
+      }
+      if (size > budget.limit) {
+        refuse(tooLarge());
         return;
       }
       if (!budget.take(chunk.length)) {
@@ -482,7 +494,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
     maxBodyBytes: matched.limits.maxBodyBytes,
     requestId: ctx.requestId,
     bufferedBody,
-    bodyScanner: ctx.bodyScanner,
+    bodyRewriter: ctx.bodyRewriter,
     outcome: ctx,
   });
 }
@@ -517,7 +529,7 @@ function toGatewayError(error: unknown, deps: PipelineDeps, ctx: RequestContext)
 function finish(ctx: RequestContext, status: number, decision: Decision, reason: string): void {
   // The request's form bytes go back to the budget however it ended.
   ctx.bufferedBody = undefined;
-  ctx.bodyScanner = undefined;
+  ctx.bodyRewriter = undefined;
   if (ctx.heldFormBytes > 0) {
     ctx.deps.formBudget.give(ctx.heldFormBytes);
     ctx.heldFormBytes = 0;
