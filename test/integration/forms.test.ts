@@ -60,13 +60,27 @@ beforeAll(async () => {
       seen.complete = true;
       seen.sha256 = hash.digest("hex");
       bodies.set(seen.url, Buffer.concat(chunks));
+      if (seen.url.endsWith("?big=1")) {
+        // An answer larger than socket buffers, for a client that does not read it.
+        res
+          .writeHead(200, { "content-type": "application/octet-stream" })
+          .end(Buffer.alloc(16 * 1024 * 1024));
+        return;
+      }
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(seen));
     });
   });
   await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
   const origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
   gateway = await startGatewayProcess(
-    makeConfigDir(allManifests({ issuer: as.issuer, echoOrigin: origin, maxBodyBytes: 4 * 1024 * 1024 })),
+    makeConfigDir(
+      allManifests({
+        issuer: as.issuer,
+        echoOrigin: origin,
+        maxBodyBytes: 4 * 1024 * 1024,
+        requestTimeoutMs: 2_000,
+      }),
+    ),
     ["--max-form-buffer-bytes", String(FORM_BUDGET)],
   );
   token = await getToken(as.tokenEndpoint, "read_invoice");
@@ -410,6 +424,48 @@ describe("the budget for form bodies held at once", () => {
     });
     expect(response.statusCode).toBe(200);
     expect(await response.body.json()).toMatchObject({ sha256: sha256(body), complete: true });
+  });
+
+  it("gives a form's bytes back once the upstream answers, not when a slow client has read the answer", async () => {
+    const path = uniquePath();
+    const form = `a=${"g".repeat(200 * 1024)}`;
+    // Forwarded, then the client reads none of the 16 MiB answer: the exchange stays open.
+    const reader = connect(gateway.port, "127.0.0.1");
+    reader.on("error", () => undefined);
+    reader.pause();
+    reader.write(
+      `POST ${path}?big=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+        `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${form.length}\r\n\r\n${form}`,
+    );
+    try {
+      await eventually(() => receivedAt(path).some((r) => r.complete), 5_000, "the form forwarded");
+      await sleep(200);
+      // 200 KiB of 256 KiB would still be held without the release: this one would get 503.
+      const second = await post(uniquePath(), { "content-type": "application/x-www-form-urlencoded" }, form);
+      expect(second.status).toBe(200);
+    } finally {
+      reader.destroy();
+    }
+  });
+
+  it("a form body trickled slower than the rule's timeout is 408, and its bytes go back", async () => {
+    const path = uniquePath();
+    const socket = holdForm(path, 200_000, 100 * 1024);
+    const answer = new Promise<string>((resolve) => {
+      let text = "";
+      socket.setEncoding("utf8");
+      socket.on("data", (chunk: string) => (text += chunk));
+      socket.on("close", () => resolve(text));
+    });
+    // The rule's timeout is 2 s: the gateway answers and closes the connection.
+    const text = await answer;
+    expect(text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(text).toContain('"code":"PG_ERR_REQUEST_TIMEOUT"');
+    const form = `a=${"h".repeat(200 * 1024)}`;
+    expect(
+      (await post(uniquePath(), { "content-type": "application/x-www-form-urlencoded" }, form)).status,
+    ).toBe(200);
+    expect(receivedAt(path)).toEqual([]);
   });
 
   it("answers 503 with Retry-After over the budget, and frees the budget when the held requests end", async () => {

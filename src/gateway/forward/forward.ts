@@ -18,6 +18,8 @@ export interface ForwardOutcome {
   failed(error: GatewayError): void;
   /** The request body is about to be streamed (a client waiting for 100 Continue gets it now). */
   release(): void;
+  /** The upstream's answer began: the request went out, so a body the gateway held for it can be let go. */
+  responseStarted(): void;
 }
 
 export interface ForwardInput {
@@ -233,6 +235,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return;
     this.status = statusCode;
     this.timer.refresh();
+    this.outcome.responseStarted();
     try {
       const out = buildClientResponseHeaders(headers, this.requestId);
       // The upstream answered before it had the whole request body (an early 401 or 413): undici drops the rest,

@@ -183,6 +183,17 @@ class RequestContext implements ForwardOutcome {
     }
   }
 
+  /**
+   * The upstream began its answer, so it has the request: a form body read for the checks goes back to the budget
+   * now, not when the client has taken the whole response (a client reading slowly would pin it).
+   */
+  responseStarted(): void {
+    if (this.heldFormBytes === 0) return;
+    this.deps.formBudget.give(this.heldFormBytes);
+    this.heldFormBytes = 0;
+    this.bufferedBody = undefined;
+  }
+
   /** Sends the 100 (Continue) a client waits for before its body, once. */
   release(): void {
     if (!this.awaitingContinue) return;
@@ -293,7 +304,7 @@ const inspectBody: Stage = (ctx, deps) => {
     ctx.bodyRewriter = createMultipartRewriter(contentType ?? "");
     return;
   }
-  return readFormBody(ctx, deps.formBudget, matched.limits.maxBodyBytes);
+  return readFormBody(ctx, deps.formBudget, matched.limits.maxBodyBytes, matched.timeouts.requestMs);
 };
 
 /**
@@ -301,7 +312,12 @@ const inspectBody: Stage = (ctx, deps) => {
  * too much already), and checks it. The bytes taken are the request's until `finish` gives them back, on every
  * path: forwarded, refused, or the client gone.
  */
-function readFormBody(ctx: RequestContext, budget: FormBudget, limit: number): Promise<void> {
+function readFormBody(
+  ctx: RequestContext,
+  budget: FormBudget,
+  limit: number,
+  silenceMs: number,
+): Promise<void> {
   checkDeclaredLength(ctx.req, limit);
   // A form larger than the whole budget never fits, however long the client waits: 413, not 503.
   const tooLarge = (): GatewayError =>
@@ -315,7 +331,13 @@ function readFormBody(ctx: RequestContext, budget: FormBudget, limit: number): P
   return new Promise((resolve, reject) => {
     let chunks: Buffer[] = [];
     let size = 0;
+    // The rule's timeout as the longest silence between chunks: a client trickling a form holds budget only so
+    // long (node's own request timeout is minutes).
+    const stalled = setTimeout(() => {
+      refuse(new GatewayError("PG_ERR_REQUEST_TIMEOUT", `form body silent for ${silenceMs} ms`));
+    }, silenceMs);
     const stop = (): void => {
+      clearTimeout(stalled);
       req.off("data", onData).off("end", onEnd).off("error", onBroken).off("close", onClose);
     };
     const refuse = (error: GatewayError): void => {
@@ -325,6 +347,7 @@ function readFormBody(ctx: RequestContext, budget: FormBudget, limit: number): P
       reject(error);
     };
     const onData = (chunk: Buffer): void => {
+      stalled.refresh();
       size += chunk.length;
       if (size > limit) {
         refuse(new GatewayError("PG_ERR_BODY_TOO_LARGE", `form body over ${limit} bytes`));
