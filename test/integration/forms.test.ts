@@ -219,6 +219,11 @@ describe("multipart bodies: taken apart, checked and written again under the gat
     ["_method\u0000", "DELETE", "PG_ERR_BAD_MULTIPART"],
     ["access_token", "abc", "PG_ERR_TOKEN_IN_QUERY"],
     ["access.token[]", Buffer.from("abc"), "PG_ERR_TOKEN_IN_QUERY"],
+    // Rack 2 drops leading brackets and a stray `]`.
+    ["_method]", "DELETE", "PG_ERR_BAD_REQUEST"],
+    ["[_method]", "DELETE", "PG_ERR_BAD_REQUEST"],
+    ["]access_token", "abc", "PG_ERR_TOKEN_IN_QUERY"],
+    ["[[access_token]]", "abc", "PG_ERR_TOKEN_IN_QUERY"],
   ])(
     "refuses a part named %j after a large file, and the upstream never gets the whole body",
     async (name, value, code) => {
@@ -291,6 +296,35 @@ describe("multipart bodies: taken apart, checked and written again under the gat
       "multipart/form-data; boundary=b",
       `${part("form-data; name=_method x")}--b--\r\n`,
     ],
+    // Rack 2 takes the last `; name=` of the line, also inside a quoted name or file name.
+    [
+      "a ';' in a name",
+      "multipart/form-data; boundary=b",
+      `${part('form-data; name="x; name=_method"')}--b--\r\n`,
+    ],
+    [
+      "a ';' in a file name",
+      "multipart/form-data; boundary=b",
+      `${part('form-data; name="f"; filename="a; name=_method"')}--b--\r\n`,
+    ],
+    // Rack 3 reads `\"` as an escaped quote, which would let the file name swallow a second parameter.
+    [
+      "a backslash in a file name",
+      "multipart/form-data; boundary=b",
+      `${part('form-data; name="ok"; filename="a\\"; x=1')}--b--\r\n`,
+    ],
+    [
+      "a filename* that is not RFC 8187",
+      "multipart/form-data; boundary=b",
+      `${part('form-data; name="ok"; filename*=x\\Xname=access_token')}--b--\r\n`,
+    ],
+    ["an empty name", "multipart/form-data; boundary=b", `${part('form-data; name=""')}--b--\r\n`],
+    // Older Rack searches the whole header section for Content-ID: and Content-Disposition:.
+    [
+      "a header inside another header's value",
+      "multipart/mixed; boundary=b",
+      "--b\r\nContent-Type: text/plain; x=Content-ID: _method\r\n\r\nDELETE\r\n--b--\r\n",
+    ],
     [
       "a header section that never ends",
       "multipart/form-data; boundary=b",
@@ -338,6 +372,37 @@ describe("multipart bodies: taken apart, checked and written again under the gat
     const boundary = forwardedBoundary(seen);
     expect(seen?.contentType).toBe(`multipart/form-data; boundary=${boundary}`);
     expect(partNames(bodies.get(seen?.url ?? "") ?? Buffer.alloc(0), boundary)).toEqual(names);
+  });
+
+  it("an unnamed part that Rack would name after its file name or Content-Type is checked by that name", async () => {
+    const mixed = { "content-type": "multipart/mixed; boundary=m" };
+    const byType = await post(
+      uniquePath(),
+      mixed,
+      "--m\r\nContent-Type: access_token\r\n\r\nabc\r\n--m--\r\n",
+    );
+    expect(byType.status).toBe(400);
+    expect(byType.json).toMatchObject({ code: "PG_ERR_TOKEN_IN_QUERY" });
+    const byFile = await post(
+      uniquePath(),
+      mixed,
+      '--m\r\nContent-Disposition: attachment; filename="_method"\r\n\r\nDELETE\r\n--m--\r\n',
+    );
+    expect(byFile.status).toBe(400);
+    expect(byFile.json).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+  });
+
+  it("a type parameter that is not a media type is dropped (it could carry a second boundary)", async () => {
+    const path = uniquePath();
+    const response = await post(
+      path,
+      { "content-type": 'multipart/related; boundary=r; type="a; boundary=zzz"' },
+      "--r\r\nContent-Type: text/plain\r\n\r\nhello\r\n--r--\r\n",
+    );
+    expect(response.status).toBe(200);
+    expect(receivedAt(path)[0]?.contentType).toMatch(
+      /^multipart\/related; boundary=phantomgate-[0-9a-f]{32}$/,
+    );
   });
 
   it("multipart/related: parts without names pass, with their type; a Content-ID naming _method is refused", async () => {

@@ -85,7 +85,8 @@ const METHOD_OVERRIDE = "_method";
  * with one `_` at `separatorIndex`): compared after percent-decoding and `+` → space (unless `decode` is false,
  * as for multipart field names, which are taken literally), ASCII case-insensitively, with PHP's rewriting of
  * parameter names in mind: leading spaces are dropped, `.`, space and an unclosed `[` stand for `_`, `name[…]`
- * is the array `name`, and a NUL ends the name (PHP cuts names at NUL: `_method%00x` is `_method`).
+ * is the array `name`, and a NUL ends the name (PHP cuts names at NUL: `_method%00x` is `_method`). With
+ * `rackBrackets`, read as Rack 2 does: leading `[` and `]` dropped and a stray `]` after the name (`[_method]`).
  */
 function isParameterName(
   query: string,
@@ -94,6 +95,7 @@ function isParameterName(
   name: string,
   separatorIndex: number,
   decode = true,
+  rackBrackets = false,
 ): boolean {
   if (end - start < name.length) return false;
   let matched = 0;
@@ -112,12 +114,15 @@ function isParameterName(
       if (c === 0x2b) c = 0x20;
       i++;
     }
-    if (leading && c === 0x20) continue;
+    // Leading spaces (PHP drops them), and in Rack 2's reading leading brackets (`[_method]`, `]_method`).
+    if (leading && (c === 0x20 || (rackBrackets && (c === 0x5b || c === 0x5d)))) continue;
     leading = false;
-    // The whole name matched: anything after it makes another name, except an array subscript or a NUL.
-    if (matched === name.length) return c === 0x5b || c === 0x00;
+    // The whole name matched: anything after it makes another name, except an array subscript, a NUL, or in
+    // Rack 2's reading a stray `]`.
+    if (matched === name.length) return c === 0x5b || c === 0x00 || (rackBrackets && c === 0x5d);
     if (matched === separatorIndex) {
-      if (c !== 0x5f && c !== 0x2e && c !== 0x20 && c !== 0x5b) return false;
+      // PHP reads an unclosed `[` as `_`; to Rack a `[` ends the name.
+      if (c !== 0x5f && c !== 0x2e && c !== 0x20 && (c !== 0x5b || rackBrackets)) return false;
     } else if ((c | 0x20) !== name.charCodeAt(matched)) {
       return false;
     }
@@ -127,11 +132,17 @@ function isParameterName(
 }
 
 function isAccessTokenName(query: string, start: number, end: number): boolean {
-  return isParameterName(query, start, end, ACCESS_TOKEN, ACCESS_TOKEN_SEPARATOR_INDEX);
+  return (
+    isParameterName(query, start, end, ACCESS_TOKEN, ACCESS_TOKEN_SEPARATOR_INDEX) ||
+    isParameterName(query, start, end, ACCESS_TOKEN, ACCESS_TOKEN_SEPARATOR_INDEX, true, true)
+  );
 }
 
 function isMethodOverrideName(query: string, start: number, end: number): boolean {
-  return isParameterName(query, start, end, METHOD_OVERRIDE, 0);
+  return (
+    isParameterName(query, start, end, METHOD_OVERRIDE, 0) ||
+    isParameterName(query, start, end, METHOD_OVERRIDE, 0, true, true)
+  );
 }
 
 /** What a form field's name asks of an upstream the gateway forbids, if anything. */
@@ -151,9 +162,11 @@ export function forbiddenFieldName(name: string): ForbiddenFieldName | undefined
 }
 
 function forbiddenLiteralName(name: string, start: number, end: number): ForbiddenFieldName | undefined {
-  if (isParameterName(name, start, end, ACCESS_TOKEN, ACCESS_TOKEN_SEPARATOR_INDEX, false))
-    return "access_token";
-  if (isParameterName(name, start, end, METHOD_OVERRIDE, 0, false)) return "_method";
+  for (const rackBrackets of [false, true]) {
+    if (isParameterName(name, start, end, ACCESS_TOKEN, ACCESS_TOKEN_SEPARATOR_INDEX, false, rackBrackets))
+      return "access_token";
+    if (isParameterName(name, start, end, METHOD_OVERRIDE, 0, false, rackBrackets)) return "_method";
+  }
   return undefined;
 }
 

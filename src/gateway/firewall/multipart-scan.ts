@@ -46,10 +46,23 @@ const keptHeaders: ReadonlyMap<string, string> = new Map([
   ["content-type", "Content-Type"],
   ["content-id", "Content-ID"],
   ["content-transfer-encoding", "Content-Transfer-Encoding"],
-  ["content-description", "Content-Description"],
-  ["content-language", "Content-Language"],
-  ["content-location", "Content-Location"],
 ]);
+
+/**
+ * What a kept header's value may not hold: older Rack searches a part's whole header section, unanchored, for
+ * `Content-ID:` and `Content-Disposition: …; name=`, so such text inside another header's value would name the
+ * part.
+ */
+const HEADER_IN_VALUE = /content-(?:id|disposition)\s*:/i;
+
+/**
+ * Characters refused in a part's name or filename as the gateway writes them again: quotes and backslashes
+ * (parsers disagree on escapes), `;` (Rack 2 takes the last `; name=` of the line, wherever it is), controls.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are what is refused
+const UNSAFE_IN_PARAMETER = /["\\';\u0000-\u001f\u007f]/;
+/** RFC 8187 ext-value: charset'language'value with value-chars and %XX only. */
+const EXT_VALUE = /^[A-Za-z0-9!#$&+^_`{}~-]+'[A-Za-z0-9-]*'(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9!#$&+.^_`|~-])*$/;
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const CRLF = Buffer.from("\r\n");
@@ -113,16 +126,19 @@ function parseDisposition(value: string): Disposition | string {
     const text = match[2] ?? match[3] ?? "";
     if (key === "name") {
       if (name !== undefined) return "a part named twice";
-      // eslint-disable-next-line no-control-regex -- control characters are what is refused
-      if (/["\\'\u0000-\u001f\u007f]/.test(text)) return "a part name with quotes, backslashes or controls";
+      if (text === "") return "a part with an empty name";
+      if (UNSAFE_IN_PARAMETER.test(text)) return "a part name with quotes, backslashes, ';' or controls";
       name = text;
     } else if (key === "name*") {
       return "a part name in the name* form";
     } else if (key === "filename") {
       if (filename !== undefined) return "a part with two file names";
+      if (UNSAFE_IN_PARAMETER.test(text)) return "a file name with quotes, backslashes, ';' or controls";
       filename = text;
     } else if (key === "filename*") {
-      if (filenameStar !== undefined || match[3] === undefined) return "a part with a bad filename*";
+      if (filenameStar !== undefined || match[3] === undefined || !EXT_VALUE.test(text)) {
+        return "a part with a bad filename*";
+      }
       filenameStar = text;
     }
   }
@@ -140,6 +156,8 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
   const dispositions = header["content-disposition"] ?? [];
   if (dispositions.length > 1) return badMultipart("a part with two Content-Disposition headers");
   const raw = dispositions[0];
+  let named = false;
+  let filename: string | undefined;
   if (raw === undefined) {
     if (formData) return badMultipart("multipart part without a form-data name");
   } else {
@@ -151,7 +169,9 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
     if (disposition.name !== undefined) {
       const refused = refusalFor(disposition.name, "a part's name");
       if (refused !== undefined) return refused;
+      named = true;
     }
+    filename = disposition.filename;
     let line = `Content-Disposition: ${disposition.type}`;
     if (disposition.name !== undefined) line += `; name="${disposition.name}"`;
     if (disposition.filename !== undefined) line += `; filename="${disposition.filename}"`;
@@ -163,6 +183,7 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
     const written = keptHeaders.get(name);
     if (written === undefined) continue;
     for (const value of values) {
+      if (HEADER_IN_VALUE.test(value)) return badMultipart(`a part's ${written} that holds another header`);
       // Rack names a part by its Content-ID when it has no other name.
       if (name === "content-id") {
         const refused = refusalFor(value.trim().replace(/^<(.*)>$/, "$1"), "a part's Content-ID");
@@ -170,6 +191,14 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
       }
       lines.push(`${written}: ${value}`);
     }
+  }
+  if (!named) {
+    // Rack names a part without a name after its file name, else `<its Content-Type>[]`.
+    const byFile = filename === undefined ? undefined : refusalFor(filename, "an unnamed part's file name");
+    if (byFile !== undefined) return byFile;
+    const type = header["content-type"]?.[0] ?? "text/plain";
+    const byType = refusalFor(`${type}[]`, "an unnamed part's Content-Type");
+    if (byType !== undefined) return byType;
   }
   return lines.join("\r\n");
 }
@@ -283,7 +312,12 @@ export function createMultipartRewriter(contentType: string): BodyRewriter {
 
   // One boundary parameter, the gateway's: a second one (the client's) could make the upstream split the part
   // bodies, which are copied unchanged, at the client's delimiters. multipart/related keeps its `type`.
-  const relatedType = formData ? undefined : /;\s*type\s*=\s*("[^"\\]*"|[^\s;,"]+)/i.exec(contentType)?.[1];
+  const typeParameter = formData ? undefined : /;\s*type\s*=\s*("[^"\\]*"|[^\s;,"]+)/i.exec(contentType)?.[1];
+  // Only a media type: anything else (a quoted `a; boundary=x`) could bring a second boundary back.
+  const relatedType =
+    typeParameter !== undefined && /^"?[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+"?$/.test(typeParameter)
+      ? typeParameter
+      : undefined;
   return {
     contentType: `${media}; boundary=${own}${relatedType === undefined ? "" : `; type=${relatedType}`}`,
     start(target) {
@@ -308,6 +342,9 @@ export function createMultipartRewriter(contentType: string): BodyRewriter {
     },
     destroy() {
       finishing = undefined;
+      // Nothing more goes out, whatever the parser still holds.
+      sink = undefined;
+      slots.length = 0;
       dicer.removeAllListeners("part");
       dicer.on("error", () => undefined);
       dicer.destroy();
