@@ -287,9 +287,14 @@ describe("multipart bodies: taken apart, checked and written again under the gat
       `${part('form-data; name="\\_method"')}--b--\r\n`,
     ],
     [
-      "a single-quoted name",
+      "a Content-Disposition over 1 KiB (PHP reads header lines in pieces of 5 KiB)",
       "multipart/form-data; boundary=b",
-      `${part("form-data; name='_method'x")}--b--\r\n`,
+      `${part(`form-data; name="${" ".repeat(5075)}_method:x"`)}--b--\r\n`,
+    ],
+    [
+      "a Content-Type naming another header (older Rack searches the whole section)",
+      "multipart/mixed; boundary=b",
+      "--b\r\nContent-Transfer-Encoding: Content-Type: _method\r\nContent-Type: text/plain\r\n\r\nDELETE\r\n--b--\r\n",
     ],
     [
       "an unquoted name with a space",
@@ -359,6 +364,18 @@ describe("multipart bodies: taken apart, checked and written again under the gat
       ["x"],
     ],
     [
+      "a single-quoted name, written again inside double quotes (read literally)",
+      "multipart/form-data; boundary=B",
+      "--B\r\nContent-Disposition: form-data; name='_method'x\r\n\r\nDELETE\r\n--B--\r\n",
+      ["'_method'x"],
+    ],
+    [
+      "an apostrophe and a ';' in a file name (ordinary uploads)",
+      "multipart/form-data; boundary=B",
+      '--B\r\nContent-Disposition: form-data; name="cv"; filename="Bob\'s notes; draft.pdf"\r\n\r\nPDF\r\n--B--\r\n',
+      ["cv"],
+    ],
+    [
       "a second boundary parameter",
       "multipart/form-data; boundary=P; boundary=B",
       '--P\r\nContent-Disposition: form-data; name="x"\r\n\r\n--B\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--B--\r\n--P--\r\n',
@@ -390,6 +407,35 @@ describe("multipart bodies: taken apart, checked and written again under the gat
     );
     expect(byFile.status).toBe(400);
     expect(byFile.json).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+  });
+
+  it("an unnamed part's file name is checked as Rack reads it: decoded, its last segment, or filename*", async () => {
+    const mixed = { "content-type": "multipart/mixed; boundary=m" };
+    for (const disposition of [
+      'attachment; filename="%5Fmethod"',
+      'attachment; filename="a/_method"',
+      "attachment; filename*=UTF-8''_method",
+    ]) {
+      const response = await post(
+        uniquePath(),
+        mixed,
+        `--m\r\nContent-Disposition: ${disposition}\r\n\r\nDELETE\r\n--m--\r\n`,
+      );
+      expect(response.status, disposition).toBe(400);
+      expect(response.json).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
+    }
+  });
+
+  it("a part with no header kept gets a Content-Type, so no reader takes its body for its headers", async () => {
+    const path = uniquePath();
+    const body = "--XB\r\n\r\nContent-ID: _method\r\n\r\nDELETE\r\n--XB--\r\n";
+    const response = await post(path, { "content-type": "multipart/mixed; boundary=XB" }, body);
+    expect(response.status).toBe(200);
+    const [seen] = receivedAt(path);
+    const boundary = /boundary=(phantomgate-[0-9a-f]{32})/.exec(seen?.contentType ?? "")?.[1] ?? "";
+    expect(bodies.get(seen?.url ?? "")?.toString("latin1")).toBe(
+      `--${boundary}\r\nContent-Type: text/plain\r\n\r\nContent-ID: _method\r\n\r\nDELETE\r\n--${boundary}--\r\n`,
+    );
   });
 
   it("a type parameter that is not a media type is dropped (it could carry a second boundary)", async () => {

@@ -53,14 +53,21 @@ const keptHeaders: ReadonlyMap<string, string> = new Map([
  * `Content-ID:` and `Content-Disposition: …; name=`, so such text inside another header's value would name the
  * part.
  */
-const HEADER_IN_VALUE = /content-(?:id|disposition)\s*:/i;
+const HEADER_IN_VALUE = /content-(?:id|disposition|type)\s*:/i;
 
 /**
- * Characters refused in a part's name or filename as the gateway writes them again: quotes and backslashes
- * (parsers disagree on escapes), `;` (Rack 2 takes the last `; name=` of the line, wherever it is), controls.
+ * The longest header value written again. PHP reads a part's header line in pieces of 5,120 bytes (a piece with
+ * a `:` starts a new header), and Rack 3.1 ignores a Content-Disposition over 1,536 bytes.
+ */
+const MAX_HEADER_VALUE = 1024;
+
+/**
+ * What is refused in a part's name or filename as the gateway writes them again: double quotes and backslashes
+ * (parsers disagree on escapes), controls, and `; name=` (Rack 2 takes the last `; name=` of the line, wherever
+ * it is). Apostrophes and other `;` are read literally inside the double quotes the gateway writes.
  */
 // eslint-disable-next-line no-control-regex -- control characters are what is refused
-const UNSAFE_IN_PARAMETER = /["\\';\u0000-\u001f\u007f]/;
+const UNSAFE_IN_PARAMETER = /["\\\u0000-\u001f\u007f]|;[ \t]*name[ \t]*=/i;
 /** RFC 8187 ext-value: charset'language'value with value-chars and %XX only. */
 const EXT_VALUE = /^[A-Za-z0-9!#$&+^_`{}~-]+'[A-Za-z0-9-]*'(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9!#$&+.^_`|~-])*$/;
 
@@ -107,18 +114,19 @@ interface Disposition {
  * control characters in a name are refused. Other parameters than name, filename and filename* are dropped.
  */
 function parseDisposition(value: string): Disposition | string {
-  const type = /^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*/.exec(value);
+  // Spaces and tabs only: `\s` would also take U+00A0, a byte of many latin1-read UTF-8 names.
+  const type = /^[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*/.exec(value);
   if (type?.[1] === undefined) return "no disposition type";
   let at = type[0].length;
   let name: string | undefined;
   let filename: string | undefined;
   let filenameStar: string | undefined;
-  const parameter = /;\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:"([^"]*)"|([^\s;"]+))\s*/y;
+  const parameter = /;[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^ \t;"]+))[ \t]*/y;
   while (at < value.length) {
     parameter.lastIndex = at;
     const match = parameter.exec(value);
     if (match === null) {
-      if (/^[\s;]*$/.test(value.slice(at))) break;
+      if (/^[ \t;]*$/.test(value.slice(at))) break;
       return "a Content-Disposition the gateway cannot read";
     }
     at = parameter.lastIndex;
@@ -127,13 +135,15 @@ function parseDisposition(value: string): Disposition | string {
     if (key === "name") {
       if (name !== undefined) return "a part named twice";
       if (text === "") return "a part with an empty name";
-      if (UNSAFE_IN_PARAMETER.test(text)) return "a part name with quotes, backslashes, ';' or controls";
+      if (UNSAFE_IN_PARAMETER.test(text))
+        return "a part name with quotes, backslashes, '; name=' or controls";
       name = text;
     } else if (key === "name*") {
       return "a part name in the name* form";
     } else if (key === "filename") {
       if (filename !== undefined) return "a part with two file names";
-      if (UNSAFE_IN_PARAMETER.test(text)) return "a file name with quotes, backslashes, ';' or controls";
+      if (UNSAFE_IN_PARAMETER.test(text))
+        return "a file name with quotes, backslashes, '; name=' or controls";
       filename = text;
     } else if (key === "filename*") {
       if (filenameStar !== undefined || match[3] === undefined || !EXT_VALUE.test(text)) {
@@ -158,9 +168,12 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
   const raw = dispositions[0];
   let named = false;
   let filename: string | undefined;
+  let filenameStar: string | undefined;
   if (raw === undefined) {
     if (formData) return badMultipart("multipart part without a form-data name");
   } else {
+    if (raw.length > MAX_HEADER_VALUE)
+      return badMultipart(`a Content-Disposition over ${MAX_HEADER_VALUE} bytes`);
     const disposition = parseDisposition(raw);
     if (typeof disposition === "string") return badMultipart(disposition);
     if (formData && (disposition.type !== "form-data" || disposition.name === undefined)) {
@@ -172,6 +185,7 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
       named = true;
     }
     filename = disposition.filename;
+    filenameStar = disposition.filenameStar;
     let line = `Content-Disposition: ${disposition.type}`;
     if (disposition.name !== undefined) line += `; name="${disposition.name}"`;
     if (disposition.filename !== undefined) line += `; filename="${disposition.filename}"`;
@@ -183,6 +197,8 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
     const written = keptHeaders.get(name);
     if (written === undefined) continue;
     for (const value of values) {
+      if (value.length > MAX_HEADER_VALUE)
+        return badMultipart(`a part's ${written} over ${MAX_HEADER_VALUE} bytes`);
       if (HEADER_IN_VALUE.test(value)) return badMultipart(`a part's ${written} that holds another header`);
       // Rack names a part by its Content-ID when it has no other name.
       if (name === "content-id") {
@@ -193,14 +209,39 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
     }
   }
   if (!named) {
-    // Rack names a part without a name after its file name, else `<its Content-Type>[]`.
-    const byFile = filename === undefined ? undefined : refusalFor(filename, "an unnamed part's file name");
-    if (byFile !== undefined) return byFile;
+    // Rack names a part without a name after its file name (percent-decoded, its last path segment; or
+    // filename*), else `<its Content-Type>[]`.
+    for (const candidate of fileNameReadings(filename, filenameStar)) {
+      const byFile = refusalFor(candidate, "an unnamed part's file name");
+      if (byFile !== undefined) return byFile;
+    }
     const type = header["content-type"]?.[0] ?? "text/plain";
     const byType = refusalFor(`${type}[]`, "an unnamed part's Content-Type");
     if (byType !== undefined) return byType;
+    // Never an empty header section: a reader looking for the blank line that ends it (Rack) would find the
+    // next one, inside the part's body, and read headers from there.
+    if (lines.length === 0) lines.push("Content-Type: text/plain");
   }
   return lines.join("\r\n");
+}
+
+/** The names a file name may stand for: as sent, percent-decoded, and their last path segment. */
+function fileNameReadings(filename: string | undefined, filenameStar: string | undefined): string[] {
+  const readings: string[] = [];
+  const star = filenameStar?.slice(filenameStar.indexOf("'", filenameStar.indexOf("'") + 1) + 1);
+  for (const raw of [filename, star]) {
+    if (raw === undefined) continue;
+    let decoded = raw;
+    try {
+      decoded = decodeURIComponent(raw);
+    } catch {
+      // not valid percent-encoding: read as sent
+    }
+    for (const name of [raw, decoded]) {
+      readings.push(name, name.slice(Math.max(name.lastIndexOf("/"), name.lastIndexOf("\\")) + 1));
+    }
+  }
+  return readings;
 }
 
 /**
@@ -298,7 +339,7 @@ export function createMultipartRewriter(contentType: string): BodyRewriter {
         refuse(head);
         return;
       }
-      emit(slot, Buffer.concat([delimiter, Buffer.from(head === "" ? "\r\n" : `${head}\r\n\r\n`, "latin1")]));
+      emit(slot, Buffer.concat([delimiter, Buffer.from(`${head}\r\n\r\n`, "latin1")]));
     });
     part.on("data", (data: Buffer) => {
       if (headed) emit(slot, data);
