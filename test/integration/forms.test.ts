@@ -324,6 +324,22 @@ describe("multipart bodies: taken apart, checked and written again under the gat
       `${part('form-data; name="ok"; filename*=x\\Xname=access_token')}--b--\r\n`,
     ],
     ["an empty name", "multipart/form-data; boundary=b", `${part('form-data; name=""')}--b--\r\n`],
+    // Rack 2 searches a part's whole header section for `; filename=` and `Content-ID:`, also in quoted values.
+    [
+      "a naming parameter in another header",
+      "multipart/mixed; boundary=b",
+      "--b\r\nContent-Disposition: attachment\r\nContent-Type: text/plain; filename=access_token\r\n\r\nx\r\n--b--\r\n",
+    ],
+    [
+      "a '; filename=' inside a file name",
+      "multipart/mixed; boundary=b",
+      "--b\r\nContent-Disposition: attachment; filename=\"a; filename=_method\"; filename*=a+b''x\r\n\r\nx\r\n--b--\r\n",
+    ],
+    [
+      "a Content-ID: inside a file name",
+      "multipart/mixed; boundary=b",
+      '--b\r\nContent-Disposition: attachment; filename="Content-ID:_method]"\r\n\r\nx\r\n--b--\r\n',
+    ],
     // Older Rack searches the whole header section for Content-ID: and Content-Disposition:.
     [
       "a header inside another header's value",
@@ -415,6 +431,8 @@ describe("multipart bodies: taken apart, checked and written again under the gat
       'attachment; filename="%5Fmethod"',
       'attachment; filename="a/_method"',
       "attachment; filename*=UTF-8''_method",
+      // Not UTF-8 once decoded: Rack reads the bad byte as U+FFFD, and `_method[…]` is `_method`.
+      'attachment; filename="%5Fmethod%5B%FF%5D"',
     ]) {
       const response = await post(
         uniquePath(),

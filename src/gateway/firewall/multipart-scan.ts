@@ -56,20 +56,31 @@ const keptHeaders: ReadonlyMap<string, string> = new Map([
 const HEADER_IN_VALUE = /content-(?:id|disposition|type)\s*:/i;
 
 /**
+ * A parameter that names a part, wherever it stands: Rack 2 searches a part's whole header section for
+ * `; filename=` (the last one wins) and `; name=`, also inside other headers and quoted values.
+ */
+const NAMING_PARAMETER = /;\s*(?:file)?name\s*\*?\s*=/i;
+
+/**
  * The longest header value written again. PHP reads a part's header line in pieces of 5,120 bytes (a piece with
  * a `:` starts a new header), and Rack 3.1 ignores a Content-Disposition over 1,536 bytes.
  */
 const MAX_HEADER_VALUE = 1024;
 
+/** The largest piece of a chunk handed to the parser at once. */
+const MAX_WRITE = 64 * 1024;
+
 /**
  * What is refused in a part's name or filename as the gateway writes them again: double quotes and backslashes
- * (parsers disagree on escapes), controls, and `; name=` (Rack 2 takes the last `; name=` of the line, wherever
- * it is). Apostrophes and other `;` are read literally inside the double quotes the gateway writes.
+ * (parsers disagree on escapes), controls, `; name=` and `; filename=` (Rack 2 takes the last of the line,
+ * wherever it is), and a `Content-…:` header (older Rack searches the whole header section). Apostrophes and
+ * other `;` are read literally inside the double quotes the gateway writes.
  */
-// eslint-disable-next-line no-control-regex -- control characters are what is refused
-const UNSAFE_IN_PARAMETER = /["\\\u0000-\u001f\u007f]|;[ \t]*name[ \t]*=/i;
+const UNSAFE_IN_PARAMETER =
+  // eslint-disable-next-line no-control-regex -- control characters are what is refused
+  /["\\\u0000-\u001f\u007f]|;\s*(?:file)?name\s*\*?\s*=|content-(?:id|disposition|type)\s*:/i;
 /** RFC 8187 ext-value: charset'language'value with value-chars and %XX only. */
-const EXT_VALUE = /^[A-Za-z0-9!#$&+^_`{}~-]+'[A-Za-z0-9-]*'(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9!#$&+.^_`|~-])*$/;
+const EXT_VALUE = /^[A-Za-z0-9-]+'[A-Za-z0-9-]*'(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9!#$&+.^_`|~-])*$/;
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const CRLF = Buffer.from("\r\n");
@@ -199,7 +210,12 @@ function partHead(header: Record<string, string[]>, formData: boolean): string |
     for (const value of values) {
       if (value.length > MAX_HEADER_VALUE)
         return badMultipart(`a part's ${written} over ${MAX_HEADER_VALUE} bytes`);
-      if (HEADER_IN_VALUE.test(value)) return badMultipart(`a part's ${written} that holds another header`);
+      if (HEADER_IN_VALUE.test(value) || NAMING_PARAMETER.test(value)) {
+        return badMultipart(`a part's ${written} that holds another header or a naming parameter`);
+      }
+      if (name !== "content-type" && value.includes(";")) {
+        return badMultipart(`a part's ${written} with parameters`);
+      }
       // Rack names a part by its Content-ID when it has no other name.
       if (name === "content-id") {
         const refused = refusalFor(value.trim().replace(/^<(.*)>$/, "$1"), "a part's Content-ID");
@@ -231,12 +247,12 @@ function fileNameReadings(filename: string | undefined, filenameStar: string | u
   const star = filenameStar?.slice(filenameStar.indexOf("'", filenameStar.indexOf("'") + 1) + 1);
   for (const raw of [filename, star]) {
     if (raw === undefined) continue;
-    let decoded = raw;
-    try {
-      decoded = decodeURIComponent(raw);
-    } catch {
-      // not valid percent-encoding: read as sent
-    }
+    // Byte by byte, as Rack decodes, with bytes that are not UTF-8 read as U+FFFD.
+    const bytes = Buffer.from(
+      raw.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))),
+      "latin1",
+    );
+    const decoded = bytes.toString("utf8");
     for (const name of [raw, decoded]) {
       readings.push(name, name.slice(Math.max(name.lastIndexOf("/"), name.lastIndexOf("\\")) + 1));
     }
@@ -257,11 +273,15 @@ export function createMultipartRewriter(contentType: string): BodyRewriter {
   const formData = media === "multipart/form-data";
   const own = `phantomgate-${randomBytes(16).toString("hex")}`;
   const delimiter = Buffer.from(`--${own}\r\n`);
-  // Dicer hands its config to its header parser, which also reads maxHeaderSize (its types do not list it).
-  const config: Dicer.Config & { maxHeaderSize: number } = {
+  // Dicer hands its config to its header parser, which also reads maxHeaderSize, and reads partHwm itself (its
+  // types list neither).
+  const config: Dicer.Config & { maxHeaderSize: number; partHwm: number } = {
     boundary,
     maxHeaderPairs: LIMITS.headerPairs,
     maxHeaderSize: LIMITS.headerSize,
+    // Dicer holds its write back while a part's buffer is over this mark, and a part that ended in that write
+    // would never release it: far above the largest piece written (below), and the parts are read as they come.
+    partHwm: 4 * MAX_WRITE,
   };
   const dicer = new Dicer(config);
 
@@ -369,7 +389,18 @@ export function createMultipartRewriter(contentType: string): BodyRewriter {
         done();
         return;
       }
-      dicer.write(chunk, () => done());
+      // In pieces of at most MAX_WRITE (node's HTTP server reads at most 64 KiB at a time anyway).
+      let at = 0;
+      const next = (): void => {
+        if (refusal !== undefined || at >= chunk.length) {
+          done();
+          return;
+        }
+        const piece = chunk.subarray(at, at + MAX_WRITE);
+        at += piece.length;
+        dicer.write(piece, next);
+      };
+      next();
     },
     end(done) {
       finishing = done;
