@@ -463,6 +463,13 @@ async function startOperator(identity: string): Promise<OperatorProcess> {
   return operator;
 }
 
+/** The latest process started under `identity` (a replica restarted under its identity has several). */
+function live(identity: string): OperatorProcess {
+  const operator = operators.filter((o) => o.identity === identity).at(-1);
+  if (operator === undefined) throw new Error(`${identity} not started`);
+  return operator;
+}
+
 /** Starts a replica and, once ready, makes it an endpoint of the Service. */
 async function startReplica(identity: string): Promise<OperatorProcess> {
   const operator = await startOperator(identity);
@@ -959,11 +966,6 @@ describe("a fleet of two operator replicas and three gateways on a real API serv
   it(
     "a replica that sees another's relay Lease skip entries has its gateways drop their cached token facts, also across a deletion of that Lease and for a replica first seen after its first versions",
     async () => {
-      const live = (identity: string): OperatorProcess => {
-        const operator = operators.filter((o) => o.identity === identity).at(-1);
-        if (operator === undefined) throw new Error(`${identity} not started`);
-        return operator;
-      };
       const replicas = [live("op-c"), live("op-d")];
       await allAnswer("/echo-v3/hello", await newToken("read_invoice"), 200, "all three gateways serving");
       // Cached everywhere, then revoked at the AS only: no replica hears of it, so the gateways keep serving it.
@@ -1074,11 +1076,6 @@ spec:
   it(
     "a leader stopped with SIGTERM writes no status while it stops: the route stays Programmed on 3/3 through the handover",
     async () => {
-      const live = (identity: string): OperatorProcess => {
-        const operator = operators.filter((o) => o.identity === identity).at(-1);
-        if (operator === undefined) throw new Error(`${identity} not started`);
-        return operator;
-      };
       const replicas = [live("op-c"), live("op-d")];
       const leaders = async (): Promise<OperatorProcess[]> => {
         const states = await Promise.all(replicas.map((replica) => readiness(replica)));

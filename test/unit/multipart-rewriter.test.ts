@@ -2,7 +2,7 @@
 // rewritten body has the same parts whatever the chunking.
 import { describe, expect, it } from "vitest";
 import type { GatewayError } from "../../src/errors/catalogue.ts";
-import { createMultipartRewriter } from "../../src/gateway/firewall/multipart-scan.ts";
+import { createMultipartRewriter } from "../../src/gateway/firewall/multipart-rewrite.ts";
 
 async function rewrite(
   contentType: string,

@@ -149,6 +149,16 @@ function isMethodOverrideName(query: string, start: number, end: number): boolea
 export type ForbiddenFieldName = "access_token" | "_method";
 
 /**
+ * The refusal for a forbidden parameter found `where` (the query, a form body, a multipart part): a token
+ * outside the Authorization header, or a method override past the rule checked for the request's method.
+ */
+export function forbiddenParameterError(kind: ForbiddenFieldName, where: string): GatewayError {
+  return kind === "access_token"
+    ? new GatewayError("PG_ERR_TOKEN_IN_QUERY", `access_token in ${where}`)
+    : new GatewayError("PG_ERR_BAD_REQUEST", `_method in ${where} (a method override)`);
+}
+
+/**
  * Whether a multipart/form-data field name (taken literally, not percent-decoded) is `access_token` or
  * `_method` to some upstream, by the same rules as query and form-urlencoded names (see
  * {@link queryCarriesAccessToken}). PHP also takes a name in single quotes (`name='_method'`), which other parsers
@@ -281,10 +291,10 @@ export function createFirewall(limits: FirewallLimits): Firewall {
         throw new GatewayError("PG_ERR_BAD_REQUEST", "request-target authority differs from Host");
       }
       if (query !== "" && queryCarriesAccessToken(query)) {
-        throw new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token query parameter");
+        throw forbiddenParameterError("access_token", "the query");
       }
       if (query !== "" && queryCarriesMethodOverride(query)) {
-        throw new GatewayError("PG_ERR_BAD_REQUEST", "_method query parameter (a method override)");
+        throw forbiddenParameterError("_method", "the query");
       }
       return { path, query, authorization };
     },

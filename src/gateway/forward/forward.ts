@@ -5,7 +5,7 @@ import { Transform, type TransformCallback } from "node:stream";
 import { errors as undiciErrors, type Dispatcher } from "undici";
 import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.js";
 import { GatewayError, type ErrorCode } from "../../errors/catalogue.ts";
-import type { BodyRewriter } from "../firewall/multipart-scan.ts";
+import type { BodyRewriter } from "../firewall/multipart-rewrite.ts";
 import { buildClientResponseHeaders } from "./headers.ts";
 
 /** Where an exchange reports how it ended; exactly one of `forwarded` and `failed` is called, once. */

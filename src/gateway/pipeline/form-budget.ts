@@ -12,11 +12,6 @@ export class FormBudget {
     this.limit = limit;
   }
 
-  /** Bytes held now. */
-  get used(): number {
-    return this.held;
-  }
-
   /** Takes `bytes` from the budget; false (and nothing taken) when they do not fit. */
   take(bytes: number): boolean {
     if (this.held + bytes > this.limit) return false;

@@ -15,13 +15,14 @@ import { authorizeAudience, authorizeScopes } from "../authorize/authorize.ts";
 import {
   bodyInspection,
   extractBearerToken,
+  forbiddenParameterError,
   inspectFraming,
   isEncodedBody,
   queryCarriesAccessToken,
   queryCarriesMethodOverride,
   type Firewall,
 } from "../firewall/firewall.ts";
-import { createMultipartRewriter, type BodyRewriter } from "../firewall/multipart-scan.ts";
+import { createMultipartRewriter, type BodyRewriter } from "../firewall/multipart-rewrite.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
 import {
   checkDeclaredLength,
@@ -392,13 +393,9 @@ function readFormBody(
 
 function formBodyRefusal(body: Buffer): GatewayError | undefined {
   const form = body.toString("latin1");
-  if (queryCarriesAccessToken(form)) {
-    return new GatewayError("PG_ERR_TOKEN_IN_QUERY", "access_token in a form body");
-  }
+  if (queryCarriesAccessToken(form)) return forbiddenParameterError("access_token", "a form body");
   // The rule was checked for this request's method; a form field telling the upstream to run another is refused.
-  if (queryCarriesMethodOverride(form)) {
-    return new GatewayError("PG_ERR_BAD_REQUEST", "_method in a form body (a method override)");
-  }
+  if (queryCarriesMethodOverride(form)) return forbiddenParameterError("_method", "a form body");
   return undefined;
 }
 

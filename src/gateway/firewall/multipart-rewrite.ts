@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { Dicer } from "@fastify/busboy";
 import { GatewayError } from "../../errors/catalogue.ts";
-import { forbiddenFieldName, mediaTypeOf } from "./firewall.ts";
+import { forbiddenFieldName, forbiddenParameterError, mediaTypeOf } from "./firewall.ts";
 
 /** Rewrites a request body as it streams upstream; the exchange sends what `push` gets instead of the body. */
 export interface BodyRewriter {
@@ -90,24 +90,17 @@ function badMultipart(reason: string): GatewayError {
 }
 
 function refusalFor(name: string, where: string): GatewayError | undefined {
-  switch (forbiddenFieldName(name)) {
-    case "access_token":
-      return new GatewayError("PG_ERR_TOKEN_IN_QUERY", `access_token in a multipart body (${where})`);
-    case "_method":
-      return new GatewayError(
-        "PG_ERR_BAD_REQUEST",
-        `_method in a multipart body (${where}; a method override)`,
-      );
-    default:
-      return undefined;
-  }
+  const forbidden = forbiddenFieldName(name);
+  return forbidden === undefined
+    ? undefined
+    : forbiddenParameterError(forbidden, `a multipart body (${where})`);
 }
 
 /**
  * The `boundary` parameter of a multipart Content-Type: the first one, as a token or a quoted string. Which one
  * an upstream would have taken does not matter: it gets the body under the gateway's own boundary.
  */
-export function boundaryOf(contentType: string): string | undefined {
+function boundaryOf(contentType: string): string | undefined {
   const match = /;\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))/i.exec(contentType);
   return match?.[1] ?? match?.[2];
 }
