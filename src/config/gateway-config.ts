@@ -117,6 +117,14 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     defaultText: "67108864",
   },
   {
+    flag: "max-pending-as-calls",
+    env: "PHANTOMGATE_MAX_PENDING_AS_CALLS",
+    type: "string",
+    description:
+      "Calls to one authorization server that may be waiting or under way at once (503 at once beyond).",
+    defaultText: "1024",
+  },
+  {
     flag: "shutdown-grace-ms",
     env: "PHANTOMGATE_SHUTDOWN_GRACE_MS",
     type: "string",
@@ -195,6 +203,7 @@ const gatewayConfigSchema = z
         .max(1024 * 1024),
     ),
     maxFormBufferBytes: wholeNumber.pipe(z.number().min(1).max(Number.MAX_SAFE_INTEGER)),
+    maxPendingAsCalls: wholeNumber.pipe(z.number().min(1).max(1_000_000)),
     shutdownGraceMs: timerMs,
     auditLog: z.string().min(1),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),

@@ -97,6 +97,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     caches,
     minter,
     registry,
+    maxPendingAsCalls: config.maxPendingAsCalls,
   });
 
   // Snapshot source: file mode (a directory of manifests) or control-plane mode (the operator's stream, with the

@@ -73,7 +73,19 @@ export interface AuthServerClientDeps {
   readonly dispatcher: Dispatcher;
   readonly clock: Clock;
   readonly metrics?: AuthServerMetrics;
+  /**
+   * Calls to this AS that may be waiting for a connection or under way at once ({@link DEFAULT_MAX_PENDING_AS_CALLS}
+   * when absent). One more fails at once with PG_ERR_AS_UNAVAILABLE instead of queueing behind the others.
+   */
+  readonly maxPendingCalls?: number | undefined;
 }
+
+/**
+ * Calls one AS client lets wait or run at once by default. The pool has 32 connections; beyond them calls queue,
+ * and with a slow or hung AS each would hold its request for up to `responseMs`. The bound keeps a flood of
+ * distinct tokens from building an unbounded queue: the excess is answered 503 at once.
+ */
+export const DEFAULT_MAX_PENDING_AS_CALLS = 1024;
 
 /** Where the gateway talks to the AS. */
 export interface AuthServerEndpoints {
@@ -219,6 +231,9 @@ export function createAuthServerClient(
   const { dispatcher, clock } = deps;
   const metrics = deps.metrics ?? noAuthServerMetrics;
   const { responseMs } = server.timeouts;
+  const maxPendingCalls = deps.maxPendingCalls ?? DEFAULT_MAX_PENDING_AS_CALLS;
+  /** Calls waiting for a connection or under way. */
+  let pendingCalls = 0;
 
   // ---- transport -------------------------------------------------------------------------------------------
 
@@ -255,6 +270,14 @@ export function createAuthServerClient(
     body?: string,
   ): Promise<AsResponse> {
     const startedMs = performance.now();
+    if (pendingCalls >= maxPendingCalls) {
+      record(endpoint, "overloaded", startedMs);
+      throw new GatewayError(
+        "PG_ERR_AS_UNAVAILABLE",
+        `${endpoint}: not sent, ${maxPendingCalls} calls to the authorization server already waiting or under way`,
+      );
+    }
+    pendingCalls += 1;
     const signal = AbortSignal.timeout(responseMs);
     try {
       const response = await dispatcher.request({
@@ -302,6 +325,8 @@ export function createAuthServerClient(
           ? `${endpoint}: no answer within ${responseMs} ms`
           : `${endpoint}: network error (${typeof code === "string" ? code : "unknown"})`,
       );
+    } finally {
+      pendingCalls -= 1;
     }
   }
 

@@ -71,6 +71,8 @@ export interface AuthenticatorOptions {
   readonly minter: Minter;
   /** Registers `phantomgate_as_requests_total` and `phantomgate_as_request_duration_seconds` when given. */
   readonly registry?: Registry | undefined;
+  /** Calls each AS may have waiting or under way at once (`--max-pending-as-calls`); see the AS client. */
+  readonly maxPendingAsCalls?: number | undefined;
 }
 
 /** The token layer of the request pipeline. */
@@ -186,7 +188,12 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     return {
       server,
       config,
-      client: createAuthServerClient(server, { dispatcher, clock, metrics }),
+      client: createAuthServerClient(server, {
+        dispatcher,
+        clock,
+        metrics,
+        maxPendingCalls: options.maxPendingAsCalls,
+      }),
       ownedDispatcher,
       cache: caches.partition(server.id, server.cache.maxEntries),
       introspectPurpose: cachePurpose<TokenFacts>(scope, "introspect"),

@@ -10,7 +10,15 @@ export type AuthServerEndpoint = "discovery" | "introspection" | "token" | "jwks
  * cannot act on (bad client credentials, unsupported grant); the rest are failures that fail closed.
  */
 export type AuthServerOutcome =
-  "ok" | "inactive" | "rejected" | "timeout" | "network_error" | "http_error" | "invalid_response";
+  | "ok"
+  | "inactive"
+  | "rejected"
+  | "timeout"
+  | "network_error"
+  | "http_error"
+  | "invalid_response"
+  /** Not sent: the AS already had as many calls waiting or under way as the gateway allows. */
+  | "overloaded";
 
 /** Records calls to authorization servers. */
 export interface AuthServerMetrics {
@@ -43,7 +51,8 @@ export function createAuthServerMetrics(registry: Registry): AuthServerMetrics {
   return {
     observeRequest(authServer, endpoint, outcome, seconds) {
       requests.inc({ auth_server: authServer, endpoint, outcome });
-      duration.observe({ auth_server: authServer, endpoint }, seconds);
+      // A call never sent has no duration: counting it would pull the histogram towards zero during an outage.
+      if (outcome !== "overloaded") duration.observe({ auth_server: authServer, endpoint }, seconds);
     },
   };
 }

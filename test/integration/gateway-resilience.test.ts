@@ -32,7 +32,10 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function setUp(options: Partial<TestManifestOptions> = {}): Promise<{
+async function setUp(
+  options: Partial<TestManifestOptions> = {},
+  extraArgs: readonly string[] = [],
+): Promise<{
   as: DemoAuthServer;
   echo: { server: Server; port: number };
   gateway: GatewayProcess;
@@ -50,7 +53,7 @@ async function setUp(options: Partial<TestManifestOptions> = {}): Promise<{
     echoOrigin: `http://127.0.0.1:${echo.port}`,
     ...options,
   };
-  const gateway = await startGatewayProcess(makeConfigDir(allManifests(manifest)));
+  const gateway = await startGatewayProcess(makeConfigDir(allManifests(manifest)), extraArgs);
   cleanups.push(() => gateway.stop());
   return { as, echo, gateway, manifest };
 }
@@ -167,6 +170,43 @@ describe("authorization server failures", () => {
     const response = await status(`${gateway.url}/echo/slow-as`, t);
     expect(response.status).toBe(503);
     expect(Date.now() - started).toBeLessThan(3_000);
+    as.setDelayMs(0);
+  });
+
+  it("answers 503 at once past --max-pending-as-calls while the AS is slow; cached tokens keep working", async () => {
+    const { as, gateway } = await setUp({ responseTimeoutMs: 5_000 }, ["--max-pending-as-calls", "2"]);
+    const cached = await getToken(as.tokenEndpoint, "read_invoice");
+    expect((await status(`${gateway.url}/echo/warm`, cached)).status).toBe(200);
+    const fresh = await Promise.all(
+      Array.from({ length: 5 }, () => getToken(as.tokenEndpoint, "read_invoice")),
+    );
+    as.setDelayMs(1_500);
+    const started = Date.now();
+    const pending = fresh.map((token, index) =>
+      status(`${gateway.url}/echo/flood-${index}`, token).then((response) => ({
+        ...response,
+        ms: Date.now() - started,
+      })),
+    );
+    await sleep(300);
+    // While two calls wait for the AS, a cached token is served without waiting for it.
+    const hit = Date.now();
+    expect((await status(`${gateway.url}/echo/cached`, cached)).status).toBe(200);
+    expect(Date.now() - hit).toBeLessThan(500);
+    const responses = await Promise.all(pending);
+    const refused = responses.filter((response) => response.status === 503);
+    expect(responses.filter((response) => response.status === 200)).toHaveLength(2);
+    expect(refused).toHaveLength(3);
+    for (const response of refused) {
+      expect(response.headers["retry-after"]).toBe("5");
+      expect(response.ms).toBeLessThan(1_000);
+    }
+    const line = await waitForAuditLine(gateway, (entry) => entry["status"] === 503);
+    expect(line).toMatchObject({ decision: "error", reason: "PG_ERR_AS_UNAVAILABLE" });
+    const metrics = await (await request(`${gateway.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(
+      /phantomgate_as_requests_total\{[^}]*endpoint="introspection",outcome="overloaded"\} 3/,
+    );
     as.setDelayMs(0);
   });
 

@@ -91,7 +91,7 @@ async function startAs(options: Parameters<typeof startDemoAuthServer>[0] = {}):
 async function harness(
   as: DemoAuthServer,
   server: Partial<CompiledAuthServer> = {},
-  options: { ownPools?: boolean } = {},
+  options: { ownPools?: boolean; maxPendingAsCalls?: number } = {},
 ): Promise<Harness> {
   const clock = createManualClock(Date.now());
   const registry = new Registry();
@@ -106,6 +106,7 @@ async function harness(
     caches,
     minter,
     registry,
+    maxPendingAsCalls: options.maxPendingAsCalls,
   });
   cleanups.push(() => authenticator.close());
   return { as, clock, caches, minter, registry, authenticator };
@@ -403,6 +404,56 @@ describe("when the AS is down or slow", () => {
     expect(elapsed).toBeLessThan(1_000);
     as.setDelayMs(0);
     expect(await h.registry.metrics()).toMatch(/endpoint="introspection",outcome="timeout"\} 1/);
+  });
+
+  it("calls beyond maxPendingAsCalls fail at once instead of queueing behind a slow AS", async () => {
+    const as = await startAs();
+    const h = await harness(
+      as,
+      { timeouts: { connectMs: 500, responseMs: 5_000 } },
+      { maxPendingAsCalls: 3 },
+    );
+    await h.authenticator.authenticate(await getToken(as, "read_invoice"), routeFor("mint")); // discovery done
+    const tokens = await Promise.all(Array.from({ length: 7 }, () => getToken(as, "read_invoice")));
+    const before = as.stats.introspections;
+    as.setDelayMs(1_500);
+    const started = performance.now();
+    const settled = tokens.map((token) =>
+      h.authenticator.authenticate(token, routeFor("mint")).then(
+        () => ({ ok: true, reason: "", ms: performance.now() - started }),
+        (error: unknown) => ({
+          ok: false,
+          reason: (error as { reason?: string }).reason ?? String(error),
+          ms: performance.now() - started,
+        }),
+      ),
+    );
+    const results = await Promise.all(settled);
+    const refused = results.filter((result) => !result.ok);
+    expect(refused.map((result) => result.reason)).toEqual(
+      Array.from(
+        { length: 4 },
+        () => "introspection: not sent, 3 calls to the authorization server already waiting or under way",
+      ),
+    );
+    // Refused without waiting for the slow AS; the three sent calls waited for it and succeeded.
+    for (const result of refused) expect(result.ms).toBeLessThan(1_000);
+    const served = results.filter((result) => result.ok);
+    expect(served).toHaveLength(3);
+    for (const result of served) expect(result.ms).toBeGreaterThanOrEqual(1_400);
+    expect(as.stats.introspections - before).toBe(3);
+    const metrics = await h.registry.metrics();
+    expect(metrics).toMatch(/endpoint="introspection",outcome="overloaded"\} 4/);
+    // A refused call has no duration: the histogram counts the calls sent (the first token's and these 3) only.
+    expect(metrics).toMatch(
+      /as_request_duration_seconds_count\{auth_server="[^"]+",endpoint="introspection"\} 4/,
+    );
+
+    // The bound counts calls under way, not calls ever made: once they ended, a new token gets through.
+    as.setDelayMs(0);
+    await expect(h.authenticator.authenticate(tokens[6] ?? "", routeFor("mint"))).resolves.toMatchObject({
+      cacheHit: false,
+    });
   });
 
   it("discovery failure backs off instead of retrying on every request", async () => {
