@@ -8,6 +8,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { Agent } from "undici";
 import { ConfigError, ListenError, type GatewayConfig } from "../config/gateway-config.ts";
 import type { Snapshot } from "../snapshot/snapshot.ts";
+import { createTroubleLog } from "../errors/trouble-log.ts";
 import { createAuthenticator } from "../tokens/authenticate.ts";
 import { systemClock } from "../tokens/clock.ts";
 import { loadMinter } from "../tokens/minter.ts";
@@ -98,6 +99,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     minter,
     registry,
     maxPendingAsCalls: config.maxPendingAsCalls,
+    logger,
   });
 
   // Snapshot source: file mode (a directory of manifests) or control-plane mode (the operator's stream, with the
@@ -187,6 +189,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     logger,
     trustForwarded: config.trustForwarded,
     formBudget: new FormBudget(config.maxFormBufferBytes),
+    upstreamTroubles: createTroubleLog(logger),
   };
   const listeners = createRequestListener(pipelineDeps);
   const server = createServer(

@@ -6,7 +6,7 @@
 // its label object on every call, another ~1.5 µs; here a route keeps its own bucket counts.
 import { Counter, Gauge, type Registry } from "prom-client";
 
-export type Decision = "allow" | "deny" | "error";
+export type Decision = "allow" | "deny" | "error" | "abort";
 
 /** The per-request metrics, recorded once per request. */
 export interface RequestMetrics {
@@ -22,6 +22,7 @@ export interface GatewayMetrics {
   readonly configProblems: Gauge;
   readonly auditErrors: Counter<"code">;
   readonly auditDropped: Counter;
+  readonly responsesCut: Counter<"route" | "reason">;
 }
 
 type RequestLabels = Record<"route" | "method" | "status" | "decision", string>;
@@ -31,7 +32,7 @@ interface RequestCount {
   n: number;
 }
 
-const decisionIndex: Record<Decision, number> = { allow: 0, deny: 1, error: 2 };
+const decisionIndex: Record<Decision, number> = { allow: 0, deny: 1, error: 2, abort: 3 };
 
 /** Upper bounds (seconds) of the latency histogram's buckets; +Inf is implied. */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -88,7 +89,7 @@ function createRequestMetrics(registry: Registry): RequestMetrics {
   let inflight = 0;
   new Counter({
     name: "phantomgate_requests_total",
-    help: "Requests handled, by route, method, status and decision (allow, deny, error).",
+    help: "Requests handled, by route, method, status and decision (allow, deny, error, abort).",
     labelNames: ["route", "method", "status", "decision"],
     registers,
     collect() {
@@ -174,6 +175,12 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
       name: "phantomgate_audit_write_errors_total",
       help: "Failed writes of audit lines, by error code (e.g. ENOSPC; EPIPE: the reader is gone, later lines are lost).",
       labelNames: ["code"],
+      registers,
+    }),
+    responsesCut: new Counter({
+      name: "phantomgate_responses_cut_total",
+      help: "Responses cut after their status line went out (counted with that status in phantomgate_requests_total), by route and reason (PG_ERR_UPSTREAM_TIMEOUT, PG_ERR_UPSTREAM_UNAVAILABLE, PG_ERR_CLIENT_CLOSED, PG_ERR_CLIENT_TIMEOUT).",
+      labelNames: ["route", "reason"],
       registers,
     }),
     auditDropped: new Counter({

@@ -237,8 +237,14 @@ export function createAuthServerClient(
 
   // ---- transport -------------------------------------------------------------------------------------------
 
-  function record(endpoint: AuthServerEndpoint, outcome: AuthServerOutcome, startedMs: number): void {
-    metrics.observeRequest(server.id, endpoint, outcome, (performance.now() - startedMs) / 1000);
+  /** Counts a call's outcome; a failure also throws a GatewayError whose reason is `failure`. */
+  function record(
+    endpoint: AuthServerEndpoint,
+    outcome: AuthServerOutcome,
+    startedMs: number,
+    failure?: string,
+  ): void {
+    metrics.observeRequest(server.id, endpoint, outcome, (performance.now() - startedMs) / 1000, failure);
   }
 
   async function readBody(
@@ -271,11 +277,9 @@ export function createAuthServerClient(
   ): Promise<AsResponse> {
     const startedMs = performance.now();
     if (pendingCalls >= maxPendingCalls) {
-      record(endpoint, "overloaded", startedMs);
-      throw new GatewayError(
-        "PG_ERR_AS_UNAVAILABLE",
-        `${endpoint}: not sent, ${maxPendingCalls} calls to the authorization server already waiting or under way`,
-      );
+      const reason = `${endpoint}: not sent, ${maxPendingCalls} calls to the authorization server already waiting or under way`;
+      record(endpoint, "overloaded", startedMs, reason);
+      throw new GatewayError("PG_ERR_AS_UNAVAILABLE", reason);
     }
     pendingCalls += 1;
     const signal = AbortSignal.timeout(responseMs);
@@ -307,7 +311,7 @@ export function createAuthServerClient(
       };
     } catch (error) {
       if (error instanceof GatewayError) {
-        record(endpoint, "invalid_response", startedMs);
+        record(endpoint, "invalid_response", startedMs, error.reason);
         throw error;
       }
       const code = (error as { code?: unknown } | null)?.code;
@@ -316,15 +320,13 @@ export function createAuthServerClient(
         code === "UND_ERR_CONNECT_TIMEOUT" ||
         code === "UND_ERR_HEADERS_TIMEOUT" ||
         code === "UND_ERR_BODY_TIMEOUT";
-      record(endpoint, timedOut ? "timeout" : "network_error", startedMs);
+      const reason = timedOut
+        ? `${endpoint}: no answer within ${responseMs} ms`
+        : `${endpoint}: network error (${typeof code === "string" ? code : "unknown"})`;
+      record(endpoint, timedOut ? "timeout" : "network_error", startedMs, reason);
       // The underlying error is not attached: it is a transport error, and keeping causes out guarantees no
       // request body (which holds the token) can reach a log through it.
-      throw new GatewayError(
-        "PG_ERR_AS_UNAVAILABLE",
-        timedOut
-          ? `${endpoint}: no answer within ${responseMs} ms`
-          : `${endpoint}: network error (${typeof code === "string" ? code : "unknown"})`,
-      );
+      throw new GatewayError("PG_ERR_AS_UNAVAILABLE", reason);
     } finally {
       pendingCalls -= 1;
     }
@@ -333,19 +335,19 @@ export function createAuthServerClient(
   /** Fails closed on anything but a 2xx the caller can parse; records the outcome. */
   function failResponse(endpoint: AuthServerEndpoint, response: AsResponse): never {
     if (response.status >= 400 && response.status < 500) {
-      record(endpoint, "rejected", response.startedMs);
-      throw new GatewayError(
-        "PG_ERR_AS_UNAVAILABLE",
-        `${endpoint} rejected the gateway's request: HTTP ${response.status} ${oauthErrorCode(response.text)}`,
-      );
+      const reason = `${endpoint} rejected the gateway's request: HTTP ${response.status} ${oauthErrorCode(response.text)}`;
+      record(endpoint, "rejected", response.startedMs, reason);
+      throw new GatewayError("PG_ERR_AS_UNAVAILABLE", reason);
     }
-    record(endpoint, "http_error", response.startedMs);
-    throw new GatewayError("PG_ERR_AS_UNAVAILABLE", `${endpoint} answered HTTP ${response.status}`);
+    const reason = `${endpoint} answered HTTP ${response.status}`;
+    record(endpoint, "http_error", response.startedMs, reason);
+    throw new GatewayError("PG_ERR_AS_UNAVAILABLE", reason);
   }
 
   function invalidResponse(endpoint: AuthServerEndpoint, response: AsResponse, what: string): never {
-    record(endpoint, "invalid_response", response.startedMs);
-    throw new GatewayError("PG_ERR_AS_UNAVAILABLE", `${endpoint} response is invalid: ${what}`);
+    const reason = `${endpoint} response is invalid: ${what}`;
+    record(endpoint, "invalid_response", response.startedMs, reason);
+    throw new GatewayError("PG_ERR_AS_UNAVAILABLE", reason);
   }
 
   function parseJson(endpoint: AuthServerEndpoint, response: AsResponse): unknown {

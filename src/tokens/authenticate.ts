@@ -13,9 +13,11 @@
 // Derived upstream tokens (minted, exchanged) are reused for at most half their lifetime, so an upstream never
 // receives one about to expire; all entries end no later than the client token and its introspection entry.
 import { createHash } from "node:crypto";
+import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { Dispatcher } from "undici";
 import { GatewayError } from "../errors/catalogue.ts";
+import { createTroubleLog } from "../errors/trouble-log.ts";
 import type { CompiledAuthServer, CompiledRoute } from "../snapshot/snapshot.ts";
 import { createAuthServerClient, createAuthServerDispatcher, type AuthServerClient } from "./as-client.ts";
 import type { Clock } from "./clock.ts";
@@ -73,6 +75,8 @@ export interface AuthenticatorOptions {
   readonly registry?: Registry | undefined;
   /** Calls each AS may have waiting or under way at once (`--max-pending-as-calls`); see the AS client. */
   readonly maxPendingAsCalls?: number | undefined;
+  /** Where failing calls to an AS are logged (rate-limited per AS and endpoint, with a line when it recovers). */
+  readonly logger?: Logger | undefined;
 }
 
 /** The token layer of the request pipeline. */
@@ -169,11 +173,39 @@ function halfLifeMs(issuedAt: number, expiresAt: number): number {
   return (issuedAt + (expiresAt - issuedAt) / 2) * 1000;
 }
 
+/**
+ * The AS clients' metrics, with their failures also logged: the first at once, then at most one line per AS and
+ * endpoint every 10 s while they go on, and a line when the endpoint answers again. The audit trail has each
+ * request's reason; this tells an operator that an authorization server is failing, and why, without a line per
+ * request.
+ */
+function observedCalls(metrics: AuthServerMetrics, logger: Logger | undefined): AuthServerMetrics {
+  if (logger === undefined) return metrics;
+  const troubles = createTroubleLog(logger);
+  return {
+    observeRequest(authServer, endpoint, outcome, seconds, failure) {
+      metrics.observeRequest(authServer, endpoint, outcome, seconds, failure);
+      const key = `${authServer} ${endpoint}`;
+      if (outcome === "ok" || outcome === "inactive") {
+        troubles.succeeded(key, { authServer, endpoint }, "authorization server answering again");
+      } else {
+        troubles.failed(
+          key,
+          { authServer, endpoint, outcome, reason: failure },
+          "call to the authorization server failed: requests whose token is not cached get 503",
+        );
+      }
+    },
+  };
+}
+
 /** Creates the authenticator; `updateAuthServers` is called on every snapshot swap. */
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
   const { caches, clock, minter } = options;
-  const metrics: AuthServerMetrics =
-    options.registry === undefined ? noAuthServerMetrics : createAuthServerMetrics(options.registry);
+  const metrics = observedCalls(
+    options.registry === undefined ? noAuthServerMetrics : createAuthServerMetrics(options.registry),
+    options.logger,
+  );
   let runtimes = new Map<string, ServerRuntime>();
   let closed = false;
 

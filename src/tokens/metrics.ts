@@ -27,6 +27,8 @@ export interface AuthServerMetrics {
     endpoint: AuthServerEndpoint,
     outcome: AuthServerOutcome,
     seconds: number,
+    /** Why a call failed (no token in it): for the failure log, not for metrics. */
+    failure?: string,
   ): void;
 }
 

@@ -123,7 +123,7 @@ describe("a client that leaves", () => {
       200,
     );
     const [line] = await newAuditLines(before, 1);
-    expect(line).toMatchObject({ status: 499, reason: "PG_ERR_CLIENT_CLOSED" });
+    expect(line).toMatchObject({ status: 499, reason: "PG_ERR_CLIENT_CLOSED", decision: "abort" });
     expect(await inflight()).toBe(0);
   });
 

@@ -119,6 +119,16 @@ function auditLines(gateway: GatewayProcess): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
+/** The gateway's log lines (pino JSON on stdout) whose message is `msg`. */
+function logLines(gateway: GatewayProcess, msg: string): Record<string, unknown>[] {
+  return gateway
+    .output()
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((line) => line["msg"] === msg);
+}
+
 async function waitForAuditLine(
   gateway: GatewayProcess,
   match: (line: Record<string, unknown>) => boolean,
@@ -171,6 +181,49 @@ describe("authorization server failures", () => {
     expect(response.status).toBe(503);
     expect(Date.now() - started).toBeLessThan(3_000);
     as.setDelayMs(0);
+  });
+
+  it("says why in the audit line, logs a failing AS once (not per request) and logs when it answers again", async () => {
+    const { as, gateway } = await setUp({ responseTimeoutMs: 300 });
+    const tokens = await Promise.all([1, 2, 3, 4].map(() => getToken(as.tokenEndpoint, "read_invoice")));
+    expect((await status(`${gateway.url}/echo/discovered`, tokens[3])).status).toBe(200);
+    as.setDelayMs(5_000);
+    for (const [index, token] of tokens.slice(0, 2).entries()) {
+      const response = await request(`${gateway.url}/echo/slow-as-${index}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await response.body.dump();
+      expect(response.statusCode).toBe(503);
+      expect(await auditLineFor(gateway, String(response.headers["x-request-id"]))).toMatchObject({
+        decision: "error",
+        reason: "PG_ERR_AS_UNAVAILABLE",
+        detail: "introspection: no answer within 300 ms",
+        cache: "miss",
+      });
+    }
+    as.setDelayMs(0);
+    expect((await status(`${gateway.url}/echo/as-back`, tokens[2])).status).toBe(200);
+    // Two failures within the 10 s interval: one warning, with the reason; then one line for the recovery.
+    const warnings = logLines(
+      gateway,
+      "call to the authorization server failed: requests whose token is not cached get 503",
+    );
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({
+      level: 40,
+      endpoint: "introspection",
+      outcome: "timeout",
+      reason: "introspection: no answer within 300 ms",
+    });
+    await waitFor(() =>
+      Promise.resolve(logLines(gateway, "authorization server answering again").length === 1),
+    );
+    expect(logLines(gateway, "authorization server answering again")[0]).toMatchObject({
+      level: 30,
+      endpoint: "introspection",
+      failures: 2,
+    });
+    for (const token of tokens) expect(gateway.output()).not.toContain(token);
   });
 
   it("answers 503 at once past --max-pending-as-calls while the AS is slow; cached tokens keep working", async () => {
@@ -251,7 +304,16 @@ describe("upstream failures", () => {
       upstreamStatus: 200,
       decision: "allow",
       reason: "PG_ERR_UPSTREAM_TIMEOUT",
+      detail: "upstream timed out",
     });
+    // Counted as a 200 by phantomgate_requests_total, and as cut here.
+    const metrics = await (await request(`${gateway.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(
+      /phantomgate_responses_cut_total\{route="[^"]+",reason="PG_ERR_UPSTREAM_TIMEOUT"\} 1/,
+    );
+    expect(logLines(gateway, "upstream failed")).toMatchObject([
+      { level: 40, upstream: origin, code: "PG_ERR_UPSTREAM_TIMEOUT" },
+    ]);
   });
 
   it("lets a slow upload and a slow download finish while neither side goes quiet for the timeout", async () => {
@@ -293,7 +355,14 @@ describe("upstream failures", () => {
     const t = await getToken(as.tokenEndpoint, "read_invoice");
     echo.server.closeAllConnections();
     await new Promise((resolve) => echo.server.close(resolve));
-    expect((await status(`${gateway.url}/echo/down`, t)).status).toBe(502);
+    const down = await request(`${gateway.url}/echo/down`, { headers: { authorization: `Bearer ${t}` } });
+    await down.body.dump();
+    expect(down.statusCode).toBe(502);
+    expect(await auditLineFor(gateway, String(down.headers["x-request-id"]))).toMatchObject({
+      decision: "error",
+      reason: "PG_ERR_UPSTREAM_UNAVAILABLE",
+      detail: "upstream failed: ECONNREFUSED",
+    });
     // An upload cut short by the failure leaves the rest of its body unread: the connection is closed, or the
     // unread bytes would stall it (or be read as the next request).
     const upload = await rawRequest(
@@ -313,6 +382,57 @@ describe("upstream failures", () => {
 });
 
 describe("request body limits", () => {
+  it("lets a client still sending a refused body read the whole 413 (lingering close, no reset)", async () => {
+    const { gateway } = await setUp({ maxBodyBytes: 1024 });
+    // Each client sends its head and 8 MiB of body at once, as an upload does: the gateway answers 413 after the
+    // head. A connection closed with unread bytes would be reset, and the reset can take the answer with it.
+    const attempt = (): Promise<{ head: string; error: string | undefined }> =>
+      new Promise((resolve) => {
+        const socket = connect(gateway.port, "127.0.0.1");
+        let data = "";
+        let error: string | undefined;
+        socket.setEncoding("latin1");
+        socket.on("data", (chunk: string) => (data += chunk));
+        socket.on("error", (failure: NodeJS.ErrnoException) => (error = failure.code ?? failure.message));
+        socket.on("close", () => resolve({ head: data.split("\r\n")[0] ?? "", error }));
+        const size = 8 * 1024 * 1024;
+        socket.write(
+          `POST /public/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${size}\r\n\r\n`,
+        );
+        socket.write(Buffer.alloc(size, 0x61), () => undefined);
+      });
+    const results = await Promise.all(Array.from({ length: 10 }, () => attempt()));
+    expect(results).toEqual(
+      Array.from({ length: 10 }, () => ({ head: "HTTP/1.1 413 Payload Too Large", error: undefined })),
+    );
+  });
+
+  it("lingers at most 5 s for a client that goes on sending a refused body slowly, then closes the connection", async () => {
+    const { gateway } = await setUp({ maxBodyBytes: 1024 });
+    const socket = connect({ port: gateway.port, host: "127.0.0.1", allowHalfOpen: true });
+    let data = "";
+    let endedAt = 0;
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => (data += chunk));
+    socket.on("end", () => (endedAt = Date.now()));
+    const started = Date.now();
+    const failed = new Promise<number>((resolve) => socket.on("error", () => resolve(Date.now() - started)));
+    socket.write(
+      "POST /public/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 104857600\r\n\r\n",
+    );
+    // 64 KiB every 250 ms: taken and dropped while the gateway lingers; refused (reset) once it closed.
+    const tick = setInterval(() => {
+      if (!socket.destroyed) socket.write(Buffer.alloc(64 * 1024, 0x61));
+    }, 250);
+    const elapsed = await failed.finally(() => clearInterval(tick));
+    socket.destroy();
+    expect(data.split("\r\n")[0]).toBe("HTTP/1.1 413 Payload Too Large");
+    // The gateway's side ended right after the answer (FIN); the connection itself after the lingering time.
+    expect(endedAt - started).toBeLessThan(2_000);
+    expect(elapsed).toBeGreaterThanOrEqual(4_500);
+    expect(elapsed).toBeLessThan(9_000);
+  }, 15_000);
+
   it("answers 413 for a declared content-length over the route's limit without contacting the upstream", async () => {
     const { gateway, echo } = await setUp({ maxBodyBytes: 1024 });
     let upstreamRequests = 0;

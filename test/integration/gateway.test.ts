@@ -468,6 +468,9 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
       const response = await rawRequest(gateway.port, [line]);
       expect(response.status, line).toBe(505);
       expect(problemOf(response)).toMatchObject({ code: "PG_ERR_HTTP_VERSION_NOT_SUPPORTED", status: 505 });
+      // The client's doing, not the gateway's failure: a client cannot raise the error rate this way.
+      const [audited] = await auditLinesOf([String(problemOf(response)["requestId"])]);
+      expect(audited).toMatchObject({ decision: "deny", status: 505 });
     }
   });
 
@@ -508,6 +511,12 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     ]);
     expect(websocket.status).toBe(501);
     expect(problemOf(websocket)).toMatchObject({ code: "PG_ERR_NOT_IMPLEMENTED" });
+    const [audited] = await auditLinesOf([String(problemOf(websocket)["requestId"])]);
+    expect(audited).toMatchObject({
+      decision: "deny",
+      status: 501,
+      detail: "WebSocket upgrade",
+    });
     // An h2c upgrade may be ignored (RFC 9110 §7.8): served over HTTP/1.1, without the upgrade fields.
     const h2c = await rawRequest(gateway.port, [
       "GET /public/h2c HTTP/1.1",
@@ -518,6 +527,24 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     ]);
     expect(h2c.status).toBe(200);
     expect((JSON.parse(h2c.body) as Echo).headers.upgrade).toBeUndefined();
+  });
+
+  it("the audit line cuts a Host of kilobytes to 256 characters", async () => {
+    const response = await rawRequest(gateway.port, ["GET /public/x HTTP/1.1", `Host: ${"h".repeat(4_000)}`]);
+    const [audited] = await auditLinesOf([String(response.head.match(/x-request-id: (\S+)/i)?.[1])]);
+    expect(audited?.["host"]).toBe(`${"h".repeat(256)}…`);
+  });
+
+  it("an unknown token's refusal says cache miss, the same refusal from the negative cache says hit", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const response = await call("/echo/negative", { token: "not-a-token-the-as-issued" });
+      expect(response.status).toBe(401);
+      ids.push(String(response.headers["x-request-id"]));
+    }
+    const [first, second] = await auditLinesOf(ids);
+    expect(first).toMatchObject({ reason: "PG_ERR_TOKEN_INVALID", cache: "miss" });
+    expect(second).toMatchObject({ reason: "PG_ERR_TOKEN_INVALID", cache: "hit" });
   });
 
   it("a compressed form body is 415: its bytes could hide an access_token", async () => {

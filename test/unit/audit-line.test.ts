@@ -1,5 +1,6 @@
 // The hand-written audit serialiser must give exactly what JSON.stringify gives for the same record, for any
-// values a client or an authorization server could put into one.
+// values a client or an authorization server could put into one, with DEL, the C1 controls and U+2028/U+2029
+// escaped as well.
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,10 +27,15 @@ const awkward = [
   "lone surrogate \ud800",
   "</script>",
   "api.example.com:8443",
+  "del \u007f next-line \u0085 csi \u009b31m separators \u2028\u2029 nbsp \u00a0",
 ];
 
 function expected(record: AuditRecord): string {
-  return `{"type":"audit",${JSON.stringify(record).slice(1)}\n`;
+  const json = JSON.stringify(record).replace(
+    /[\u007f-\u009f\u2028\u2029]/g,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  return `{"type":"audit",${json.slice(1)}\n`;
 }
 
 describe("auditLine", () => {
@@ -59,6 +65,37 @@ describe("auditLine", () => {
     expect(JSON.parse(auditLine(record))).toEqual({ type: "audit", ...record });
   });
 
+  it("escapes DEL, C1 controls and U+2028/U+2029, which JSON.stringify leaves raw, and still reads back the same", () => {
+    const host = "evil\u009b31m\u007f\u2028.example";
+    const record: AuditRecord = {
+      time: "2026-11-30T12:00:00.000Z",
+      requestId: "r",
+      traceId: "t",
+      remoteAddress: undefined,
+      host,
+      method: "GET",
+      route: undefined,
+      pathTemplate: undefined,
+      authMode: undefined,
+      clientId: undefined,
+      sub: undefined,
+      scopes: undefined,
+      tokenFingerprint: undefined,
+      cache: undefined,
+      decision: "deny",
+      reason: "PG_ERR_BAD_REQUEST",
+      detail: "bad host \u0085",
+      status: 400,
+      upstreamStatus: undefined,
+      latencyMs: 0,
+    };
+    const line = auditLine(record);
+    expect(line).toContain('"host":"evil\\u009b31m\\u007f\\u2028.example"');
+    expect(line).toContain('"detail":"bad host \\u0085"');
+    expect(/[\u007f-\u009f\u2028\u2029]/.test(line)).toBe(false);
+    expect(JSON.parse(line)).toMatchObject({ host, detail: "bad host \u0085" });
+  });
+
   it("matches JSON.stringify on 20,000 random records with missing fields and awkward strings", () => {
     const random = createRandom(7);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
@@ -81,6 +118,7 @@ describe("auditLine", () => {
         cache: maybe(pick(["hit", "miss"] as const)),
         decision: pick(["allow", "deny", "error"] as const),
         reason: pick(awkward),
+        detail: maybe(pick(awkward)),
         status: pick([0, 200, 401, 503]),
         upstreamStatus: maybe(pick([200, 204, 500])),
         latencyMs:

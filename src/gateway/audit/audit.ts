@@ -23,8 +23,10 @@ export interface AuditRecord {
   readonly scopes: readonly string[] | undefined;
   readonly tokenFingerprint: string | undefined;
   readonly cache: "hit" | "miss" | undefined;
-  readonly decision: "allow" | "deny" | "error";
+  readonly decision: "allow" | "deny" | "error" | "abort";
   readonly reason: string;
+  /** What went wrong, in words (the error's internal reason): on refusals and failures, never on success. */
+  readonly detail?: string | undefined;
   readonly status: number;
   readonly upstreamStatus: number | undefined;
   readonly latencyMs: number;
@@ -83,17 +85,31 @@ function putAscii(buf: Buffer, at: number, text: string): number {
   return at + text.length;
 }
 
+/** DEL, the C1 controls (U+0080–U+009F, where a terminal reads U+009B as CSI) and the Unicode line separators. */
+const UNSAFE_FOR_TERMINALS = /[\u007f-\u009f\u2028\u2029]/g;
+
+function unicodeEscape(char: string): string {
+  return `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`;
+}
+
+/**
+ * `value` as a JSON string: JSON.stringify's escapes, and also `\uXXXX` for DEL, the C1 controls and U+2028/U+2029,
+ * which JSON allows raw but a terminal or a line-oriented tool reading the audit trail may act on.
+ */
+export function jsonText(value: string): string {
+  return JSON.stringify(value).replace(UNSAFE_FOR_TERMINALS, unicodeEscape);
+}
+
 /**
  * Writes `value` as a JSON string at `at`; returns the offset after it. Printable ASCII without quote or
- * backslash (nearly every value) is copied as it is; anything else goes through JSON.stringify, which escapes
- * exactly what JSON needs.
+ * backslash (nearly every value) is copied as it is; anything else goes through {@link jsonText}.
  */
 function putString(buf: Buffer, at: number, value: string): number {
   buf[at] = 0x22;
   let o = at + 1;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
-    if (c < 0x20 || c === 0x22 || c === 0x5c || c > 0x7e) return at + buf.write(JSON.stringify(value), at);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || c > 0x7e) return at + buf.write(jsonText(value), at);
     buf[o++] = c;
   }
   buf[o] = 0x22;
@@ -148,7 +164,8 @@ function lineBound(r: AuditRecord): number {
     (r.clientId?.length ?? 0) +
     (r.sub?.length ?? 0) +
     (r.tokenFingerprint?.length ?? 0) +
-    r.reason.length;
+    r.reason.length +
+    (r.detail?.length ?? 0);
   let punctuation = 512;
   if (r.scopes !== undefined) {
     for (const scope of r.scopes) units += scope.length;
@@ -234,9 +251,9 @@ function putTokenPart(buf: Buffer, at: number, r: AuditRecord, memo: AuditTokenM
 
 /**
  * Writes the record as one JSON line (with its newline) at `at` and returns the offset after it: byte for byte
- * what `{"type":"audit",...JSON.stringify(record)}` gives, same key order, undefined fields left out. Every
- * string value is escaped as JSON.stringify would, since hosts, subjects, client ids and scopes come from
- * outside. The caller leaves `lineBound(r)` bytes free.
+ * what `{"type":"audit",...JSON.stringify(record)}` gives, same key order, undefined fields left out, except that
+ * DEL, C1 controls and U+2028/U+2029 are escaped too (see {@link jsonText}). Every string value is escaped, since
+ * hosts, subjects, client ids and scopes come from outside. The caller leaves `lineBound(r)` bytes free.
  */
 function putLine(buf: Buffer, at: number, r: AuditRecord, memo?: AuditTokenMemo): number {
   let o = putAscii(buf, at, '{"type":"audit","time":');
@@ -251,6 +268,7 @@ function putLine(buf: Buffer, at: number, r: AuditRecord, memo?: AuditTokenMemo)
   o = putField(buf, o, ',"cache":', r.cache);
   o = putString(buf, putAscii(buf, o, ',"decision":'), r.decision);
   o = putString(buf, putAscii(buf, o, ',"reason":'), r.reason);
+  o = putField(buf, o, ',"detail":', r.detail);
   o = putNumber(buf, putAscii(buf, o, ',"status":'), r.status);
   if (r.upstreamStatus !== undefined)
     o = putNumber(buf, putAscii(buf, o, ',"upstreamStatus":'), r.upstreamStatus);

@@ -4,14 +4,15 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Transform, type TransformCallback } from "node:stream";
 import { errors as undiciErrors, type Dispatcher } from "undici";
 import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.js";
-import { GatewayError, type ErrorCode } from "../../errors/catalogue.ts";
+import { GatewayError } from "../../errors/catalogue.ts";
 import type { BodyRewriter } from "../firewall/multipart-rewrite.ts";
+import { lingerOnClose } from "../pipeline/linger.ts";
 import { buildClientResponseHeaders } from "./headers.ts";
 
 /** Where an exchange reports how it ended; exactly one of `forwarded` and `failed` is called, once. */
 export interface ForwardOutcome {
   /** Why the response was cut after its status line went out (set before `forwarded`), for the audit. */
-  cut: ErrorCode | undefined;
+  cut: GatewayError | undefined;
   /** The upstream's status, once the response was written in full or cut after its status line. */
   forwarded(status: number): void;
   /** Nothing was sent to the client yet: the error is the client's answer. */
@@ -240,7 +241,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       const out = buildClientResponseHeaders(headers, this.requestId);
       // The upstream answered before it had the whole request body (an early 401 or 413): undici drops the rest,
       // so nothing reads the client's remaining bytes and the connection cannot carry another request.
-      if (this.req !== null && !this.req.complete) out.connection = "close";
+      if (this.req !== null && !this.req.complete) {
+        out.connection = "close";
+        // … and lingers, so that a client still sending gets this answer rather than a reset.
+        lingerOnClose(this.req);
+      }
       this.res.writeHead(statusCode, out);
     } catch (error) {
       // node:http refused a header the upstream sent (e.g. an invalid character): nothing went out yet.
@@ -292,7 +297,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.res.headersSent) {
       // The status line is out, so the connection is all we can end. The audit records the upstream status and
       // why the response was cut.
-      this.outcome.cut = failure.code;
+      this.outcome.cut = failure;
       this.res.destroy();
       this.outcome.forwarded(this.status);
       return;
@@ -348,7 +353,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     }
     if (this.ended) {
       // The upstream is done, but the client has not taken the end of its response.
-      this.outcome.cut = "PG_ERR_CLIENT_TIMEOUT";
+      this.outcome.cut = new GatewayError(
+        "PG_ERR_CLIENT_TIMEOUT",
+        "client did not take the end of the response",
+      );
       this.cleanUp();
       this.res.destroy();
       this.outcome.forwarded(this.status);

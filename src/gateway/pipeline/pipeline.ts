@@ -8,6 +8,7 @@ import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import type { Dispatcher } from "undici";
 import { GatewayError, isGatewayError, type ErrorCode } from "../../errors/catalogue.ts";
+import type { TroubleLog } from "../../errors/trouble-log.ts";
 import type { CompiledRoute } from "../../snapshot/snapshot.ts";
 import { fingerprintToken } from "../../tokens/fingerprint.ts";
 import { isoTime, newAuditTokenMemo, type AuditSink, type AuditTokenMemo } from "../audit/audit.ts";
@@ -35,6 +36,7 @@ import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import type { FormBudget } from "./form-budget.ts";
 import { newRequestIds } from "./ids.ts";
+import { lingerOnClose } from "./linger.ts";
 import { sendError, sendErrorToSocket } from "./respond.ts";
 
 /** What the authenticate stage gets from the token layer. */
@@ -69,6 +71,8 @@ export interface PipelineDeps {
   readonly trustForwarded: boolean;
   /** Bounds the form-urlencoded bytes all requests hold at once while they are checked. */
   readonly formBudget: FormBudget;
+  /** Where failing upstreams are logged, per route and upstream, without a line per request. */
+  readonly upstreamTroubles: TroubleLog;
 }
 
 /**
@@ -102,7 +106,9 @@ class RequestContext implements ForwardOutcome {
   upstreamAuthorization: string | undefined = undefined;
   upstreamStatus: number | undefined = undefined;
   /** Why the response was cut after its status line went out (upstream or client failure). */
-  cut: ErrorCode | undefined = undefined;
+  cut: GatewayError | undefined = undefined;
+  /** The upstream origin the request went to (for the failure log). */
+  origin: string | undefined = undefined;
   /** A form body read in full by inspectBody; forwarded instead of the request stream. */
   bufferedBody: Buffer | undefined = undefined;
   /** Bytes of the form body this request took from the process-wide budget; given back in `finish`. */
@@ -164,7 +170,15 @@ class RequestContext implements ForwardOutcome {
   /** The exchange finished (or was cut after its status line): the upstream's status is the request's. */
   forwarded(status: number): void {
     this.upstreamStatus = status;
-    finish(this, status, "allow", this.cut ?? "ok");
+    const cut = this.cut;
+    if (cut === undefined) {
+      if (this.deps.upstreamTroubles.failing > 0) upstreamAnswered(this);
+      finish(this, status, "allow", "ok");
+      return;
+    }
+    this.deps.metrics.responsesCut.inc({ route: this.route?.id ?? "none", reason: cut.code });
+    if (isUpstreamFailure(cut.code)) upstreamFailed(this, cut);
+    finish(this, status, "allow", cut.code, cut.reason);
   }
 
   /** A stage refused the request or forwarding failed before anything was sent: the error is the answer. */
@@ -173,12 +187,14 @@ class RequestContext implements ForwardOutcome {
       const failure = toGatewayError(error, this.deps, this);
       // A body not read to its end (held back for a 100 that never came, or cut off when forwarding failed)
       // leaves the connection unable to carry another request: it is closed after this answer.
+      const unreadBody = requestHasBody(this.req) && !this.req.complete;
       const close =
-        this.awaitingContinue ||
-        (requestHasBody(this.req) && !this.req.complete) ||
-        failure.code === "PG_ERR_HTTP_VERSION_NOT_SUPPORTED";
+        this.awaitingContinue || unreadBody || failure.code === "PG_ERR_HTTP_VERSION_NOT_SUPPORTED";
+      // A client still sending its body gets the answer before the connection ends, not a reset.
+      if (unreadBody && !this.awaitingContinue) lingerOnClose(this.req);
       sendError(this.res, failure, this.requestId, close);
-      finish(this, failure.status, failure.status >= 500 ? "error" : "deny", failure.code);
+      if (isUpstreamFailure(failure.code)) upstreamFailed(this, failure);
+      finish(this, failure.status, decisionOf(failure.code), failure.code, failure.reason);
     } catch (crash) {
       crashed(this, crash);
     }
@@ -411,11 +427,19 @@ const authenticate: Stage = (ctx, deps) => {
   if (credential === undefined) throw new GatewayError("PG_ERR_TOKEN_MISSING", "no bearer token");
   const fingerprint = credential.fingerprint;
   ctx.credential = credential;
-  const hit = deps.authenticator.cached(fingerprint, matched);
+  let hit: TokenResult | undefined;
+  try {
+    hit = deps.authenticator.cached(fingerprint, matched);
+  } catch (error) {
+    // A refusal the cache held (an inactive or expired token): the audit line says it came from the cache.
+    if (isGatewayError(error) && error.code === "PG_ERR_TOKEN_INVALID") ctx.cacheHit = true;
+    throw error;
+  }
   if (hit !== undefined) {
     takeTokenResult(ctx, hit);
     return;
   }
+  ctx.cacheHit = false;
   return deps.authenticator.loadUncached(credential.token, matched, fingerprint).then((result) => {
     takeTokenResult(ctx, result);
   });
@@ -503,11 +527,13 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
   // The exchange holds the buffered body only while it sends it; the context lets go of it now.
   const bufferedBody = ctx.bufferedBody;
   ctx.bufferedBody = undefined;
+  const origin = state.pickOrigin(matched);
+  ctx.origin = origin;
   forwardRequest({
     req: ctx.req,
     res: ctx.res,
     dispatcher: deps.dispatcher,
-    origin: state.pickOrigin(matched),
+    origin,
     pathAndQuery: ctx.query === undefined || ctx.query === "" ? ctx.path : `${ctx.path}?${ctx.query}`,
     headers,
     timeoutMs: matched.timeouts.requestMs,
@@ -545,8 +571,69 @@ function toGatewayError(error: unknown, deps: PipelineDeps, ctx: RequestContext)
   return new GatewayError("PG_ERR_INTERNAL", "unexpected failure", {}, { cause: error });
 }
 
+/** Error codes that say the gateway or what it depends on failed; other refusals are the request's own doing. */
+const GATEWAY_SIDE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "PG_ERR_AS_UNAVAILABLE",
+  "PG_ERR_NOT_READY",
+  "PG_ERR_UPSTREAM_TIMEOUT",
+  "PG_ERR_UPSTREAM_UNAVAILABLE",
+  "PG_ERR_FORM_BUDGET_EXHAUSTED",
+  "PG_ERR_INTERNAL",
+]);
+
+/**
+ * The decision a refusal records: `error` when the gateway or what it depends on failed, `abort` when the client
+ * went away first, `deny` for everything the request itself caused (also 501 and 505 for what the gateway does
+ * not take), so that clients cannot raise the gateway's error rate.
+ */
+export function decisionOf(code: ErrorCode): Decision {
+  if (code === "PG_ERR_CLIENT_CLOSED") return "abort";
+  return GATEWAY_SIDE_FAILURES.has(code) ? "error" : "deny";
+}
+
+function isUpstreamFailure(code: ErrorCode): boolean {
+  return code === "PG_ERR_UPSTREAM_UNAVAILABLE" || code === "PG_ERR_UPSTREAM_TIMEOUT";
+}
+
+function upstreamKey(ctx: RequestContext): string {
+  return `${ctx.route?.id ?? "none"} ${ctx.origin ?? ""}`;
+}
+
+/** Logs an upstream's failure: at once, then at most every 10 s per route and upstream while it goes on. */
+function upstreamFailed(ctx: RequestContext, failure: GatewayError): void {
+  ctx.deps.upstreamTroubles.failed(
+    upstreamKey(ctx),
+    { route: ctx.route?.id, upstream: ctx.origin, code: failure.code, reason: failure.reason },
+    "upstream failed",
+  );
+}
+
+/** After failures: logs once that the upstream answers again. */
+function upstreamAnswered(ctx: RequestContext): void {
+  ctx.deps.upstreamTroubles.succeeded(
+    upstreamKey(ctx),
+    { route: ctx.route?.id, upstream: ctx.origin },
+    "upstream answering again",
+  );
+}
+
+/** Longest Host value an audit line carries (a client may send kilobytes): longer ones are cut, marked with …. */
+const MAX_AUDIT_HOST_CHARS = 256;
+/** Longest `detail` an audit line carries. */
+const MAX_AUDIT_DETAIL_CHARS = 512;
+
+function capped(value: string | undefined, max: number): string | undefined {
+  return value === undefined || value.length <= max ? value : `${value.slice(0, max)}…`;
+}
+
 /** Metrics and the audit line, once per request, whichever way it ended. Never throws (undici callbacks call it). */
-function finish(ctx: RequestContext, status: number, decision: Decision, reason: string): void {
+function finish(
+  ctx: RequestContext,
+  status: number,
+  decision: Decision,
+  reason: string,
+  detail?: string,
+): void {
   // The request's form bytes go back to the budget however it ended.
   ctx.bufferedBody = undefined;
   ctx.bodyRewriter = undefined;
@@ -570,7 +657,7 @@ function finish(ctx: RequestContext, status: number, decision: Decision, reason:
         requestId: ctx.requestId,
         traceId: ctx.traceId,
         remoteAddress: ctx.remoteAddress,
-        host: req.headers.host,
+        host: capped(req.headers.host, MAX_AUDIT_HOST_CHARS),
         method: req.method ?? "",
         route: ctx.route?.id,
         pathTemplate: pathTemplate(ctx.route),
@@ -582,6 +669,7 @@ function finish(ctx: RequestContext, status: number, decision: Decision, reason:
         cache: ctx.cacheHit === undefined ? undefined : ctx.cacheHit ? "hit" : "miss",
         decision,
         reason,
+        detail: capped(detail, MAX_AUDIT_DETAIL_CHARS),
         status,
         upstreamStatus: ctx.upstreamStatus,
         latencyMs: Math.round(latencyMs * 1000) / 1000,
@@ -654,6 +742,7 @@ function answerWithoutResponse(
       cache: undefined,
       decision: "deny",
       reason: error.code,
+      detail: error.reason,
       status: error.status,
       upstreamStatus: undefined,
       latencyMs: 0,
