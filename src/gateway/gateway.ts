@@ -49,7 +49,9 @@ function listen(server: Server, port: number, host: string): Promise<number> {
 export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
   // Metrics first, so every later stage can register its own.
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "phantomgate_process_" });
+  // Node's process metrics under their standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes…),
+  // which the usual dashboards and alerts expect: each process has its own /metrics, so nothing clashes.
+  collectDefaultMetrics({ register: registry });
   const metrics = createGatewayMetrics(registry);
   // The audit target first: one that cannot be opened stops the start before anything else is running.
   // Its troubles are counted every time and logged at most once a second (a full disk fails every batch).

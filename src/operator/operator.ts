@@ -57,7 +57,8 @@ function certificateNames(config: OperatorConfig): { dnsNames: string[]; ipAddre
 export async function startOperator(config: OperatorConfig, logger: Logger): Promise<RunningOperator> {
   // Metrics and credentials first: every stage registers its metrics and talks to the API server.
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "phantomgate_operator_process_" });
+  // Node's process metrics under their standard names, as the gateway's: the operator has its own /metrics.
+  collectDefaultMetrics({ register: registry });
   const metrics = createOperatorMetrics(registry);
   const credentials = loadKubeConfig(config.kubeconfig);
   const client = createKubeClient(credentials.kubeConfig, {

@@ -865,6 +865,11 @@ describe("admin port and audit", () => {
     expect(metrics).toContain("phantomgate_requests_total");
     expect(metrics).toContain("phantomgate_request_duration_seconds_bucket");
     expect(metrics).toContain(`phantomgate_snapshot_info{revision="${ready.revision}"} 1`);
+    // Node's process metrics under the names standard dashboards use, with no prefix of ours.
+    expect(metrics).toMatch(/^process_cpu_seconds_total \d/m);
+    expect(metrics).toMatch(/^process_resident_memory_bytes \d/m);
+    expect(metrics).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+    expect(metrics).not.toContain("phantomgate_process_");
   });
 
   it("writes one audit line per request and never a raw token anywhere", async () => {

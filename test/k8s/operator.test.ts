@@ -467,6 +467,17 @@ describe("phantomgate operator on a real API server", () => {
   );
 
   it(
+    "exports Node's process metrics under their standard names",
+    async () => {
+      const text = await (await fetch(`${op().metricsUrl}/metrics`)).text();
+      expect(text).toMatch(/^process_cpu_seconds_total \d/m);
+      expect(text).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+      expect(text).not.toContain("phantomgate_operator_process_");
+    },
+    testTimeoutMs,
+  );
+
+  it(
     "a gateway on the snapshot stream makes every accepted object Programmed (1/1)",
     async () => {
       const spec = controlPlaneGatewaySpec("gw-1", op().snapshotUrl, gatewayToken);
