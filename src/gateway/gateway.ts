@@ -27,6 +27,7 @@ import { createCollector } from "./runtime/memory.ts";
 import { buildRuntimeState, RuntimeHolder } from "./runtime/runtime-state.ts";
 import type { ControlPlaneSource } from "./sources/control-plane-source.ts";
 import type { ConfigProblem, SnapshotSource, SourceUpdate } from "./sources/file-source.ts";
+import { productVersion, registerBuildInfo } from "../version.ts";
 
 export interface RunningGateway {
   readonly port: number;
@@ -52,6 +53,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   // Node's process metrics under their standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes…),
   // which the usual dashboards and alerts expect: each process has its own /metrics, so nothing clashes.
   collectDefaultMetrics({ register: registry });
+  registerBuildInfo(registry, "phantomgate_build_info");
   const metrics = createGatewayMetrics(registry);
   // The audit target first: one that cannot be opened stops the start before anything else is running.
   // Its troubles are counted every time and logged at most once a second (a full disk fails every batch).
@@ -257,6 +259,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   server.on("error", (error) => logger.error({ err: error }, "public listener error"));
   logger.info(
     {
+      version: productVersion(),
       port,
       adminPort,
       host: config.host,

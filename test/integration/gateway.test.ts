@@ -21,6 +21,10 @@ interface Echo {
   body: { bytes: number; sha256: string };
 }
 
+const productVersion = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
+
 let as: DemoAuthServer;
 let echo: { server: Server; port: number };
 let gateway: GatewayProcess;
@@ -870,6 +874,17 @@ describe("admin port and audit", () => {
     expect(metrics).toMatch(/^process_resident_memory_bytes \d/m);
     expect(metrics).toMatch(/^nodejs_heap_size_used_bytes \d/m);
     expect(metrics).not.toContain("phantomgate_process_");
+    // Which release and which Node.js, as a gauge and in the start-up log line.
+    expect(metrics).toContain(
+      `phantomgate_build_info{version="${productVersion}",node_version="${process.version}"} 1`,
+    );
+    const started = gateway
+      .output()
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line) as { msg?: string; version?: string })
+      .find((line) => line.msg === "gateway listening");
+    expect(started?.version).toBe(productVersion);
   });
 
   it("writes one audit line per request and never a raw token anywhere", async () => {
