@@ -1,5 +1,5 @@
 // The gateway as a real process between a real demo authorization server and a real echo API.
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { Server } from "node:http";
 import { createHash } from "node:crypto";
 import { connect, type Socket } from "node:net";
@@ -913,4 +913,17 @@ describe("admin port and audit", () => {
       (await (await fetch(`${gateway.adminUrl}/metrics`)).text());
     for (const raw of tokensSeen) expect(everything).not.toContain(raw);
   });
+
+  // Linux: the umask (which the gateway inherits, and which can only take bits away) comes from /proc.
+  it.skipIf(process.platform !== "linux")(
+    "creates the audit file for its owner and group only (mode 0640: lines name subjects and clients)",
+    () => {
+      // The gateway made the file, in a directory of its own.
+      const umask = Number.parseInt(
+        /^Umask:\s*([0-7]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0",
+        8,
+      );
+      expect((statSync(gateway.auditFile).mode & 0o777).toString(8)).toBe((0o640 & ~umask).toString(8));
+    },
+  );
 });
