@@ -854,6 +854,12 @@ describe("Expect: 100-continue", () => {
 describe("admin port and audit", () => {
   it("serves healthz, readyz, routes and metrics", async () => {
     expect((await fetch(`${gateway.adminUrl}/healthz`)).status).toBe(200);
+    // What describes this moment is never cached on the way (a stale 200 from /readyz would hide an outage).
+    for (const path of ["/healthz", "/readyz", "/routes"]) {
+      const response = await request(`${gateway.adminUrl}${path}`);
+      await response.body.dump();
+      expect(response.headers["cache-control"], path).toBe("no-store");
+    }
     const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as {
       ready: boolean;
       revision: string;
