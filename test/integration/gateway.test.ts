@@ -677,6 +677,56 @@ describe("forwarding", () => {
     expect(JSON.parse(invalid.text)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
   });
 
+  it("passes the client's tracestate on only with its trace (a kept traceparent), and only well-formed", async () => {
+    const traceparent = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const upstreamSees = async (...headers: string[]): Promise<Record<string, string>> => {
+      const response = await rawRequest(gateway.port, [
+        "GET /public/trace HTTP/1.1",
+        "Host: localhost",
+        ...headers,
+      ]);
+      expect(response.status).toBe(200);
+      return (JSON.parse(response.body) as Echo).headers;
+    };
+    // The trace continues: its tracestate goes with it, unchanged; two fields arrive as one list.
+    const kept = await upstreamSees(traceparent, "tracestate: rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+    expect(kept.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+    expect(kept.tracestate).toBe("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+    const split = await upstreamSees(
+      traceparent,
+      "tracestate: rojo=00f067aa0ba902b7",
+      "tracestate: congo=t61rcWkgMzE",
+    );
+    expect(split.tracestate).toBe("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE");
+    // A new trace (no traceparent, an invalid one, two of them) leaves the client's tracestate behind.
+    for (const parent of [
+      [],
+      ["traceparent: 00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"],
+      ["traceparent: garbage"],
+      [traceparent, traceparent],
+    ]) {
+      const fresh = await upstreamSees(...parent, "tracestate: rojo=00f067aa0ba902b7");
+      expect(fresh.traceparent, parent.join()).not.toContain("0af7651916cd43dd8448eb211c80319c");
+      expect(fresh.tracestate, parent.join()).toBeUndefined();
+    }
+    // A malformed or oversized one is dropped, the trace still continued.
+    for (const state of [
+      `a=${"x".repeat(250)},b=${"y".repeat(250)},c=zzzzz`, // 513 characters
+      Array.from({ length: 33 }, (_, i) => `k${i}=v`).join(","),
+      "Rojo=00f067aa0ba902b7",
+      "rojo=caf\u00e9",
+      "rojo",
+      "rojo=a=b",
+    ]) {
+      const dropped = await upstreamSees(traceparent, `tracestate: ${state}`);
+      expect(dropped.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-/);
+      expect(dropped.tracestate, state).toBeUndefined();
+    }
+    // Named in Connection, it is the client's hop-by-hop field and stays with the gateway.
+    const hop = await upstreamSees(traceparent, "tracestate: rojo=1", "Connection: keep-alive, tracestate");
+    expect(hop.tracestate).toBeUndefined();
+  });
+
   it("public routes never pass the client's Authorization header upstream", async () => {
     const response = await call("/public/p", { headers: { authorization: "Bearer leaked-credential" } });
     expect(response.status).toBe(200);
