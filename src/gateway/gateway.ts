@@ -110,6 +110,9 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const collector = createCollector();
   let fileProblems: readonly ConfigProblem[] = [];
   const applyUpdate = (update: SourceUpdate): void => {
+    // A configuration that had problems and has none now says so once: fixing a broken file that leaves the
+    // revision as it was swaps nothing in, and would otherwise log nothing.
+    const cleared = fileProblems.length > 0 && update.problems.length === 0;
     fileProblems = update.problems;
     metrics.configProblems.set(update.problems.length);
     if (update.fileFailures > 0) metrics.configErrors.labels("file").inc(update.fileFailures);
@@ -134,20 +137,22 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       return;
     }
     const previous = runtime.current?.snapshot.revision;
-    if (previous === update.snapshot.revision) return;
-    // Built first: a snapshot that cannot be served throws here, before the auth servers change, so the
-    // previous revision keeps serving whole (the control-plane source NACKs it).
-    const next = buildRuntimeState(update.snapshot);
-    authenticator.updateAuthServers(update.snapshot.authServers);
-    runtime.install(next);
-    metrics.snapshotSwaps.inc();
-    metrics.snapshotInfo.reset();
-    metrics.snapshotInfo.labels(update.snapshot.revision).set(1);
-    logger.info(
-      { revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous },
-      "snapshot swapped in",
-    );
-    collector.afterSwap(update.snapshot.routes.length);
+    if (previous !== update.snapshot.revision) {
+      // Built first: a snapshot that cannot be served throws here, before the auth servers change, so the
+      // previous revision keeps serving whole (the control-plane source NACKs it).
+      const next = buildRuntimeState(update.snapshot);
+      authenticator.updateAuthServers(update.snapshot.authServers);
+      runtime.install(next);
+      metrics.snapshotSwaps.inc();
+      metrics.snapshotInfo.reset();
+      metrics.snapshotInfo.labels(update.snapshot.revision).set(1);
+      logger.info(
+        { revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous },
+        "snapshot swapped in",
+      );
+      collector.afterSwap(update.snapshot.routes.length);
+    }
+    if (cleared) logger.info({ revision: update.snapshot.revision }, "configuration problems cleared");
   };
   let source: SnapshotSource;
   let controlPlane: ControlPlaneSource | undefined;

@@ -587,10 +587,25 @@ spec:
     expect(await (await fetch(`${gateway.adminUrl}/metrics`)).text()).toMatch(
       /phantomgate_config_errors_total\{kind="file"\} [1-9]/,
     );
+    const cleared = (): { revision?: string }[] =>
+      gateway
+        .output()
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { msg?: string; revision?: string })
+        .filter((line) => line.msg === "configuration problems cleared");
+    expect(cleared()).toEqual([]);
     writeFileSync(join(gateway.configDir, "routes.yaml"), routesYaml(manifest));
     await waitFor(async () => {
       const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { problems: unknown[] };
       return ready.problems.length === 0;
+    });
+    // The same configuration as before: nothing is swapped in, but the log says the problems are gone, once.
+    await waitFor(() => Promise.resolve(cleared().length > 0));
+    await sleep(500);
+    expect(cleared()).toEqual([expect.objectContaining({ revision: before.revision })]);
+    expect((await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { revision: string }).toMatchObject({
+      revision: before.revision,
     });
   });
 
