@@ -425,7 +425,7 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     ]);
     expect(huge.status).toBe(431);
     expect(problemOf(huge)).toMatchObject({ code: "PG_ERR_HEADERS_TOO_LARGE" });
-    // Each is audited, without method or route (the parser never produced a request).
+    // Each is audited, with an empty method and no route (the parser never produced a request).
     const requestIds = [conflicting, folded, huge].map((response) =>
       String(problemOf(response)["requestId"]),
     );
@@ -435,11 +435,13 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
       .split("\n")
       .map((line) => JSON.parse(line) as Record<string, unknown>);
     for (const requestId of requestIds) {
-      expect(lines.find((line) => line.requestId === requestId)).toMatchObject({
+      const line = lines.find((candidate) => candidate.requestId === requestId);
+      expect(line).toMatchObject({
         method: "",
         decision: "deny",
         status: requestId === requestIds[2] ? 431 : 400,
       });
+      expect(line).not.toHaveProperty("route");
     }
   });
 
