@@ -831,7 +831,7 @@ async function rss(fixture: Fixture, options: Options): Promise<Record<string, u
         vmHwmBytes: afterGc.hwm,
         cacheEntries: metricValue(text, "phantomgate_token_cache_entries"),
         cacheEvictions: metricValue(text, "phantomgate_token_cache_total", { result: "eviction" }),
-        heapUsedAfterGcBytes: metricValue(text, "phantomgate_process_nodejs_heap_size_used_bytes"),
+        heapUsedAfterGcBytes: metricValue(text, "nodejs_heap_size_used_bytes"),
         fillSeconds: seconds,
       };
       rows.push(row);

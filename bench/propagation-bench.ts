@@ -605,7 +605,7 @@ async function gatewayMemory(gateways: readonly GatewayProcess[]): Promise<Gatew
         name: gateway.name,
         rssBytes: rss,
         hwmBytes: hwm,
-        heapUsedBytes: metricValue(metrics, "phantomgate_process_nodejs_heap_size_used_bytes"),
+        heapUsedBytes: metricValue(metrics, "nodejs_heap_size_used_bytes"),
       };
     }),
   );

@@ -135,7 +135,8 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     flag: "audit-log",
     env: "PHANTOMGATE_AUDIT_LOG",
     type: "string",
-    description: "Where audit lines go: 'stdout', 'off' or a file path.",
+    description:
+      "Where audit lines go: 'stdout', 'off' or a file path in a directory that exists (a new file gets mode 0640).",
     defaultText: "stdout",
   },
   {

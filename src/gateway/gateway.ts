@@ -28,6 +28,7 @@ import { createCollector } from "./runtime/memory.ts";
 import { buildRuntimeState, RuntimeHolder } from "./runtime/runtime-state.ts";
 import type { ControlPlaneSource } from "./sources/control-plane-source.ts";
 import type { ConfigProblem, SnapshotSource, SourceUpdate } from "./sources/file-source.ts";
+import { productVersion, registerBuildInfo } from "../version.ts";
 
 export interface RunningGateway {
   readonly port: number;
@@ -50,7 +51,10 @@ function listen(server: Server, port: number, host: string): Promise<number> {
 export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
   // Metrics first, so every later stage can register its own.
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "phantomgate_process_" });
+  // Node's process metrics under their standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes…),
+  // which the usual dashboards and alerts expect: each process has its own /metrics, so nothing clashes.
+  collectDefaultMetrics({ register: registry });
+  registerBuildInfo(registry, "phantomgate_build_info");
   const metrics = createGatewayMetrics(registry);
   // The audit target first: one that cannot be opened stops the start before anything else is running.
   // Its troubles are counted every time and logged at most once a second (a full disk fails every batch).
@@ -108,6 +112,9 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const collector = createCollector();
   let fileProblems: readonly ConfigProblem[] = [];
   const applyUpdate = (update: SourceUpdate): void => {
+    // A configuration that had problems and has none now says so once: fixing a broken file that leaves the
+    // revision as it was swaps nothing in, and would otherwise log nothing.
+    const cleared = fileProblems.length > 0 && update.problems.length === 0;
     fileProblems = update.problems;
     metrics.configProblems.set(update.problems.length);
     if (update.fileFailures > 0) metrics.configErrors.labels("file").inc(update.fileFailures);
@@ -132,20 +139,22 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       return;
     }
     const previous = runtime.current?.snapshot.revision;
-    if (previous === update.snapshot.revision) return;
-    // Built first: a snapshot that cannot be served throws here, before the auth servers change, so the
-    // previous revision keeps serving whole (the control-plane source NACKs it).
-    const next = buildRuntimeState(update.snapshot);
-    authenticator.updateAuthServers(update.snapshot.authServers);
-    runtime.install(next);
-    metrics.snapshotSwaps.inc();
-    metrics.snapshotInfo.reset();
-    metrics.snapshotInfo.labels(update.snapshot.revision).set(1);
-    logger.info(
-      { revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous },
-      "snapshot swapped in",
-    );
-    collector.afterSwap(update.snapshot.routes.length);
+    if (previous !== update.snapshot.revision) {
+      // Built first: a snapshot that cannot be served throws here, before the auth servers change, so the
+      // previous revision keeps serving whole (the control-plane source NACKs it).
+      const next = buildRuntimeState(update.snapshot);
+      authenticator.updateAuthServers(update.snapshot.authServers);
+      runtime.install(next);
+      metrics.snapshotSwaps.inc();
+      metrics.snapshotInfo.reset();
+      metrics.snapshotInfo.labels(update.snapshot.revision).set(1);
+      logger.info(
+        { revision: update.snapshot.revision, routes: update.snapshot.routes.length, previous },
+        "snapshot swapped in",
+      );
+      collector.afterSwap(update.snapshot.routes.length);
+    }
+    if (cleared) logger.info({ revision: update.snapshot.revision }, "configuration problems cleared");
   };
   let source: SnapshotSource;
   let controlPlane: ControlPlaneSource | undefined;
@@ -258,6 +267,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   server.on("error", (error) => logger.error({ err: error }, "public listener error"));
   logger.info(
     {
+      version: productVersion(),
       port,
       adminPort,
       host: config.host,

@@ -17,6 +17,7 @@ import { startSource } from "./source/source.ts";
 import { createEventRecorder } from "./status/events.ts";
 import { startFleetExchange } from "./status/fleet-reports.ts";
 import { startStatusWriter } from "./status/status-writer.ts";
+import { productVersion, registerBuildInfo } from "../version.ts";
 import {
   loadCertificateFromSecret,
   startCertificateManager,
@@ -57,7 +58,9 @@ function certificateNames(config: OperatorConfig): { dnsNames: string[]; ipAddre
 export async function startOperator(config: OperatorConfig, logger: Logger): Promise<RunningOperator> {
   // Metrics and credentials first: every stage registers its metrics and talks to the API server.
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "phantomgate_operator_process_" });
+  // Node's process metrics under their standard names, as the gateway's: the operator has its own /metrics.
+  collectDefaultMetrics({ register: registry });
+  registerBuildInfo(registry, "phantomgate_operator_build_info");
   const metrics = createOperatorMetrics(registry);
   const credentials = loadKubeConfig(config.kubeconfig);
   const client = createKubeClient(credentials.kubeConfig, {
@@ -65,6 +68,7 @@ export async function startOperator(config: OperatorConfig, logger: Logger): Pro
   });
   logger.info(
     {
+      version: productVersion(),
       server: credentials.server,
       credentials: credentials.source,
       namespaces: config.namespaces.length === 0 ? "all" : config.namespaces,

@@ -86,9 +86,15 @@ export interface Readyz {
   };
 }
 
-export async function readyz(gateway: ControlPlaneGateway): Promise<{ status: number; body: Readyz }> {
+export async function readyz(
+  gateway: ControlPlaneGateway,
+): Promise<{ status: number; body: Readyz; cacheControl: string | null }> {
   const response = await fetch(`${gateway.adminUrl}/readyz`);
-  return { status: response.status, body: (await response.json()) as Readyz };
+  return {
+    status: response.status,
+    body: (await response.json()) as Readyz,
+    cacheControl: response.headers.get("cache-control"),
+  };
 }
 
 /** Polls `check` until it returns true (or throws the last failure after `timeoutMs`). */

@@ -110,8 +110,9 @@ describe("control-plane mode with three gateway processes", () => {
   it("starts not ready without a snapshot, connected to the control plane", async () => {
     await eventually(() => distributor.fleet().connected === 3, 10_000, "three gateways connected");
     for (const gateway of gateways) {
-      const { status, body } = await readyz(gateway);
+      const { status, body, cacheControl } = await readyz(gateway);
       expect(status).toBe(503);
+      expect(cacheControl).toBe("no-store");
       expect(body.controlPlane).toMatchObject({ state: "connected", revision: null });
       expect(body.controlPlane?.summary).toMatch(/^connected to .*; no snapshot yet$/);
     }

@@ -2,7 +2,7 @@
 // slow and vanishing clients, upstreams breaking mid-body, live configuration changes under load, a broken
 // manifest, and graceful shutdown.
 import { createHash } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import {
   createServer,
   get,
@@ -707,10 +707,25 @@ spec:
     expect(await (await fetch(`${gateway.adminUrl}/metrics`)).text()).toMatch(
       /phantomgate_config_errors_total\{kind="file"\} [1-9]/,
     );
+    const cleared = (): { revision?: string }[] =>
+      gateway
+        .output()
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { msg?: string; revision?: string })
+        .filter((line) => line.msg === "configuration problems cleared");
+    expect(cleared()).toEqual([]);
     writeFileSync(join(gateway.configDir, "routes.yaml"), routesYaml(manifest));
     await waitFor(async () => {
       const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { problems: unknown[] };
       return ready.problems.length === 0;
+    });
+    // The same configuration as before: nothing is swapped in, but the log says the problems are gone, once.
+    await waitFor(() => Promise.resolve(cleared().length > 0));
+    await sleep(500);
+    expect(cleared()).toEqual([expect.objectContaining({ revision: before.revision })]);
+    expect((await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { revision: string }).toMatchObject({
+      revision: before.revision,
     });
   });
 
@@ -758,6 +773,25 @@ describe("a port that is taken", () => {
       );
       expect(Date.now() - started).toBeLessThan(15_000);
     }
+  });
+});
+
+describe("an audit log that cannot be opened", () => {
+  it("ends the gateway with exit 2 naming --audit-log when its directory is missing, and creates no directory", async () => {
+    const dir = makeConfigDir(
+      allManifests({ issuer: "http://127.0.0.1:9", echoOrigin: "http://127.0.0.1:9" }),
+    );
+    const missing = join(dir, "no-such-dir", "deeper");
+    const args = ["--config", dir, "--host", "127.0.0.1", "--port", "0", "--admin-port", "0"];
+    // A gateway that starts anyway is stopped again, with the test failing.
+    const outcome = await spawnGateway([...args, "--audit-log", join(missing, "audit.log")]).then(
+      async (started) => `started (exit ${String(await started.stop())})`,
+      (error: unknown) => (error as Error).message,
+    );
+    expect(outcome).toMatch(
+      /exited with 2[\s\S]*phantomgate gateway: --audit-log \(PHANTOMGATE_AUDIT_LOG\): cannot open the audit log \S+\/no-such-dir\/deeper\/audit\.log: ENOENT/,
+    );
+    expect(existsSync(join(dir, "no-such-dir"))).toBe(false);
   });
 });
 

@@ -1,5 +1,5 @@
 // The gateway as a real process between a real demo authorization server and a real echo API.
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { Server } from "node:http";
 import { createHash } from "node:crypto";
 import { connect, type Socket } from "node:net";
@@ -20,6 +20,10 @@ interface Echo {
   jwtClaims?: Record<string, unknown>;
   body: { bytes: number; sha256: string };
 }
+
+const productVersion = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
 
 let as: DemoAuthServer;
 let echo: { server: Server; port: number };
@@ -421,7 +425,7 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     ]);
     expect(huge.status).toBe(431);
     expect(problemOf(huge)).toMatchObject({ code: "PG_ERR_HEADERS_TOO_LARGE" });
-    // Each is audited, without method or route (the parser never produced a request).
+    // Each is audited, with an empty method and no route (the parser never produced a request).
     const requestIds = [conflicting, folded, huge].map((response) =>
       String(problemOf(response)["requestId"]),
     );
@@ -431,11 +435,13 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
       .split("\n")
       .map((line) => JSON.parse(line) as Record<string, unknown>);
     for (const requestId of requestIds) {
-      expect(lines.find((line) => line.requestId === requestId)).toMatchObject({
+      const line = lines.find((candidate) => candidate.requestId === requestId);
+      expect(line).toMatchObject({
         method: "",
         decision: "deny",
         status: requestId === requestIds[2] ? 431 : 400,
       });
+      expect(line).not.toHaveProperty("route");
     }
   });
 
@@ -700,6 +706,56 @@ describe("forwarding", () => {
     expect(JSON.parse(invalid.text)).toMatchObject({ code: "PG_ERR_BAD_REQUEST" });
   });
 
+  it("passes the client's tracestate on only with its trace (a kept traceparent), and only well-formed", async () => {
+    const traceparent = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const upstreamSees = async (...headers: string[]): Promise<Record<string, string>> => {
+      const response = await rawRequest(gateway.port, [
+        "GET /public/trace HTTP/1.1",
+        "Host: localhost",
+        ...headers,
+      ]);
+      expect(response.status).toBe(200);
+      return (JSON.parse(response.body) as Echo).headers;
+    };
+    // The trace continues: its tracestate goes with it, unchanged; two fields arrive as one list.
+    const kept = await upstreamSees(traceparent, "tracestate: rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+    expect(kept.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+    expect(kept.tracestate).toBe("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+    const split = await upstreamSees(
+      traceparent,
+      "tracestate: rojo=00f067aa0ba902b7",
+      "tracestate: congo=t61rcWkgMzE",
+    );
+    expect(split.tracestate).toBe("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE");
+    // A new trace (no traceparent, an invalid one, two of them) leaves the client's tracestate behind.
+    for (const parent of [
+      [],
+      ["traceparent: 00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"],
+      ["traceparent: garbage"],
+      [traceparent, traceparent],
+    ]) {
+      const fresh = await upstreamSees(...parent, "tracestate: rojo=00f067aa0ba902b7");
+      expect(fresh.traceparent, parent.join()).not.toContain("0af7651916cd43dd8448eb211c80319c");
+      expect(fresh.tracestate, parent.join()).toBeUndefined();
+    }
+    // A malformed or oversized one is dropped, the trace still continued.
+    for (const state of [
+      `a=${"x".repeat(250)},b=${"y".repeat(250)},c=zzzzz`, // 513 characters
+      Array.from({ length: 33 }, (_, i) => `k${i}=v`).join(","),
+      "Rojo=00f067aa0ba902b7",
+      "rojo=caf\u00e9",
+      "rojo",
+      "rojo=a=b",
+    ]) {
+      const dropped = await upstreamSees(traceparent, `tracestate: ${state}`);
+      expect(dropped.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-/);
+      expect(dropped.tracestate, state).toBeUndefined();
+    }
+    // Named in Connection, it is the client's hop-by-hop field and stays with the gateway.
+    const hop = await upstreamSees(traceparent, "tracestate: rojo=1", "Connection: keep-alive, tracestate");
+    expect(hop.tracestate).toBeUndefined();
+  });
+
   it("public routes never pass the client's Authorization header upstream", async () => {
     const response = await call("/public/p", { headers: { authorization: "Bearer leaked-credential" } });
     expect(response.status).toBe(200);
@@ -877,6 +933,12 @@ describe("Expect: 100-continue", () => {
 describe("admin port and audit", () => {
   it("serves healthz, readyz, routes and metrics", async () => {
     expect((await fetch(`${gateway.adminUrl}/healthz`)).status).toBe(200);
+    // What describes this moment is never cached on the way (a stale 200 from /readyz would hide an outage).
+    for (const path of ["/healthz", "/readyz", "/routes"]) {
+      const response = await request(`${gateway.adminUrl}${path}`);
+      await response.body.dump();
+      expect(response.headers["cache-control"], path).toBe("no-store");
+    }
     const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as {
       ready: boolean;
       revision: string;
@@ -892,6 +954,22 @@ describe("admin port and audit", () => {
     expect(metrics).toContain("phantomgate_requests_total");
     expect(metrics).toContain("phantomgate_request_duration_seconds_bucket");
     expect(metrics).toContain(`phantomgate_snapshot_info{revision="${ready.revision}"} 1`);
+    // Node's process metrics under the names standard dashboards use, with no prefix of ours.
+    expect(metrics).toMatch(/^process_cpu_seconds_total \d/m);
+    expect(metrics).toMatch(/^process_resident_memory_bytes \d/m);
+    expect(metrics).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+    expect(metrics).not.toContain("phantomgate_process_");
+    // Which release and which Node.js, as a gauge and in the start-up log line.
+    expect(metrics).toContain(
+      `phantomgate_build_info{version="${productVersion}",node_version="${process.version}"} 1`,
+    );
+    const started = gateway
+      .output()
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line) as { msg?: string; version?: string })
+      .find((line) => line.msg === "gateway listening");
+    expect(started?.version).toBe(productVersion);
   });
 
   it("writes one audit line per request and never a raw token anywhere", async () => {
@@ -920,4 +998,17 @@ describe("admin port and audit", () => {
       (await (await fetch(`${gateway.adminUrl}/metrics`)).text());
     for (const raw of tokensSeen) expect(everything).not.toContain(raw);
   });
+
+  // Linux: the umask (which the gateway inherits, and which can only take bits away) comes from /proc.
+  it.skipIf(process.platform !== "linux")(
+    "creates the audit file for its owner and group only (mode 0640: lines name subjects and clients)",
+    () => {
+      // The gateway made the file, in a directory of its own.
+      const umask = Number.parseInt(
+        /^Umask:\s*([0-7]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0",
+        8,
+      );
+      expect((statSync(gateway.auditFile).mode & 0o777).toString(8)).toBe((0o640 & ~umask).toString(8));
+    },
+  );
 });

@@ -6,7 +6,7 @@
 // relist must notice) without touching the API server.
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -462,6 +462,29 @@ describe("phantomgate operator on a real API server", () => {
         );
       }
       expect(await leaseHolder()).toBe("op-main");
+    },
+    testTimeoutMs,
+  );
+
+  it(
+    "exports Node's process metrics under their standard names, and its version as build info and in its log",
+    async () => {
+      const text = await (await fetch(`${op().metricsUrl}/metrics`)).text();
+      expect(text).toMatch(/^process_cpu_seconds_total \d/m);
+      expect(text).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+      expect(text).not.toContain("phantomgate_operator_process_");
+      const { version } = JSON.parse(await readFile(join(repoRoot, "package.json"), "utf8")) as {
+        version: string;
+      };
+      expect(text).toContain(
+        `phantomgate_operator_build_info{version="${version}",node_version="${process.version}"} 1`,
+      );
+      const starting = (await readFile(op().logFile, "utf8"))
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { msg?: string; version?: string })
+        .find((line) => line.msg === "operator starting");
+      expect(starting?.version).toBe(version);
     },
     testTimeoutMs,
   );

@@ -3,7 +3,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { newRequestIds } from "../../src/gateway/pipeline/ids.ts";
+import { continuesTrace, isForwardableTracestate, newRequestIds } from "../../src/gateway/pipeline/ids.ts";
 
 const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -87,5 +87,69 @@ describe("request ids and trace context", () => {
     const grown = process.memoryUsage().heapUsed - before;
     expect(kept).toHaveLength(12_000);
     expect(grown).toBeLessThan(8 * 1024 * 1024);
+  });
+});
+
+describe("tracestate passed on with a continued trace", () => {
+  const incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+  it("continues a trace only when the client's traceparent was valid and its trace id kept", () => {
+    expect(continuesTrace(incoming, newRequestIds(incoming).traceparent)).toBe(true);
+    expect(continuesTrace(incoming, newRequestIds(undefined).traceparent)).toBe(false);
+    for (const invalid of [undefined, "garbage", [incoming, incoming], `${incoming}, ${incoming}`]) {
+      expect(continuesTrace(invalid, newRequestIds(undefined).traceparent)).toBe(false);
+    }
+    // The same trace id in an invalid header does not count.
+    const zeroParent = "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01";
+    expect(continuesTrace(zeroParent, incoming)).toBe(false);
+  });
+
+  it("takes W3C tracestate lists: members, empty members, whitespace around them, up to the limits", () => {
+    for (const value of [
+      "rojo=00f067aa0ba902b7",
+      "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+      "rojo=00f067aa0ba902b7, congo=t61rcWkgMzE",
+      " rojo=1 ,\t congo=2\t",
+      "rojo=1,,congo=2",
+      ",rojo=1,",
+      "fw529a3039@dt=ffffffffffffffff,1a-2f@xyz=1,7=x,a_b-c*d/e=1",
+      "rojo= leading spaces are part of the value",
+      "rojo=!\"#$%&'()*+-./:;<>?@[\\]^_`{|}~",
+      `k=${"v".repeat(256)}`,
+      `${"k".repeat(256)}=v`,
+      Array.from({ length: 32 }, (_, i) => `k${i}=v`).join(","),
+      `a=${"x".repeat(254)},b=${"y".repeat(253)}`, // 512 characters
+    ]) {
+      expect(isForwardableTracestate(value), value).toBe(true);
+    }
+  });
+
+  it("refuses what is not one: bad keys or values, over 32 members or 512 characters, nothing at all", () => {
+    for (const value of [
+      "",
+      " ",
+      ",",
+      " , ,",
+      "rojo",
+      "rojo=",
+      "rojo= ",
+      "=1",
+      "Rojo=1",
+      "_rojo=1",
+      "ro jo=1",
+      "rojo =1",
+      "rojo=a=b",
+      "rojo=a\tb",
+      "rojo=a\u0000b",
+      "rojo=caf\u00e9",
+      "rojo=\u007f",
+      "rojo=1;congo=2",
+      `k=${"v".repeat(257)}`,
+      `${"k".repeat(257)}=v`,
+      Array.from({ length: 33 }, (_, i) => `k${i}=v`).join(","),
+      `a=${"x".repeat(254)},b=${"y".repeat(254)}`, // 513 characters
+    ]) {
+      expect(isForwardableTracestate(value), JSON.stringify(value)).toBe(false);
+    }
   });
 });

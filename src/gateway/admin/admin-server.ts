@@ -38,7 +38,8 @@ export const MAX_LISTED_PROBLEMS = 100;
 
 export function createAdminServer(view: AdminView): FastifyInstance {
   const app = Fastify({ logger: false });
-  app.get("/healthz", () => ({ status: "ok" }));
+  // Probes and the catalogue describe this moment: no cache in between may answer for the gateway later.
+  app.get("/healthz", (_request, reply) => reply.header("cache-control", "no-store").send({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
     const snapshot = view.snapshot();
     const ready = snapshot !== undefined && !view.draining();
@@ -53,15 +54,20 @@ export function createAdminServer(view: AdminView): FastifyInstance {
       problemCount: problems.length,
       ...(view.controlPlane === undefined ? {} : { controlPlane: view.controlPlane() }),
     };
-    return reply.code(ready ? 200 : 503).send(body);
+    return reply
+      .code(ready ? 200 : 503)
+      .header("cache-control", "no-store")
+      .send(body);
   });
   app.get("/metrics", async (_request, reply) => {
     const text = await view.registry.metrics();
     return reply.header("content-type", view.registry.contentType).send(text);
   });
-  app.get("/routes", () => {
+  app.get("/routes", (_request, reply) => {
     const snapshot = view.snapshot();
-    return { revision: snapshot?.revision ?? null, routes: snapshot?.routes.map(describeRoute) ?? [] };
+    return reply
+      .header("cache-control", "no-store")
+      .send({ revision: snapshot?.revision ?? null, routes: snapshot?.routes.map(describeRoute) ?? [] });
   });
   app.get("/.well-known/jwks.json", async (_request, reply) => {
     return reply.header("cache-control", "public, max-age=60").send(await view.jwks());

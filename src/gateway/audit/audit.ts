@@ -335,11 +335,16 @@ function errorCode(error: NodeJS.ErrnoException): string {
   return error.code ?? error.message;
 }
 
+/** Mode of an audit file the gateway creates: its lines name subjects and client ids, so not world-readable. */
+const AUDIT_FILE_MODE = 0o640;
+
 /**
  * Opens the audit target and resolves once it can be written: a path that cannot be opened (no such directory,
- * no permission) fails here, at start, with a message naming it.
+ * no permission) fails here, at start, with a message naming it. Missing directories are not created: a
+ * mistyped path must stop the start, not write the trail somewhere nobody looks.
  *
- * @param target - "stdout", "off", or a file path (appended; a FIFO works too).
+ * @param target - "stdout", "off", or a file path (appended, created with {@link AUDIT_FILE_MODE} when new; a
+ *   FIFO works too).
  */
 export async function openAuditSink(target: string, options: AuditSinkOptions = {}): Promise<AuditSink> {
   if (target === "off") {
@@ -353,14 +358,16 @@ export async function openAuditSink(target: string, options: AuditSinkOptions = 
   const destination: BufferWriter = pino.destination({
     dest: target === "stdout" ? 1 : target,
     sync: false,
-    mkdir: true,
+    mkdir: false,
+    mode: AUDIT_FILE_MODE,
     minLength: 1,
     maxWrite: 4 * BATCH_BYTES,
     contentMode: "buffer",
   }) as unknown as BufferWriter;
   await new Promise<void>((resolve, reject) => {
     const failed = (error: NodeJS.ErrnoException): void => {
-      reject(new Error(`cannot open the audit log ${target}: ${errorCode(error)}`));
+      const hint = error.code === "ENOENT" ? " (its directory does not exist; it is not created)" : "";
+      reject(new Error(`cannot open the audit log ${target}: ${errorCode(error)}${hint}`));
     };
     destination.once("error", failed);
     destination.once("ready", () => {

@@ -2,6 +2,7 @@
 // client may see of the upstream's response.
 import type { IncomingHttpHeaders } from "node:http";
 import type { IncomingHttpHeaders as UndiciHeaders } from "undici/types/header.js";
+import { continuesTrace, isForwardableTracestate } from "../pipeline/ids.ts";
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus legacy ones proxies must not forward. */
 const hopByHop = new Set([
@@ -53,6 +54,7 @@ const spoofable = new Set([
   "x-access-token",
   "x-request-id",
   "x-envoy-original-path",
+  // Trace context is set below: the gateway's own traceparent, and the client's tracestate only with its trace.
   "traceparent",
   "tracestate",
   // Client addresses as CDNs and load balancers set them, read by common client-IP libraries.
@@ -148,6 +150,7 @@ export interface UpstreamHeaderInput {
   readonly protocol: "http" | "https";
   readonly host: string | undefined;
   readonly requestId: string;
+  /** The traceparent for the upstream: the client's trace continued, or a new one. */
   readonly traceparent: string;
   readonly trustForwarded: boolean;
 }
@@ -187,6 +190,18 @@ export function buildUpstreamHeaders(input: UpstreamHeaderInput): Record<string,
   out.via = typeof priorVia === "string" && priorVia !== "" ? `${priorVia}, ${VIA}` : VIA;
   out["x-request-id"] = input.requestId;
   out.traceparent = input.traceparent;
+  // W3C Trace Context: tracestate belongs to the trace its traceparent names. It goes on when the gateway
+  // continued the client's trace, and only well-formed; a restarted trace (no or an invalid traceparent) leaves it
+  // behind. Most requests carry none: one property read, nothing allocated.
+  const tracestate = incoming.tracestate;
+  if (
+    tracestate !== undefined &&
+    named?.has("tracestate") !== true &&
+    continuesTrace(incoming.traceparent, input.traceparent)
+  ) {
+    const value = typeof tracestate === "string" ? tracestate : tracestate.join(",");
+    if (isForwardableTracestate(value)) out.tracestate = value;
+  }
   if (input.upstreamAuthorization !== undefined) out.authorization = input.upstreamAuthorization;
   return out;
 }

@@ -137,3 +137,82 @@ export function newRequestIds(incomingTraceparent: string | undefined): RequestI
     traceparent: all.slice(UUID_LENGTH),
   };
 }
+
+/**
+ * True when `outgoing` (the traceparent the gateway sends upstream) continues the trace of `incoming` (the
+ * client's traceparent header): the client's was valid and its trace id was kept. Only then does the client's
+ * `tracestate` belong to the trace the upstream sees (W3C Trace Context: a restarted trace leaves it behind).
+ */
+export function continuesTrace(incoming: string | string[] | undefined, outgoing: string): boolean {
+  if (typeof incoming !== "string" || !isValidTraceparent(incoming)) return false;
+  for (let i = TRACE_ID_AT; i < 35; i++) {
+    if (incoming.charCodeAt(i) !== outgoing.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/** The longest `tracestate` passed on; the W3C asks participants to pass at least this much. */
+const MAX_TRACESTATE_LENGTH = 512;
+const MAX_TRACESTATE_MEMBERS = 32;
+const MAX_TRACESTATE_KEY = 256;
+const MAX_TRACESTATE_VALUE = 256;
+const COMMA = 0x2c;
+const EQUALS = 0x3d;
+const SPACE = 0x20;
+const TAB = 0x09;
+
+/** lcalpha / DIGIT: the first character of a tracestate key. */
+function isKeyStart(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39);
+}
+
+/** lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@": the other characters of a key. */
+function isKeyChar(c: number): boolean {
+  return isKeyStart(c) || c === 0x5f || c === 0x2d || c === 0x2a || c === 0x2f || c === 0x40;
+}
+
+/**
+ * True for a `tracestate` the gateway passes on (W3C Trace Context, "tracestate Header Field Values"): a list
+ * of `key=value` members separated by commas, with spaces or tabs around them and empty members allowed; at
+ * least one and at most 32 members; keys of lowercase letters, digits, `_`, `-`, `*`, `/` and `@` (up to 256,
+ * starting with a letter or digit); values of printable ASCII other than `,` and `=` (up to 256, not ending in
+ * a space); at most 512 characters in all. Several header fields arrive joined with ", " by node:http, as
+ * RFC 9110 §5.3 combines them. Reads the string in place: nothing is allocated.
+ */
+export function isForwardableTracestate(value: string): boolean {
+  const length = value.length;
+  if (length > MAX_TRACESTATE_LENGTH) return false;
+  let members = 0;
+  let i = 0;
+  for (;;) {
+    while (i < length && (value.charCodeAt(i) === SPACE || value.charCodeAt(i) === TAB)) i++;
+    if (i < length && value.charCodeAt(i) !== COMMA) {
+      // key
+      const keyStart = i;
+      if (!isKeyStart(value.charCodeAt(i))) return false;
+      i++;
+      while (i < length && isKeyChar(value.charCodeAt(i))) i++;
+      if (i - keyStart > MAX_TRACESTATE_KEY || i === length || value.charCodeAt(i) !== EQUALS) return false;
+      i++;
+      // value, then optional whitespace up to the next comma or the end
+      const valueStart = i;
+      let valueEnd = -1;
+      let tabSeen = false;
+      for (; i < length; i++) {
+        const c = value.charCodeAt(i);
+        if (c === COMMA) break;
+        if (c === TAB) {
+          tabSeen = true;
+        } else if (c !== SPACE) {
+          // A tab is whitespace after the value, never part of it.
+          if (tabSeen || c < 0x21 || c > 0x7e || c === EQUALS) return false;
+          valueEnd = i + 1;
+        }
+      }
+      if (valueEnd === -1 || valueEnd - valueStart > MAX_TRACESTATE_VALUE) return false;
+      if (++members > MAX_TRACESTATE_MEMBERS) return false;
+    }
+    if (i >= length) return members > 0;
+    i++; // the comma
+  }
+}
