@@ -14,7 +14,7 @@ function capture(): { logger: pino.Logger; lines: () => Record<string, unknown>[
     },
   });
   return {
-    logger: pino({ base: undefined, timestamp: false }, sink),
+    logger: pino({ base: null, timestamp: false }, sink),
     lines: () =>
       text
         .split("\n")
