@@ -122,7 +122,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     type: "string",
     description:
       "Calls to one authorization server that may be waiting or under way at once (503 at once beyond).",
-    defaultText: "1024",
+    defaultText: "64",
   },
   {
     flag: "shutdown-grace-ms",

@@ -118,8 +118,20 @@ const authServerSpecSchema = z
       .describe("Caching of token facts from this server."),
     timeouts: z
       .object({
-        connectMs: z.number().int().min(1).default(1000).describe("Connection timeout, in milliseconds."),
-        responseMs: z.number().int().min(1).default(2000).describe("Response timeout, in milliseconds."),
+        connectMs: z
+          .number()
+          .int()
+          .min(1)
+          .max(3_600_000)
+          .default(1000)
+          .describe("Connection timeout, in milliseconds (at most an hour)."),
+        responseMs: z
+          .number()
+          .int()
+          .min(1)
+          .max(3_600_000)
+          .default(2000)
+          .describe("Response timeout, in milliseconds (at most an hour)."),
       })
       .strict()
       .prefault({})
@@ -128,9 +140,10 @@ const authServerSpecSchema = z
       .number()
       .int()
       .min(1000)
+      .max(3_600_000)
       .default(10_000)
       .describe(
-        "Minimum interval between JWKS refetches triggered by an unknown key id; at least 1000, so tokens with made-up key ids cannot turn into a stream of calls to the server.",
+        "Minimum interval between JWKS refetches triggered by an unknown key id; at least 1000, so tokens with made-up key ids cannot turn into a stream of calls to the server, and at most an hour.",
       ),
   })
   .strict()

@@ -81,11 +81,13 @@ export interface AuthServerClientDeps {
 }
 
 /**
- * Calls one AS client lets wait or run at once by default. The pool has 32 connections; beyond them calls queue,
- * and with a slow or hung AS each would hold its request for up to `responseMs`. The bound keeps a flood of
- * distinct tokens from building an unbounded queue: the excess is answered 503 at once.
+ * Calls one AS client lets wait or run at once by default: twice the pool's 32 connections. Beyond the pool, calls
+ * queue, and a call's `responseMs` runs from the moment it is queued: a long queue in front of a slow AS means
+ * calls that reach it with no time left, are cut, and take their connection with them, while every request waits
+ * `responseMs` for a 503. With at most one call waiting per connection, a queued call waits about one answer of
+ * the AS, and a flood of unknown tokens gets its excess answered 503 at once.
  */
-export const DEFAULT_MAX_PENDING_AS_CALLS = 1024;
+export const DEFAULT_MAX_PENDING_AS_CALLS = 64;
 
 /** Where the gateway talks to the AS. */
 export interface AuthServerEndpoints {

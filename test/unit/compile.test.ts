@@ -362,3 +362,28 @@ function mutateRandomly(value: unknown, random: () => number, values: readonly u
     (container as Record<string, unknown>)[key] = replacement;
   }
 }
+
+describe("AuthServer bounds", () => {
+  it("refuses timeouts and a JWKS cooldown past an hour (a Node timer would fire at once instead)", () => {
+    const example = loadExamples().find(
+      (source) => (source.object as { kind?: unknown }).kind === "AuthServer",
+    );
+    const object = example?.object as { spec: Record<string, unknown> } | undefined;
+    expect(object).toBeDefined();
+    const withSpec = (change: Record<string, unknown>) => ({
+      ...object,
+      spec: { ...object?.spec, ...change },
+    });
+    expect(authServerSchema.safeParse(withSpec({})).success).toBe(true);
+    for (const change of [
+      { timeouts: { responseMs: 2_147_483_648 } },
+      { timeouts: { connectMs: 3_600_001 } },
+      { jwksCooldownMs: 3_600_001 },
+    ]) {
+      const result = authServerSchema.safeParse(withSpec(change));
+      expect(result.success, JSON.stringify(change)).toBe(false);
+      expect(JSON.stringify(result.error?.issues), JSON.stringify(change)).toContain("3600000");
+    }
+    expect(authServerSchema.safeParse(withSpec({ timeouts: { responseMs: 3_600_000 } })).success).toBe(true);
+  });
+});
