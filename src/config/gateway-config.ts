@@ -125,6 +125,22 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     defaultText: "64",
   },
   {
+    flag: "max-connections",
+    env: "PHANTOMGATE_MAX_CONNECTIONS",
+    type: "string",
+    description:
+      "Client connections the public port holds at once; more are closed on arrival (the admin port keeps answering).",
+    defaultText: "10000",
+  },
+  {
+    flag: "client-send-timeout-ms",
+    env: "PHANTOMGATE_CLIENT_SEND_TIMEOUT_MS",
+    type: "string",
+    description:
+      "How long a client may leave its response untaken (its connection full) before it is cut, like nginx's send_timeout.",
+    defaultText: "60000",
+  },
+  {
     flag: "shutdown-grace-ms",
     env: "PHANTOMGATE_SHUTDOWN_GRACE_MS",
     type: "string",
@@ -206,6 +222,8 @@ const gatewayConfigSchema = z
     maxFormBufferBytes: wholeNumber.pipe(z.number().min(1).max(Number.MAX_SAFE_INTEGER)),
     maxPendingAsCalls: wholeNumber.pipe(z.number().min(1).max(1_000_000)),
     shutdownGraceMs: timerMs,
+    clientSendTimeoutMs: timerMs,
+    maxConnections: wholeNumber.pipe(z.number().min(1).max(10_000_000)),
     auditLog: z.string().min(1),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     mintIssuer: z.string().min(1),

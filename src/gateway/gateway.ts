@@ -197,6 +197,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     audit,
     logger,
     trustForwarded: config.trustForwarded,
+    clientSendTimeoutMs: config.clientSendTimeoutMs,
     formBudget: new FormBudget(config.maxFormBufferBytes),
     upstreamTroubles: createTroubleLog(logger),
   };
@@ -214,6 +215,18 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     },
     listeners.request,
   );
+  // A flood of connections would take every file descriptor, the admin port's and the AS pools' too (probes
+  // fail, the pod is restarted): the public port holds at most --max-connections, and drops more on arrival.
+  server.maxConnections = config.maxConnections;
+  const connectionTroubles = createTroubleLog(logger);
+  server.on("drop", () => {
+    metrics.connectionsDropped.inc();
+    connectionTroubles.failed(
+      "max-connections",
+      { maxConnections: config.maxConnections },
+      "connection dropped on arrival: --max-connections reached",
+    );
+  });
   server.on("checkContinue", listeners.checkContinue);
   // Other expectations reach the pipeline, whose firewall answers 417 (node would answer an empty one).
   server.on("checkExpectation", listeners.request);

@@ -23,6 +23,7 @@ export interface GatewayMetrics {
   readonly auditErrors: Counter<"code">;
   readonly auditDropped: Counter;
   readonly responsesCut: Counter<"route" | "reason">;
+  readonly connectionsDropped: Counter;
 }
 
 type RequestLabels = Record<"route" | "method" | "status" | "decision", string>;
@@ -181,6 +182,11 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
       name: "phantomgate_responses_cut_total",
       help: "Responses cut after their status line went out (counted with that status in phantomgate_requests_total), by route and reason (PG_ERR_UPSTREAM_TIMEOUT, PG_ERR_UPSTREAM_UNAVAILABLE, PG_ERR_CLIENT_CLOSED, PG_ERR_CLIENT_TIMEOUT).",
       labelNames: ["route", "reason"],
+      registers,
+    }),
+    connectionsDropped: new Counter({
+      name: "phantomgate_connections_dropped_total",
+      help: "Client connections closed on arrival because the public port held --max-connections already.",
       registers,
     }),
     auditDropped: new Counter({

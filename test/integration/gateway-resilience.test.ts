@@ -11,7 +11,7 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import { connect, type AddressInfo } from "node:net";
+import { connect, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
@@ -381,6 +381,44 @@ describe("upstream failures", () => {
   });
 });
 
+describe("connection limits", () => {
+  it("drops connections past --max-connections on arrival, counts and logs them, and keeps the admin port answering", async () => {
+    const { gateway } = await setUp({}, ["--max-connections", "4"]);
+    /** A raw keep-alive connection that sent one request; resolves with the status line it got, "" when none. */
+    const open = (): Promise<{ socket: Socket; statusLine: string }> =>
+      new Promise((resolve) => {
+        const socket = connect(gateway.port, "127.0.0.1");
+        let data = "";
+        socket.setEncoding("latin1");
+        socket.on("error", () => undefined);
+        socket.on("data", (chunk: string) => {
+          data += chunk;
+          if (data.includes("\r\n\r\n")) resolve({ socket, statusLine: data.split("\r\n")[0] ?? "" });
+        });
+        socket.on("close", () => resolve({ socket, statusLine: data.split("\r\n")[0] ?? "" }));
+        socket.write("GET /public/held HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+      });
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await open());
+    expect(held.map((c) => c.statusLine)).toEqual(Array.from({ length: 4 }, () => "HTTP/1.1 200 OK"));
+    const refused = await open();
+    expect(refused.statusLine).toBe("");
+    expect(refused.socket.destroyed).toBe(true);
+    expect((await request(`${gateway.adminUrl}/healthz`)).statusCode).toBe(200);
+    const metrics = await (await request(`${gateway.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/^phantomgate_connections_dropped_total 1$/m);
+    expect(logLines(gateway, "connection dropped on arrival: --max-connections reached")).toMatchObject([
+      { level: 40, maxConnections: 4 },
+    ]);
+    // One held connection goes: a new one is served.
+    held[0]?.socket.destroy();
+    await sleep(100);
+    const again = await open();
+    expect(again.statusLine).toBe("HTTP/1.1 200 OK");
+    for (const connection of [...held, again]) connection.socket.destroy();
+  });
+});
+
 describe("request body limits", () => {
   it("lets a client still sending a refused body read the whole 413 (lingering close, no reset)", async () => {
     const { gateway } = await setUp({ maxBodyBytes: 1024 });
@@ -508,6 +546,37 @@ describe("clients and upstreams at different speeds", () => {
     expect(receivedHash.digest("hex")).toBe(sentHash.digest("hex"));
   });
 
+  it("lets a client pause reading for longer than the route's timeout (a slow mobile reader), within --client-send-timeout-ms", async () => {
+    const total = 32 * 1024 * 1024;
+    const origin = await startUpstream((_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": total });
+      let sent = 0;
+      pump(
+        res,
+        () => sent < total,
+        (chunk) => (sent += chunk.length),
+      );
+    });
+    // The route's 300 ms would have cut the client at its first pause; the client's own timeout (60 s) does not.
+    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 300 });
+    const response = await httpGet(`${gateway.url}/public/paused-reader`);
+    expect(response.statusCode).toBe(200);
+    response.pause();
+    await sleep(1_500);
+    let received = 0;
+    let paused = false;
+    for await (const chunk of response) {
+      received += (chunk as Buffer).length;
+      if (!paused && received >= total / 2) {
+        paused = true;
+        await sleep(1_000);
+      }
+    }
+    expect(received).toBe(total);
+    const line = await waitForAuditLine(gateway, (l) => l["route"] !== undefined && l["status"] === 200);
+    expect(line).toMatchObject({ reason: "ok", upstreamStatus: 200 });
+  });
+
   it("aborts the upstream request when the client goes away, before and during the response", async () => {
     const upstreamClosed = new Map<string, Promise<boolean>>();
     const arrived = new Map<string, () => void>();
@@ -575,7 +644,7 @@ describe("clients and upstreams at different speeds", () => {
     });
   });
 
-  it("closes a client that stops reading for the route's timeout, which frees the upstream connection", async () => {
+  it("closes a client that stops reading for --client-send-timeout-ms, which frees the upstream connection", async () => {
     let upstreamClosed: Promise<void> | undefined;
     const origin = await startUpstream((_req, res) => {
       upstreamClosed = new Promise((resolve) => res.once("close", () => resolve()));
@@ -587,7 +656,10 @@ describe("clients and upstreams at different speeds", () => {
         false,
       );
     });
-    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 500 });
+    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 500 }, [
+      "--client-send-timeout-ms",
+      "1500",
+    ]);
     // A client that sends its request and then never reads: the socket buffers fill and stay full.
     const socket = connect(gateway.port, "127.0.0.1");
     socket.on("error", () => undefined);
@@ -596,7 +668,8 @@ describe("clients and upstreams at different speeds", () => {
     const started = Date.now();
     await waitFor(() => Promise.resolve(upstreamClosed !== undefined));
     await within(upstreamClosed!, 10_000, "upstream connection released");
-    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    // Cut at the first of the route's 500 ms ticks after the client's 1.5 s, not at the route's timeout.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_400);
     const line = await waitForAuditLine(
       gateway,
       (l) => l["route"] !== undefined && l["reason"] === "PG_ERR_CLIENT_TIMEOUT",

@@ -32,6 +32,8 @@ export interface ForwardInput {
   readonly pathAndQuery: string;
   readonly headers: Record<string, string | string[]>;
   readonly timeoutMs: number;
+  /** How long the client may leave a response it was sent untaken (its connection full) before it is cut. */
+  readonly clientTimeoutMs: number;
   readonly maxBodyBytes: number;
   readonly requestId: string;
   /** The whole body when an earlier stage had to read it; otherwise the request is streamed. */
@@ -169,6 +171,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private waitingForClient = false;
   /** The client socket's bytesWritten when the timer last started counting the client's silence. */
   private clientBytes = -1;
+  /** When the client's connection last filled up (or the upstream ended with bytes still to go to the client). */
+  private clientWaitSince = 0;
+  private readonly clientTimeoutMs: number;
   private settled = false;
   /** The streamed request body and its source, when there is one, and the listener for their errors. */
   private body: BodyLimit | null = null;
@@ -184,10 +189,17 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
    */
   private readonly timer: NodeJS.Timeout;
 
-  constructor(res: ServerResponse, outcome: ForwardOutcome, requestId: string, timeoutMs: number) {
+  constructor(
+    res: ServerResponse,
+    outcome: ForwardOutcome,
+    requestId: string,
+    timeoutMs: number,
+    clientTimeoutMs: number,
+  ) {
     this.res = res;
     this.outcome = outcome;
     this.requestId = requestId;
+    this.clientTimeoutMs = clientTimeoutMs;
     this.timer = setTimeout(onExchangeTimeout, timeoutMs, this);
     (res as ExchangeResponse)[exchangeOf] = this;
     res.on("close", onResponseClose);
@@ -259,6 +271,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       // The client reads slower than the upstream sends: stop reading the upstream until the client caught up.
       // The timer now counts the client's silence.
       this.waitingForClient = true;
+      this.clientWaitSince = performance.now();
       this.clientBytes = this.res.socket?.bytesWritten ?? -1;
       controller.pause();
       this.res.once("drain", onResponseDrain);
@@ -266,9 +279,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    // The client gets the route's timeout to take what is still buffered for it, renewed while it reads.
+    // The client gets the client timeout to take what is still buffered for it.
     this.timer.refresh();
     this.ended = true;
+    this.clientWaitSince = performance.now();
     this.res.on("finish", onResponseFinish);
     this.res.end();
   }
@@ -336,8 +350,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   /**
-   * True when the client took bytes since the last look: a client reading slowly but steadily is not silent,
-   * even while the socket's buffer has not emptied enough for a `drain`.
+   * True when the gateway wrote more to the client since the last look. `bytesWritten` counts what was handed to
+   * the socket, not what the client read: it moves only with new writes, so a slow reader shows no progress until
+   * its connection drains, and the client's own timeout (`clientTimeoutMs`) is what keeps it from being cut.
    */
   private clientMadeProgress(): boolean {
     const written = this.res.socket?.bytesWritten ?? -1;
@@ -347,9 +362,15 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   timedOut(): void {
-    if ((this.ended || this.waitingForClient) && this.clientMadeProgress()) {
-      this.timer.refresh();
-      return;
+    if (this.ended || this.waitingForClient) {
+      // A slow reader takes bytes out of the kernel's buffers without a sign the gateway can see until a `drain`
+      // (multi-megabyte socket buffers take long to empty at mobile speeds): the client gets its own, longer
+      // timeout, counted from when its connection filled up, and checked at each of the route's ticks.
+      if (this.clientMadeProgress()) this.clientWaitSince = performance.now();
+      if (performance.now() - this.clientWaitSince < this.clientTimeoutMs) {
+        this.timer.refresh();
+        return;
+      }
     }
     if (this.ended) {
       // The upstream is done, but the client has not taken the end of its response.
@@ -387,7 +408,13 @@ export function forwardRequest(input: ForwardInput): void {
   // exchange would never learn of it. Nothing is sent upstream for it.
   if (res.destroyed) throw clientClosed("client closed the connection before forwarding");
   checkDeclaredLength(req, input.maxBodyBytes);
-  const handler = new ForwardHandler(res, input.outcome, input.requestId, input.timeoutMs);
+  const handler = new ForwardHandler(
+    res,
+    input.outcome,
+    input.requestId,
+    input.timeoutMs,
+    input.clientTimeoutMs,
+  );
   let body: BodyLimit | Buffer | null = null;
   if (input.bufferedBody !== undefined) {
     body = input.bufferedBody;

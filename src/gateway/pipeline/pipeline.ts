@@ -69,6 +69,8 @@ export interface PipelineDeps {
   readonly audit: AuditSink;
   readonly logger: Logger;
   readonly trustForwarded: boolean;
+  /** `--client-send-timeout-ms`: how long a client may leave its response untaken before it is cut. */
+  readonly clientSendTimeoutMs: number;
   /** Bounds the form-urlencoded bytes all requests hold at once while they are checked. */
   readonly formBudget: FormBudget;
   /** Where failing upstreams are logged, per route and upstream, without a line per request. */
@@ -537,6 +539,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
     pathAndQuery: ctx.query === undefined || ctx.query === "" ? ctx.path : `${ctx.path}?${ctx.query}`,
     headers,
     timeoutMs: matched.timeouts.requestMs,
+    clientTimeoutMs: deps.clientSendTimeoutMs,
     maxBodyBytes: matched.limits.maxBodyBytes,
     requestId: ctx.requestId,
     bufferedBody,
