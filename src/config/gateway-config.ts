@@ -125,6 +125,14 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     defaultText: "64",
   },
   {
+    flag: "token-cache-max-bytes",
+    env: "PHANTOMGATE_TOKEN_CACHE_MAX_BYTES",
+    type: "string",
+    description:
+      "Estimated bytes the token caches of all auth servers may hold together (least recently used tokens go first).",
+    defaultText: "268435456",
+  },
+  {
     flag: "max-connections",
     env: "PHANTOMGATE_MAX_CONNECTIONS",
     type: "string",
@@ -224,6 +232,12 @@ const gatewayConfigSchema = z
     shutdownGraceMs: timerMs,
     clientSendTimeoutMs: timerMs,
     maxConnections: wholeNumber.pipe(z.number().min(1).max(10_000_000)),
+    tokenCacheMaxBytes: wholeNumber.pipe(
+      z
+        .number()
+        .min(1024 * 1024)
+        .max(Number.MAX_SAFE_INTEGER),
+    ),
     auditLog: z.string().min(1),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
     mintIssuer: z.string().min(1),

@@ -95,7 +95,11 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     throw new ConfigError(`--mint-key-file (PHANTOMGATE_MINT_KEY_FILE): ${describeError(error)}`);
   });
   // One token cache partition per auth server, bounded by its `cache.maxEntries`.
-  const caches = createTokenCacheSet({ clock: systemClock, registry });
+  const caches = createTokenCacheSet({
+    clock: systemClock,
+    registry,
+    maxBytes: config.tokenCacheMaxBytes,
+  });
   const authenticator = createAuthenticator({
     authServers: [],
     clock: systemClock,

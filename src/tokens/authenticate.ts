@@ -24,6 +24,7 @@ import type { Clock } from "./clock.ts";
 import { authorizeAudience } from "./audience.ts";
 import { bearerAuthorization } from "./bearer.ts";
 import {
+  factsBytes,
   factsFromClaims,
   intersectScopes,
   notBearerReason,
@@ -37,6 +38,7 @@ import { createAuthServerMetrics, noAuthServerMetrics, type AuthServerMetrics } 
 import type { Minter } from "./minter.ts";
 import {
   cachePurpose,
+  DEFAULT_VALUE_BYTES,
   type CacheEntry,
   type CacheFill,
   type CachePurpose,
@@ -284,6 +286,11 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       value: authenticated(facts, upstreamAuthorization),
       expiresAtMs: notAfterMs,
       maxTtlSeconds: runtime.server.cache.maxTtlSeconds,
+      // The facts are the introspection's, counted with it; this entry adds the upstream token (phantom mode
+      // forwards the introspection's own JWT, already counted).
+      bytes:
+        DEFAULT_VALUE_BYTES +
+        (upstreamAuthorization === facts.upstreamAuthorization ? 0 : upstreamAuthorization.length),
     };
   }
 
@@ -314,6 +321,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         value: result,
         expiresAtMs: result.expiresAt === undefined ? undefined : result.expiresAt * 1000,
         maxTtlSeconds: runtime.server.cache.maxTtlSeconds,
+        bytes: DEFAULT_VALUE_BYTES + factsBytes(result),
       };
     });
   }
@@ -482,6 +490,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           value: authenticated(facts, bearerAuthorization(token)),
           expiresAtMs,
           maxTtlSeconds: server.cache.maxTtlSeconds,
+          bytes: DEFAULT_VALUE_BYTES + factsBytes(facts) + token.length,
         };
       },
     };

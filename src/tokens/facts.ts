@@ -149,3 +149,11 @@ export function checkFactsTimes(
 export function intersectScopes(granted: readonly string[], allowed: readonly string[]): string[] {
   return allowed.filter((scope) => granted.includes(scope));
 }
+
+/**
+ * The bytes a token's facts are counted for in the token cache: the claims as JSON (object overhead makes the
+ * heap hold somewhat more) and the upstream JWT kept with them.
+ */
+export function factsBytes(facts: TokenFacts): number {
+  return JSON.stringify(facts.claims).length + (facts.upstreamAuthorization?.length ?? 0);
+}

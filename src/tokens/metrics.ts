@@ -66,6 +66,8 @@ export interface TokenCacheCounts {
   readonly negativeHits: number;
   readonly evictions: number;
   readonly entries: number;
+  /** Estimated bytes held (claims, tokens and per-token overhead). */
+  readonly bytes: number;
 }
 
 /**
@@ -93,6 +95,14 @@ export function registerTokenCacheMetrics(registry: Registry, read: () => TokenC
     registers: [registry],
     collect() {
       this.set(read().entries);
+    },
+  });
+  new Gauge({
+    name: "phantomgate_token_cache_bytes",
+    help: "Estimated bytes held by the token cache (claims, tokens, per-token overhead), bounded by --token-cache-max-bytes.",
+    registers: [registry],
+    collect() {
+      this.set(read().bytes);
     },
   });
 }

@@ -11,6 +11,11 @@
 // The gateway keeps one such cache per auth server (a `TokenCacheSet` partition bounded by that AuthServer's
 // `cache.maxEntries`), so one busy auth server cannot push another's tokens out; revocation and metrics span
 // every partition. The SDK uses a single cache on its own.
+//
+// Bytes are bounded too: every value comes with an estimate of its size (its claims and tokens), and the
+// partitions of a set share one byte budget. A count alone would let tokens with large claims (group lists,
+// 64 KiB introspection answers) take gigabytes; over the budget, the least recently used tokens of the partition
+// holding the most bytes go first.
 import { LRUCache } from "lru-cache";
 import type { Registry } from "prom-client";
 import type { Clock } from "./clock.ts";
@@ -45,14 +50,58 @@ export type CacheFill<V> =
       readonly value: V;
       readonly expiresAtMs: number | undefined;
       readonly maxTtlSeconds: number;
+      /** Estimated bytes the value holds beyond what other entries of the token share ({@link DEFAULT_VALUE_BYTES}). */
+      readonly bytes?: number;
     }
   | { readonly negative: true; readonly reason: string; readonly negativeTtlSeconds: number };
+
+/** Bytes counted for each cached token besides its values: its key, LRU node, bucket and entry objects. */
+export const TOKEN_OVERHEAD_BYTES = 1_024;
+/** Bytes counted for a value stored without an estimate, and for a refusal. */
+export const DEFAULT_VALUE_BYTES = 256;
+
+/** A byte bound shared by caches (the partitions of a set): what they hold together, and who holds it. */
+export interface ByteBudget {
+  readonly limitBytes: number;
+  usedBytes: number;
+  readonly members: Set<BudgetMember>;
+}
+
+interface BudgetMember {
+  bytes(): number;
+  /** Drops the least recently used token; false when there is none. */
+  evictOldest(): boolean;
+}
+
+export function createByteBudget(limitBytes: number): ByteBudget {
+  return { limitBytes, usedBytes: 0, members: new Set() };
+}
+
+/** Evicts least recently used tokens, from the member holding the most bytes, until the budget holds. */
+function makeRoom(budget: ByteBudget): void {
+  while (budget.usedBytes > budget.limitBytes) {
+    let largest: BudgetMember | undefined;
+    let most = 0;
+    for (const member of budget.members) {
+      const bytes = member.bytes();
+      if (bytes > most) {
+        most = bytes;
+        largest = member;
+      }
+    }
+    if (largest?.evictOldest() !== true) return;
+  }
+}
 
 export interface TokenCacheOptions {
   /** Bound on cached tokens with active entries (each token holds one entry per auth server and purpose). */
   readonly maxEntries: number;
   /** Bound on tokens with inactive entries; defaults to a quarter of `maxEntries`. */
   readonly maxNegativeEntries?: number;
+  /** The byte budget this cache shares (a set's); without one, the cache has its own of `maxBytes` (or none). */
+  readonly budget?: ByteBudget;
+  /** The cache's own byte bound when it shares no budget. */
+  readonly maxBytes?: number;
   readonly clock: Clock;
   /** Registers `phantomgate_token_cache_total` and `phantomgate_token_cache_entries` when given. */
   readonly registry?: Registry;
@@ -91,9 +140,18 @@ export interface TokenCache {
   clear(): void;
   /** Current counters (also exported as metrics when a registry was given). */
   counts(): TokenCacheCounts;
+  /** Estimated bytes held. */
+  bytes(): number;
+  /** Leaves its budget (a dropped partition): its entries no longer count, and it no longer makes room. */
+  detach(): void;
 }
 
-type Bucket = Map<string, CacheEntry<unknown>>;
+type StoredEntry = CacheEntry<unknown> & { readonly bytes: number };
+
+/** One token's entries, by purpose, with the bytes they are counted for (overhead included). */
+class Bucket extends Map<string, StoredEntry> {
+  bytes = TOKEN_OVERHEAD_BYTES;
+}
 
 interface Flight {
   readonly promise: Promise<CacheEntry<unknown>>;
@@ -114,9 +172,18 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
   let negativeHits = 0;
   let evictions = 0;
   let entries = 0;
+  let bytes = 0;
+  const budget = options.budget ?? createByteBudget(options.maxBytes ?? Number.POSITIVE_INFINITY);
+  let attached = true;
+
+  function account(delta: number): void {
+    bytes += delta;
+    if (attached) budget.usedBytes += delta;
+  }
 
   const onDispose = (bucket: Bucket, _fingerprint: string, reason: LRUCache.DisposeReason): void => {
     entries -= bucket.size;
+    account(-bucket.bytes);
     if (reason === "evict") evictions += bucket.size;
   };
   // Bounded by count through maxSize (each token counts 1) rather than `max`: with `max`, lru-cache allocates
@@ -135,10 +202,19 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
   });
   const flights = new Map<string, Flight>();
 
+  function dropEntry(bucket: Bucket, purpose: string): boolean {
+    const entry = bucket.get(purpose);
+    if (entry === undefined) return false;
+    bucket.delete(purpose);
+    bucket.bytes -= entry.bytes;
+    account(-entry.bytes);
+    entries -= 1;
+    return true;
+  }
+
   function removePurpose(store: LRUCache<string, Bucket>, fingerprint: string, purpose: string): void {
     const bucket = store.peek(fingerprint);
-    if (bucket?.delete(purpose) !== true) return;
-    entries -= 1;
+    if (bucket === undefined || !dropEntry(bucket, purpose)) return;
     if (bucket.size === 0) store.delete(fingerprint);
   }
 
@@ -172,8 +248,13 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     keep: boolean,
   ): CacheEntry<V> {
     const nowMs = clock.now();
-    const entry: CacheEntry<V> = fill.negative
-      ? { negative: true, reason: fill.reason, expiresAtMs: nowMs + fill.negativeTtlSeconds * 1000 }
+    const entry: CacheEntry<V> & { readonly bytes: number } = fill.negative
+      ? {
+          negative: true,
+          reason: fill.reason,
+          expiresAtMs: nowMs + fill.negativeTtlSeconds * 1000,
+          bytes: DEFAULT_VALUE_BYTES,
+        }
       : {
           negative: false,
           value: fill.value,
@@ -181,6 +262,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
             nowMs + fill.maxTtlSeconds * 1000,
             fill.expiresAtMs ?? Number.POSITIVE_INFINITY,
           ),
+          bytes: fill.bytes ?? DEFAULT_VALUE_BYTES,
         };
     // A fresh answer always replaces what was cached for this purpose, even when it is not itself cacheable.
     removePurpose(positive, fingerprint, purpose);
@@ -189,19 +271,21 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     const target = entry.negative ? negative : positive;
     let bucket = target.get(fingerprint);
     if (bucket === undefined) {
-      bucket = new Map();
+      bucket = new Bucket();
+      account(bucket.bytes);
       target.set(fingerprint, bucket);
     } else {
       // Entries under purposes no request asks for any more (a changed AuthServer or route) are dropped once
       // expired, rather than kept until the token leaves the cache.
       for (const [other, held] of bucket) {
-        if (held.expiresAtMs > nowMs) continue;
-        bucket.delete(other);
-        entries -= 1;
+        if (held.expiresAtMs <= nowMs) dropEntry(bucket, other);
       }
     }
     bucket.set(purpose, entry);
+    bucket.bytes += entry.bytes;
+    account(entry.bytes);
     entries += 1;
+    if (budget.usedBytes > budget.limitBytes) makeRoom(budget);
     return entry;
   }
 
@@ -227,8 +311,22 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     return promise;
   }
 
+  const member: BudgetMember = {
+    bytes: () => bytes,
+    evictOldest: () =>
+      (positive.size > 0 ? positive.pop() : negative.size > 0 ? negative.pop() : undefined) !== undefined,
+  };
+  budget.members.add(member);
+
   if (options.registry !== undefined) {
-    registerTokenCacheMetrics(options.registry, () => ({ hits, misses, negativeHits, evictions, entries }));
+    registerTokenCacheMetrics(options.registry, () => ({
+      hits,
+      misses,
+      negativeHits,
+      evictions,
+      entries,
+      bytes,
+    }));
   }
 
   return {
@@ -262,12 +360,21 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
       for (const flight of flights.values()) flight.revoked = true;
       flights.clear();
     },
-    counts: () => ({ hits, misses, negativeHits, evictions, entries }),
+    counts: () => ({ hits, misses, negativeHits, evictions, entries, bytes }),
+    bytes: () => bytes,
+    detach() {
+      if (!attached) return;
+      budget.members.delete(member);
+      budget.usedBytes -= bytes;
+      attached = false;
+    },
   };
 }
 
 export interface TokenCacheSetOptions {
   readonly clock: Clock;
+  /** The bytes all partitions may hold together (estimated); unbounded when absent. */
+  readonly maxBytes?: number;
   /**
    * Registers `phantomgate_token_cache_total` and `phantomgate_token_cache_entries` once for the whole set
    * (summed over its partitions) when given.
@@ -301,6 +408,7 @@ interface Partition {
 export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSet {
   const { clock } = options;
   const partitions = new Map<string, Partition>();
+  const budget = createByteBudget(options.maxBytes ?? Number.POSITIVE_INFINITY);
   // Counters of partitions already dropped or replaced: the exported totals never go backwards.
   let retiredHits = 0;
   let retiredMisses = 0;
@@ -317,6 +425,7 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
     // in flight from storing into it: their waiters still get the result. Entries dropped here are not counted
     // as evictions, as with `clear`.
     partition.cache.clear();
+    partition.cache.detach();
   }
 
   function counts(): TokenCacheCounts {
@@ -325,6 +434,7 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
     let negativeHits = retiredNegativeHits;
     let evictions = retiredEvictions;
     let entries = 0;
+    let bytes = 0;
     for (const { cache } of partitions.values()) {
       const partition = cache.counts();
       hits += partition.hits;
@@ -332,8 +442,9 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
       negativeHits += partition.negativeHits;
       evictions += partition.evictions;
       entries += partition.entries;
+      bytes += partition.bytes;
     }
-    return { hits, misses, negativeHits, evictions, entries };
+    return { hits, misses, negativeHits, evictions, entries, bytes };
   }
 
   if (options.registry !== undefined) registerTokenCacheMetrics(options.registry, counts);
@@ -345,7 +456,7 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
       // lru-cache fixes its `max` at construction, so a new bound means a new partition: resizing drops that
       // auth server's cached facts once (the next request for each token goes to the AS again).
       if (current !== undefined) retire(current);
-      const cache = createTokenCache({ maxEntries, clock });
+      const cache = createTokenCache({ maxEntries, clock, budget });
       partitions.set(id, { maxEntries, cache });
       return cache;
     },

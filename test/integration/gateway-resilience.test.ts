@@ -381,6 +381,36 @@ describe("upstream failures", () => {
   });
 });
 
+describe("token cache bounds", () => {
+  it("keeps the token cache within --token-cache-max-bytes, evicting the least recently used tokens", async () => {
+    const { as, gateway } = await setUp({}, ["--token-cache-max-bytes", "1048576"]);
+    const tokens: string[] = [];
+    const fetchSome = async (): Promise<void> => {
+      while (tokens.length < 800) tokens.push(await getToken(as.tokenEndpoint, "read_invoice"));
+    };
+    await Promise.all(Array.from({ length: 8 }, fetchSome));
+    let next = 0;
+    const send = async (): Promise<void> => {
+      while (next < tokens.length) {
+        const token = tokens[next++];
+        expect((await status(`${gateway.url}/echo/bounded`, token)).status).toBe(200);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, send));
+    const metrics = await (await request(`${gateway.adminUrl}/metrics`)).body.text();
+    const bytes = Number(/^phantomgate_token_cache_bytes (\d+)$/m.exec(metrics)?.[1]);
+    const evictions = Number(
+      /^phantomgate_token_cache_total\{result="eviction"\} (\d+)$/m.exec(metrics)?.[1],
+    );
+    expect(bytes).toBeGreaterThan(512 * 1024);
+    expect(bytes).toBeLessThanOrEqual(1_048_576);
+    expect(evictions).toBeGreaterThan(0);
+    // The most recent token is still cached: it is served without the AS.
+    await as.close();
+    expect((await status(`${gateway.url}/echo/bounded`, tokens[tokens.length - 1])).status).toBe(200);
+  });
+});
+
 describe("connection limits", () => {
   it("drops connections past --max-connections on arrival, counts and logs them, and keeps the admin port answering", async () => {
     const { gateway } = await setUp({}, ["--max-connections", "4"]);

@@ -8,6 +8,8 @@ import {
   cachePurpose,
   createTokenCache,
   createTokenCacheSet,
+  DEFAULT_VALUE_BYTES,
+  TOKEN_OVERHEAD_BYTES,
   type CacheFill,
 } from "../../src/tokens/token-cache.ts";
 
@@ -70,6 +72,7 @@ describe("token cache", () => {
       negative: true,
       reason: "inactive",
       expiresAtMs: clock.now() + 1,
+      bytes: DEFAULT_VALUE_BYTES,
     });
     clock.advance(1);
     expect(cache.get("fp", facts)).toBeUndefined();
@@ -393,5 +396,72 @@ describe("token cache set", () => {
 
     caches.retain(new Set());
     expect(await scrape(registry)).toEqual({ hit: 3, miss: 2, negativeHit: 1, eviction: 1, entries: 0 });
+  });
+});
+
+describe("token cache byte bound", () => {
+  const big = (value: string, bytes: number): CacheFill<string> => ({
+    negative: false,
+    value,
+    expiresAtMs: undefined,
+    maxTtlSeconds: 300,
+    bytes,
+  });
+  const perToken = (bytes: number): number => TOKEN_OVERHEAD_BYTES + bytes;
+
+  it("evicts least recently used tokens once their estimated bytes pass maxBytes, well before maxEntries", () => {
+    const clock = createManualClock();
+    const cache = createTokenCache({ maxEntries: 1_000, maxBytes: 5 * perToken(60_000), clock });
+    for (let i = 0; i < 10; i++) cache.set(`fp${i}`, facts, big(`v${i}`, 60_000));
+    expect(cache.bytes()).toBeLessThanOrEqual(5 * perToken(60_000));
+    expect(cache.counts()).toMatchObject({ entries: 5, evictions: 5 });
+    expect(cache.peek("fp4", facts)).toBeUndefined();
+    expect(cache.peek("fp5", facts)).toMatchObject({ value: "v5" });
+    // A token used recently is kept over an older one.
+    cache.get("fp5", facts);
+    cache.set("fp10", facts, big("v10", 60_000));
+    expect(cache.peek("fp5", facts)).toMatchObject({ value: "v5" });
+    expect(cache.peek("fp6", facts)).toBeUndefined();
+  });
+
+  it("counts every purpose of a token, and gives the bytes back on expiry, replacement, revocation and clear", () => {
+    const clock = createManualClock();
+    const cache = createTokenCache({ maxEntries: 10, clock });
+    cache.set("fp", facts, big("facts", 1_000));
+    cache.set("fp", minted, big("jwt", 800));
+    expect(cache.bytes()).toBe(TOKEN_OVERHEAD_BYTES + 1_800);
+    cache.set("fp", minted, big("jwt2", 900));
+    expect(cache.bytes()).toBe(TOKEN_OVERHEAD_BYTES + 1_900);
+    cache.set("other", facts, { negative: true, reason: "inactive", negativeTtlSeconds: 5 });
+    expect(cache.bytes()).toBe(2 * TOKEN_OVERHEAD_BYTES + 1_900 + DEFAULT_VALUE_BYTES);
+    clock.advance(5_000);
+    expect(cache.get("other", facts)).toBeUndefined();
+    expect(cache.bytes()).toBe(TOKEN_OVERHEAD_BYTES + 1_900);
+    cache.evictFingerprint("fp");
+    expect(cache.bytes()).toBe(0);
+    cache.set("fp", facts, big("facts", 1_000));
+    cache.clear();
+    expect(cache.bytes()).toBe(0);
+  });
+
+  it("shares one budget across a set's partitions: the partition holding the most gives way, and a dropped one frees its share", async () => {
+    const clock = createManualClock();
+    const registry = new Registry();
+    const caches = createTokenCacheSet({ clock, registry, maxBytes: 10 * perToken(10_000) });
+    const busy = caches.partition("busy", 1_000);
+    const quiet = caches.partition("quiet", 1_000);
+    for (let i = 0; i < 3; i++) quiet.set(`q${i}`, facts, big(`q${i}`, 10_000));
+    for (let i = 0; i < 20; i++) busy.set(`b${i}`, facts, big(`b${i}`, 10_000));
+    // The busy partition pushed out its own oldest tokens, not the quiet one's.
+    expect(quiet.counts().entries).toBe(3);
+    expect(busy.counts().entries).toBe(7);
+    expect(caches.counts().bytes).toBeLessThanOrEqual(10 * perToken(10_000));
+    // Resizing the busy partition drops it: its bytes no longer count against the quiet one.
+    caches.partition("busy", 500);
+    for (let i = 3; i < 10; i++) quiet.set(`q${i}`, facts, big(`q${i}`, 10_000));
+    expect(quiet.counts().entries).toBe(10);
+    expect(await registry.getSingleMetricAsString("phantomgate_token_cache_bytes")).toContain(
+      `phantomgate_token_cache_bytes ${10 * perToken(10_000)}`,
+    );
   });
 });
