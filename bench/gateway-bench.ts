@@ -802,12 +802,14 @@ async function rss(fixture: Fixture, options: Options): Promise<Record<string, u
   // The inspector lets the driver force a full GC before reading memory, so heap figures are live data only.
   // Under --inspect the launcher does not re-execute itself: its start-up settings are given here instead (the
   // same command-line flags, so the process reads the same compile cache as every other gateway).
+  // The count bound (the AuthServer's maxEntries) is what this part fills; the byte bound is set out of its way,
+  // and its estimate is reported next to the heap it estimates.
   const gateway = await startGateway(
     "gateway-rss",
     configDir,
     "off",
     ["--inspect=127.0.0.1:0", ...commandLineFlags],
-    mallocEnv,
+    { ...mallocEnv, PHANTOMGATE_TOKEN_CACHE_MAX_BYTES: String(4 * 1024 ** 3) },
   );
   const rows: Record<string, unknown>[] = [];
   try {
@@ -830,13 +832,14 @@ async function rss(fixture: Fixture, options: Options): Promise<Record<string, u
         vmRssAfterGcBytes: afterGc.rss,
         vmHwmBytes: afterGc.hwm,
         cacheEntries: metricValue(text, "phantomgate_token_cache_entries"),
+        cacheEstimatedBytes: metricValue(text, "phantomgate_token_cache_bytes"),
         cacheEvictions: metricValue(text, "phantomgate_token_cache_total", { result: "eviction" }),
         heapUsedAfterGcBytes: metricValue(text, "nodejs_heap_size_used_bytes"),
         fillSeconds: seconds,
       };
       rows.push(row);
       log(
-        `rss: ${tokens} tokens cached → VmRSS ${mib(bytes)} (after a full GC ${mib(afterGc.rss)}), heap used after GC ${mib(row.heapUsedAfterGcBytes)}, cache entries ${row.cacheEntries}`,
+        `rss: ${tokens} tokens cached → VmRSS ${mib(bytes)} (after a full GC ${mib(afterGc.rss)}), heap used after GC ${mib(row.heapUsedAfterGcBytes)}, cache entries ${row.cacheEntries} (estimated ${mib(row.cacheEstimatedBytes)})`,
       );
     };
     await snapshot(0, 0);
