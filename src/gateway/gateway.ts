@@ -22,6 +22,7 @@ import {
   createClientErrorListener,
   createConnectListener,
   createRequestListener,
+  onConnection,
   type PipelineDeps,
 } from "./pipeline/pipeline.ts";
 import { createCollector } from "./runtime/memory.ts";
@@ -236,6 +237,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   server.on("checkExpectation", listeners.request);
   server.on("clientError", createClientErrorListener(pipelineDeps));
   server.on("connect", createConnectListener(pipelineDeps));
+  server.on("connection", onConnection);
 
   // Admin listener.
   let draining = false;

@@ -381,6 +381,36 @@ describe("upstream failures", () => {
   });
 });
 
+describe("behind a trusted proxy", () => {
+  it("with --trust-forwarded appends to the client's X-Forwarded-For and Forwarded, and audits the chain", async () => {
+    const { gateway } = await setUp({}, ["--trust-forwarded"]);
+    const response = await request(`${gateway.url}/public/behind-lb`, {
+      headers: { "x-forwarded-for": "203.0.113.7, 198.51.100.2", forwarded: "for=203.0.113.7;proto=https" },
+    });
+    const echo = (await response.body.json()) as { headers: Record<string, string> };
+    expect(echo.headers["x-forwarded-for"]).toBe("203.0.113.7, 198.51.100.2, 127.0.0.1");
+    expect(echo.headers["forwarded"]).toBe(
+      'for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host="127.0.0.1:' + String(gateway.port) + '"',
+    );
+    expect(await auditLineFor(gateway, String(response.headers["x-request-id"]))).toMatchObject({
+      remoteAddress: "127.0.0.1",
+      forwardedFor: "203.0.113.7, 198.51.100.2",
+    });
+  });
+
+  it("without it replaces them, and audits no chain a client could have made up", async () => {
+    const { gateway } = await setUp();
+    const response = await request(`${gateway.url}/public/direct`, {
+      headers: { "x-forwarded-for": "203.0.113.7", forwarded: "for=203.0.113.7" },
+    });
+    const echo = (await response.body.json()) as { headers: Record<string, string> };
+    expect(echo.headers["x-forwarded-for"]).toBe("127.0.0.1");
+    expect(echo.headers["forwarded"]).not.toContain("203.0.113.7");
+    const line = await auditLineFor(gateway, String(response.headers["x-request-id"]));
+    expect(line["forwardedFor"]).toBeUndefined();
+  });
+});
+
 describe("token cache bounds", () => {
   it("keeps the token cache within --token-cache-max-bytes, evicting the least recently used tokens", async () => {
     const { as, gateway } = await setUp({}, ["--token-cache-max-bytes", "1048576"]);

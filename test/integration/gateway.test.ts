@@ -535,6 +535,25 @@ describe("framing the gateway refuses, with a problem+json body and an audit lin
     expect((JSON.parse(h2c.body) as Echo).headers.upgrade).toBeUndefined();
   });
 
+  it("a request the HTTP parser refuses is audited with the time since its connection went idle, not 0", async () => {
+    const socket = connect(gateway.port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    socket.setEncoding("latin1");
+    let data = "";
+    socket.on("data", (chunk: string) => (data += chunk));
+    const closed = new Promise((resolve) => socket.on("close", resolve));
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    socket.write(
+      "GET /public/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    await closed;
+    expect(data.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
+    const requestId = /"requestId":"([^"]+)"/.exec(data)?.[1];
+    const [audited] = await auditLinesOf([requestId]);
+    expect(audited?.["latencyMs"]).toBeGreaterThanOrEqual(550);
+    expect(audited?.["latencyMs"]).toBeLessThan(5_000);
+  });
+
   it("the audit line cuts a Host of kilobytes to 256 characters", async () => {
     const response = await rawRequest(gateway.port, ["GET /public/x HTTP/1.1", `Host: ${"h".repeat(4_000)}`]);
     const [audited] = await auditLinesOf([String(response.head.match(/x-request-id: (\S+)/i)?.[1])]);

@@ -106,6 +106,7 @@ describe("auditLine", () => {
         requestId: pick(awkward),
         traceId: pick(awkward),
         remoteAddress: maybe(pick(awkward)),
+        forwardedFor: maybe(pick(awkward)),
         host: maybe(pick(awkward)),
         method: pick(["GET", "POST", "", "M-SEARCH"]),
         route: maybe(pick(awkward)),

@@ -13,6 +13,8 @@ export interface AuditRecord {
   readonly requestId: string;
   readonly traceId: string;
   readonly remoteAddress: string | undefined;
+  /** The client's `X-Forwarded-For` chain, with `--trust-forwarded` only (cut to 256 characters). */
+  readonly forwardedFor?: string | undefined;
   readonly host: string | undefined;
   readonly method: string;
   readonly route: string | undefined;
@@ -156,6 +158,7 @@ function lineBound(r: AuditRecord): number {
     r.requestId.length +
     r.traceId.length +
     (r.remoteAddress?.length ?? 0) +
+    (r.forwardedFor?.length ?? 0) +
     (r.host?.length ?? 0) +
     r.method.length +
     (r.route?.length ?? 0) +
@@ -261,6 +264,7 @@ function putLine(buf: Buffer, at: number, r: AuditRecord, memo?: AuditTokenMemo)
   o = putString(buf, putAscii(buf, o, ',"requestId":'), r.requestId);
   o = putString(buf, putAscii(buf, o, ',"traceId":'), r.traceId);
   o = putField(buf, o, ',"remoteAddress":', r.remoteAddress);
+  o = putField(buf, o, ',"forwardedFor":', r.forwardedFor);
   o = putField(buf, o, ',"host":', r.host);
   o = putString(buf, putAscii(buf, o, ',"method":'), r.method);
   o = putRoutePart(buf, o, r);

@@ -629,6 +629,12 @@ function capped(value: string | undefined, max: number): string | undefined {
   return value === undefined || value.length <= max ? value : `${value.slice(0, max)}…`;
 }
 
+/** The `X-Forwarded-For` the client's proxies sent (trusted with --trust-forwarded), for the audit line. */
+function forwardedChain(req: IncomingMessage): string | undefined {
+  const value = req.headers["x-forwarded-for"];
+  return capped(typeof value === "string" && value !== "" ? value : undefined, MAX_AUDIT_HOST_CHARS);
+}
+
 /** Metrics and the audit line, once per request, whichever way it ended. Never throws (undici callbacks call it). */
 function finish(
   ctx: RequestContext,
@@ -646,7 +652,11 @@ function finish(
   }
   try {
     const { deps, req } = ctx;
-    const latencyMs = performance.now() - ctx.startedAt;
+    const endedAt = performance.now();
+    const latencyMs = endedAt - ctx.startedAt;
+    // Where a request the HTTP parser refuses later on this connection counts its time from.
+    const connection = req.socket as (Socket & IdleSince) | null;
+    if (connection !== null) connection[idleSince] = endedAt;
     deps.metrics.requests.finished(
       ctx.route?.id ?? "none",
       req.method ?? "",
@@ -660,6 +670,7 @@ function finish(
         requestId: ctx.requestId,
         traceId: ctx.traceId,
         remoteAddress: ctx.remoteAddress,
+        forwardedFor: deps.trustForwarded ? forwardedChain(req) : undefined,
         host: capped(req.headers.host, MAX_AUDIT_HOST_CHARS),
         method: req.method ?? "",
         route: ctx.route?.id,
@@ -721,12 +732,16 @@ function answerWithoutResponse(
 ): void {
   const { requestId, traceId } = newRequestIds(undefined);
   deps.metrics.requests.started();
+  // No request object: the time counts from when the connection last became idle (opened, or its last request
+  // answered), which for a head that never completes is how long the client took not to send it.
+  const now = performance.now();
+  const latencyMs = now - ((socket as Duplex & IdleSince)[idleSince] ?? now);
   try {
     sendErrorToSocket(socket, error, requestId);
   } catch {
     socket.destroy();
   }
-  deps.metrics.requests.finished("none", method, error.status, "deny", 0);
+  deps.metrics.requests.finished("none", method, error.status, "deny", latencyMs / 1000);
   try {
     deps.audit.write({
       time: isoTime(Date.now()),
@@ -748,7 +763,7 @@ function answerWithoutResponse(
       detail: error.reason,
       status: error.status,
       upstreamStatus: undefined,
-      latencyMs: 0,
+      latencyMs: Math.round(latencyMs * 1000) / 1000,
     });
   } catch (failure) {
     deps.logger.error({ err: failure, requestId }, "request accounting failed");
@@ -802,6 +817,17 @@ export function createClientErrorListener(
     inFlight.once("finish", answerAfter);
     inFlight.once("close", answerAfter);
   };
+}
+
+const idleSince = Symbol("phantomgate.idleSince");
+/** When a connection was opened or its last request was answered (performance.now()). */
+interface IdleSince {
+  [idleSince]?: number;
+}
+
+/** node:http's `connection`: notes when the connection opened, for requests the parser refuses before any other. */
+export function onConnection(socket: Duplex): void {
+  (socket as Duplex & IdleSince)[idleSince] = performance.now();
 }
 
 /** node:http's `connect`: CONNECT is never proxied (without a listener node would drop the connection silently). */
