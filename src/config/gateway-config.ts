@@ -125,6 +125,14 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     defaultText: "64",
   },
   {
+    flag: "max-upstream-requests",
+    env: "PHANTOMGATE_MAX_UPSTREAM_REQUESTS",
+    type: "string",
+    description:
+      "Requests in flight to one upstream origin at once (503 at once beyond), like Envoy's circuit breakers.",
+    defaultText: "1024",
+  },
+  {
     flag: "token-cache-max-bytes",
     env: "PHANTOMGATE_TOKEN_CACHE_MAX_BYTES",
     type: "string",
@@ -232,6 +240,7 @@ const gatewayConfigSchema = z
     shutdownGraceMs: timerMs,
     clientSendTimeoutMs: timerMs,
     maxConnections: wholeNumber.pipe(z.number().min(1).max(10_000_000)),
+    maxUpstreamRequests: wholeNumber.pipe(z.number().min(1).max(10_000_000)),
     tokenCacheMaxBytes: wholeNumber.pipe(
       z
         .number()

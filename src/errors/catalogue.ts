@@ -103,6 +103,12 @@ export const errorCatalogue = {
     title: "Bad Gateway",
     detail: "The upstream API could not be reached.",
   },
+  PG_ERR_UPSTREAM_OVERLOADED: {
+    status: 503,
+    title: "Service Unavailable",
+    detail:
+      "The upstream API has as many requests in flight as the gateway sends it; the request was not forwarded. Retry later.",
+  },
   PG_ERR_CLIENT_CLOSED: {
     status: 499,
     title: "Client Closed Request",

@@ -16,6 +16,7 @@ import { createTokenCacheSet } from "../tokens/token-cache.ts";
 import { createAdminServer, MAX_LISTED_PROBLEMS } from "./admin/admin-server.ts";
 import { openAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
+import { UpstreamLoad } from "./forward/upstream-load.ts";
 import { FormBudget } from "./pipeline/form-budget.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import {
@@ -205,6 +206,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     clientSendTimeoutMs: config.clientSendTimeoutMs,
     formBudget: new FormBudget(config.maxFormBufferBytes),
     upstreamTroubles: createTroubleLog(logger),
+    upstreamLoad: new UpstreamLoad(config.maxUpstreamRequests),
   };
   const listeners = createRequestListener(pipelineDeps);
   const server = createServer(

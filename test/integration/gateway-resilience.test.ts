@@ -350,6 +350,44 @@ describe("upstream failures", () => {
     expect(await response.body.text()).toBe(Array.from({ length: 6 }, (_, i) => `5000:${i}\n`).join(""));
   });
 
+  it("answers 503 at once past --max-upstream-requests in flight to one upstream, and frees the places after", async () => {
+    const origin = await startUpstream((_req, res) => {
+      setTimeout(() => res.end("slow"), 1_000);
+    });
+    const { gateway } = await setUp({ echoOrigin: origin }, ["--max-upstream-requests", "2"]);
+    const started = Date.now();
+    const responses = await Promise.all(
+      [0, 1, 2, 3].map(async (index) => {
+        // Staggered, so the first two are in flight before the others arrive.
+        await sleep(index * 50);
+        const response = await request(`${gateway.url}/public/held-${index}`);
+        await response.body.dump();
+        return { status: response.statusCode, headers: response.headers, ms: Date.now() - started };
+      }),
+    );
+    expect(responses.map((response) => response.status)).toEqual([200, 200, 503, 503]);
+    for (const refused of responses.slice(2)) {
+      expect(refused.headers["retry-after"]).toBe("5");
+      expect(refused.ms).toBeLessThan(800);
+      expect(await auditLineFor(gateway, String(refused.headers["x-request-id"]))).toMatchObject({
+        decision: "error",
+        reason: "PG_ERR_UPSTREAM_OVERLOADED",
+        detail: "2 requests in flight to the upstream already (--max-upstream-requests)",
+      });
+    }
+    // The places went back when the first two ended, and so do those of clients that leave mid-request.
+    for (let i = 0; i < 3; i++) {
+      const socket = connect(gateway.port, "127.0.0.1");
+      socket.on("error", () => undefined);
+      socket.write(`GET /public/left-${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await sleep(100);
+      socket.destroy();
+    }
+    await sleep(1_200);
+    const after = await Promise.all([0, 1].map((i) => status(`${gateway.url}/public/after-${i}`)));
+    expect(after.map((response) => response.status)).toEqual([200, 200]);
+  });
+
   it("answers 502 when the upstream is down", async () => {
     const { as, gateway, echo } = await setUp();
     const t = await getToken(as.tokenEndpoint, "read_invoice");

@@ -25,6 +25,7 @@ import {
 } from "../firewall/firewall.ts";
 import { createMultipartRewriter, type BodyRewriter } from "../firewall/multipart-rewrite.ts";
 import { buildUpstreamHeaders } from "../forward/headers.ts";
+import type { UpstreamLoad, UpstreamSlot } from "../forward/upstream-load.ts";
 import {
   checkDeclaredLength,
   clientClosed,
@@ -75,6 +76,8 @@ export interface PipelineDeps {
   readonly formBudget: FormBudget;
   /** Where failing upstreams are logged, per route and upstream, without a line per request. */
   readonly upstreamTroubles: TroubleLog;
+  /** Requests in flight per upstream origin, bounded by `--max-upstream-requests`. */
+  readonly upstreamLoad: UpstreamLoad;
 }
 
 /**
@@ -111,6 +114,8 @@ class RequestContext implements ForwardOutcome {
   cut: GatewayError | undefined = undefined;
   /** The upstream origin the request went to (for the failure log). */
   origin: string | undefined = undefined;
+  /** The request's place among those in flight to its upstream, given back in `finish`. */
+  upstreamSlot: UpstreamSlot | undefined = undefined;
   /** A form body read in full by inspectBody; forwarded instead of the request stream. */
   bufferedBody: Buffer | undefined = undefined;
   /** Bytes of the form body this request took from the process-wide budget; given back in `finish`. */
@@ -531,6 +536,14 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
   ctx.bufferedBody = undefined;
   const origin = state.pickOrigin(matched);
   ctx.origin = origin;
+  const slot = deps.upstreamLoad.acquire(origin);
+  if (slot === undefined) {
+    throw new GatewayError(
+      "PG_ERR_UPSTREAM_OVERLOADED",
+      `${deps.upstreamLoad.limit} requests in flight to the upstream already (--max-upstream-requests)`,
+    );
+  }
+  ctx.upstreamSlot = slot;
   forwardRequest({
     req: ctx.req,
     res: ctx.res,
@@ -580,6 +593,7 @@ const GATEWAY_SIDE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "PG_ERR_NOT_READY",
   "PG_ERR_UPSTREAM_TIMEOUT",
   "PG_ERR_UPSTREAM_UNAVAILABLE",
+  "PG_ERR_UPSTREAM_OVERLOADED",
   "PG_ERR_FORM_BUDGET_EXHAUSTED",
   "PG_ERR_INTERNAL",
 ]);
@@ -595,7 +609,11 @@ export function decisionOf(code: ErrorCode): Decision {
 }
 
 function isUpstreamFailure(code: ErrorCode): boolean {
-  return code === "PG_ERR_UPSTREAM_UNAVAILABLE" || code === "PG_ERR_UPSTREAM_TIMEOUT";
+  return (
+    code === "PG_ERR_UPSTREAM_UNAVAILABLE" ||
+    code === "PG_ERR_UPSTREAM_TIMEOUT" ||
+    code === "PG_ERR_UPSTREAM_OVERLOADED"
+  );
 }
 
 function upstreamKey(ctx: RequestContext): string {
@@ -643,7 +661,11 @@ function finish(
   reason: string,
   detail?: string,
 ): void {
-  // The request's form bytes go back to the budget however it ended.
+  // The request's form bytes go back to the budget however it ended, and its place at the upstream.
+  if (ctx.upstreamSlot !== undefined) {
+    ctx.upstreamSlot.n -= 1;
+    ctx.upstreamSlot = undefined;
+  }
   ctx.bufferedBody = undefined;
   ctx.bodyRewriter = undefined;
   if (ctx.heldFormBytes > 0) {
