@@ -116,6 +116,8 @@ export function createInvoicesApi(options: InvoicesApiOptions): FastifyInstance 
     authServer: {
       issuer: options.issuer,
       tokenEndpoint: options.tokenEndpoint ?? `${options.issuer}/token`,
+      // The exchanged token is checked against the AS's keys before it is sent on.
+      jwksUri: options.jwksUri,
       clientId: options.clientId ?? "invoices-api",
       clientSecret: options.clientSecret ?? "invoices-secret",
     },

@@ -269,7 +269,10 @@ function createExchangeClient(
     const paths = parsed.error.issues.map((issue) => issue.path.join(".")).join(", ");
     throw new SdkError("PG_SDK_CONFIG_INVALID", `createApiClient: authServer is invalid at ${paths}`);
   }
-  return createAuthServerClient(parsed.data, deps);
+  // An exchanged token is checked against the AS's keys when the SDK can reach them (a JWKS URL, or discovery);
+  // without them the API receiving the token is the one that verifies it.
+  const keysKnown = parsed.data.discovery || parsed.data.endpoints.jwks !== undefined;
+  return createAuthServerClient(parsed.data, { ...deps, verifyIssuedTokens: keysKnown });
 }
 
 function firstValue(value: string | readonly string[] | undefined): string | undefined {

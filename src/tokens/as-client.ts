@@ -22,6 +22,7 @@ import {
   factsFromClaims,
   notBearerReason,
   introspectionResponseSchema,
+  parseScopes,
   tokenClaimsSchema,
   withoutNulls,
   type InactiveToken,
@@ -78,6 +79,12 @@ export interface AuthServerClientDeps {
    * when absent). One more fails at once with PG_ERR_AS_UNAVAILABLE instead of queueing behind the others.
    */
   readonly maxPendingCalls?: number | undefined;
+  /**
+   * Whether a token issued by exchange must be a JWT this AS signed for the audience asked for (default true,
+   * as the gateway needs). The SDK turns it off when it was given no way to the AS's keys: the API receiving the
+   * token verifies it then.
+   */
+  readonly verifyIssuedTokens?: boolean;
 }
 
 /**
@@ -223,6 +230,15 @@ function signingAlgorithmFor(jwk: z.infer<typeof privateJwkSchema>): string {
   if (jwk.kty === "EC") return jwk.crv === "P-384" ? "ES384" : jwk.crv === "P-521" ? "ES512" : "ES256";
   if (jwk.kty === "OKP") return "EdDSA";
   return "RS256";
+}
+
+/** The `exp` of a JWT not verified here (the API that receives it verifies it), for reuse only. */
+function unverifiedExp(token: string): number | undefined {
+  try {
+    return decodeJwt(token).exp;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Creates the client for one AS. Nothing is fetched until the first call. */
@@ -706,22 +722,40 @@ export function createAuthServerClient(
     // Sent upstream as `Authorization: Bearer <token>`: RFC 6750 §2.1's b64token, nothing a header could split.
     if (!b64token.test(parsed.data.access_token))
       invalidResponse("token", response, "access_token is not an RFC 6750 b64token");
-    const granted =
-      parsed.data.scope === undefined ? [...request.scopes] : parsed.data.scope.split(" ").filter(Boolean);
-    // The point of the exchange is narrowing: a token wider than asked for is not forwarded.
-    if (request.scopes.length > 0 && granted.some((scope) => !request.scopes.includes(scope))) {
-      invalidResponse("token", response, "granted scopes exceed the requested ones");
-    }
-    let expiresAt: number | undefined;
-    if (parsed.data.expires_in !== undefined)
-      expiresAt = Math.floor(clock.now() / 1000) + parsed.data.expires_in;
-    else {
+    // The issued token goes upstream as the internal credential, so it is held to what the gateway verifies
+    // everywhere else: a JWT this AS signed (allowed algorithms, its JWKS), issued by it, for the audience asked
+    // for, unexpired, an access token by its `typ`. An opaque token, or one signed by another key, is refused.
+    let payload: JWTPayload = {};
+    if (deps.verifyIssuedTokens !== false) {
       try {
-        expiresAt = decodeJwt(parsed.data.access_token).exp;
-      } catch {
-        expiresAt = undefined;
+        const verified = await verifyJwt(parsed.data.access_token, keys, {
+          ...verifyOptions,
+          audience: request.audience,
+          requiredClaims: ["exp"],
+        });
+        payload = verified.payload;
+        if (!isAccessTokenTyp(verified.protectedHeader.typ, server.requireAccessTokenTyp === true))
+          invalidResponse("token", response, "issued JWT is not an access token (typ)");
+      } catch (error) {
+        if (error instanceof GatewayError) throw error;
+        return invalidResponse("token", response, `issued token rejected (${describeJwtError(error)})`);
       }
     }
+    const granted =
+      parsed.data.scope === undefined ? [...request.scopes] : parsed.data.scope.split(" ").filter(Boolean);
+    // The point of the exchange is narrowing: a token wider than asked for is not forwarded, whether the answer
+    // or the token itself says so.
+    const carried = parseScopes({ scope: payload["scope"] ?? undefined, scp: payload["scp"] ?? undefined });
+    if (
+      request.scopes.length > 0 &&
+      [...granted, ...carried].some((scope) => !request.scopes.includes(scope))
+    ) {
+      invalidResponse("token", response, "granted scopes exceed the requested ones");
+    }
+    const expiresAt =
+      parsed.data.expires_in === undefined
+        ? (payload.exp ?? unverifiedExp(parsed.data.access_token))
+        : Math.min(Math.floor(clock.now() / 1000) + parsed.data.expires_in, payload.exp ?? Infinity);
     record("token", "ok", response.startedMs);
     return { active: true, accessToken: parsed.data.access_token, expiresAt, scopes: Object.freeze(granted) };
   }

@@ -27,10 +27,14 @@ async function startStubAs(handle: StubHandler): Promise<StubAs> {
 
 const serverFor = stubAuthServer;
 
-function clientFor(server: CompiledAuthServer, clock = createManualClock(Date.now())) {
+function clientFor(
+  server: CompiledAuthServer,
+  clock = createManualClock(Date.now()),
+  options: { verifyIssuedTokens?: boolean } = {},
+) {
   const dispatcher = new Agent();
   cleanups.push(() => dispatcher.close());
-  return createAuthServerClient(server, { dispatcher, clock });
+  return createAuthServerClient(server, { dispatcher, clock, ...options });
 }
 
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
@@ -299,11 +303,13 @@ describe("discovery", () => {
 });
 
 describe("token exchange answers", () => {
+  // The shape of the answer, with the issued token's own verification off (as the SDK runs without the AS's keys;
+  // the gateway's verification is tested with signed tokens in token-authenticator-stub.test.ts).
   it("reads expires_in, refuses wider scopes, and maps invalid_grant to inactive", async () => {
     let answer: { status: number; body: unknown } = { status: 200, body: {} };
     const stub = await startStubAs((_req, res) => json(res, answer.status, answer.body));
     const clock = createManualClock(Date.now());
-    const client = clientFor(serverFor(stub), clock);
+    const client = clientFor(serverFor(stub), clock, { verifyIssuedTokens: false });
     const request = { audience: "urn:api", scopes: ["read_invoice"] };
 
     answer = { status: 200, body: { access_token: "x.y.z", token_type: "Bearer", expires_in: 120 } };

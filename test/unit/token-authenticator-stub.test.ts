@@ -6,7 +6,7 @@ import { Agent } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import type { CompiledAuthServer, CompiledRoute } from "../../src/snapshot/snapshot.ts";
 import { createAuthServerClient } from "../../src/tokens/as-client.ts";
-import { createAuthenticator, UNSTATED_EXCHANGE_LIFETIME_SECONDS } from "../../src/tokens/authenticate.ts";
+import { createAuthenticator } from "../../src/tokens/authenticate.ts";
 import { createManualClock, type ManualClock } from "../../src/tokens/clock.ts";
 import { loadMinter } from "../../src/tokens/minter.ts";
 import { createTokenCacheSet } from "../../src/tokens/token-cache.ts";
@@ -42,7 +42,7 @@ async function setUp(): Promise<{
   const sign = (claims: Record<string, unknown>, typ: string | null = "at+jwt"): Promise<string> =>
     new SignJWT(claims)
       .setProtectedHeader({ alg: "ES256", kid: "k1", ...(typ === null ? {} : { typ }) })
-      .setIssuer(stub.url)
+      .setIssuer(typeof claims["iss"] === "string" ? claims["iss"] : stub.url)
       .setIssuedAt(Math.floor(clock.now() / 1000))
       .setExpirationTime(Math.floor(clock.now() / 1000) + 3600)
       .sign(privateKey);
@@ -64,37 +64,91 @@ async function setUp(): Promise<{
 }
 
 describe("exchange mode", () => {
-  it("reuses an exchanged token whose lifetime the AS does not state for half the assumed lifetime only", async () => {
-    const { stub, server, clock, authenticator } = await setUp();
+  /** The stub answers introspection (active, scope read) and exchange with `issue()`; JWKS as set up. */
+  function exchangeWith(
+    stub: StubAs,
+    clock: ManualClock,
+    issue: () => Promise<Record<string, unknown>>,
+  ): { exchanges: () => number } {
+    const jwks = stub.handle;
     let exchanges = 0;
-    stub.handle = (req, res) => {
+    stub.handle = (req, res, body) => {
       if (req.url === "/introspect") {
         json(res, 200, {
           active: true,
           scope: "read",
           sub: "alice",
-          exp: Math.floor(clock.now() / 1000) + 3600,
+          exp: Math.floor(clock.now() / 1000) + 7200,
         });
       } else if (req.url === "/token") {
         exchanges += 1;
-        // Opaque, and no expires_in: nothing says when it ends.
-        json(res, 200, { access_token: `opaque-${exchanges}`, token_type: "Bearer" });
-      } else json(res, 404, {});
+        void issue().then((answer) => json(res, 200, answer));
+      } else jwks(req, res, body);
     };
-    const exchange = route("exchange", server.id);
-    const first = await authenticator.authenticate("client-token", exchange);
-    expect(first.upstreamAuthorization).toBe("Bearer opaque-1");
-    clock.advance((UNSTATED_EXCHANGE_LIFETIME_SECONDS / 2) * 1000 - 1_000);
-    await expect(authenticator.authenticate("client-token", exchange)).resolves.toMatchObject({
-      cacheHit: true,
-      upstreamAuthorization: "Bearer opaque-1",
-    });
-    clock.advance(1_000);
-    await expect(authenticator.authenticate("client-token", exchange)).resolves.toMatchObject({
-      cacheHit: false,
-      upstreamAuthorization: "Bearer opaque-2",
-    });
-    expect(exchanges).toBe(2);
+    return { exchanges: () => exchanges };
+  }
+
+  it("forwards an exchanged JWT this AS signed for the audience asked for, and takes its exp when expires_in is absent", async () => {
+    const { stub, server, clock, sign, authenticator } = await setUp();
+    const issued = await sign({ aud: AUDIENCE, scope: "read" });
+    exchangeWith(stub, clock, () => Promise.resolve({ access_token: issued, token_type: "Bearer" }));
+    const result = await authenticator.authenticate("client-token", route("exchange", server.id));
+    expect(result.upstreamAuthorization).toBe(`Bearer ${issued}`);
+  });
+
+  it("refuses an exchanged token it cannot verify as this AS's access token for the audience asked for", async () => {
+    const { privateKey: strangerKey } = await generateKeyPair("ES256");
+    const cases: [string, (setup: Awaited<ReturnType<typeof setUp>>) => Promise<string>, RegExp][] = [
+      ["opaque", () => Promise.resolve("opaque-token"), /issued token rejected \(ERR_JWS_INVALID\)/],
+      [
+        "signed by a key the AS does not publish",
+        ({ stub, clock }) =>
+          new SignJWT({ aud: AUDIENCE, scope: "read" })
+            .setProtectedHeader({ alg: "ES256", kid: "k1", typ: "at+jwt" })
+            .setIssuer(stub.url)
+            .setExpirationTime(Math.floor(clock.now() / 1000) + 600)
+            .sign(strangerKey),
+        /issued token rejected \(ERR_JWS_SIGNATURE_VERIFICATION_FAILED\)/,
+      ],
+      [
+        "from another issuer",
+        ({ sign }) => sign({ aud: AUDIENCE, scope: "read", iss: "https://evil.example" }),
+        /issued token rejected \(ERR_JWT_CLAIM_VALIDATION_FAILED \(iss\)\)/,
+      ],
+      [
+        "for another audience",
+        ({ sign }) => sign({ aud: "urn:other", scope: "read" }),
+        /issued token rejected \(ERR_JWT_CLAIM_VALIDATION_FAILED \(aud\)\)/,
+      ],
+      [
+        "carrying a scope beyond the one asked for",
+        ({ sign }) => sign({ aud: AUDIENCE, scope: "read admin" }),
+        /granted scopes exceed the requested ones/,
+      ],
+      [
+        "not an access token by its typ",
+        ({ sign }) => sign({ aud: AUDIENCE, scope: "read" }, "id+jwt"),
+        /issued JWT is not an access token \(typ\)/,
+      ],
+    ];
+    for (const [what, token, reason] of cases) {
+      const setup = await setUp();
+      const counter = exchangeWith(setup.stub, setup.clock, async () => ({
+        access_token: await token(setup),
+        token_type: "Bearer",
+        scope: "read",
+      }));
+      const exchange = route("exchange", setup.server.id);
+      await expect(setup.authenticator.authenticate("client-token", exchange), what).rejects.toMatchObject({
+        code: "PG_ERR_AS_UNAVAILABLE",
+        reason: expect.stringMatching(reason) as unknown,
+      });
+      // Nothing was cached: the next request asks again.
+      await expect(setup.authenticator.authenticate("client-token", exchange), what).rejects.toMatchObject({
+        code: "PG_ERR_AS_UNAVAILABLE",
+      });
+      expect(counter.exchanges(), what).toBe(2);
+    }
   });
 });
 
