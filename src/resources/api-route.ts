@@ -96,14 +96,22 @@ const matchSchema = z
   })
   .strict();
 
-/** Registered claims the gateway sets itself when minting, so a mint rule cannot forward them. */
-export const registeredClaimsSetByGateway: ReadonlySet<string> = new Set([
+/**
+ * Claims a mint rule cannot forward: those the gateway sets itself (iss, aud, exp, iat, nbf, jti), and those that
+ * would undo what minting does (scp: the token's scopes before narrowing; cnf: a key binding the minted JWT does
+ * not carry; act: a delegation chain the gateway does not vouch for). sub, client_id and scope may be listed (the
+ * default lists them): the gateway sets them from the token, scope narrowed to the route.
+ */
+export const claimsMintCannotForward: ReadonlySet<string> = new Set([
   "iss",
   "aud",
   "exp",
   "iat",
   "nbf",
   "jti",
+  "scp",
+  "cnf",
+  "act",
 ]);
 
 const authenticationSchema = z
@@ -139,7 +147,10 @@ const authenticationSchema = z
       .array(z.string().min(1).max(128))
       .max(32)
       .optional()
-      .describe("mint only: claims copied into the minted JWT; default sub, client_id, scope."),
+      .describe(
+        "mint only: claims copied into the minted JWT; default sub, client_id, scope (scope narrowed to the route). " +
+          "Not iss, aud, exp, iat, nbf, jti (the gateway sets them), nor scp, cnf, act (they would undo the narrowing).",
+      ),
     mintTtlSeconds: z
       .number()
       .int()
@@ -193,11 +204,11 @@ const authenticationSchema = z
       }
     }
     (authentication.forwardClaims ?? []).forEach((claim, index) => {
-      if (registeredClaimsSetByGateway.has(claim)) {
+      if (claimsMintCannotForward.has(claim)) {
         ctx.addIssue({
           code: "custom",
           path: ["forwardClaims", index],
-          message: `'${claim}' is set by the gateway when minting and cannot be forwarded`,
+          message: `'${claim}' cannot be forwarded: the gateway sets it when minting, or it would undo the narrowing`,
         });
       }
     });

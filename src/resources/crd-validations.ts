@@ -10,7 +10,7 @@
 //
 // The server is stricter than compile only in corners: URLs are parsed the Go way (no surrounding spaces, no
 // `http:host` without slashes) and backend URLs are limited to 2048 characters.
-import { registeredClaimsSetByGateway } from "./api-route.ts";
+import { claimsMintCannotForward } from "./api-route.ts";
 import type { PhantomgateKind } from "./common.ts";
 
 /** One `x-kubernetes-validations` entry. */
@@ -179,9 +179,9 @@ const apiRouteAdditions: CrdSchemaAdditions = {
   "spec.rules[].authentication.forwardClaims[]": {
     rules: [
       {
-        rule: `!(self in ${celStringList(registeredClaimsSetByGateway)})`,
-        message: "is set by the gateway when minting and cannot be forwarded",
-        messageExpression: `"'" + self + "' is set by the gateway when minting and cannot be forwarded"`,
+        rule: `!(self in ${celStringList(claimsMintCannotForward)})`,
+        message: "cannot be forwarded: the gateway sets it when minting, or it would undo the narrowing",
+        messageExpression: `"'" + self + "' cannot be forwarded: the gateway sets it when minting, or it would undo the narrowing"`,
       },
     ],
   },

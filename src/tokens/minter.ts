@@ -14,6 +14,7 @@ import {
   type JWK,
 } from "jose";
 import { GatewayError } from "../errors/catalogue.ts";
+import { claimsMintCannotForward } from "../resources/api-route.ts";
 import type { CompiledRoute, JwsAlgorithm } from "../snapshot/snapshot.ts";
 import type { Clock } from "./clock.ts";
 import { intersectScopes, type TokenFacts } from "./facts.ts";
@@ -21,20 +22,15 @@ import { intersectScopes, type TokenFacts } from "./facts.ts";
 /** `iss` of minted JWTs unless configured. */
 export const DEFAULT_MINT_ISSUER = "urn:phantomgate:gateway";
 
-/** Claims the gateway sets itself; `forwardClaims` cannot override them. */
+/**
+ * Claims `forwardClaims` never copies: what admission refuses to forward (a snapshot from elsewhere may still name
+ * them), and sub, client_id and scope, which the gateway sets from the token itself (scope narrowed).
+ */
 const RESERVED_CLAIMS: ReadonlySet<string> = new Set([
-  "iss",
+  ...claimsMintCannotForward,
   "sub",
-  "aud",
-  "exp",
-  "nbf",
-  "iat",
-  "jti",
   "client_id",
   "scope",
-  "scp",
-  "cnf",
-  "act",
 ]);
 
 /** Private JWK members, stripped to publish the public half. */

@@ -179,9 +179,9 @@ const celCases: readonly RejectionCase[] = [
     object: routeWithRule({
       authentication: { mode: "mint", audience: "api", forwardClaims: ["sub", "exp"] },
     }),
-    server: `spec.rules[0].authentication.forwardClaims[1]: Invalid value: "exp": 'exp' is set by the gateway when minting and cannot be forwarded`,
+    server: `spec.rules[0].authentication.forwardClaims[1]: Invalid value: "exp": 'exp' cannot be forwarded: the gateway sets it when minting, or it would undo the narrowing`,
     compile:
-      "spec.rules[0].authentication.forwardClaims[1]: 'exp' is set by the gateway when minting and cannot be forwarded",
+      "spec.rules[0].authentication.forwardClaims[1]: 'exp' cannot be forwarded: the gateway sets it when minting, or it would undo the narrowing",
   },
   {
     name: "a backend with both url and name",

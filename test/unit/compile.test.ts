@@ -387,3 +387,26 @@ describe("AuthServer bounds", () => {
     expect(authServerSchema.safeParse(withSpec({ timeouts: { responseMs: 3_600_000 } })).success).toBe(true);
   });
 });
+
+describe("mint forwardClaims", () => {
+  it("refuses claims the gateway sets or that would undo the narrowing (scp, cnf, act), and allows sub, client_id, scope", () => {
+    const examples = loadExamples();
+    const mintRoute = examples.find((source) => JSON.stringify(source.object).includes('"mode":"mint"'));
+    expect(mintRoute).toBeDefined();
+    const withClaims = (claims: string[]) => {
+      const copy = structuredClone(mintRoute?.object) as {
+        spec: { rules: { authentication?: { mode?: string; forwardClaims?: string[] } }[] };
+      };
+      for (const rule of copy.spec.rules) {
+        if (rule.authentication?.mode === "mint") rule.authentication.forwardClaims = claims;
+      }
+      return copy;
+    };
+    expect(apiRouteSchema.safeParse(withClaims(["sub", "client_id", "scope", "tenant"])).success).toBe(true);
+    for (const claim of ["scp", "cnf", "act", "exp"]) {
+      const result = apiRouteSchema.safeParse(withClaims(["sub", claim]));
+      expect(result.success, claim).toBe(false);
+      expect(JSON.stringify(result.error?.issues), claim).toContain(`'${claim}' cannot be forwarded`);
+    }
+  });
+});

@@ -33,6 +33,28 @@ const facts = factsFromClaims({
 });
 
 describe("minter", () => {
+  it("never copies scp, cnf or act through forwardClaims (a snapshot that names them still gets the narrowed scope only)", async () => {
+    const minter = await loadMinter({ clock });
+    const wide = factsFromClaims({
+      client_id: "c",
+      scp: ["read_invoice", "admin"],
+      cnf: { jkt: "thumbprint" },
+      act: { sub: "someone" },
+      exp: nowSeconds + 600,
+    });
+    const minted = await minter.mintInternalJwt(
+      wide,
+      compiledRoute("mint", { upstreamScopes: ["read_invoice"], forwardClaims: ["scp", "cnf", "act"] }),
+    );
+    const payload = JSON.parse(
+      Buffer.from(minted.token.split(".")[1] ?? "", "base64url").toString(),
+    ) as Record<string, unknown>;
+    expect(payload).not.toHaveProperty("scp");
+    expect(payload).not.toHaveProperty("cnf");
+    expect(payload).not.toHaveProperty("act");
+    expect(payload["scope"]).toBe("read_invoice");
+  });
+
   it("mints a JWT for the route: audience, narrowed scope, forwarded claims only", async () => {
     const minter = await loadMinter({ clock });
     const minted = await minter.mintInternalJwt(facts, route());
