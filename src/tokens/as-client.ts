@@ -294,7 +294,9 @@ export function createAuthServerClient(
     body?: string,
   ): Promise<AsResponse> {
     const startedMs = performance.now();
-    if (pendingCalls >= maxPendingCalls) {
+    // JWKS fetches are not held to the bound: they are few (one at a time, within the cooldown), and a refused one
+    // would count as a key-endpoint failure and refuse verifications for the whole cooldown.
+    if (endpoint !== "jwks" && pendingCalls >= maxPendingCalls) {
       const reason = `${endpoint}: not sent, ${maxPendingCalls} calls to the authorization server already waiting or under way`;
       record(endpoint, "overloaded", startedMs, reason);
       throw new GatewayError("PG_ERR_AS_UNAVAILABLE", reason);
@@ -745,7 +747,8 @@ export function createAuthServerClient(
       parsed.data.scope === undefined ? [...request.scopes] : parsed.data.scope.split(" ").filter(Boolean);
     // The point of the exchange is narrowing: a token wider than asked for is not forwarded, whether the answer
     // or the token itself says so.
-    const carried = parseScopes({ scope: payload["scope"] ?? undefined, scp: payload["scp"] ?? undefined });
+    // Both claims: a token may carry `scope` and `scp`, and neither may go beyond what was asked for.
+    const carried = [...parseScopes({ scope: payload["scope"] }), ...parseScopes({ scp: payload["scp"] })];
     if (
       request.scopes.length > 0 &&
       [...granted, ...carried].some((scope) => !request.scopes.includes(scope))

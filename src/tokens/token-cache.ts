@@ -69,7 +69,9 @@ export interface ByteBudget {
 
 interface BudgetMember {
   bytes(): number;
-  /** Drops the least recently used token; false when there is none. */
+  /** Drops the least recently used cached refusal; false when there is none. */
+  evictRefusal(): boolean;
+  /** Drops the least recently used token with active entries; false when there is none. */
   evictOldest(): boolean;
 }
 
@@ -77,8 +79,15 @@ export function createByteBudget(limitBytes: number): ByteBudget {
   return { limitBytes, usedBytes: 0, members: new Set() };
 }
 
-/** Evicts least recently used tokens, from the member holding the most bytes, until the budget holds. */
+/**
+ * Makes the budget hold: cached refusals go first, from any member (a flood of garbage tokens at one auth server
+ * must not push valid facts out, there or at another); then the least recently used tokens of the member holding
+ * the most bytes.
+ */
 function makeRoom(budget: ByteBudget): void {
+  for (const member of budget.members) {
+    while (budget.usedBytes > budget.limitBytes && member.evictRefusal());
+  }
   while (budget.usedBytes > budget.limitBytes) {
     let largest: BudgetMember | undefined;
     let most = 0;
@@ -313,8 +322,8 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
 
   const member: BudgetMember = {
     bytes: () => bytes,
-    evictOldest: () =>
-      (positive.size > 0 ? positive.pop() : negative.size > 0 ? negative.pop() : undefined) !== undefined,
+    evictRefusal: () => negative.pop() !== undefined,
+    evictOldest: () => positive.pop() !== undefined,
   };
   budget.members.add(member);
 

@@ -543,6 +543,43 @@ describe("request body limits", () => {
     );
   });
 
+  it("does not run a request pipelined behind a refused body once it answered Connection: close", async () => {
+    const { gateway, echo } = await setUp({ maxBodyBytes: 1024 });
+    const upstreamSaw: string[] = [];
+    echo.server.on("request", (req: IncomingMessage) => upstreamSaw.push(`${req.method} ${req.url}`));
+
+    // Warm the gateway's keep-alive pool to the upstream.
+    for (let i = 0; i < 3; i++) {
+      const warm = await fetch(`http://127.0.0.1:${gateway.port}/public/warm`);
+      await warm.arrayBuffer();
+    }
+    upstreamSaw.length = 0;
+    const socket = connect({ port: gateway.port, host: "127.0.0.1", allowHalfOpen: true });
+    let data = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => (data += chunk));
+    socket.on("error", () => undefined);
+    await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+    // 413 for the declared length; the gateway lingers to read the 2,048 bytes.
+    socket.write(
+      "POST /public/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 2048\r\n\r\n",
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(data.split("\r\n")[0]).toBe("HTTP/1.1 413 Payload Too Large");
+    expect(data.toLowerCase()).toContain("connection: close");
+    // The rest of the body, then a second request on the same connection.
+    socket.write(
+      Buffer.concat([
+        Buffer.alloc(2048, 0x61),
+        Buffer.from("DELETE /public/side-effect HTTP/1.1\r\nHost: x\r\n\r\n"),
+      ]),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    socket.destroy();
+    // RFC 9112 §9.6: after sending close the server SHOULD NOT process further requests on that connection.
+    expect(upstreamSaw).toEqual([]);
+  }, 20_000);
+
   it("lingers at most 5 s for a client that goes on sending a refused body slowly, then closes the connection", async () => {
     const { gateway } = await setUp({ maxBodyBytes: 1024 });
     const socket = connect({ port: gateway.port, host: "127.0.0.1", allowHalfOpen: true });
@@ -754,9 +791,10 @@ describe("clients and upstreams at different speeds", () => {
         false,
       );
     });
-    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 500 }, [
+    // The route's timeout (2 s) is longer than the client's (800 ms): the client's own timer cuts it.
+    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 2_000 }, [
       "--client-send-timeout-ms",
-      "1500",
+      "800",
     ]);
     // A client that sends its request and then never reads: the socket buffers fill and stay full.
     const socket = connect(gateway.port, "127.0.0.1");
@@ -766,8 +804,9 @@ describe("clients and upstreams at different speeds", () => {
     const started = Date.now();
     await waitFor(() => Promise.resolve(upstreamClosed !== undefined));
     await within(upstreamClosed!, 10_000, "upstream connection released");
-    // Cut at the first of the route's 500 ms ticks after the client's 1.5 s, not at the route's timeout.
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1_400);
+    // Cut after the client's 800 ms from when its connection filled up, not at the route's 2 s.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(700);
+    expect(Date.now() - started).toBeLessThan(1_900);
     const line = await waitForAuditLine(
       gateway,
       (l) => l["route"] !== undefined && l["reason"] === "PG_ERR_CLIENT_TIMEOUT",

@@ -444,6 +444,23 @@ describe("token cache byte bound", () => {
     expect(cache.bytes()).toBe(0);
   });
 
+  it("gives up cached refusals before valid tokens, in any partition: garbage tokens cannot push facts out", () => {
+    const clock = createManualClock();
+    const caches = createTokenCacheSet({ clock, maxBytes: 100 * perToken(2_000) + 10_000 });
+    const valid = caches.partition("valid", 1_000);
+    const flooded = caches.partition("flooded", 1_000);
+    for (let i = 0; i < 100; i++) valid.set(`v${i}`, facts, big(`v${i}`, 2_000));
+    // 250 refused garbage tokens at another auth server, and 250 at the same one.
+    for (let i = 0; i < 250; i++) {
+      flooded.set(`g${i}`, facts, { negative: true, reason: "inactive", negativeTtlSeconds: 60 });
+      valid.set(`h${i}`, facts, { negative: true, reason: "inactive", negativeTtlSeconds: 60 });
+    }
+    let kept = 0;
+    for (let i = 0; i < 100; i++) if (valid.peek(`v${i}`, facts) !== undefined) kept += 1;
+    expect(kept).toBe(100);
+    expect(caches.counts().bytes).toBeLessThanOrEqual(100 * perToken(2_000) + 10_000);
+  });
+
   it("shares one budget across a set's partitions: the partition holding the most gives way, and a dropped one frees its share", async () => {
     const clock = createManualClock();
     const registry = new Registry();

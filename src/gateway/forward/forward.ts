@@ -21,6 +21,8 @@ export interface ForwardOutcome {
   release(): void;
   /** The upstream's answer began: the request went out, so a body the gateway held for it can be let go. */
   responseStarted(): void;
+  /** The upstream's answer ended: the upstream is done with the request, though the client may still be reading. */
+  upstreamEnded(): void;
 }
 
 export interface ForwardInput {
@@ -151,6 +153,10 @@ function onExchangeTimeout(exchange: ForwardHandler): void {
   exchange.timedOut();
 }
 
+function onClientTimeout(exchange: ForwardHandler): void {
+  exchange.clientTimedOut();
+}
+
 /**
  * One exchange as an undici dispatch handler. The upstream response is written straight into the client's
  * ServerResponse: no Readable, stream pipeline or AbortController per request (a measurable share of the
@@ -171,8 +177,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private waitingForClient = false;
   /** The client socket's bytesWritten when the timer last started counting the client's silence. */
   private clientBytes = -1;
-  /** When the client's connection last filled up (or the upstream ended with bytes still to go to the client). */
-  private clientWaitSince = 0;
+  /**
+   * Runs while the client's connection is full (or the upstream ended with bytes still to go to the client): the
+   * client's own timeout, armed only then, so a request that never waits for its client costs no second timer.
+   */
+  private clientTimer: NodeJS.Timeout | undefined = undefined;
   private readonly clientTimeoutMs: number;
   private settled = false;
   /** The streamed request body and its source, when there is one, and the listener for their errors. */
@@ -271,20 +280,21 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       // The client reads slower than the upstream sends: stop reading the upstream until the client caught up.
       // The timer now counts the client's silence.
       this.waitingForClient = true;
-      this.clientWaitSince = performance.now();
       this.clientBytes = this.res.socket?.bytesWritten ?? -1;
+      this.waitForClient();
       controller.pause();
       this.res.once("drain", onResponseDrain);
     }
   }
 
   onResponseEnd(): void {
+    this.outcome.upstreamEnded();
     // The client gets the client timeout to take what is still buffered for it.
     this.timer.refresh();
     this.ended = true;
-    this.clientWaitSince = performance.now();
     this.res.on("finish", onResponseFinish);
     this.res.end();
+    if (!this.settled && this.res.writableLength > 0) this.waitForClient();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | null, error: Error): void {
@@ -319,9 +329,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.outcome.failed(failure);
   }
 
+  /** Starts the client's timeout, unless it runs already (it counts from when the connection first filled up). */
+  private waitForClient(): void {
+    if (this.clientTimer === undefined)
+      this.clientTimer = setTimeout(onClientTimeout, this.clientTimeoutMs, this);
+  }
+
   private cleanUp(): void {
     this.settled = true;
     clearTimeout(this.timer);
+    clearTimeout(this.clientTimer);
     this.res.off("close", onResponseClose).off("drain", onResponseDrain).off("finish", onResponseFinish);
     (this.res as ExchangeResponse)[exchangeOf] = undefined;
     if (this.onBodyError !== null) this.req?.off("error", this.onBodyError);
@@ -344,6 +361,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   drained(): void {
     this.waitingForClient = false;
+    clearTimeout(this.clientTimer);
+    this.clientTimer = undefined;
     if (this.settled) return;
     this.timer.refresh();
     if (!this.ended) this.controller?.resume();
@@ -363,14 +382,26 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   timedOut(): void {
     if (this.ended || this.waitingForClient) {
-      // A slow reader takes bytes out of the kernel's buffers without a sign the gateway can see until a `drain`
-      // (multi-megabyte socket buffers take long to empty at mobile speeds): the client gets its own, longer
-      // timeout, counted from when its connection filled up, and checked at each of the route's ticks.
-      if (this.clientMadeProgress()) this.clientWaitSince = performance.now();
-      if (performance.now() - this.clientWaitSince < this.clientTimeoutMs) {
-        this.timer.refresh();
-        return;
-      }
+      // The upstream is not what the exchange waits for: the client's own timeout decides (a slow reader empties
+      // the kernel's multi-megabyte socket buffers without a sign the gateway can see until a `drain`).
+      this.timer.refresh();
+      this.waitForClient();
+      return;
+    }
+    this.abort(
+      this.status === 0
+        ? new undiciErrors.HeadersTimeoutError("upstream sent no response head in time")
+        : new undiciErrors.BodyTimeoutError("upstream body stalled"),
+    );
+  }
+
+  /** The client's connection stayed full for the client timeout (its timer is cleared at each `drain`). */
+  clientTimedOut(): void {
+    this.clientTimer = undefined;
+    if (this.settled) return;
+    if (this.clientMadeProgress()) {
+      this.waitForClient();
+      return;
     }
     if (this.ended) {
       // The upstream is done, but the client has not taken the end of its response.
@@ -383,15 +414,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       this.outcome.forwarded(this.status);
       return;
     }
-    if (this.waitingForClient) {
-      this.abort(new GatewayError("PG_ERR_CLIENT_TIMEOUT", "client stopped reading the response"));
-      return;
-    }
-    this.abort(
-      this.status === 0
-        ? new undiciErrors.HeadersTimeoutError("upstream sent no response head in time")
-        : new undiciErrors.BodyTimeoutError("upstream body stalled"),
-    );
+    this.abort(new GatewayError("PG_ERR_CLIENT_TIMEOUT", "client stopped reading the response"));
   }
 }
 

@@ -18,6 +18,14 @@ const lingering = Symbol("phantomgate.lingering");
 type LingeringSocket = Socket & { destroySoon?: () => void; [lingering]?: true };
 
 /**
+ * True when the connection's answer said `Connection: close` and the gateway is lingering on it: a request the
+ * client pipelined behind the unread body must not be run (RFC 9112 §9.6; a client retries what got no answer).
+ */
+export function isLingering(socket: Socket | null): boolean {
+  return socket !== null && (socket as LingeringSocket)[lingering] === true;
+}
+
+/**
  * Makes the connection of `req`, which is answered before its body was read, linger when node:http closes it
  * after the answer. Call before the answer ends. Nothing changes when the body has been read already.
  */

@@ -37,7 +37,7 @@ import type { Decision, GatewayMetrics } from "../metrics.ts";
 import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import type { FormBudget } from "./form-budget.ts";
 import { newRequestIds } from "./ids.ts";
-import { lingerOnClose } from "./linger.ts";
+import { isLingering, lingerOnClose } from "./linger.ts";
 import { sendError, sendErrorToSocket } from "./respond.ts";
 
 /** What the authenticate stage gets from the token layer. */
@@ -216,6 +216,14 @@ class RequestContext implements ForwardOutcome {
     this.deps.formBudget.give(this.heldFormBytes);
     this.heldFormBytes = 0;
     this.bufferedBody = undefined;
+  }
+
+  /**
+   * The upstream finished its answer: its place among the requests in flight to it goes back now, not when a slow
+   * client has taken the response (clients that do not read could otherwise fill an healthy upstream's places).
+   */
+  upstreamEnded(): void {
+    releaseUpstreamSlot(this);
   }
 
   /** Sends the 100 (Continue) a client waits for before its body, once. */
@@ -653,6 +661,14 @@ function forwardedChain(req: IncomingMessage): string | undefined {
   return capped(typeof value === "string" && value !== "" ? value : undefined, MAX_AUDIT_HOST_CHARS);
 }
 
+/** Gives the request's place among those in flight to its upstream back, once. */
+function releaseUpstreamSlot(ctx: RequestContext): void {
+  const slot = ctx.upstreamSlot;
+  if (slot === undefined) return;
+  slot.n -= 1;
+  ctx.upstreamSlot = undefined;
+}
+
 /** Metrics and the audit line, once per request, whichever way it ended. Never throws (undici callbacks call it). */
 function finish(
   ctx: RequestContext,
@@ -662,10 +678,7 @@ function finish(
   detail?: string,
 ): void {
   // The request's form bytes go back to the budget however it ended, and its place at the upstream.
-  if (ctx.upstreamSlot !== undefined) {
-    ctx.upstreamSlot.n -= 1;
-    ctx.upstreamSlot = undefined;
-  }
+  releaseUpstreamSlot(ctx);
   ctx.bufferedBody = undefined;
   ctx.bodyRewriter = undefined;
   if (ctx.heldFormBytes > 0) {
@@ -876,6 +889,12 @@ export function createRequestListener(deps: PipelineDeps): {
     (awaitingContinue: boolean): Listener =>
     (req, res) => {
       try {
+        // A request pipelined behind a body the gateway refused and stopped reading: the connection's answer said
+        // close, so this one is never run (nor forwarded); the connection goes once the lingering ends.
+        if (isLingering(req.socket)) {
+          req.resume();
+          return;
+        }
         const traceparent = typeof req.headers.traceparent === "string" ? req.headers.traceparent : undefined;
         const ctx = new RequestContext(req, res, deps, traceparent, awaitingContinue);
         deps.metrics.requests.started();
