@@ -175,8 +175,6 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private ended = false;
   /** The client's connection is full: the upstream is paused until it drains. */
   private waitingForClient = false;
-  /** The client socket's bytesWritten when the timer last started counting the client's silence. */
-  private clientBytes = -1;
   /**
    * Runs while the client's connection is full (or the upstream ended with bytes still to go to the client): the
    * client's own timeout, armed only then, so a request that never waits for its client costs no second timer.
@@ -278,9 +276,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.timer.refresh();
     if (!this.res.write(chunk)) {
       // The client reads slower than the upstream sends: stop reading the upstream until the client caught up.
-      // The timer now counts the client's silence.
+      // The client's own timer now runs, until the connection drains.
       this.waitingForClient = true;
-      this.clientBytes = this.res.socket?.bytesWritten ?? -1;
       this.waitForClient();
       controller.pause();
       this.res.once("drain", onResponseDrain);
@@ -368,18 +365,6 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (!this.ended) this.controller?.resume();
   }
 
-  /**
-   * True when the gateway wrote more to the client since the last look. `bytesWritten` counts what was handed to
-   * the socket, not what the client read: it moves only with new writes, so a slow reader shows no progress until
-   * its connection drains, and the client's own timeout (`clientTimeoutMs`) is what keeps it from being cut.
-   */
-  private clientMadeProgress(): boolean {
-    const written = this.res.socket?.bytesWritten ?? -1;
-    const moved = written !== this.clientBytes;
-    this.clientBytes = written;
-    return moved && written >= 0;
-  }
-
   timedOut(): void {
     if (this.ended || this.waitingForClient) {
       // The upstream is not what the exchange waits for: the client's own timeout decides (a slow reader empties
@@ -399,10 +384,6 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   clientTimedOut(): void {
     this.clientTimer = undefined;
     if (this.settled) return;
-    if (this.clientMadeProgress()) {
-      this.waitForClient();
-      return;
-    }
     if (this.ended) {
       // The upstream is done, but the client has not taken the end of its response.
       this.outcome.cut = new GatewayError(

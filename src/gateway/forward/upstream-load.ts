@@ -32,9 +32,4 @@ export class UpstreamLoad {
     slot.n += 1;
     return slot;
   }
-
-  /** Requests in flight to `origin` (tests, diagnostics). */
-  inFlight(origin: string): number {
-    return this.#slots.get(origin)?.n ?? 0;
-  }
 }
