@@ -1,6 +1,6 @@
-// The token layer against a stub AS, for answers the demo AS never gives: exchanged tokens without a stated
-// lifetime, sender-constrained (cnf) JWTs, signed introspection answers for bound tokens, JWTs whose typ is JWT
-// or missing.
+// The token layer against a stub AS, for answers the demo AS never gives: exchanged tokens it cannot verify,
+// signed introspection answers from a key it does not publish or for another client, sender-constrained (cnf)
+// JWTs, signed introspection answers for bound tokens, JWTs whose typ is JWT or missing.
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { Agent } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
@@ -25,7 +25,7 @@ function route(mode: CompiledRoute["auth"]["mode"], authServer: string): Compile
 }
 
 /** The stub AS with an ES256 key at /jwks, and an authenticator in front of it on a manual clock. */
-async function setUp(): Promise<{
+async function setUp(overrides: Partial<CompiledAuthServer> = {}): Promise<{
   stub: StubAs;
   server: CompiledAuthServer;
   clock: ManualClock;
@@ -37,7 +37,7 @@ async function setUp(): Promise<{
   const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "ES256", use: "sig" };
   const stub = await startStubAs((_req, res) => json(res, 404, { error: "not_found" }));
   cleanups.push(() => stub.close());
-  const server = stubAuthServer(stub);
+  const server = stubAuthServer(stub, overrides);
   const clock = createManualClock(Date.now());
   const sign = (claims: Record<string, unknown>, typ: string | null = "at+jwt"): Promise<string> =>
     new SignJWT(claims)
@@ -148,6 +148,54 @@ describe("exchange mode", () => {
         code: "PG_ERR_AS_UNAVAILABLE",
       });
       expect(counter.exchanges(), what).toBe(2);
+    }
+  });
+});
+
+describe("signed answers from the AS", () => {
+  /** The stub answers introspection with `body` as `type`; JWKS as set up. */
+  function answerIntrospection(stub: StubAs, type: string, body: string): void {
+    const jwks = stub.handle;
+    stub.handle = (req, res, raw) => {
+      if (req.url === "/introspect") res.writeHead(200, { "content-type": type }).end(body);
+      else jwks(req, res, raw);
+    };
+  }
+
+  it("an application/jwt answer signed by a key the AS does not publish (same kid) is refused", async () => {
+    const { stub, server, clock, authenticator } = await setUp({ introspectionResponse: "jwt" });
+    const { privateKey: rogue } = await generateKeyPair("ES256");
+    const now = Math.floor(clock.now() / 1000);
+    const forged = await new SignJWT({ scope: "read", client_id: "c" })
+      .setProtectedHeader({ alg: "ES256", kid: "k1", typ: "at+jwt" })
+      .setIssuer(stub.url)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 600)
+      .sign(rogue);
+    answerIntrospection(stub, "application/jwt", forged);
+    await expect(authenticator.authenticate("opaque-1", route("phantom", server.id))).rejects.toMatchObject({
+      code: "PG_ERR_AS_UNAVAILABLE",
+    });
+  });
+
+  it("an RFC 9701 answer addressed to another client (aud), or of another typ, is refused", async () => {
+    const answer = { active: true, scope: "read", client_id: "c" };
+    for (const [what, aud, typ] of [
+      ["another client", "another-client", "token-introspection+jwt"],
+      ["an access token's typ", "gateway", "at+jwt"],
+    ] as const) {
+      const { stub, server, sign, authenticator } = await setUp({
+        introspectionResponse: "token-introspection+jwt",
+      });
+      answerIntrospection(
+        stub,
+        "application/token-introspection+jwt",
+        await sign({ aud, token_introspection: answer }, typ),
+      );
+      await expect(
+        authenticator.authenticate("opaque-2", route("phantom", server.id)),
+        what,
+      ).rejects.toMatchObject({ code: "PG_ERR_AS_UNAVAILABLE" });
     }
   });
 });
