@@ -1,6 +1,6 @@
 // The ApiRoute custom resource: hostnames, path/method matches, token mode, required scopes and backends.
 import { z } from "zod";
-import { authModeSchema } from "../snapshot/snapshot.ts";
+import { authModeSchema, claimsMintCannotForward } from "../snapshot/snapshot.ts";
 import { defineResourceSchema, dnsLabelSchema, localObjectReferenceSchema } from "./common.ts";
 import { scopeNameSchema } from "./scope-policy.ts";
 
@@ -95,24 +95,6 @@ const matchSchema = z
       .describe("Methods this match accepts; absent or empty means every method."),
   })
   .strict();
-
-/**
- * Claims a mint rule cannot forward: those the gateway sets itself (iss, aud, exp, iat, nbf, jti), and those that
- * would undo what minting does (scp: the token's scopes before narrowing; cnf: a key binding the minted JWT does
- * not carry; act: a delegation chain the gateway does not vouch for). sub, client_id and scope may be listed (the
- * default lists them): the gateway sets them from the token, scope narrowed to the route.
- */
-export const claimsMintCannotForward: ReadonlySet<string> = new Set([
-  "iss",
-  "aud",
-  "exp",
-  "iat",
-  "nbf",
-  "jti",
-  "scp",
-  "cnf",
-  "act",
-]);
 
 const authenticationSchema = z
   .object({

@@ -10,7 +10,7 @@
 //
 // The server is stricter than compile only in corners: URLs are parsed the Go way (no surrounding spaces, no
 // `http:host` without slashes) and backend URLs are limited to 2048 characters.
-import { claimsMintCannotForward } from "./api-route.ts";
+import { claimsMintCannotForward } from "../snapshot/snapshot.ts";
 import type { PhantomgateKind } from "./common.ts";
 
 /** One `x-kubernetes-validations` entry. */

@@ -2,6 +2,24 @@
 // runtime (data plane). The runtime imports only this module's types, never the custom-resource types.
 import { z } from "zod";
 
+/**
+ * Claims a mint rule cannot forward: those the gateway sets itself (iss, aud, exp, iat, nbf, jti), and those that
+ * would undo what minting does (scp: the token's scopes before narrowing; cnf: a key binding the minted JWT does
+ * not carry; act: a delegation chain the gateway does not vouch for). sub, client_id and scope may be listed (the
+ * default lists them): the gateway sets them from the token, scope narrowed to the route.
+ */
+export const claimsMintCannotForward: ReadonlySet<string> = new Set([
+  "iss",
+  "aud",
+  "exp",
+  "iat",
+  "nbf",
+  "jti",
+  "scp",
+  "cnf",
+  "act",
+]);
+
 /** Token handling mode of one rule. */
 export const authModeSchema = z.enum(["phantom", "exchange", "mint", "jwt", "none"]);
 export type AuthMode = z.infer<typeof authModeSchema>;

@@ -14,8 +14,7 @@ import {
   type JWK,
 } from "jose";
 import { GatewayError } from "../errors/catalogue.ts";
-import { claimsMintCannotForward } from "../resources/api-route.ts";
-import type { CompiledRoute, JwsAlgorithm } from "../snapshot/snapshot.ts";
+import { claimsMintCannotForward, type CompiledRoute, type JwsAlgorithm } from "../snapshot/snapshot.ts";
 import type { Clock } from "./clock.ts";
 import { intersectScopes, type TokenFacts } from "./facts.ts";
 
