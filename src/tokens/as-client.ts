@@ -745,9 +745,8 @@ export function createAuthServerClient(
     }
     const granted =
       parsed.data.scope === undefined ? [...request.scopes] : parsed.data.scope.split(" ").filter(Boolean);
-    // The point of the exchange is narrowing: a token wider than asked for is not forwarded, whether the answer
-    // or the token itself says so.
-    // Both claims: a token may carry `scope` and `scp`, and neither may go beyond what was asked for.
+    // The point of the exchange is narrowing: a token wider than asked for is not forwarded, whether the answer or
+    // the token says so (in `scope` or `scp`: neither may go beyond what was asked for).
     const carried = [...parseScopes({ scope: payload["scope"] }), ...parseScopes({ scp: payload["scp"] })];
     if (
       request.scopes.length > 0 &&

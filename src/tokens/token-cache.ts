@@ -14,8 +14,8 @@
 //
 // Bytes are bounded too: every value comes with an estimate of its size (its claims and tokens), and the
 // partitions of a set share one byte budget. A count alone would let tokens with large claims (group lists,
-// 64 KiB introspection answers) take gigabytes; over the budget, the least recently used tokens of the partition
-// holding the most bytes go first.
+// 64 KiB introspection answers) take gigabytes; over the budget, cached refusals go first (from any partition),
+// then the least recently used tokens of the partition holding the most bytes.
 import { LRUCache } from "lru-cache";
 import type { Registry } from "prom-client";
 import type { Clock } from "./clock.ts";
@@ -75,7 +75,7 @@ interface BudgetMember {
   evictOldest(): boolean;
 }
 
-export function createByteBudget(limitBytes: number): ByteBudget {
+function createByteBudget(limitBytes: number): ByteBudget {
   return { limitBytes, usedBytes: 0, members: new Set() };
 }
 
