@@ -137,7 +137,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     env: "PHANTOMGATE_TOKEN_CACHE_MAX_BYTES",
     type: "string",
     description:
-      "Estimated bytes the token caches of all auth servers may hold together (least recently used tokens go first).",
+      "Estimated bytes the token caches of all auth servers may hold together (refusals, then least recently used tokens go first).",
     defaultText: "268435456",
   },
   {

@@ -98,7 +98,7 @@ function unicodeEscape(char: string): string {
  * `value` as a JSON string: JSON.stringify's escapes, and also `\uXXXX` for DEL, the C1 controls and U+2028/U+2029,
  * which JSON allows raw but a terminal or a line-oriented tool reading the audit trail may act on.
  */
-export function jsonText(value: string): string {
+function jsonText(value: string): string {
   return JSON.stringify(value).replace(UNSAFE_FOR_TERMINALS, unicodeEscape);
 }
 

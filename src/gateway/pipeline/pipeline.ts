@@ -611,7 +611,7 @@ const GATEWAY_SIDE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
  * went away first, `deny` for everything the request itself caused (also 501 and 505 for what the gateway does
  * not take), so that clients cannot raise the gateway's error rate.
  */
-export function decisionOf(code: ErrorCode): Decision {
+function decisionOf(code: ErrorCode): Decision {
   if (code === "PG_ERR_CLIENT_CLOSED") return "abort";
   return GATEWAY_SIDE_FAILURES.has(code) ? "error" : "deny";
 }
@@ -646,8 +646,8 @@ function upstreamAnswered(ctx: RequestContext): void {
   );
 }
 
-/** Longest Host value an audit line carries (a client may send kilobytes): longer ones are cut, marked with …. */
-const MAX_AUDIT_HOST_CHARS = 256;
+/** Longest header value (Host, X-Forwarded-For) an audit line carries (a client may send kilobytes): cut, marked …. */
+const MAX_AUDIT_HEADER_CHARS = 256;
 /** Longest `detail` an audit line carries. */
 const MAX_AUDIT_DETAIL_CHARS = 512;
 
@@ -658,7 +658,7 @@ function capped(value: string | undefined, max: number): string | undefined {
 /** The `X-Forwarded-For` the client's proxies sent (trusted with --trust-forwarded), for the audit line. */
 function forwardedChain(req: IncomingMessage): string | undefined {
   const value = req.headers["x-forwarded-for"];
-  return capped(typeof value === "string" && value !== "" ? value : undefined, MAX_AUDIT_HOST_CHARS);
+  return capped(typeof value === "string" && value !== "" ? value : undefined, MAX_AUDIT_HEADER_CHARS);
 }
 
 /** Gives the request's place among those in flight to its upstream back, once. */
@@ -706,7 +706,7 @@ function finish(
         traceId: ctx.traceId,
         remoteAddress: ctx.remoteAddress,
         forwardedFor: deps.trustForwarded ? forwardedChain(req) : undefined,
-        host: capped(req.headers.host, MAX_AUDIT_HOST_CHARS),
+        host: capped(req.headers.host, MAX_AUDIT_HEADER_CHARS),
         method: req.method ?? "",
         route: ctx.route?.id,
         pathTemplate: pathTemplate(ctx.route),
