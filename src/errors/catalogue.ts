@@ -114,6 +114,12 @@ export const errorCatalogue = {
     title: "Client Closed Request",
     detail: "The client closed the connection before its response started.",
   },
+  PG_ERR_CONNECTION_CLOSING: {
+    status: 503,
+    title: "Service Unavailable",
+    detail:
+      "The request arrived on a connection the gateway was closing; it was not run. Send it again on a new connection.",
+  },
   PG_ERR_CLIENT_TIMEOUT: {
     status: 408,
     title: "Request Timeout",

@@ -578,6 +578,18 @@ describe("request body limits", () => {
     socket.destroy();
     // RFC 9112 §9.6: after sending close the server SHOULD NOT process further requests on that connection.
     expect(upstreamSaw).toEqual([]);
+    // Not run, but it arrived: the audit trail says so.
+    expect(await waitForAuditLine(gateway, (line) => line["method"] === "DELETE")).toMatchObject({
+      host: "x",
+      decision: "abort",
+      reason: "PG_ERR_CONNECTION_CLOSING",
+      status: 503,
+      remoteAddress: "127.0.0.1",
+    });
+    const metrics = await (await request(`${gateway.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(
+      /^phantomgate_requests_total\{route="none",method="DELETE",status="503",decision="abort"\} 1$/m,
+    );
   }, 20_000);
 
   it("lingers at most 5 s for a client that goes on sending a refused body slowly, then closes the connection", async () => {

@@ -612,7 +612,7 @@ const GATEWAY_SIDE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
  * not take), so that clients cannot raise the gateway's error rate.
  */
 function decisionOf(code: ErrorCode): Decision {
-  if (code === "PG_ERR_CLIENT_CLOSED") return "abort";
+  if (code === "PG_ERR_CLIENT_CLOSED" || code === "PG_ERR_CONNECTION_CLOSING") return "abort";
   return GATEWAY_SIDE_FAILURES.has(code) ? "error" : "deny";
 }
 
@@ -806,6 +806,48 @@ function answerWithoutResponse(
 }
 
 /**
+ * A request pipelined on a lingering connection (see linger.ts): it gets no answer and is not run, but it arrived,
+ * so it is counted and audited like any other (decision `abort`: it ended without an answer).
+ */
+function recordNotRun(deps: PipelineDeps, req: IncomingMessage): void {
+  const error = new GatewayError(
+    "PG_ERR_CONNECTION_CLOSING",
+    "pipelined behind an answer that closed the connection; not run",
+  );
+  try {
+    const { requestId, traceId } = newRequestIds(undefined);
+    const method = req.method ?? "";
+    deps.metrics.requests.started();
+    deps.metrics.requests.finished("none", method, error.status, decisionOf(error.code), 0);
+    deps.audit.write({
+      time: isoTime(Date.now()),
+      requestId,
+      traceId,
+      remoteAddress: req.socket.remoteAddress,
+      forwardedFor: deps.trustForwarded ? forwardedChain(req) : undefined,
+      host: capped(req.headers.host, MAX_AUDIT_HEADER_CHARS),
+      method,
+      route: undefined,
+      pathTemplate: undefined,
+      authMode: undefined,
+      clientId: undefined,
+      sub: undefined,
+      scopes: undefined,
+      tokenFingerprint: undefined,
+      cache: undefined,
+      decision: decisionOf(error.code),
+      reason: error.code,
+      detail: error.reason,
+      status: error.status,
+      upstreamStatus: undefined,
+      latencyMs: 0,
+    });
+  } catch (failure) {
+    deps.logger.error({ err: failure }, "request accounting failed");
+  }
+}
+
+/**
  * node:http's `clientError`: what its parser refuses (conflicting Content-Length and Transfer-Encoding, a folded
  * header, a bad chunk, a header section over its limit) and requests that time out. Node would answer with an
  * empty 400/431/408; the gateway answers with its catalogue's problem+json and an audit line instead.
@@ -893,6 +935,7 @@ export function createRequestListener(deps: PipelineDeps): {
         // close, so this one is never run (nor forwarded); the connection goes once the lingering ends.
         if (isLingering(req.socket)) {
           req.resume();
+          recordNotRun(deps, req);
           return;
         }
         const traceparent = typeof req.headers.traceparent === "string" ? req.headers.traceparent : undefined;
