@@ -833,7 +833,7 @@ async function rss(fixture: Fixture, options: Options): Promise<Record<string, u
         vmHwmBytes: afterGc.hwm,
         cacheEntries: metricValue(text, "phantomgate_token_cache_entries"),
         cacheEstimatedBytes: metricValue(text, "phantomgate_token_cache_bytes"),
-        cacheEvictions: metricValue(text, "phantomgate_token_cache_total", { result: "eviction" }),
+        cacheEvictions: metricValue(text, "phantomgate_token_cache_evictions_total", { reason: "capacity" }),
         heapUsedAfterGcBytes: metricValue(text, "nodejs_heap_size_used_bytes"),
         fillSeconds: seconds,
       };

@@ -64,20 +64,25 @@ export interface TokenCacheCounts {
   readonly hits: number;
   readonly misses: number;
   readonly negativeHits: number;
+  /** Entries dropped to stay within the count or byte bound. */
   readonly evictions: number;
+  /** Entries dropped because their token was revoked. */
+  readonly revocations: number;
   readonly entries: number;
   /** Estimated bytes held (claims, tokens and per-token overhead). */
   readonly bytes: number;
 }
 
 /**
- * Registers `phantomgate_token_cache_total{result}` and `phantomgate_token_cache_entries`, both read from `read`
- * when scraped: the request path only increments integers, with no label hashing.
+ * Registers `phantomgate_token_cache_total{result}` (lookups only, so hit / sum is the hit ratio),
+ * `phantomgate_token_cache_evictions_total{reason}`, `phantomgate_token_cache_entries` and
+ * `phantomgate_token_cache_bytes`, all read from `read` when scraped: the request path only increments integers,
+ * with no label hashing.
  */
 export function registerTokenCacheMetrics(registry: Registry, read: () => TokenCacheCounts): void {
   new Counter({
     name: "phantomgate_token_cache_total",
-    help: "Token cache lookups by result (hit, miss, negative_hit) and entries evicted before expiry.",
+    help: "Token cache lookups by result (hit, miss, negative_hit).",
     labelNames: ["result"],
     registers: [registry],
     collect() {
@@ -86,7 +91,18 @@ export function registerTokenCacheMetrics(registry: Registry, read: () => TokenC
       this.inc({ result: "hit" }, counts.hits);
       this.inc({ result: "miss" }, counts.misses);
       this.inc({ result: "negative_hit" }, counts.negativeHits);
-      this.inc({ result: "eviction" }, counts.evictions);
+    },
+  });
+  new Counter({
+    name: "phantomgate_token_cache_evictions_total",
+    help: "Token cache entries dropped before they expired: capacity (the AuthServer's cache.maxEntries or --token-cache-max-bytes; raise them when it climbs), revoked (revocations).",
+    labelNames: ["reason"],
+    registers: [registry],
+    collect() {
+      const counts = read();
+      this.reset();
+      this.inc({ reason: "capacity" }, counts.evictions);
+      this.inc({ reason: "revoked" }, counts.revocations);
     },
   });
   new Gauge({

@@ -112,7 +112,7 @@ export interface TokenCacheOptions {
   /** The cache's own byte bound when it shares no budget. */
   readonly maxBytes?: number;
   readonly clock: Clock;
-  /** Registers `phantomgate_token_cache_total` and `phantomgate_token_cache_entries` when given. */
+  /** Registers the token cache metrics (see `registerTokenCacheMetrics`) when given. */
   readonly registry?: Registry;
 }
 
@@ -180,6 +180,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
   let misses = 0;
   let negativeHits = 0;
   let evictions = 0;
+  let revocations = 0;
   let entries = 0;
   let bytes = 0;
   const budget = options.budget ?? createByteBudget(options.maxBytes ?? Number.POSITIVE_INFINITY);
@@ -333,6 +334,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
       misses,
       negativeHits,
       evictions,
+      revocations,
       entries,
       bytes,
     }));
@@ -351,7 +353,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
       const dropped = (positive.peek(fingerprint)?.size ?? 0) + (negative.peek(fingerprint)?.size ?? 0);
       positive.delete(fingerprint);
       negative.delete(fingerprint);
-      evictions += dropped;
+      revocations += dropped;
       // Revocations are rare and flights few (only concurrent misses), so a scan is cheaper than an index.
       const prefix = `${fingerprint}\n`;
       // A revoked flight finishes for those already waiting, but nothing is stored from it and no later request
@@ -369,7 +371,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
       for (const flight of flights.values()) flight.revoked = true;
       flights.clear();
     },
-    counts: () => ({ hits, misses, negativeHits, evictions, entries, bytes }),
+    counts: () => ({ hits, misses, negativeHits, evictions, revocations, entries, bytes }),
     bytes: () => bytes,
     detach() {
       if (!attached) return;
@@ -385,7 +387,7 @@ export interface TokenCacheSetOptions {
   /** The bytes all partitions may hold together (estimated); unbounded when absent. */
   readonly maxBytes?: number;
   /**
-   * Registers `phantomgate_token_cache_total` and `phantomgate_token_cache_entries` once for the whole set
+   * Registers the token cache metrics (see `registerTokenCacheMetrics`) once for the whole set
    * (summed over its partitions) when given.
    */
   readonly registry?: Registry;
@@ -423,6 +425,7 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
   let retiredMisses = 0;
   let retiredNegativeHits = 0;
   let retiredEvictions = 0;
+  let retiredRevocations = 0;
 
   function retire(partition: Partition): void {
     const counts = partition.cache.counts();
@@ -430,6 +433,7 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
     retiredMisses += counts.misses;
     retiredNegativeHits += counts.negativeHits;
     retiredEvictions += counts.evictions;
+    retiredRevocations += counts.revocations;
     // Frees its entries now (a runtime still finishing a request may hold it a little longer), and keeps loads
     // in flight from storing into it: their waiters still get the result. Entries dropped here are not counted
     // as evictions, as with `clear`.
@@ -442,6 +446,7 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
     let misses = retiredMisses;
     let negativeHits = retiredNegativeHits;
     let evictions = retiredEvictions;
+    let revocations = retiredRevocations;
     let entries = 0;
     let bytes = 0;
     for (const { cache } of partitions.values()) {
@@ -450,10 +455,11 @@ export function createTokenCacheSet(options: TokenCacheSetOptions): TokenCacheSe
       misses += partition.misses;
       negativeHits += partition.negativeHits;
       evictions += partition.evictions;
+      revocations += partition.revocations;
       entries += partition.entries;
       bytes += partition.bytes;
     }
-    return { hits, misses, negativeHits, evictions, entries, bytes };
+    return { hits, misses, negativeHits, evictions, revocations, entries, bytes };
   }
 
   if (options.registry !== undefined) registerTokenCacheMetrics(options.registry, counts);

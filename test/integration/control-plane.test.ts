@@ -214,6 +214,11 @@ describe("control-plane mode with three gateway processes", () => {
     );
     for (const gateway of gateways) expect(await callEcho(gateway, byFingerprint)).toBe(401);
     for (const gateway of gateways) {
+      // Counted as revocations (two tokens, each with its facts and the JWT made for the upstream), not as the
+      // cache running out of room.
+      const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
+      expect(metrics).toMatch(/^phantomgate_token_cache_evictions_total\{reason="revoked"\} 4$/m);
+      expect(metrics).toMatch(/^phantomgate_token_cache_evictions_total\{reason="capacity"\} 0$/m);
       expect(gateway.output()).not.toContain(byToken);
       expect(gateway.output()).not.toContain(byFingerprint);
     }

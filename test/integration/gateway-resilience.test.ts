@@ -468,7 +468,7 @@ describe("token cache bounds", () => {
     const metrics = await (await request(`${gateway.adminUrl}/metrics`)).body.text();
     const bytes = Number(/^phantomgate_token_cache_bytes (\d+)$/m.exec(metrics)?.[1]);
     const evictions = Number(
-      /^phantomgate_token_cache_total\{result="eviction"\} (\d+)$/m.exec(metrics)?.[1],
+      /^phantomgate_token_cache_evictions_total\{reason="capacity"\} (\d+)$/m.exec(metrics)?.[1],
     );
     expect(bytes).toBeGreaterThan(512 * 1024);
     expect(bytes).toBeLessThanOrEqual(1_048_576);

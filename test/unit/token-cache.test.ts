@@ -205,7 +205,7 @@ describe("token cache", () => {
     expect(cache.get(revoked, facts)).toBeUndefined();
     expect(cache.get(revoked, minted)).toBeUndefined();
     expect(cache.get(other, facts)).toBeDefined();
-    expect(cache.counts()).toMatchObject({ entries: 1, evictions: 2 });
+    expect(cache.counts()).toMatchObject({ entries: 1, evictions: 0, revocations: 2 });
   });
 
   it("a load in flight when its token is revoked hands out its result but does not store it", async () => {
@@ -244,7 +244,7 @@ describe("token cache", () => {
     expect(cache.get("fp", facts)).toMatchObject({ negative: true, reason: "revoked" });
   });
 
-  it("exports hit/miss/negative_hit/eviction counters and the entry gauge", async () => {
+  it("exports lookups by result, evictions by reason apart from them, and the entry gauge", async () => {
     const clock = createManualClock();
     const registry = new Registry();
     const cache = createTokenCache({ maxEntries: 1, clock, registry });
@@ -254,12 +254,17 @@ describe("token cache", () => {
     cache.set("b", facts, positive("b", undefined)); // evicts a
     cache.set("n", facts, { negative: true, reason: "inactive", negativeTtlSeconds: 10 });
     cache.get("n", facts);
+    cache.evictFingerprint("b"); // revoked
     const text = await registry.metrics();
-    expect(text).toContain('phantomgate_token_cache_total{result="hit"} 1');
-    expect(text).toContain('phantomgate_token_cache_total{result="miss"} 1');
-    expect(text).toContain('phantomgate_token_cache_total{result="negative_hit"} 1');
-    expect(text).toContain('phantomgate_token_cache_total{result="eviction"} 1');
-    expect(text).toContain("phantomgate_token_cache_entries 2");
+    // Only lookups under phantomgate_token_cache_total: its sum is the number of lookups.
+    expect(text.split("\n").filter((line) => line.startsWith("phantomgate_token_cache_total{"))).toEqual([
+      'phantomgate_token_cache_total{result="hit"} 1',
+      'phantomgate_token_cache_total{result="miss"} 1',
+      'phantomgate_token_cache_total{result="negative_hit"} 1',
+    ]);
+    expect(text).toContain('phantomgate_token_cache_evictions_total{reason="capacity"} 1');
+    expect(text).toContain('phantomgate_token_cache_evictions_total{reason="revoked"} 1');
+    expect(text).toContain("phantomgate_token_cache_entries 1");
   });
 });
 
@@ -279,7 +284,7 @@ describe("token cache set", () => {
       hit: metricLine(text, 'phantomgate_token_cache_total{result="hit"}'),
       miss: metricLine(text, 'phantomgate_token_cache_total{result="miss"}'),
       negativeHit: metricLine(text, 'phantomgate_token_cache_total{result="negative_hit"}'),
-      eviction: metricLine(text, 'phantomgate_token_cache_total{result="eviction"}'),
+      eviction: metricLine(text, 'phantomgate_token_cache_evictions_total{reason="capacity"}'),
       entries: metricLine(text, "phantomgate_token_cache_entries"),
     };
   }
@@ -355,7 +360,7 @@ describe("token cache set", () => {
     expect(second.get(revoked, b)).toBeUndefined();
     expect(second.get(other, b)).toBeDefined();
     expect(caches.evictFingerprint(revoked)).toBe(0);
-    expect(caches.counts()).toMatchObject({ entries: 1, evictions: 3 });
+    expect(caches.counts()).toMatchObject({ entries: 1, evictions: 0, revocations: 3 });
   });
 
   it("clear empties every partition but keeps them", () => {
