@@ -329,6 +329,10 @@ async function startGateway(
       auditLog,
       "--shutdown-grace-ms",
       "2000",
+      // The load generator is one address standing for many clients: the cache-miss variant keeps 32 new tokens
+      // in flight, which the per-client bound (16) would refuse half of.
+      "--max-new-tokens-per-client",
+      "0",
     ],
     isReady: (line) => line["msg"] === "gateway listening",
   });

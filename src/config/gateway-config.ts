@@ -125,6 +125,14 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     defaultText: "64",
   },
   {
+    flag: "max-new-tokens-per-client",
+    env: "PHANTOMGATE_MAX_NEW_TOKENS_PER_CLIENT",
+    type: "string",
+    description:
+      "Uncached tokens of one client (an IPv4 address or an IPv6 /64) checked at the authorization server at once (429 at once beyond; 0: no bound).",
+    defaultText: "16",
+  },
+  {
     flag: "max-upstream-requests",
     env: "PHANTOMGATE_MAX_UPSTREAM_REQUESTS",
     type: "string",
@@ -237,6 +245,7 @@ const gatewayConfigSchema = z
     ),
     maxFormBufferBytes: wholeNumber.pipe(z.number().min(1).max(Number.MAX_SAFE_INTEGER)),
     maxPendingAsCalls: wholeNumber.pipe(z.number().min(1).max(1_000_000)),
+    maxNewTokensPerClient: wholeNumber.pipe(z.number().min(0).max(1_000_000)),
     shutdownGraceMs: timerMs,
     clientSendTimeoutMs: timerMs,
     maxConnections: wholeNumber.pipe(z.number().min(1).max(10_000_000)),

@@ -88,6 +88,12 @@ export const errorCatalogue = {
     title: "Service Unavailable",
     detail: "The authorization server could not be reached; the request was not forwarded. Retry later.",
   },
+  PG_ERR_TOO_MANY_NEW_TOKENS: {
+    status: 429,
+    title: "Too Many Requests",
+    detail:
+      "Too many tokens from this client are being checked at the authorization server at once; the request was not forwarded. Retry later.",
+  },
   PG_ERR_NOT_READY: {
     status: 503,
     title: "Service Unavailable",

@@ -17,6 +17,7 @@ import { createAdminServer, MAX_LISTED_PROBLEMS } from "./admin/admin-server.ts"
 import { openAuditSink } from "./audit/audit.ts";
 import { createFirewall } from "./firewall/firewall.ts";
 import { UpstreamLoad } from "./forward/upstream-load.ts";
+import { NewTokenLimiter } from "./pipeline/new-tokens.ts";
 import { FormBudget } from "./pipeline/form-budget.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import {
@@ -207,6 +208,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     formBudget: new FormBudget(config.maxFormBufferBytes),
     upstreamTroubles: createTroubleLog(logger),
     upstreamLoad: new UpstreamLoad(config.maxUpstreamRequests),
+    newTokens: new NewTokenLimiter(config.maxNewTokensPerClient),
   };
   const listeners = createRequestListener(pipelineDeps);
   const server = createServer(

@@ -263,6 +263,123 @@ describe("authorization server failures", () => {
     as.setDelayMs(0);
   });
 
+  it("bounds the new tokens one client has checked at once (429), counting tokens, not requests, and per client", async () => {
+    const { as, gateway } = await setUp({ responseTimeoutMs: 5_000 }, ["--max-new-tokens-per-client", "2"]);
+    const fresh = await Promise.all(
+      Array.from({ length: 5 }, () => getToken(as.tokenEndpoint, "read_invoice")),
+    );
+    const [first, second, third, fourth, other] = fresh as [string, string, string, string, string];
+    as.setDelayMs(1_500);
+    const started = Date.now();
+    // `localAddress`: another client, on the same loopback interface from another source address.
+    const timed = (
+      token: string,
+      path: string,
+      localAddress = "127.0.0.1",
+    ): Promise<{ status: number; headers: Record<string, unknown>; ms: number }> =>
+      new Promise((resolve, reject) => {
+        get(
+          {
+            host: "127.0.0.1",
+            port: gateway.port,
+            path,
+            localAddress,
+            agent: false,
+            headers: { authorization: `Bearer ${token}` },
+          },
+          (response) => {
+            response.resume();
+            response.on("end", () =>
+              resolve({
+                status: response.statusCode ?? 0,
+                headers: response.headers,
+                ms: Date.now() - started,
+              }),
+            );
+          },
+        ).on("error", reject);
+      });
+    // Six requests with the first token (a page loading) and one with the second: two tokens, two places. Five of
+    // the first token's arrive once both places are taken: they join the check under way.
+    const introspectionsBefore = as.stats.introspections;
+    const firstWave = [timed(first, "/echo/page-0"), timed(second, "/echo/second")];
+    await sleep(200);
+    firstWave.push(...Array.from({ length: 5 }, (_, index) => timed(first, `/echo/page-${index + 1}`)));
+    await sleep(200);
+    // A third and a fourth new token from the same client are refused at once, without a call to the AS.
+    const refused = await Promise.all([timed(third, "/echo/third"), timed(fourth, "/echo/fourth")]);
+    for (const response of refused) {
+      expect(response.status).toBe(429);
+      expect(response.headers["retry-after"]).toBe("1");
+      expect(response.ms).toBeLessThan(1_000);
+    }
+    // Another client's new token still gets its check.
+    const fromElsewhere = timed(other, "/echo/elsewhere", "127.0.0.2");
+    expect((await Promise.all(firstWave)).map((response) => response.status)).toEqual(
+      Array.from({ length: 7 }, () => 200),
+    );
+    expect((await fromElsewhere).status).toBe(200);
+    // The first and second tokens and the other client's: the refused ones cost the AS nothing.
+    expect(as.stats.introspections - introspectionsBefore).toBe(3);
+    as.setDelayMs(0);
+    // The places went back: the refused tokens pass now.
+    expect((await timed(third, "/echo/third-again")).status).toBe(200);
+    expect((await timed(fourth, "/echo/fourth-again")).status).toBe(200);
+    // A refused token gives its place back too (the check failed): three of them, then a new valid one.
+    for (let i = 0; i < 3; i++) expect((await timed(`unknown-${i}`, "/echo/unknown")).status).toBe(401);
+    const another = await getToken(as.tokenEndpoint, "read_invoice");
+    expect((await timed(another, "/echo/another")).status).toBe(200);
+    const line = await waitForAuditLine(gateway, (entry) => entry["status"] === 429);
+    expect(line).toMatchObject({
+      decision: "deny",
+      reason: "PG_ERR_TOO_MANY_NEW_TOKENS",
+      cache: "miss",
+      detail:
+        "2 other tokens of this client (127.0.0.1) are being checked already (--max-new-tokens-per-client)",
+    });
+    for (const token of fresh) expect(gateway.output()).not.toContain(token);
+  });
+
+  it("with --trust-forwarded counts new tokens under the address the proxy in front saw; 0 turns the bound off", async () => {
+    const { as, gateway } = await setUp({ responseTimeoutMs: 5_000 }, [
+      "--max-new-tokens-per-client",
+      "1",
+      "--trust-forwarded",
+    ]);
+    const fresh = await Promise.all(
+      Array.from({ length: 4 }, () => getToken(as.tokenEndpoint, "read_invoice")),
+    );
+    as.setDelayMs(800);
+    const send = (token: string, forwardedFor: string): Promise<number> =>
+      request(`${gateway.url}/echo/fwd`, {
+        headers: { authorization: `Bearer ${token}`, "x-forwarded-for": forwardedFor },
+      }).then(async (response) => {
+        await response.body.dump();
+        return response.statusCode;
+      });
+    // The client's own entries (before the last) do not make it another client; the proxy's entry does.
+    const statuses = await Promise.all([
+      send(fresh[0]!, "198.51.100.1, 203.0.113.7"),
+      send(fresh[1]!, "198.51.100.2, 203.0.113.7"),
+      send(fresh[2]!, "2001:db8:0:1::5"),
+      send(fresh[3]!, "2001:db8:0:1:ffff::9"),
+    ]);
+    expect([...statuses].sort()).toEqual([200, 200, 429, 429]);
+    expect(statuses[0] + statuses[1]).toBe(629);
+    expect(statuses[2] + statuses[3]).toBe(629);
+
+    const { as: as2, gateway: unbounded } = await setUp({ responseTimeoutMs: 5_000 }, [
+      "--max-new-tokens-per-client",
+      "0",
+    ]);
+    const more = await Promise.all(
+      Array.from({ length: 20 }, () => getToken(as2.tokenEndpoint, "read_invoice")),
+    );
+    as2.setDelayMs(300);
+    const all = await Promise.all(more.map((token) => status(`${unbounded.url}/echo/any`, token)));
+    expect(all.map((response) => response.status)).toEqual(Array.from({ length: 20 }, () => 200));
+  });
+
   it("stops accepting a revoked token once its cached facts expire", async () => {
     const { as, gateway } = await setUp({ maxTtlSeconds: 1 });
     const t = await getToken(as.tokenEndpoint, "read_invoice");

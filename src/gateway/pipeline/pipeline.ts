@@ -38,6 +38,7 @@ import type { RuntimeHolder, RuntimeState } from "../runtime/runtime-state.ts";
 import type { FormBudget } from "./form-budget.ts";
 import { newRequestIds } from "./ids.ts";
 import { isLingering, lingerOnClose } from "./linger.ts";
+import { clientAddress, clientKey, type NewTokenLimiter } from "./new-tokens.ts";
 import { sendError, sendErrorToSocket } from "./respond.ts";
 
 /** What the authenticate stage gets from the token layer. */
@@ -78,6 +79,8 @@ export interface PipelineDeps {
   readonly upstreamTroubles: TroubleLog;
   /** Requests in flight per upstream origin, bounded by `--max-upstream-requests`. */
   readonly upstreamLoad: UpstreamLoad;
+  /** Uncached tokens being checked per client, bounded by `--max-new-tokens-per-client`. */
+  readonly newTokens: NewTokenLimiter;
 }
 
 /**
@@ -455,9 +458,34 @@ const authenticate: Stage = (ctx, deps) => {
     return;
   }
   ctx.cacheHit = false;
-  return deps.authenticator.loadUncached(credential.token, matched, fingerprint).then((result) => {
-    takeTokenResult(ctx, result);
-  });
+  const client = clientKey(
+    clientAddress(ctx.remoteAddress, ctx.req.headers["x-forwarded-for"], deps.trustForwarded),
+  );
+  const release = deps.newTokens.acquire(client, fingerprint);
+  if (release === undefined) {
+    throw new GatewayError(
+      "PG_ERR_TOO_MANY_NEW_TOKENS",
+      `${deps.newTokens.limit} other tokens of this client (${client}) are being checked already (--max-new-tokens-per-client)`,
+    );
+  }
+  // The place goes back when the check settles, also for a client that left meanwhile.
+  let loading: Promise<TokenResult>;
+  try {
+    loading = deps.authenticator.loadUncached(credential.token, matched, fingerprint);
+  } catch (error) {
+    release();
+    throw error;
+  }
+  return loading.then(
+    (result) => {
+      release();
+      takeTokenResult(ctx, result);
+    },
+    (error: unknown) => {
+      release();
+      throw error;
+    },
+  );
 };
 
 /** A bearer credential as the request carried it, with its token and the token's fingerprint. */

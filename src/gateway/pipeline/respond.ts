@@ -1,5 +1,5 @@
 // Error responses: RFC 9457 problem+json bodies built only from the catalogue's safe text, with RFC 6750
-// `WWW-Authenticate` challenges, `Allow` on 405 and `Retry-After` on 503.
+// `WWW-Authenticate` challenges, `Allow` on 405 and `Retry-After` on 503 and 429.
 import type { ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { errorCatalogue, type GatewayError } from "../../errors/catalogue.ts";
@@ -40,6 +40,7 @@ function problemFor(error: GatewayError, requestId: string, close: boolean): Pro
   const allow = error.extra.allow;
   if (allow !== undefined) headers.allow = allow;
   if (spec.status === 503) headers["retry-after"] = String(retryAfterSeconds);
+  else if (spec.status === 429) headers["retry-after"] = "1";
   const body: Record<string, unknown> = {
     type: `https://phantomgate.dev/errors/${error.code}`,
     title: spec.title,
