@@ -294,6 +294,53 @@ describe("rendered flags are what the programs accept, and the pieces agree", ()
   });
 });
 
+describe("the per-client bound on new tokens", () => {
+  it.each([
+    // Behind an Ingress or kube-proxy's SNAT the peer address is not the client's: no bound by default.
+    ["default values (ClusterIP)", [], 0],
+    ["trustForwarded: the gateway's own default", ["--set", "gateway.trustForwarded=true"], 16],
+    [
+      "a LoadBalancer keeping client addresses",
+      ["--set", "gateway.service.type=LoadBalancer", "--set", "gateway.service.externalTrafficPolicy=Local"],
+      16,
+    ],
+    [
+      "a LoadBalancer with SNAT",
+      [
+        "--set",
+        "gateway.service.type=LoadBalancer",
+        "--set",
+        "gateway.service.externalTrafficPolicy=Cluster",
+      ],
+      0,
+    ],
+    ["a set value", ["--set", "gateway.maxNewTokensPerClient=32"], 32],
+    [
+      "0 with trustForwarded",
+      ["--set", "gateway.maxNewTokensPerClient=0", "--set", "gateway.trustForwarded=true"],
+      0,
+    ],
+    ["every option on", ["-f", fullValues], 24],
+  ] as const)("%s", async (_what, args, expected) => {
+    const { gateway } = await renderedConfigs(args);
+    expect(gateway.maxNewTokensPerClient).toBe(expected);
+  });
+
+  it("refuses a negative or non-integer value", async () => {
+    for (const value of ["-1", "1.5", "many"]) {
+      const result = await runHelm([
+        "template",
+        "phantomgate",
+        chartDir,
+        "--set",
+        `gateway.maxNewTokensPerClient=${value}`,
+      ]);
+      expect(result.exitCode, value).not.toBe(0);
+      expect(result.stderr).toMatch(/maxNewTokensPerClient/);
+    }
+  });
+});
+
 describe("restricted Pod Security and labels", () => {
   it.each([
     ["default values", []],

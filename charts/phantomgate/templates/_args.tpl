@@ -31,6 +31,12 @@ these with the programs' own flag parsers, so a renamed or removed flag fails th
 {{- if $g.trustForwarded }}
 - --trust-forwarded
 {{- end }}
+{{- if not (kindIs "invalid" $g.maxNewTokensPerClient) }}
+- --max-new-tokens-per-client={{ int64 $g.maxNewTokensPerClient }}
+{{- else if not (or $g.trustForwarded (and (has $g.service.type (list "NodePort" "LoadBalancer")) (eq $g.service.externalTrafficPolicy "Local"))) }}
+{{- /* Behind a proxy or SNAT the peer address is not the client's: a per-address bound would cover everyone. */}}
+- --max-new-tokens-per-client=0
+{{- end }}
 {{- end }}
 
 {{- /* POD_NAME and POD_NAMESPACE (downward API) give the operator's --identity and --pod-namespace. */}}
