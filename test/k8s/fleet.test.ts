@@ -290,7 +290,11 @@ interface Condition {
 interface KubeObject {
   metadata: { name: string; generation?: number; annotations?: Record<string, string> };
   spec?: Record<string, unknown>;
-  status?: { observedGeneration?: number; conditions?: Condition[] };
+  status?: {
+    observedGeneration?: number;
+    conditions?: Condition[];
+    fleet?: { revision?: string; programmed: number; gateways: number } | null;
+  };
 }
 
 /** GET as the admin (client certificate); undefined on 404. */
@@ -735,6 +739,46 @@ describe("a fleet of two operator replicas and three gateways on a real API serv
       expect(await statusesAt("/typo/x", writer)).toEqual([404, 404, 404]);
       expect(await statusesAt("/echo-v2/hello", writer)).toEqual([200, 200, 200]);
       await waitForRouteStatus("echo", (o) => programmedOnAll(o), "echo still Programmed on 3/3");
+    },
+    testTimeoutMs,
+  );
+
+  it(
+    "a frozen gateway (SIGSTOP, still connected) leaves a new route Pending on 2/3 until it serves it too: 3/3",
+    async () => {
+      const frozen = gw("gw-3");
+      const pid = frozen.child.pid;
+      if (pid === undefined) throw new Error("gw-3 has no pid");
+      process.kill(pid, "SIGSTOP");
+      try {
+        await kubectlApply(echoRoute("pending", "/pending"));
+        // Within the operator's stream liveness timeout (30 s) the frozen gateway still counts as connected.
+        const route = await waitForRouteStatus(
+          "pending",
+          (o) => / programmed on 2\/3 gateways$/.test(conditionOf(o, "Programmed")?.message ?? ""),
+          "pending Programmed on 2/3",
+          20_000,
+        );
+        expect(conditionOf(route, "Programmed")).toMatchObject({ status: "False", reason: "Pending" });
+        expect(conditionOf(route, "Programmed")?.message).toMatch(
+          /^revision [0-9a-f]{16} programmed on 2\/3 gateways$/,
+        );
+        expect(route.status?.fleet).toMatchObject({ programmed: 2, gateways: 3 });
+        // The other two serve it already.
+        const token = await newToken();
+        expect(await statusAt(gw("gw-1"), "/pending/hello", token)).toBe(200);
+        expect(await statusAt(gw("gw-2"), "/pending/hello", token)).toBe(200);
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
+      const done = await waitForRouteStatus(
+        "pending",
+        (o) => programmedOnAll(o),
+        "pending Programmed on 3/3 once gw-3 runs again",
+      );
+      expect(done.status?.fleet).toMatchObject({ programmed: 3, gateways: 3 });
+      await allAnswer("/pending/hello", await newToken(), 200, "/pending served everywhere");
+      await c().kubectl(["delete", "apiroute", "pending", "-n", "default"]);
     },
     testTimeoutMs,
   );
