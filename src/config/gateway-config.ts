@@ -129,7 +129,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     env: "PHANTOMGATE_MAX_NEW_TOKENS_PER_CLIENT",
     type: "string",
     description:
-      "Uncached tokens of one client (an IPv4 address or an IPv6 /64) checked at the authorization server at once (429 at once beyond; 0: no bound).",
+      "Uncached tokens of one client (an IPv4 address or an IPv6 /48) checked at the authorization server at once (429 at once beyond; 0: no bound).",
     defaultText: "16",
   },
   {

@@ -101,6 +101,13 @@ export interface Authenticator {
    * looking the cache up a second time, so the miss is counted once.
    */
   loadUncached(token: string, route: CompiledRoute, fingerprint: string): Promise<AuthenticationResult>;
+  /**
+   * Whether `loadUncached` for this token and route would start a call to its AS now: false when a load it would
+   * join is under way (for this route, or the token's introspection for a phantom or mint route), when the
+   * introspection is cached (a mint signs locally), and in jwt mode (verified locally; JWKS fetches have their own
+   * bound). Exchange routes ask the AS for every new upstream token.
+   */
+  asksAuthServer(fingerprint: string, route: CompiledRoute): boolean;
   /** Swaps in a snapshot's auth servers: unchanged ones keep their pools, discovery and JWKS caches. */
   updateAuthServers(servers: readonly CompiledAuthServer[]): void;
   /** The client of one AS (diagnostics, tests). */
@@ -560,12 +567,24 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     return { ...entry.value, cacheHit: false };
   }
 
+  function asksAuthServer(fingerprint: string, route: CompiledRoute): boolean {
+    if (route.auth.mode === "jwt") return false;
+    const runtime = runtimeFor(route);
+    if (runtime.cache.loading(fingerprint, planFor(runtime, route).purpose)) return false;
+    if (route.auth.mode === "exchange") return true;
+    return (
+      !runtime.cache.loading(fingerprint, runtime.introspectPurpose) &&
+      runtime.cache.peek(fingerprint, runtime.introspectPurpose) === undefined
+    );
+  }
+
   updateAuthServers(options.authServers);
 
   return {
     authenticate,
     cached,
     loadUncached,
+    asksAuthServer,
     updateAuthServers,
     authServerClient: (id) => runtimes.get(id)?.client,
     close() {

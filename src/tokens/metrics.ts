@@ -66,7 +66,7 @@ export interface TokenCacheCounts {
   readonly negativeHits: number;
   /** Entries dropped to stay within the count or byte bound. */
   readonly evictions: number;
-  /** Entries dropped because their token was revoked. */
+  /** Entries dropped because their token was revoked (or found inactive while cached). */
   readonly revocations: number;
   readonly entries: number;
   /** Estimated bytes held (claims, tokens and per-token overhead). */
@@ -95,7 +95,7 @@ export function registerTokenCacheMetrics(registry: Registry, read: () => TokenC
   });
   new Counter({
     name: "phantomgate_token_cache_evictions_total",
-    help: "Token cache entries dropped before they expired: capacity (the AuthServer's cache.maxEntries or --token-cache-max-bytes; raise them when it climbs), revoked (revocations).",
+    help: "Token cache entries dropped before they expired: capacity (the AuthServer's cache.maxEntries or --token-cache-max-bytes; raise them when it climbs), revoked (a revocation, or the AS calling a cached token inactive when an exchange was refused).",
     labelNames: ["reason"],
     registers: [registry],
     collect() {

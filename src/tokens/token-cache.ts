@@ -134,6 +134,8 @@ export interface TokenCache {
     purpose: CachePurpose<V>,
     loader: () => Promise<CacheFill<V>>,
   ): Promise<CacheEntry<V>>;
+  /** Whether a load for this fingerprint and purpose is in flight (a `load` now would join it). */
+  loading(fingerprint: string, purpose: CachePurpose<unknown>): boolean;
   /** `get`, else `load`. */
   resolve<V>(
     fingerprint: string,
@@ -345,6 +347,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     peek: lookup,
     set: (fingerprint, purpose, fill) => store(fingerprint, purpose, fill, true),
     load,
+    loading: (fingerprint, purpose) => flights.has(`${fingerprint}\n${purpose}`),
     resolve(fingerprint, purpose, loader) {
       const entry = get(fingerprint, purpose);
       return entry === undefined ? load(fingerprint, purpose, loader) : Promise.resolve(entry);

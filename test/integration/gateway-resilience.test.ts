@@ -265,6 +265,8 @@ describe("authorization server failures", () => {
 
   it("bounds the new tokens one client has checked at once (429), counting tokens, not requests, and per client", async () => {
     const { as, gateway } = await setUp({ responseTimeoutMs: 5_000 }, ["--max-new-tokens-per-client", "2"]);
+    const cached = await getToken(as.tokenEndpoint, "read_invoice");
+    expect((await status(`${gateway.url}/echo/warm`, cached)).status).toBe(200);
     const fresh = await Promise.all(
       Array.from({ length: 5 }, () => getToken(as.tokenEndpoint, "read_invoice")),
     );
@@ -313,6 +315,10 @@ describe("authorization server failures", () => {
       expect(response.headers["retry-after"]).toBe("1");
       expect(response.ms).toBeLessThan(1_000);
     }
+    // A cached token of the same client passes at once: the bound is on checks at the AS only.
+    const cachedAtBound = await timed(cached, "/echo/cached");
+    expect(cachedAtBound.status).toBe(200);
+    expect(cachedAtBound.ms).toBeLessThan(1_200);
     // Another client's new token still gets its check.
     const fromElsewhere = timed(other, "/echo/elsewhere", "127.0.0.2");
     expect((await Promise.all(firstWave)).map((response) => response.status)).toEqual(
@@ -333,10 +339,11 @@ describe("authorization server failures", () => {
     expect(line).toMatchObject({
       decision: "deny",
       reason: "PG_ERR_TOO_MANY_NEW_TOKENS",
-      cache: "miss",
       detail:
-        "2 other tokens of this client (127.0.0.1) are being checked already (--max-new-tokens-per-client)",
+        "tokens of this client (127.0.0.1) being checked at the authorization server already: 2 (--max-new-tokens-per-client)",
     });
+    // Refused before any check: neither a cache hit nor a miss.
+    expect(line).not.toHaveProperty("cache");
     for (const token of fresh) expect(gateway.output()).not.toContain(token);
   });
 
@@ -357,26 +364,52 @@ describe("authorization server failures", () => {
         await response.body.dump();
         return response.statusCode;
       });
+    // A token another client's check covers joins that check, also for a client at its bound.
+    const [checking, atBound] = [send(fresh[0]!, "198.51.100.10"), send(fresh[1]!, "198.51.100.11")];
+    await sleep(200);
+    expect(await send(fresh[0]!, "198.51.100.11")).toBe(200);
+    expect([await checking, await atBound]).toEqual([200, 200]);
+    const more = await Promise.all(
+      Array.from({ length: 4 }, () => getToken(as.tokenEndpoint, "read_invoice")),
+    );
     // The client's own entries (before the last) do not make it another client; the proxy's entry does.
     const statuses = await Promise.all([
-      send(fresh[0]!, "198.51.100.1, 203.0.113.7"),
-      send(fresh[1]!, "198.51.100.2, 203.0.113.7"),
-      send(fresh[2]!, "2001:db8:0:1::5"),
-      send(fresh[3]!, "2001:db8:0:1:ffff::9"),
+      send(more[0]!, "198.51.100.1, 203.0.113.7"),
+      send(more[1]!, "198.51.100.2, 203.0.113.7:50123"),
+      send(more[2]!, "2001:db8:0:1::5"),
+      send(more[3]!, "[2001:db8:0:2:ffff::9]:443"),
     ]);
     expect([...statuses].sort()).toEqual([200, 200, 429, 429]);
     expect(statuses[0] + statuses[1]).toBe(629);
     expect(statuses[2] + statuses[3]).toBe(629);
 
+    // jwt mode verifies locally: JWTs take no places, even with the JWKS still to fetch.
+    const jwts = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        getToken(as.tokenEndpoint, "read_invoice", { resource: "urn:phantomgate:jwt-api" }),
+      ),
+    );
+    const byValue = await Promise.all(
+      jwts.map((jwt) =>
+        request(`${gateway.url}/byvalue/x`, {
+          headers: { authorization: `Bearer ${jwt}`, "x-forwarded-for": "203.0.113.99" },
+        }).then(async (response) => {
+          await response.body.dump();
+          return response.statusCode;
+        }),
+      ),
+    );
+    expect(byValue).toEqual([200, 200, 200, 200]);
+
     const { as: as2, gateway: unbounded } = await setUp({ responseTimeoutMs: 5_000 }, [
       "--max-new-tokens-per-client",
       "0",
     ]);
-    const more = await Promise.all(
+    const twenty = await Promise.all(
       Array.from({ length: 20 }, () => getToken(as2.tokenEndpoint, "read_invoice")),
     );
     as2.setDelayMs(300);
-    const all = await Promise.all(more.map((token) => status(`${unbounded.url}/echo/any`, token)));
+    const all = await Promise.all(twenty.map((token) => status(`${unbounded.url}/echo/any`, token)));
     expect(all.map((response) => response.status)).toEqual(Array.from({ length: 20 }, () => 200));
   });
 
@@ -688,14 +721,18 @@ describe("request body limits", () => {
     socket.write(
       Buffer.concat([
         Buffer.alloc(2048, 0x61),
-        Buffer.from("DELETE /public/side-effect HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Buffer.from(
+          "DELETE /public/side-effect HTTP/1.1\r\nHost: x\r\n\r\n" +
+            "PUT /public/side-effect HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".repeat(50),
+        ),
       ]),
     );
     await new Promise((resolve) => setTimeout(resolve, 1000));
     socket.destroy();
     // RFC 9112 §9.6: after sending close the server SHOULD NOT process further requests on that connection.
     expect(upstreamSaw).toEqual([]);
-    // Not run, but it arrived: the audit trail says so.
+    // Not run, but it arrived: the audit trail says so, once per connection (a line for each of the 50 requests
+    // behind it would let a client make ~15 times its bytes in audit lines).
     expect(await waitForAuditLine(gateway, (line) => line["method"] === "DELETE")).toMatchObject({
       host: "x",
       decision: "abort",
@@ -703,10 +740,15 @@ describe("request body limits", () => {
       status: 503,
       remoteAddress: "127.0.0.1",
     });
+    await sleep(300);
+    expect(auditLines(gateway).filter((line) => line["reason"] === "PG_ERR_CONNECTION_CLOSING")).toHaveLength(
+      1,
+    );
     const metrics = await (await request(`${gateway.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(
       /^phantomgate_requests_total\{route="none",method="DELETE",status="503",decision="abort"\} 1$/m,
     );
+    expect(metrics).not.toMatch(/method="PUT",status="503"/);
   }, 20_000);
 
   it("lingers at most 5 s for a client that goes on sending a refused body slowly, then closes the connection", async () => {

@@ -191,6 +191,30 @@ describe("phantom and mint modes, every introspection response type", () => {
     });
   }
 
+  it("says which loads would start a call to the AS: not while one they join is under way, not for a cached introspection, never in jwt mode", async () => {
+    const h = await harness(await startAs());
+    const token = await getToken(h.as, "read_invoice");
+    const fingerprint = fingerprintToken(token);
+    const mintA = routeFor("mint", { audience: "urn:a" });
+    const mintB = routeFor("mint", { audience: "urn:b" });
+    const exchange = routeFor("exchange");
+    const jwt = routeFor("jwt");
+    expect(h.authenticator.asksAuthServer(fingerprint, mintA)).toBe(true);
+    expect(h.authenticator.asksAuthServer(fingerprint, jwt)).toBe(false);
+    const loading = h.authenticator.loadUncached(token, mintA, fingerprint);
+    loading.catch(() => undefined);
+    // Under way: the same route joins it at once; another mint route, once the load asks for the introspection
+    // (a microtask later; requests arrive in I/O callbacks, after that), waits for the same one.
+    expect(h.authenticator.asksAuthServer(fingerprint, mintA)).toBe(false);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(h.authenticator.asksAuthServer(fingerprint, mintB)).toBe(false);
+    await loading;
+    // The introspection is cached: another mint route signs locally; an exchange still asks the AS.
+    expect(h.authenticator.asksAuthServer(fingerprint, mintB)).toBe(false);
+    expect(h.authenticator.asksAuthServer(fingerprint, exchange)).toBe(true);
+    expect(h.as.stats.introspections).toBe(1);
+  });
+
   it("one introspection serves every route and mode of the AS; each route gets its own upstream token", async () => {
     const h = await harness(await startAs());
     const token = await getToken(h.as, "read_invoice");

@@ -47,32 +47,45 @@ describe("new-token limiter", () => {
 });
 
 describe("client keys", () => {
-  it("keeps IPv4 addresses and takes IPv4-mapped IPv6 addresses as IPv4", () => {
+  it("keeps IPv4 addresses and takes IPv4-mapped IPv6 addresses as IPv4, however written", () => {
     expect(clientKey("192.0.2.7")).toBe("192.0.2.7");
     expect(clientKey("::ffff:192.0.2.7")).toBe("192.0.2.7");
     expect(clientKey("::FFFF:192.0.2.7")).toBe("192.0.2.7");
+    expect(clientKey("::ffff:c000:207")).toBe("192.0.2.7");
+    expect(clientKey("0:0:0:0:0:ffff:c000:0207")).toBe("192.0.2.7");
   });
 
-  it("counts an IPv6 address under its /64, however it is written", () => {
-    const key = "2001:db8:0:1::/64";
+  it("counts an IPv6 address under its /48, however it is written: a subscriber's prefixes are one client", () => {
+    const key = "2001:db8:0::/48";
     for (const address of [
       "2001:db8:0:1::5",
       "2001:0db8:0000:0001:ffff:ffff:ffff:ffff",
       "2001:db8::1:0:0:0:9",
-      "2001:db8:0:1:1::",
+      "2001:db8:0:ff00::1",
       "2001:db8:0:1::5%eth0",
+      "2001:db8::",
+      "[2001:db8:0:1::5]",
+      "[2001:db8:0:2::6]:443",
     ]) {
-      expect(clientKey(address)).toBe(key);
+      expect(clientKey(address), address).toBe(key);
     }
-    expect(clientKey("2001:db8:0:2::5")).toBe("2001:db8:0:2::/64");
-    expect(clientKey("::1")).toBe("0:0:0:0::/64");
-    expect(clientKey("fe80::1")).toBe("fe80:0:0:0::/64");
-    expect(clientKey("2001:db8::")).toBe("2001:db8:0:0::/64");
+    expect(clientKey("2001:db8:1::5")).toBe("2001:db8:1::/48");
+    expect(clientKey("::1")).toBe("0:0:0::/48");
+    expect(clientKey("fe80::1")).toBe("fe80:0:0::/48");
   });
 
-  it("leaves what is not an IP address as it is", () => {
-    expect(clientKey(undefined)).toBe("");
+  it("takes an IPv4 address with a port as the address (as some proxies write X-Forwarded-For)", () => {
+    expect(clientKey("203.0.113.7:50001")).toBe("203.0.113.7");
+    expect(clientKey("203.0.113.7:50002")).toBe("203.0.113.7");
+  });
+
+  it("puts what is not an IP address under one key", () => {
+    expect(clientKey(undefined)).toBe("unknown");
+    expect(clientKey("")).toBe("unknown");
     expect(clientKey("unknown")).toBe("unknown");
+    expect(clientKey("_hidden-proxy")).toBe("unknown");
+    expect(clientKey("203.0.113.7:notaport")).toBe("unknown");
+    expect(clientKey("[not-an-ip]:80")).toBe("unknown");
   });
 
   it("takes the last X-Forwarded-For entry with --trust-forwarded, the TCP peer otherwise", () => {

@@ -1,9 +1,11 @@
 // A per-client bound on the tokens the gateway is checking at the authorization server for that client at once
 // (`--max-new-tokens-per-client`). `--max-pending-as-calls` protects the AS from the whole internet; this keeps
-// one client (an address, or an IPv6 /64) sending random tokens from taking all of those calls, so that the new
-// tokens of everyone else still get theirs. It counts distinct tokens, not requests: a page that fires twenty
-// requests with one fresh token waits for one introspection and takes one place. A token already cached costs
-// nothing and is never refused here.
+// one client (an IPv4 address, or an IPv6 /48) sending random tokens from taking all of those calls, so that the
+// new tokens of everyone else still get theirs. A flood from many networks is beyond it: that one meets
+// `--max-pending-as-calls` (503 for new tokens; cached ones keep working). It counts distinct tokens, not
+// requests: a page that fires twenty requests with one fresh token waits for one introspection and takes one
+// place. Only checks that start a call to the AS take a place (the pipeline asks the token layer): a token
+// cached, already being checked (by any client), or verified locally (jwt mode) is never refused here.
 import { isIPv4, isIPv6 } from "node:net";
 
 /** Gives the place back; call exactly once, when the token's check settled. */
@@ -57,36 +59,51 @@ export class NewTokenLimiter {
 const noRelease: Release = () => undefined;
 
 /**
- * The key a client is counted under: its IPv4 address, or the /64 of its IPv6 address (one subscriber usually
- * holds a whole /64, so single addresses would give it 2^64 places). IPv4-mapped IPv6 addresses count as IPv4.
- * Anything else (a Unix socket, nothing) is counted as it is.
+ * The key a client is counted under: its IPv4 address, or the /48 of its IPv6 address. A subscriber is given a
+ * whole IPv6 prefix (a /64 at least, often a /56 or a /48), so keying single addresses or /64s would give it
+ * hundreds of keys. IPv4-mapped IPv6 addresses count as IPv4; `[v6]`, `v6` with brackets and a port, and `v4:port`
+ * (as some proxies write X-Forwarded-For) count as their address. Anything else shares one key.
  */
 export function clientKey(address: string | undefined): string {
-  if (address === undefined) return "";
-  if (isIPv4(address)) return address;
-  if (!isIPv6(address)) return address;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped?.[1] !== undefined) return mapped[1];
-  return `${ipv6Prefix64(address)}::/64`;
+  if (address === undefined || address === "") return "unknown";
+  let ip = address;
+  const bracketed = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(ip);
+  if (bracketed?.[1] !== undefined) ip = bracketed[1];
+  else {
+    const withPort = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(ip);
+    if (withPort?.[1] !== undefined) ip = withPort[1];
+  }
+  if (isIPv4(ip)) return ip;
+  if (!isIPv6(ip)) return "unknown";
+  const groups = ipv6Groups(ip);
+  // ::ffff:a.b.c.d, however written (also in hex: ::ffff:c000:207).
+  if (groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff) {
+    const high = groups[6] ?? 0;
+    const low = groups[7] ?? 0;
+    return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+  }
+  return `${groups
+    .slice(0, 3)
+    .map((group) => group.toString(16))
+    .join(":")}::/48`;
 }
 
-/** The first four groups of an IPv6 address (zone removed), each without leading zeros: `2001:db8:0:1`. */
-function ipv6Prefix64(address: string): string {
+/** The eight 16-bit groups of a valid IPv6 address (zone removed, `::` expanded, a dotted IPv4 tail as two). */
+function ipv6Groups(address: string): number[] {
   const zoneless = address.split("%")[0] ?? address;
+  const parse = (part: string): number[] =>
+    part === ""
+      ? []
+      : part.split(":").flatMap((group) => {
+          if (!group.includes(".")) return [Number.parseInt(group, 16)];
+          const [a = 0, b = 0, c = 0, d = 0] = group.split(".").map(Number);
+          return [(a << 8) | b, (c << 8) | d];
+        });
   const [head = "", tail] = zoneless.split("::");
-  const headGroups = head === "" ? [] : head.split(":");
-  const tailGroups = tail === undefined || tail === "" ? [] : tail.split(":");
-  // A trailing dotted IPv4 part stands for two groups; it never reaches the first four unless all is given.
-  const width = (groups: string[]): number =>
-    groups.reduce((n, group) => n + (group.includes(".") ? 2 : 1), 0);
-  const groups =
-    tail === undefined
-      ? headGroups
-      : [...headGroups, ...Array<string>(8 - width(headGroups) - width(tailGroups)).fill("0"), ...tailGroups];
-  return groups
-    .slice(0, 4)
-    .map((group) => (group.includes(".") ? group : (Number.parseInt(group, 16) || 0).toString(16)))
-    .join(":");
+  const headGroups = parse(head);
+  if (tail === undefined) return headGroups;
+  const tailGroups = parse(tail);
+  return [...headGroups, ...Array<number>(8 - headGroups.length - tailGroups.length).fill(0), ...tailGroups];
 }
 
 /**

@@ -60,6 +60,8 @@ export interface TokenAuthenticator {
   cached(fingerprint: string, route: CompiledRoute): TokenResult | undefined;
   /** After `cached` missed: asks the token layer without a second cache look-up. */
   loadUncached(token: string, route: CompiledRoute, fingerprint: string): Promise<TokenResult>;
+  /** Whether `loadUncached` would start a call to the authorization server (not join one, not stay local). */
+  asksAuthServer(fingerprint: string, route: CompiledRoute): boolean;
 }
 
 export interface PipelineDeps {
@@ -457,36 +459,46 @@ const authenticate: Stage = (ctx, deps) => {
     takeTokenResult(ctx, hit);
     return;
   }
+  const release = takeNewTokenPlace(ctx, deps, fingerprint, matched);
   ctx.cacheHit = false;
-  const client = clientKey(
-    clientAddress(ctx.remoteAddress, ctx.req.headers["x-forwarded-for"], deps.trustForwarded),
-  );
-  const release = deps.newTokens.acquire(client, fingerprint);
-  if (release === undefined) {
-    throw new GatewayError(
-      "PG_ERR_TOO_MANY_NEW_TOKENS",
-      `${deps.newTokens.limit} other tokens of this client (${client}) are being checked already (--max-new-tokens-per-client)`,
-    );
-  }
   // The place goes back when the check settles, also for a client that left meanwhile.
-  let loading: Promise<TokenResult>;
-  try {
-    loading = deps.authenticator.loadUncached(credential.token, matched, fingerprint);
-  } catch (error) {
-    release();
-    throw error;
-  }
-  return loading.then(
+  return deps.authenticator.loadUncached(credential.token, matched, fingerprint).then(
     (result) => {
-      release();
+      release?.();
       takeTokenResult(ctx, result);
     },
     (error: unknown) => {
-      release();
+      release?.();
       throw error;
     },
   );
 };
+
+/**
+ * A place among the tokens the request's client has being checked at the authorization server
+ * (`--max-new-tokens-per-client`), when this token's check would start a call there; undefined when it joins a
+ * check under way or stays in the gateway. Throws PG_ERR_TOO_MANY_NEW_TOKENS when the client has no place left.
+ */
+function takeNewTokenPlace(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  fingerprint: string,
+  route: CompiledRoute,
+): (() => void) | undefined {
+  const limiter = deps.newTokens;
+  if (limiter.limit === 0 || !deps.authenticator.asksAuthServer(fingerprint, route)) return undefined;
+  const client = clientKey(
+    clientAddress(ctx.remoteAddress, ctx.req.headers["x-forwarded-for"], deps.trustForwarded),
+  );
+  const release = limiter.acquire(client, fingerprint);
+  if (release === undefined) {
+    throw new GatewayError(
+      "PG_ERR_TOO_MANY_NEW_TOKENS",
+      `tokens of this client (${client}) being checked at the authorization server already: ${limiter.limit} (--max-new-tokens-per-client)`,
+    );
+  }
+  return release;
+}
 
 /** A bearer credential as the request carried it, with its token and the token's fingerprint. */
 interface Credential {
@@ -833,14 +845,22 @@ function answerWithoutResponse(
   }
 }
 
+/** Set on a lingering connection once a request pipelined on it was recorded. */
+const notRunRecorded = Symbol("phantomgate.notRunRecorded");
+
 /**
  * A request pipelined on a lingering connection (see linger.ts): it gets no answer and is not run, but it arrived,
- * so it is counted and audited like any other (decision `abort`: it ended without an answer).
+ * so it is counted and audited (decision `abort`: it ended without an answer). Only the first per connection: a
+ * client could pipeline thousands of tiny requests into the lingering window, each costing a line ~15 times its
+ * size.
  */
 function recordNotRun(deps: PipelineDeps, req: IncomingMessage): void {
+  const socket = req.socket as Socket & { [notRunRecorded]?: true };
+  if (socket[notRunRecorded] === true) return;
+  socket[notRunRecorded] = true;
   const error = new GatewayError(
     "PG_ERR_CONNECTION_CLOSING",
-    "pipelined behind an answer that closed the connection; not run",
+    "pipelined behind an answer that closed the connection; not run (requests after it on this connection are not recorded)",
   );
   try {
     const { requestId, traceId } = newRequestIds(undefined);
