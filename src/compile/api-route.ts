@@ -60,6 +60,7 @@ export function compileApiRoute(route: ApiRoute, context: RouteContext): ApiRout
 
   const routes: CompiledRoute[] = [];
   const claims: RouteClaim[] = [];
+  const ruleKeys = ruleIdKeys(route.spec.rules);
   route.spec.rules.forEach((rule, ruleIndex) => {
     const rulePath = ["spec", "rules", ruleIndex];
     const auth = compileAuthentication(route, rule, rulePath, context, problems);
@@ -103,7 +104,7 @@ export function compileApiRoute(route: ApiRoute, context: RouteContext): ApiRout
       const matchSuffix = rule.matches.length > 1 ? `.${matchIndex}` : "";
       for (const group of groupHostnames(hostnames)) {
         routes.push({
-          id: `${namespace}/${name}#${ruleIndex}${matchSuffix}${group.suffix}`,
+          id: `${namespace}/${name}#${ruleKeys[ruleIndex] ?? String(ruleIndex)}${matchSuffix}${group.suffix}`,
           source: { namespace, name, rule: ruleIndex },
           hostnames: group.hostnames,
           path,
@@ -330,6 +331,21 @@ function compileBackend(ref: BackendRef, routeNamespace: string): CompiledBacken
 
 // A rule whose hostnames differ in specificity becomes one entry per hostname: the order of entries is what
 // picks the most specific match, and one entry can sit at only one place in that order.
+/**
+ * What names each rule in its routes' ids (`namespace/name#key`, the label of metrics and the audit trail): the
+ * rule's `name` when the route gives it to that rule only, so that reordering rules keeps dashboards right; the
+ * rule's index otherwise (no name, a name two rules share, or a name of digits, which would read as an index).
+ */
+function ruleIdKeys(rules: readonly { readonly name?: string | undefined }[]): string[] {
+  const uses = new Map<string, number>();
+  for (const rule of rules) if (rule.name !== undefined) uses.set(rule.name, (uses.get(rule.name) ?? 0) + 1);
+  return rules.map((rule, index) =>
+    rule.name !== undefined && uses.get(rule.name) === 1 && !/^\d+$/.test(rule.name)
+      ? rule.name
+      : String(index),
+  );
+}
+
 function groupHostnames(hostnames: readonly string[]): { hostnames: string[]; suffix: string }[] {
   const classes = new Set(hostnames.map((hostname) => (hostname.startsWith("*.") ? hostname.length : 0)));
   if (classes.size <= 1) return [{ hostnames: [...hostnames], suffix: "" }];

@@ -259,7 +259,7 @@ const ruleSchema = z
     name: dnsLabelSchema
       .optional()
       .describe(
-        "Optional label for the rule, for people: `phantomgate check` shows it next to the rule's route ids (namespace/name#index).",
+        "Optional name for the rule. Its routes' ids (the route label of metrics and the audit trail) use it, namespace/name#rule-name, instead of the rule's index, so reordering rules keeps them; a name two rules share, or one of digits only, leaves those rules at their index.",
       ),
     matches: z
       .array(matchSchema)

@@ -133,7 +133,10 @@ export type CompiledBackend = z.infer<typeof compiledBackendSchema>;
 
 export const compiledRouteSchema = z
   .object({
-    /** Stable id: `namespace/name#rule`. Used in metrics, audit and status. */
+    /**
+     * Stable id: `namespace/name#rule`, where `rule` is the rule's name (when unique in the route and not all
+     * digits) or its index. Used in metrics, audit and status.
+     */
     id: z.string().min(1),
     source: z.object({ namespace: z.string(), name: z.string(), rule: z.number().int().min(0) }).strict(),
     /** Lower-case hostnames; `*.example.com` matches one or more labels; empty means any host. */

@@ -116,6 +116,45 @@ describe("compile determinism", () => {
   });
 });
 
+describe("route ids", () => {
+  it("name a rule's routes by the rule's name when only that rule has it and it is not all digits, else by its index", () => {
+    const rule = (name: string | undefined, path: string) => `
+    - ${name === undefined ? "" : `name: "${name}"\n      `}matches:
+        - path: { type: PathPrefix, value: ${path} }
+        - path: { type: PathPrefix, value: ${path}-too }
+      authentication: { mode: none }
+      backendRefs: [{ url: "http://127.0.0.1:9101" }]`;
+    const route = `apiVersion: phantomgate.dev/v1alpha1
+kind: ApiRoute
+metadata: { name: named, namespace: default }
+spec:
+  rules:${rule("read", "/a")}${rule("twice", "/b")}${rule("twice", "/c")}${rule("7", "/d")}${rule(undefined, "/e")}
+`;
+    const objects = [
+      ...loadExamples().filter((object) => (object.object as { kind?: unknown }).kind !== "ApiRoute"),
+      ...parseManifestText(route, "named.yaml").objects,
+    ];
+    const { snapshot, perObjectResults } = compile({ objects });
+    expect(perObjectResults.find((result) => result.name === "named")?.accepted).toBe(true);
+    const ids = snapshot.routes
+      .filter((r) => r.source.name === "named")
+      .map((r) => `${r.id} <- rule ${r.source.rule}`)
+      .sort();
+    expect(ids).toEqual([
+      "default/named#1.0 <- rule 1",
+      "default/named#1.1 <- rule 1",
+      "default/named#2.0 <- rule 2",
+      "default/named#2.1 <- rule 2",
+      "default/named#3.0 <- rule 3",
+      "default/named#3.1 <- rule 3",
+      "default/named#4.0 <- rule 4",
+      "default/named#4.1 <- rule 4",
+      "default/named#read.0 <- rule 0",
+      "default/named#read.1 <- rule 0",
+    ]);
+  });
+});
+
 describe("compile robustness", () => {
   const garbage: unknown[] = [
     undefined,

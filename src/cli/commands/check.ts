@@ -36,7 +36,7 @@ interface CheckReport {
   readonly snapshot: Snapshot;
   readonly results: readonly ObjectResult[];
   readonly fileProblems: readonly ManifestProblem[];
-  /** The `name` of each named ApiRoute rule, by `namespace/name#index` (the start of its routes' ids). */
+  /** The `name` of each named ApiRoute rule, by `namespace/name#index` (its source, whatever its routes' ids). */
   readonly ruleNames: ReadonlyMap<string, string>;
 }
 
