@@ -133,6 +133,14 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     defaultText: "16",
   },
   {
+    flag: "min-body-rate",
+    env: "PHANTOMGATE_MIN_BODY_RATE",
+    type: "string",
+    description:
+      "Bytes per second a request body must average once the route's timeout has passed since it started (408 beyond; 0: no minimum).",
+    defaultText: "1024",
+  },
+  {
     flag: "max-upstream-requests",
     env: "PHANTOMGATE_MAX_UPSTREAM_REQUESTS",
     type: "string",
@@ -246,6 +254,7 @@ const gatewayConfigSchema = z
     maxFormBufferBytes: wholeNumber.pipe(z.number().min(1).max(Number.MAX_SAFE_INTEGER)),
     maxPendingAsCalls: wholeNumber.pipe(z.number().min(1).max(1_000_000)),
     maxNewTokensPerClient: wholeNumber.pipe(z.number().min(0).max(1_000_000)),
+    minBodyRate: wholeNumber.pipe(z.number().min(0).max(1_000_000_000)),
     shutdownGraceMs: timerMs,
     clientSendTimeoutMs: timerMs,
     maxConnections: wholeNumber.pipe(z.number().min(1).max(10_000_000)),

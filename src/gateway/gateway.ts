@@ -205,6 +205,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     logger,
     trustForwarded: config.trustForwarded,
     clientSendTimeoutMs: config.clientSendTimeoutMs,
+    minBodyRate: config.minBodyRate,
     formBudget: new FormBudget(config.maxFormBufferBytes),
     upstreamTroubles: createTroubleLog(logger),
     upstreamLoad: new UpstreamLoad(config.maxUpstreamRequests),

@@ -751,6 +751,88 @@ describe("request body limits", () => {
     expect(metrics).not.toMatch(/method="PUT",status="503"/);
   }, 20_000);
 
+  /**
+   * Sends a POST declaring `length` body bytes to `port`, then `chunk` bytes every `everyMs` until the body is
+   * whole or the gateway answers; resolves with the status line and the time it took.
+   */
+  function trickle(
+    port: number,
+    length: number,
+    chunk: number,
+    everyMs: number,
+  ): Promise<{ statusLine: string; body: string; ms: number }> {
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const socket = connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+      let data = "";
+      let sent = 0;
+      socket.setEncoding("latin1");
+      socket.on("error", () => undefined);
+      const tick = setInterval(() => {
+        if (sent >= length || socket.destroyed || data !== "") return;
+        const size = Math.min(chunk, length - sent);
+        sent += size;
+        socket.write(Buffer.alloc(size, 0x61));
+      }, everyMs);
+      const done = (): void => {
+        clearInterval(tick);
+        socket.destroy();
+        const [head = "", body = ""] = data.split("\r\n\r\n");
+        resolve({ statusLine: head.split("\r\n")[0] ?? "", body, ms: Date.now() - started });
+      };
+      socket.on("data", (text: string) => {
+        data += text;
+        const [head, body] = data.split("\r\n\r\n");
+        const declared = /content-length: (\d+)/i.exec(head ?? "")?.[1];
+        if (body !== undefined && declared !== undefined && body.length >= Number(declared)) done();
+      });
+      socket.on("close", done);
+      socket.write(
+        `POST /public/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${length}\r\n\r\n`,
+      );
+    });
+  }
+
+  it("answers 408 when a request body stalls for the route's timeout (the client is late, not the upstream)", async () => {
+    const { gateway } = await setUp({ requestTimeoutMs: 500 });
+    // 10 bytes of a declared 1,000, then nothing.
+    const answer = await trickle(gateway.port, 1_000, 10, 60_000);
+    expect(answer.statusLine).toBe("HTTP/1.1 408 Request Timeout");
+    expect(JSON.parse(answer.body)).toMatchObject({ code: "PG_ERR_REQUEST_TIMEOUT" });
+    expect(answer.ms).toBeGreaterThanOrEqual(400);
+    expect(answer.ms).toBeLessThan(3_000);
+    const line = await waitForAuditLine(gateway, (entry) => entry["status"] === 408);
+    expect(line).toMatchObject({
+      decision: "deny",
+      reason: "PG_ERR_REQUEST_TIMEOUT",
+      detail: "request body stalled: no bytes for 500 ms",
+    });
+    // Not an upstream failure: nothing about the upstream is logged.
+    expect(logLines(gateway, "upstream failed")).toEqual([]);
+  });
+
+  it("cuts a body trickled below --min-body-rate once the route's timeout passed, and takes one that keeps the rate", async () => {
+    const { gateway } = await setUp({ requestTimeoutMs: 500 }, ["--min-body-rate", "1000"]);
+    // 10 bytes every 100 ms (100 B/s): never silent for 500 ms, but behind 1,000 B/s after the first 500 ms.
+    const slow = await trickle(gateway.port, 300, 10, 100);
+    expect(slow.statusLine).toBe("HTTP/1.1 408 Request Timeout");
+    expect(slow.ms).toBeLessThan(2_500);
+    const line = await waitForAuditLine(gateway, (entry) => entry["status"] === 408);
+    expect(String(line["detail"])).toMatch(
+      /^request body too slow: \d+ bytes in \d+\.\d s \(--min-body-rate 1000\)$/,
+    );
+    // 2,000 bytes every 100 ms (20 KB/s) for 2 s: longer than the route's timeout, but at the rate.
+    const steady = await trickle(gateway.port, 40_000, 2_000, 100);
+    expect(steady.statusLine).toBe("HTTP/1.1 200 OK");
+    expect(steady.ms).toBeGreaterThan(1_500);
+
+    // With no minimum the trickle is taken (its silences are shorter than the route's timeout).
+    const { gateway: lenient } = await setUp({ requestTimeoutMs: 500 }, ["--min-body-rate", "0"]);
+    const taken = await trickle(lenient.port, 300, 10, 100);
+    expect(taken.statusLine).toBe("HTTP/1.1 200 OK");
+    expect(taken.ms).toBeGreaterThan(2_500);
+  }, 20_000);
+
   it("lingers at most 5 s for a client that goes on sending a refused body slowly, then closes the connection", async () => {
     const { gateway } = await setUp({ maxBodyBytes: 1024 });
     const socket = connect({ port: gateway.port, host: "127.0.0.1", allowHalfOpen: true });

@@ -37,6 +37,11 @@ export interface ForwardInput {
   /** How long the client may leave a response it was sent untaken (its connection full) before it is cut. */
   readonly clientTimeoutMs: number;
   readonly maxBodyBytes: number;
+  /**
+   * Least average rate, in bytes per second, a streamed request body must keep once the route's timeout has passed
+   * since it started (`--min-body-rate`); 0: none. The body's silence is bounded by the route's timeout anyway.
+   */
+  readonly minBodyRate: number;
   readonly requestId: string;
   /** The whole body when an earlier stage had to read it; otherwise the request is streamed. */
   readonly bufferedBody?: Buffer | undefined;
@@ -53,11 +58,12 @@ export interface ForwardInput {
  * rewritten body is complete only once the client's body ended as a whole multipart body.
  */
 class BodyLimit extends Transform {
-  private seen = 0;
+  /** Body bytes received so far. */
+  seen = 0;
   private readonly limit: number;
-  private readonly onChunk: () => void;
+  private readonly onChunk: (seen: number) => void;
   private readonly rewriter: BodyRewriter | undefined;
-  constructor(limit: number, onChunk: () => void, rewriter: BodyRewriter | undefined) {
+  constructor(limit: number, onChunk: (seen: number) => void, rewriter: BodyRewriter | undefined) {
     super();
     this.limit = limit;
     this.onChunk = onChunk;
@@ -72,8 +78,8 @@ class BodyLimit extends Transform {
     });
   }
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.onChunk();
     this.seen += chunk.length;
+    this.onChunk(this.seen);
     if (this.seen > this.limit) {
       callback(new GatewayError("PG_ERR_BODY_TOO_LARGE", `request body over ${this.limit} bytes`));
       return;
@@ -185,6 +191,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   /** The streamed request body and its source, when there is one, and the listener for their errors. */
   private body: BodyLimit | null = null;
   private req: IncomingMessage | null = null;
+  /** When the streamed body started, and the route's timeout (for the body's timeout reason). */
+  private bodyStartedAt = 0;
+  private bodyTimeoutMs = 0;
+  /** Set to `--min-body-rate` once the body fell behind it (its bytes no longer keep the exchange alive). */
+  private bodyTooSlow = 0;
   private onBodyError: ((error: Error) => void) | null = null;
   /**
    * The route's timeout: until the response head, then as the longest silence between body chunks, on either
@@ -216,12 +227,28 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
    * Streams `req` upstream through the route's body limit (and `rewriter`, when given); a broken, oversized or
    * refused body aborts the exchange.
    */
-  streamBody(req: IncomingMessage, limit: number, rewriter: BodyRewriter | undefined): BodyLimit {
-    // A client still sending its body keeps the exchange alive: the timeout counts silence, not size.
+  streamBody(
+    req: IncomingMessage,
+    limit: number,
+    rewriter: BodyRewriter | undefined,
+    timeoutMs: number,
+    minBodyRate: number,
+  ): BodyLimit {
+    // A client still sending its body keeps the exchange alive (the timeout counts silence, not size), as long as
+    // it keeps up the least rate: past the route's timeout plus a second per `minBodyRate` bytes, its bytes no
+    // longer do, so a body trickled a byte per silence interval cannot hold an upstream place for minutes.
+    const started = performance.now();
+    this.bodyTimeoutMs = timeoutMs;
+    this.bodyStartedAt = started;
     const body = new BodyLimit(
       limit,
-      () => {
-        if (this.status === 0 && !this.settled) this.timer.refresh();
+      (seen) => {
+        if (this.status !== 0 || this.settled) return;
+        if (minBodyRate > 0 && performance.now() - started > timeoutMs + (seen * 1000) / minBodyRate) {
+          this.bodyTooSlow = minBodyRate;
+          return;
+        }
+        this.timer.refresh();
       },
       rewriter,
     );
@@ -366,6 +393,20 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   timedOut(): void {
+    const req = this.req;
+    if (this.status === 0 && this.body !== null && req !== null && !req.complete) {
+      // The upstream waits for the rest of the body: the client is late, not the upstream.
+      const seconds = ((performance.now() - this.bodyStartedAt) / 1000).toFixed(1);
+      this.abort(
+        new GatewayError(
+          "PG_ERR_REQUEST_TIMEOUT",
+          this.bodyTooSlow > 0
+            ? `request body too slow: ${this.body.seen} bytes in ${seconds} s (--min-body-rate ${this.bodyTooSlow})`
+            : `request body stalled: no bytes for ${this.bodyTimeoutMs} ms`,
+        ),
+      );
+      return;
+    }
     if (this.ended || this.waitingForClient) {
       // The upstream is not what the exchange waits for: the client's own timeout decides (a slow reader empties
       // the kernel's multi-megabyte socket buffers without a sign the gateway can see until a `drain`).
@@ -430,7 +471,13 @@ export function forwardRequest(input: ForwardInput): void {
       input.headers["content-type"] = input.bodyRewriter.contentType;
       delete input.headers["content-length"];
     }
-    body = handler.streamBody(req, input.maxBodyBytes, input.bodyRewriter);
+    body = handler.streamBody(
+      req,
+      input.maxBodyBytes,
+      input.bodyRewriter,
+      input.timeoutMs,
+      input.minBodyRate,
+    );
   }
   try {
     input.dispatcher.dispatch(

@@ -75,6 +75,8 @@ export interface PipelineDeps {
   readonly trustForwarded: boolean;
   /** `--client-send-timeout-ms`: how long a client may leave its response untaken before it is cut. */
   readonly clientSendTimeoutMs: number;
+  /** `--min-body-rate`: bytes per second a streamed request body must average past the route's timeout. */
+  readonly minBodyRate: number;
   /** Bounds the form-urlencoded bytes all requests hold at once while they are checked. */
   readonly formBudget: FormBudget;
   /** Where failing upstreams are logged, per route and upstream, without a line per request. */
@@ -602,6 +604,7 @@ function forward(ctx: RequestContext, deps: PipelineDeps): void {
     timeoutMs: matched.timeouts.requestMs,
     clientTimeoutMs: deps.clientSendTimeoutMs,
     maxBodyBytes: matched.limits.maxBodyBytes,
+    minBodyRate: deps.minBodyRate,
     requestId: ctx.requestId,
     bufferedBody,
     bodyRewriter: ctx.bodyRewriter,
