@@ -833,6 +833,32 @@ describe("request body limits", () => {
     expect(taken.ms).toBeGreaterThan(2_500);
   }, 20_000);
 
+  it("blames the upstream, not the client, when the upstream stops reading a body", async () => {
+    const origin = await startUpstream((req, res) => {
+      // Reads nothing for 3 s, far past the rule's timeout.
+      req.pause();
+      setTimeout(() => req.resume(), 3_000);
+      req.on("end", () => res.writeHead(200).end());
+    });
+    const { as, gateway } = await setUp(
+      { echoOrigin: origin, requestTimeoutMs: 400, maxBodyBytes: 64 * 1024 * 1024 },
+      ["--min-body-rate", "1000000"],
+    );
+    const token = await getToken(as.tokenEndpoint, "read_invoice");
+    // More than the kernel's socket buffers hold: the bytes wait for the upstream, so the rule's timeout is the
+    // upstream's (504), not the client's (408).
+    const response = await request(`${gateway.url}/echo/upload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+      body: Buffer.alloc(32 * 1024 * 1024, 0x61),
+      headersTimeout: 30_000,
+      bodyTimeout: 30_000,
+    });
+    const text = await response.body.text();
+    expect(response.statusCode).toBe(504);
+    expect(JSON.parse(text)).toMatchObject({ code: "PG_ERR_UPSTREAM_TIMEOUT" });
+  }, 30_000);
+
   it("lingers at most 5 s for a client that goes on sending a refused body slowly, then closes the connection", async () => {
     const { gateway } = await setUp({ maxBodyBytes: 1024 });
     const socket = connect({ port: gateway.port, host: "127.0.0.1", allowHalfOpen: true });

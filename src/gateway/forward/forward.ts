@@ -237,21 +237,34 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     // A client still sending its body keeps the exchange alive (the timeout counts silence, not size), as long as
     // it keeps up the least rate: past the route's timeout plus a second per `minBodyRate` bytes, its bytes no
     // longer do, so a body trickled a byte per silence interval cannot hold an upstream place for minutes.
-    const started = performance.now();
+    // The rate is measured from the body's start, or from when the upstream last held it back (undici pauses the
+    // body while the upstream connection is full, and takes none before it has one): a body slowed by an upstream
+    // that reads slowly is not the client's doing.
+    let since = performance.now();
+    let seenBefore = 0;
     this.bodyTimeoutMs = timeoutMs;
-    this.bodyStartedAt = started;
+    this.bodyStartedAt = since;
     const body = new BodyLimit(
       limit,
       (seen) => {
         if (this.status !== 0 || this.settled) return;
-        if (minBodyRate > 0 && performance.now() - started > timeoutMs + (seen * 1000) / minBodyRate) {
+        const now = performance.now();
+        if (body.readableFlowing !== true) {
+          since = now;
+          seenBefore = seen;
+        } else if (minBodyRate > 0 && now - since > timeoutMs + ((seen - seenBefore) * 1000) / minBodyRate) {
           this.bodyTooSlow = minBodyRate;
           return;
         }
+        this.bodyTooSlow = 0;
         this.timer.refresh();
       },
       rewriter,
     );
+    body.on("resume", () => {
+      since = performance.now();
+      seenBefore = body.seen;
+    });
     this.body = body;
     this.req = req;
     const onBodyError = (error: Error): void => {
@@ -394,8 +407,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   timedOut(): void {
     const req = this.req;
-    if (this.status === 0 && this.body !== null && req !== null && !req.complete) {
-      // The upstream waits for the rest of the body: the client is late, not the upstream.
+    if (
+      this.status === 0 &&
+      this.body !== null &&
+      req !== null &&
+      !req.complete &&
+      this.body.readableFlowing === true &&
+      this.body.readableLength === 0
+    ) {
+      // The upstream takes every byte and waits for the rest of the body: the client is late, not the upstream.
+      // (A body the upstream holds back means it stopped reading: an upstream timeout, below.)
       const seconds = ((performance.now() - this.bodyStartedAt) / 1000).toFixed(1);
       this.abort(
         new GatewayError(
