@@ -329,8 +329,6 @@ function compileBackend(ref: BackendRef, routeNamespace: string): CompiledBacken
   return { origin, weight: ref.weight };
 }
 
-// A rule whose hostnames differ in specificity becomes one entry per hostname: the order of entries is what
-// picks the most specific match, and one entry can sit at only one place in that order.
 /**
  * What names each rule in its routes' ids (`namespace/name#key`, the label of metrics and the audit trail): the
  * rule's `name` when the route gives it to that rule only, so that reordering rules keeps dashboards right; the
@@ -346,6 +344,8 @@ function ruleIdKeys(rules: readonly { readonly name?: string | undefined }[]): s
   );
 }
 
+// A rule whose hostnames differ in specificity becomes one entry per hostname: the order of entries is what
+// picks the most specific match, and one entry can sit at only one place in that order.
 function groupHostnames(hostnames: readonly string[]): { hostnames: string[]; suffix: string }[] {
   const classes = new Set(hostnames.map((hostname) => (hostname.startsWith("*.") ? hostname.length : 0)));
   if (classes.size <= 1) return [{ hostnames: [...hostnames], suffix: "" }];

@@ -137,7 +137,7 @@ export const gatewayOptionSpecs: readonly OptionSpec[] = [
     env: "PHANTOMGATE_MIN_BODY_RATE",
     type: "string",
     description:
-      "Bytes per second a request body must average once the route's timeout has passed since it started (408 beyond; 0: no minimum).",
+      "Bytes per second a streamed request body must average once the route's timeout has passed since it started (408 beyond; 0: no minimum).",
     defaultText: "1024",
   },
   {

@@ -283,11 +283,13 @@ const ruleSchema = z
           .min(1)
           .max(3_600_000)
           .default(30_000)
-          .describe("Time for the backend to answer, in milliseconds."),
+          .describe(
+            "Time for the backend to answer once the request is sent, in milliseconds; also the longest a streamed request body may be silent, and the time before --min-body-rate applies to it.",
+          ),
       })
       .strict()
       .prefault({})
-      .describe("Timeouts towards the backend."),
+      .describe("Timeouts of the exchange with the backend."),
     limits: z
       .object({
         maxBodyBytes: z

@@ -833,6 +833,22 @@ describe("request body limits", () => {
     expect(taken.ms).toBeGreaterThan(2_500);
   }, 20_000);
 
+  it("gives the upstream the rule's whole timeout from the end of a body that came in slowly", async () => {
+    const origin = await startUpstream((req, res) => {
+      req.resume();
+      req.on("end", () => setTimeout(() => res.writeHead(200, { "content-length": "4" }).end("done"), 400));
+    });
+    const { gateway } = await setUp({ echoOrigin: origin, requestTimeoutMs: 1_000 }, [
+      "--min-body-rate",
+      "1000",
+    ]);
+    // Two 100-byte chunks 900 ms apart: the second is behind the rate (its bytes keep nothing alive) but ends
+    // the body before the timer fires; the upstream then answers 400 ms later, within its own 1,000 ms.
+    const answer = await trickle(gateway.port, 200, 100, 900);
+    expect(answer.statusLine).toBe("HTTP/1.1 200 OK");
+    expect(answer.body).toBe("done");
+  });
+
   it("blames the upstream, not the client, when the upstream stops reading a body", async () => {
     const origin = await startUpstream((req, res) => {
       // Reads nothing for 3 s, far past the rule's timeout.

@@ -62,11 +62,18 @@ class BodyLimit extends Transform {
   seen = 0;
   private readonly limit: number;
   private readonly onChunk: (seen: number) => void;
+  private readonly onEnd: () => void;
   private readonly rewriter: BodyRewriter | undefined;
-  constructor(limit: number, onChunk: (seen: number) => void, rewriter: BodyRewriter | undefined) {
+  constructor(
+    limit: number,
+    onChunk: (seen: number) => void,
+    onEnd: () => void,
+    rewriter: BodyRewriter | undefined,
+  ) {
     super();
     this.limit = limit;
     this.onChunk = onChunk;
+    this.onEnd = onEnd;
     this.rewriter = rewriter;
     rewriter?.start({
       push: (data) => {
@@ -91,6 +98,7 @@ class BodyLimit extends Transform {
     this.rewriter.write(chunk, () => callback());
   }
   override _flush(callback: TransformCallback): void {
+    this.onEnd();
     if (this.rewriter === undefined) {
       callback();
       return;
@@ -258,6 +266,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
         }
         this.bodyTooSlow = 0;
         this.timer.refresh();
+      },
+      // The whole request is out: the upstream gets the rule's whole timeout to answer from here.
+      () => {
+        if (this.status === 0 && !this.settled) this.timer.refresh();
       },
       rewriter,
     );
