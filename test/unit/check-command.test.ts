@@ -79,6 +79,35 @@ describe("phantomgate check", () => {
     expect(stdout).toContain("default/echo#echo");
   });
 
+  it("notes rule names its routes' ids cannot use (shared in a route, or digits only)", async () => {
+    const rule = (name: string, path: string) => `
+    - name: "${name}"
+      matches: [{ path: { type: PathPrefix, value: ${path} } }]
+      authentication: { mode: none }
+      backendRefs: [{ url: "http://127.0.0.1:9101" }]`;
+    await writeFile(
+      join(dir, "names.yaml"),
+      `apiVersion: phantomgate.dev/v1alpha1
+kind: ApiRoute
+metadata: { name: names, namespace: default }
+spec:
+  rules:${rule("same", "/n1")}${rule("same", "/n2")}${rule("7", "/n3")}${rule("own", "/n4")}
+`,
+    );
+    const { code, stdout } = await runCheck("-f", examples, "--filename", dir);
+    expect(code).toBe(0);
+    expect(stdout).toContain("default/names#own");
+    const notes = stdout.split("\n").filter((line) => line.startsWith("  default/names#"));
+    expect(notes).toEqual([
+      '  default/names#0: name "same"',
+      '  default/names#1: name "same"',
+      '  default/names#2: name "7"',
+    ]);
+    // The demo's own names are all used: no note for them.
+    const demo = await runCheck("-f", examples);
+    expect(demo.stdout).not.toContain("Rule names not used");
+  });
+
   it("shows the audiences a rule accepts in its mode column", async () => {
     await writeFile(
       join(dir, "billing.yaml"),

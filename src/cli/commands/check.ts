@@ -160,6 +160,24 @@ function ruleNameOf(route: CompiledRoute, names: ReadonlyMap<string, string>): s
   return names.get(`${route.source.namespace}/${route.source.name}#${route.source.rule}`);
 }
 
+/**
+ * Named rules whose routes' ids carry the index instead of the name (compile falls back to it for a name two rules
+ * of a route share, or one of digits only): their metrics and audit labels change when rules are reordered.
+ */
+function unusedRuleNames(routes: readonly CompiledRoute[], names: ReadonlyMap<string, string>): string[] {
+  const notes = new Set<string>();
+  for (const route of routes) {
+    const name = ruleNameOf(route, names);
+    const prefix = `${route.source.namespace}/${route.source.name}#`;
+    // The id's rule part ends where a match (`.N`) or host (`@host`) suffix starts; names hold neither.
+    const key = /^[^.@]*/.exec(route.id.slice(prefix.length))?.[0];
+    if (name !== undefined && key !== name) {
+      notes.add(`${prefix}${route.source.rule}: name "${name}"`);
+    }
+  }
+  return [...notes].sort();
+}
+
 function writeText(report: CheckReport, io: CommandIo): void {
   const { snapshot, results, fileProblems } = report;
   const lines: string[] = [
@@ -173,6 +191,14 @@ function writeText(report: CheckReport, io: CommandIo): void {
         ["ID", "RULE", "HOSTS", "PATH", "METHODS", "MODE", "SCOPES", "BACKENDS"],
         ...snapshot.routes.map((route) => describeRouteRow(route, report.ruleNames)),
       ]),
+      "",
+    );
+  }
+  const notes = unusedRuleNames(snapshot.routes, report.ruleNames);
+  if (notes.length > 0) {
+    lines.push(
+      "Rule names not used in route ids (a name two rules of a route share, or one of digits only):",
+      ...notes.map((note) => `  ${note}`),
       "",
     );
   }
