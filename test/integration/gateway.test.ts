@@ -234,6 +234,15 @@ describe("phantom mode", () => {
     ]);
     expect(wide.status).toBe(405);
     expect(wide.head.toLowerCase()).toContain("\r\nallow: get, head, post, put, patch, delete, options\r\n");
+    // Audited with the route it matched (a route taking any method), like any other refusal on a route.
+    const requestId = (JSON.parse(wide.body) as { requestId: string }).requestId;
+    const [audited] = await auditLinesOf([requestId]);
+    expect(audited).toMatchObject({
+      method: "TRACE",
+      status: 405,
+      decision: "deny",
+      route: expect.stringMatching(/#/) as unknown,
+    });
     // TRACK is not a method node:http parses: refused before the gateway sees it.
     const track = await rawRequest(gateway.port, [
       "TRACK /public/x HTTP/1.1",

@@ -271,14 +271,14 @@ const route: Stage = (ctx) => {
       allow: result.allow.filter((allowed) => !neverProxied.has(allowed)).join(", "),
     });
   }
+  ctx.route = result.route;
   // An upstream that echoes TRACE would hand the internal JWT back to the client: refused on every route,
-  // with the methods the route does take.
+  // with the methods the route does take (audited with the route it matched).
   if (neverProxied.has(method)) {
     throw new GatewayError("PG_ERR_METHOD_NOT_ALLOWED", `${method} is never proxied`, {
       allow: allowedMethods(result.route),
     });
   }
-  ctx.route = result.route;
   if (method === "OPTIONS") {
     const maxForwards = ctx.req.headers["max-forwards"];
     if (maxForwards !== undefined) {
