@@ -60,18 +60,25 @@ export interface ForwardInput {
 class BodyLimit extends Transform {
   /** Body bytes received so far. */
   seen = 0;
+  /** When the body started to stream, and the longest it may be silent (the route's timeout). */
+  readonly startedAt = performance.now();
+  readonly silenceMs: number;
+  /** Set to `--min-body-rate` while the body is behind it (its bytes no longer keep the exchange alive). */
+  tooSlow = 0;
   private readonly limit: number;
   private readonly onChunk: (seen: number) => void;
   private readonly onEnd: () => void;
   private readonly rewriter: BodyRewriter | undefined;
   constructor(
     limit: number,
+    silenceMs: number,
     onChunk: (seen: number) => void,
     onEnd: () => void,
     rewriter: BodyRewriter | undefined,
   ) {
     super();
     this.limit = limit;
+    this.silenceMs = silenceMs;
     this.onChunk = onChunk;
     this.onEnd = onEnd;
     this.rewriter = rewriter;
@@ -199,11 +206,6 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   /** The streamed request body and its source, when there is one, and the listener for their errors. */
   private body: BodyLimit | null = null;
   private req: IncomingMessage | null = null;
-  /** When the streamed body started, and the route's timeout (for the body's timeout reason). */
-  private bodyStartedAt = 0;
-  private bodyTimeoutMs = 0;
-  /** Set to `--min-body-rate` once the body fell behind it (its bytes no longer keep the exchange alive). */
-  private bodyTooSlow = 0;
   private onBodyError: ((error: Error) => void) | null = null;
   /**
    * The route's timeout: until the response head, then as the longest silence between body chunks, on either
@@ -248,12 +250,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     // The rate is measured from the body's start, or from when the upstream last held it back (undici pauses the
     // body while the upstream connection is full, and takes none before it has one): a body slowed by an upstream
     // that reads slowly is not the client's doing.
-    let since = performance.now();
+    let since = 0;
     let seenBefore = 0;
-    this.bodyTimeoutMs = timeoutMs;
-    this.bodyStartedAt = since;
     const body = new BodyLimit(
       limit,
+      timeoutMs,
       (seen) => {
         if (this.status !== 0 || this.settled) return;
         const now = performance.now();
@@ -261,10 +262,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
           since = now;
           seenBefore = seen;
         } else if (minBodyRate > 0 && now - since > timeoutMs + ((seen - seenBefore) * 1000) / minBodyRate) {
-          this.bodyTooSlow = minBodyRate;
+          body.tooSlow = minBodyRate;
           return;
         }
-        this.bodyTooSlow = 0;
+        body.tooSlow = 0;
         this.timer.refresh();
       },
       // The whole request is out: the upstream gets the rule's whole timeout to answer from here.
@@ -273,6 +274,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       },
       rewriter,
     );
+    since = body.startedAt;
     body.on("resume", () => {
       since = performance.now();
       seenBefore = body.seen;
@@ -418,24 +420,24 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   timedOut(): void {
-    const req = this.req;
+    const { req, body } = this;
     if (
       this.status === 0 &&
-      this.body !== null &&
+      body !== null &&
       req !== null &&
       !req.complete &&
-      this.body.readableFlowing === true &&
-      this.body.readableLength === 0
+      body.readableFlowing === true &&
+      body.readableLength === 0
     ) {
       // The upstream takes every byte and waits for the rest of the body: the client is late, not the upstream.
       // (A body the upstream holds back means it stopped reading: an upstream timeout, below.)
-      const seconds = ((performance.now() - this.bodyStartedAt) / 1000).toFixed(1);
+      const seconds = ((performance.now() - body.startedAt) / 1000).toFixed(1);
       this.abort(
         new GatewayError(
           "PG_ERR_REQUEST_TIMEOUT",
-          this.bodyTooSlow > 0
-            ? `request body too slow: ${this.body.seen} bytes in ${seconds} s (--min-body-rate ${this.bodyTooSlow})`
-            : `request body stalled: no bytes for ${this.bodyTimeoutMs} ms`,
+          body.tooSlow > 0
+            ? `request body too slow: ${body.seen} bytes in ${seconds} s (--min-body-rate ${body.tooSlow})`
+            : `request body stalled: no bytes for ${body.silenceMs} ms`,
         ),
       );
       return;

@@ -819,15 +819,45 @@ function answerWithoutResponse(
   } catch {
     socket.destroy();
   }
-  deps.metrics.requests.finished("none", method, error.status, "deny", latencyMs / 1000);
+  recordWithoutRoute(deps, {
+    requestId,
+    traceId,
+    remoteAddress: socket instanceof Socket ? socket.remoteAddress : undefined,
+    forwardedFor: undefined,
+    host: undefined,
+    method,
+    error,
+    decision: "deny",
+    latencyMs,
+  });
+}
+
+/** A request that never reached a route (refused by the parser, a CONNECT, not run): counted and audited. */
+interface RouteLessRecord {
+  readonly requestId: string;
+  readonly traceId: string;
+  readonly remoteAddress: string | undefined;
+  readonly forwardedFor: string | undefined;
+  readonly host: string | undefined;
+  readonly method: string;
+  readonly error: GatewayError;
+  readonly decision: Decision;
+  readonly latencyMs: number;
+}
+
+/** Metrics and the audit line of a request no route took (`route` "none"); never throws. */
+function recordWithoutRoute(deps: PipelineDeps, record: RouteLessRecord): void {
+  const { error, latencyMs } = record;
   try {
+    deps.metrics.requests.finished("none", record.method, error.status, record.decision, latencyMs / 1000);
     deps.audit.write({
       time: isoTime(Date.now()),
-      requestId,
-      traceId,
-      remoteAddress: socket instanceof Socket ? socket.remoteAddress : undefined,
-      host: undefined,
-      method,
+      requestId: record.requestId,
+      traceId: record.traceId,
+      remoteAddress: record.remoteAddress,
+      forwardedFor: record.forwardedFor,
+      host: record.host,
+      method: record.method,
       route: undefined,
       pathTemplate: undefined,
       authMode: undefined,
@@ -836,7 +866,7 @@ function answerWithoutResponse(
       scopes: undefined,
       tokenFingerprint: undefined,
       cache: undefined,
-      decision: "deny",
+      decision: record.decision,
       reason: error.code,
       detail: error.reason,
       status: error.status,
@@ -844,7 +874,7 @@ function answerWithoutResponse(
       latencyMs: Math.round(latencyMs * 1000) / 1000,
     });
   } catch (failure) {
-    deps.logger.error({ err: failure, requestId }, "request accounting failed");
+    deps.logger.error({ err: failure, requestId: record.requestId }, "request accounting failed");
   }
 }
 
@@ -865,37 +895,19 @@ function recordNotRun(deps: PipelineDeps, req: IncomingMessage): void {
     "PG_ERR_CONNECTION_CLOSING",
     "pipelined behind an answer that closed the connection; not run (requests after it on this connection are not recorded)",
   );
-  try {
-    const { requestId, traceId } = newRequestIds(undefined);
-    const method = req.method ?? "";
-    deps.metrics.requests.started();
-    deps.metrics.requests.finished("none", method, error.status, decisionOf(error.code), 0);
-    deps.audit.write({
-      time: isoTime(Date.now()),
-      requestId,
-      traceId,
-      remoteAddress: req.socket.remoteAddress,
-      forwardedFor: deps.trustForwarded ? forwardedChain(req) : undefined,
-      host: capped(req.headers.host, MAX_AUDIT_HEADER_CHARS),
-      method,
-      route: undefined,
-      pathTemplate: undefined,
-      authMode: undefined,
-      clientId: undefined,
-      sub: undefined,
-      scopes: undefined,
-      tokenFingerprint: undefined,
-      cache: undefined,
-      decision: decisionOf(error.code),
-      reason: error.code,
-      detail: error.reason,
-      status: error.status,
-      upstreamStatus: undefined,
-      latencyMs: 0,
-    });
-  } catch (failure) {
-    deps.logger.error({ err: failure }, "request accounting failed");
-  }
+  const { requestId, traceId } = newRequestIds(undefined);
+  deps.metrics.requests.started();
+  recordWithoutRoute(deps, {
+    requestId,
+    traceId,
+    remoteAddress: socket.remoteAddress,
+    forwardedFor: deps.trustForwarded ? forwardedChain(req) : undefined,
+    host: capped(req.headers.host, MAX_AUDIT_HEADER_CHARS),
+    method: req.method ?? "",
+    error,
+    decision: decisionOf(error.code),
+    latencyMs: 0,
+  });
 }
 
 /**
